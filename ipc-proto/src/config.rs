@@ -1,0 +1,241 @@
+//! Configuration: the TOML file of the supervisor deserializes into [`AgentConfig`], and each
+//! child receives what it needs of it in [`InitConfig`]. One definition for both.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::Role;
+
+/// How much of the host the virtual root shows (the SmartAgent seed's three modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountMode {
+    /// Host root read-write, nothing pruned (testing, debugging).
+    Full,
+    /// Host root read-only, boot/initrd/root/vmlinuz/home pruned, runtime dir read-write.
+    #[default]
+    ReadOnly,
+    /// Only /etc, /usr, /lib*, /proc, /sys, /dev, /run read-only, runtime dir read-write.
+    Minimal,
+}
+
+impl MountMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountMode::Full => "full",
+            MountMode::ReadOnly => "read-only",
+            MountMode::Minimal => "minimal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Host user the collector and shipper run as (must exist in the host's /etc/passwd).
+    pub user: String,
+    /// false: collector and shipper stay root (with a warning), as SmartAgent's flag.
+    pub non_root_mode: bool,
+    pub mount_mode: MountMode,
+    /// Where the host's root is visible: `/` on a bare host, `/hostfs` in a container.
+    pub host_root: String,
+    /// Runtime directory (journal, status socket); bind-mounted read-write into the view.
+    pub runtime_dir: String,
+    /// Fail at start when a capability needed by an enabled feature is missing.
+    pub enforce_sys_caps: bool,
+    /// Never try to build the virtual root (SmartAgent's NO_REMOUNT_ROOT).
+    pub no_remount_root: bool,
+    /// Hostname reported as `host.name` (default: the kernel's).
+    pub hostname: Option<String>,
+    pub collector: CollectorConfig,
+    pub shipper: ShipperConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            user: "nobody".into(),
+            non_root_mode: true,
+            mount_mode: MountMode::ReadOnly,
+            host_root: "/".into(),
+            runtime_dir: "/var/run/vigil".into(),
+            enforce_sys_caps: false,
+            no_remount_root: false,
+            hostname: None,
+            collector: CollectorConfig::default(),
+            shipper: ShipperConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    pub interval_ms: u64,
+    pub host: bool,
+    pub processes: bool,
+    /// Per-process fd and socket counts of other users' processes (asks the privhelper).
+    pub process_fds: bool,
+    pub containers: bool,
+    pub disks: bool,
+    pub network: bool,
+    /// Interface counters of other network namespaces (netlink socket made by the privhelper).
+    pub netns: bool,
+    pub kmsg: bool,
+    pub ebpf_exec: bool,
+    pub ebpf_flows: bool,
+    /// `socket` (CAP_BPF + CAP_NET_RAW) or `tc` (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
+    pub flows_source: String,
+    /// Interfaces the tc flow program attaches to (empty: all but loopback).
+    pub flow_interfaces: Vec<String>,
+    pub flow_evict_ms: u64,
+    /// Largest number of records in one batch sent to the shipper.
+    pub max_batch_records: usize,
+    /// Batches sent but not yet acknowledged by the shipper before the collector drops the
+    /// oldest unsent data instead of blocking.
+    pub max_unacked_batches: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            interval_ms: 10_000,
+            host: true,
+            processes: true,
+            process_fds: true,
+            containers: true,
+            disks: true,
+            network: true,
+            netns: true,
+            kmsg: true,
+            ebpf_exec: true,
+            ebpf_flows: true,
+            flows_source: "socket".into(),
+            flow_interfaces: Vec::new(),
+            flow_evict_ms: 10_000,
+            max_batch_records: 256,
+            max_unacked_batches: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncPolicy {
+    /// fsync after every batch appended (default).
+    #[default]
+    Batch,
+    /// Leave it to the kernel's writeback (fast, loses the tail on power loss).
+    Never,
+    /// fsync at most once per `fsync_interval_ms`.
+    Interval,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShipperConfig {
+    /// Journal directory; default `<runtime_dir>/journal`.
+    pub journal_dir: Option<String>,
+    pub journal_max_bytes: u64,
+    pub journal_segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+    /// JSON lines: `stdout`, a file path, or empty to disable.
+    pub json_lines: String,
+    pub otlp: Option<OtlpConfig>,
+}
+
+impl Default for ShipperConfig {
+    fn default() -> Self {
+        ShipperConfig {
+            journal_dir: None,
+            journal_max_bytes: 256 * 1024 * 1024,
+            journal_segment_bytes: 8 * 1024 * 1024,
+            fsync: FsyncPolicy::Batch,
+            fsync_interval_ms: 1000,
+            json_lines: "stdout".into(),
+            otlp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Base URL, e.g. `http://127.0.0.1:4318`; `/v1/metrics` and `/v1/logs` are appended.
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub gzip: bool,
+    pub timeout_ms: u64,
+    pub max_batch_records: usize,
+    pub max_batch_delay_ms: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: "http://127.0.0.1:4318".into(),
+            headers: Vec::new(),
+            gzip: true,
+            timeout_ms: 10_000,
+            max_batch_records: 2048,
+            max_batch_delay_ms: 1000,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// Sent by the supervisor to each child right after the hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub role: Role,
+    pub sandbox: SandboxPlan,
+    /// Where the host view is, seen from this process (`/` once inside the virtual root).
+    pub host_root: String,
+    pub runtime_dir: String,
+    pub hostname: String,
+    /// Names of the features the supervisor enabled (see the feature table in `policies`).
+    pub enabled_features: Vec<String>,
+    pub collector: CollectorConfig,
+    pub shipper: ShipperConfig,
+}
+
+impl InitConfig {
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.enabled_features.iter().any(|f| f == name)
+    }
+}
+
+/// What a child must drop and lock itself into, computed by the supervisor (pure data) and
+/// applied by the child before it reads any peer input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxPlan {
+    /// Switch to these ids (setgroups, setresgid, setresuid); `None`: stay as started.
+    pub ids: Option<Ids>,
+    /// Capabilities kept in the permitted and effective sets (numbers as in linux/capability.h).
+    /// Everything else is dropped from every set, the bounding set included.
+    pub keep_caps: Vec<u8>,
+    /// Apply the role's seccomp policy.
+    pub seccomp: bool,
+    pub landlock: LandlockPlan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LandlockPlan {
+    pub enabled: bool,
+    /// Paths readable (files and directory listings) and nothing more.
+    pub read_only: Vec<String>,
+    /// Paths fully usable (create, write, remove).
+    pub read_write: Vec<String>,
+    /// TCP ports the role may connect to (ABI >= 4; others can connect nowhere).
+    pub connect_tcp: Vec<u16>,
+}

@@ -1,0 +1,299 @@
+//! Every message exchanged between vigil's processes. Adding a variant at the end is compatible
+//! with the decoder of the same build only; any change here bumps [`crate::PROTOCOL_VERSION`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::InitConfig;
+use crate::records::Batch;
+
+/// The four roles of the process tree (plus the `vigil status` client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum Role {
+    Supervisor,
+    Privhelper,
+    Collector,
+    Shipper,
+    StatusClient,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Supervisor => "supervisor",
+            Role::Privhelper => "privhelper",
+            Role::Collector => "collector",
+            Role::Shipper => "shipper",
+            Role::StatusClient => "status-client",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "supervisor" => Role::Supervisor,
+            "privhelper" => Role::Privhelper,
+            "collector" => Role::Collector,
+            "shipper" => Role::Shipper,
+            _ => return None,
+        })
+    }
+
+    /// The three roles the supervisor starts.
+    pub const CHILDREN: [Role; 3] = [Role::Privhelper, Role::Collector, Role::Shipper];
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// First frame on every channel, both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 4],
+    pub version: u16,
+    pub role: Role,
+}
+
+pub const HELLO_MAGIC: [u8; 4] = *b"VGIL";
+
+impl Hello {
+    pub fn new(role: Role) -> Self {
+        Hello {
+            magic: HELLO_MAGIC,
+            version: crate::PROTOCOL_VERSION,
+            role,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// supervisor <-> child (control channel, fd 3 in the child)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SupervisorToChild {
+    /// Sent once, right after the hello: what to drop, what to run.
+    Init(Box<InitConfig>),
+    /// Ask for a [`ChildToSupervisor::Stats`] answer.
+    StatsRequest,
+    /// Finish current work, flush, exit 0.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChildToSupervisor {
+    /// The sandbox is in place; the child reports what it could apply.
+    Ready(SandboxReport),
+    /// Pipeline counters of the role (records accepted, shipped, ...).
+    Stats(RoleStats),
+    /// A warning the operator should see once (a feature that turned off at run time, ...).
+    Warning(String),
+    /// Written by the SIGSYS handler just before the role dies: the syscall the seccomp filter
+    /// refused. Fixed-width fields so the handler can patch a pre-encoded frame without
+    /// allocating.
+    SeccompViolation {
+        #[serde(with = "postcard::fixint::le")]
+        syscall: u32,
+        #[serde(with = "postcard::fixint::le")]
+        arch: u32,
+    },
+}
+
+/// What a child actually applied to itself, as it saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    pub uid: u32,
+    pub gid: u32,
+    /// Landlock: "enforced (ABI n)", "partially enforced (ABI n)", "not supported", "off".
+    pub landlock: String,
+    /// Seccomp policy name applied, or "off".
+    pub seccomp: String,
+    pub no_new_privs: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleStats {
+    /// Named counters and gauges (`records_accepted`, `journal_bytes`, ...).
+    pub counters: Vec<(String, u64)>,
+}
+
+impl RoleStats {
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// collector <-> privhelper. This enum is the privhelper's whole attack surface.
+// ---------------------------------------------------------------------------------------------
+
+/// Most pids accepted in one [`PrivRequest::ProcFdStats`].
+pub const MAX_FD_STAT_PIDS: usize = 4096;
+/// Longest network namespace name accepted (as `ip netns` names under /run/netns).
+pub const MAX_NETNS_NAME: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrivRequest {
+    /// Open /dev/kmsg read-only, non-blocking; answered with the fd.
+    OpenKmsg,
+    /// Count open fds and sockets of these processes (other users' /proc/PID/fd).
+    ProcFdStats { pids: Vec<u32> },
+    /// List network namespaces on the host (named ones under /run/netns and those of processes).
+    ListNetns,
+    /// Create a NETLINK_ROUTE socket inside that network namespace; answered with the fd.
+    NetlinkRouteInNetns { target: NetnsTarget },
+    /// Load and attach a BPF program; answered with the ring buffer map fd (or flow map fd).
+    BpfAttach { program: BpfProgram },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NetnsTarget {
+    /// The network namespace of this process.
+    Pid(u32),
+    /// A name under /run/netns (as made by `ip netns add`).
+    Named(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BpfProgram {
+    /// Process exec/exit from the sched raw tracepoints.
+    ExecExit,
+    /// Network flows from a socket filter on an AF_PACKET socket.
+    FlowsSocketFilter,
+    /// Network flows from tc (cls_bpf) on an interface.
+    FlowsTc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrivResponse {
+    /// The answer is the descriptor(s) attached to this datagram.
+    Fd { kind: FdKind },
+    FdStats(Vec<ProcFdStat>),
+    Netns(Vec<NetnsInfo>),
+    Error(PrivError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    Kmsg,
+    NetlinkRoute,
+    BpfRingbuf,
+    BpfMap,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcFdStat {
+    pub pid: u32,
+    /// `None` when the process vanished or could not be read.
+    pub fds: Option<u32>,
+    /// `None` when sockets could not be told apart (no CAP_SYS_PTRACE).
+    pub sockets: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsInfo {
+    /// Inode of the namespace (`ls -i /proc/PID/ns/net`).
+    pub inode: u64,
+    /// Name under /run/netns, if it has one.
+    pub name: Option<String>,
+    /// One process living in it, if any.
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivError {
+    pub code: PrivErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrivErrorCode {
+    /// The request failed validation (bad pid, bad name, too many items).
+    BadRequest,
+    /// The feature is off (missing capability or disabled in config).
+    FeatureDisabled,
+    /// The target does not exist (vanished process, unknown namespace).
+    NotFound,
+    /// The kernel refused.
+    PermissionDenied,
+    /// Any other failure of the operation.
+    Failed,
+}
+
+// ---------------------------------------------------------------------------------------------
+// collector <-> shipper (data path)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CollectorToShipper {
+    Batch(Batch),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShipperToCollector {
+    /// The batch with this sequence number is in the journal; the collector may forget it.
+    Ack { seq: u64 },
+    /// The batch was refused (malformed); it is not in the journal.
+    Nack { seq: u64, reason: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// `vigil status` client <-> supervisor (root-only socket in the runtime dir)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    Status(StatusReport),
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub mount_mode: String,
+    /// Whether the trimmed virtual root is in place (false: no CAP_SYS_ADMIN, or disabled).
+    pub virtual_root: bool,
+    pub non_root_mode: bool,
+    pub user: String,
+    pub processes: Vec<ProcessStatus>,
+    pub features: Vec<FeatureState>,
+    pub stats: Vec<(Role, RoleStats)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub role: Role,
+    pub pid: u32,
+    /// Real, effective, saved, filesystem ids, as in /proc/PID/status.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    /// 0 off, 1 strict, 2 filter.
+    pub seccomp: u8,
+    /// As reported by the child (the kernel does not show Landlock in /proc).
+    pub landlock: String,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureState {
+    pub name: String,
+    pub enabled: bool,
+    /// Why it is off (missing capabilities, kernel setting, config), empty when on.
+    pub reason: String,
+}

@@ -1,0 +1,1 @@
+//! Test harness helpers shared by the end-to-end tests.
