@@ -1,1 +1,20 @@
-//! placeholder
+//! The collector: unprivileged producer of records.
+
+use vigil_ipc_proto::{Channel, InitConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("ipc: {0}")]
+    Proto(#[from] vigil_ipc_proto::ProtoError),
+}
+
+/// Collect every interval and send batches to the shipper until the supervisor says shut down.
+pub fn run(
+    init: &InitConfig,
+    control: Channel,
+    privhelper: Channel,
+    shipper: Channel,
+) -> Result<(), CollectorError> {
+    let _ = (init, control, privhelper, shipper);
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The feature/capability table. (API skeleton; filled in by the sandbox work.)
