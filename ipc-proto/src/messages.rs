@@ -235,6 +235,9 @@ pub enum CollectorToShipper {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShipperToCollector {
+    /// Sent by the shipper right after the hello: what the journal already holds, so a
+    /// restarted collector does not send kernel events again.
+    Resume { last_kmsg_seq: Option<u64> },
     /// The batch with this sequence number is in the journal; the collector may forget it.
     Ack { seq: u64 },
     /// The batch was refused (malformed); it is not in the journal.
