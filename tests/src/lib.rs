@@ -1,1 +1,447 @@
-//! Test harness helpers shared by the end-to-end tests.
+//! Harness shared by the end-to-end tests: start the real `vigil` binary, talk to it the way an
+//! operator would (`vigil status` over its socket, its stdout JSON lines), and read the real
+//! kernel state of each of its processes from /proc.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::unistd::Pid;
+use vigil_ipc_proto::{Channel, ClientRequest, ClientResponse, ProtoError, Role, StatusReport};
+
+/// The `vigil` binary cargo built next to this test executable (target/<profile>/vigil).
+pub fn vigil_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VIGIL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("vigil");
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Captured output of a child process, filled by reader threads.
+#[derive(Default, Clone)]
+pub struct Output {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Output {
+    fn spawn_reader(&self, r: impl Read + Send + 'static) {
+        let lines = self.lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Wait until some line satisfies `pred`; returns it.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            {
+                let lines = self.lines.lock().unwrap();
+                for l in &lines[seen..] {
+                    if pred(l) {
+                        return Some(l.clone());
+                    }
+                }
+                seen = lines.len();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct AgentBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    wrapper: Vec<String>,
+    runtime_dir: Option<PathBuf>,
+}
+
+impl AgentBuilder {
+    /// Extra arguments after `vigil run`.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, it: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(it.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Run vigil under a wrapper command, e.g. `capsh --drop=cap_syslog --`.
+    pub fn wrapper<I, S>(mut self, it: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.wrapper = it.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Use this runtime directory instead of a fresh temporary one (to test restarts over the
+    /// same journal).
+    pub fn runtime_dir(mut self, p: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(p.into());
+        self
+    }
+
+    pub fn start(self) -> Agent {
+        let (runtime_dir, tmp) = match self.runtime_dir {
+            Some(p) => (p, None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("vigil-e2e-")
+                    .tempdir_in("/tmp")
+                    .expect("tempdir");
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
+        // The agent user must be able to traverse to its journal directory.
+        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod runtime dir");
+        let bin = vigil_bin();
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(&bin)
+        } else {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(&bin);
+            c
+        };
+        cmd.arg("run")
+            .arg("--runtime-dir")
+            .arg(&runtime_dir)
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn vigil");
+        let stdout = Output::default();
+        let stderr = Output::default();
+        stdout.spawn_reader(child.stdout.take().unwrap());
+        stderr.spawn_reader(child.stderr.take().unwrap());
+        Agent {
+            child,
+            runtime_dir,
+            _tmp: tmp,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// A running `vigil run`. Dropping it kills the whole tree.
+pub struct Agent {
+    child: Child,
+    pub runtime_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub stdout: Output,
+    pub stderr: Output,
+}
+
+impl Agent {
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// Start with the defaults the tests use: agent user `nobody`, 500 ms interval.
+    pub fn start_default() -> Agent {
+        Agent::builder()
+            .args(["--user", "nobody", "--interval-ms", "500"])
+            .start()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join("vigil.sock")
+    }
+
+    /// One status request over the supervisor's socket.
+    pub fn status(&self) -> Result<StatusReport, String> {
+        status_at(&self.socket_path())
+    }
+
+    /// Wait until the three children are up with their sandbox reported.
+    pub fn wait_ready(&mut self, timeout: Duration) -> StatusReport {
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "vigil exited early with {st}\n--- stderr ---\n{}",
+                    self.stderr.text()
+                );
+            }
+            match self.status() {
+                Ok(r)
+                    if r.processes.len() == 4
+                        && r.processes
+                            .iter()
+                            .filter(|p| p.role != Role::Supervisor)
+                            .all(|p| !p.landlock.is_empty()) =>
+                {
+                    return r;
+                }
+                Ok(r) => last = format!("{r:?}"),
+                Err(e) => last = e,
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "vigil not ready after {timeout:?}: {last}\n--- stderr ---\n{}",
+                    self.stderr.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Pid of one role from a status report.
+    pub fn role_pid(&self, role: Role) -> u32 {
+        let r = self.status().expect("status");
+        r.processes
+            .iter()
+            .find(|p| p.role == role)
+            .unwrap_or_else(|| panic!("no {role} in {r:?}"))
+            .pid
+    }
+
+    /// JSON objects printed on stdout by the default JSON-lines exporter.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait for a JSON line satisfying `pred`.
+    pub fn wait_json(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        self.stdout
+            .wait_for(timeout, |l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .map(|v| pred(&v))
+                    .unwrap_or(false)
+            })
+            .and_then(|l| serde_json::from_str(&l).ok())
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Wait for the agent to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_wait() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        match self.wait_exit(Duration::from_secs(15)) {
+            Some(s) => s,
+            None => {
+                let _ = self.child.kill();
+                panic!("vigil did not stop within 15s of SIGTERM");
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- vigil stderr ---\n{}", self.stderr.text());
+        }
+    }
+}
+
+/// Connect to a supervisor's status socket and ask for its report.
+pub fn status_at(path: &Path) -> Result<StatusReport, String> {
+    let mut ch = connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;
+    ch.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    ch.handshake(Role::StatusClient, Some(Role::Supervisor))
+        .map_err(|e| format!("handshake: {e}"))?;
+    ch.send(&ClientRequest::Status).map_err(|e| e.to_string())?;
+    match ch.recv::<ClientResponse>().map_err(|e| e.to_string())? {
+        ClientResponse::Status(r) => Ok(r),
+        ClientResponse::Error(e) => Err(e),
+    }
+}
+
+/// A raw SOCK_SEQPACKET connection to a Unix socket path.
+pub fn connect(path: &Path) -> Result<Channel, ProtoError> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| ProtoError::Io(e.into()))?;
+    let addr = UnixAddr::new(path).map_err(|e| ProtoError::Io(e.into()))?;
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)
+        .map_err(|e| ProtoError::Io(e.into()))?;
+    Ok(Channel::from_fd(fd))
+}
+
+/// The kernel's view of one process, from /proc/PID/status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStatus {
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    pub seccomp: u8,
+    pub fields: BTreeMap<String, String>,
+}
+
+pub fn proc_status(pid: u32) -> std::io::Result<ProcStatus> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let fields: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect();
+    let ids = |k: &str| -> [u32; 4] {
+        let mut out = [u32::MAX; 4];
+        for (i, v) in fields[k].split_whitespace().take(4).enumerate() {
+            out[i] = v.parse().unwrap();
+        }
+        out
+    };
+    let hex = |k: &str| u64::from_str_radix(&fields[k], 16).unwrap();
+    Ok(ProcStatus {
+        uids: ids("Uid"),
+        gids: ids("Gid"),
+        cap_inh: hex("CapInh"),
+        cap_prm: hex("CapPrm"),
+        cap_eff: hex("CapEff"),
+        cap_bnd: hex("CapBnd"),
+        cap_amb: hex("CapAmb"),
+        no_new_privs: fields["NoNewPrivs"] == "1",
+        seccomp: fields["Seccomp"].parse().unwrap(),
+        fields,
+    })
+}
+
+/// Bit of a capability in the /proc masks.
+pub const fn cap_bit(cap: u32) -> u64 {
+    1u64 << cap
+}
+
+/// Capability numbers from linux/capability.h used by the tests.
+pub mod cap {
+    pub const CHOWN: u32 = 0;
+    pub const DAC_OVERRIDE: u32 = 1;
+    pub const DAC_READ_SEARCH: u32 = 2;
+    pub const SETGID: u32 = 6;
+    pub const SETUID: u32 = 7;
+    pub const SETPCAP: u32 = 8;
+    pub const NET_ADMIN: u32 = 12;
+    pub const NET_RAW: u32 = 13;
+    pub const SYS_CHROOT: u32 = 18;
+    pub const SYS_PTRACE: u32 = 19;
+    pub const SYS_ADMIN: u32 = 21;
+    pub const SYSLOG: u32 = 34;
+    pub const PERFMON: u32 = 38;
+    pub const BPF: u32 = 39;
+}
+
+/// Namespace identity of a process (`mnt:[4026531841]`).
+pub fn ns_of(pid: u32, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Run a command, panic with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
