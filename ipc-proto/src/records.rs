@@ -93,3 +93,7 @@ impl KeyValue {
         }
     }
 }
+
+/// Log attribute (I64) carrying the `/dev/kmsg` sequence number of a kernel event. The shipper
+/// remembers the highest one it journaled and sends it in `ShipperToCollector::Resume`.
+pub const ATTR_KMSG_SEQ: &str = "linux.kmsg.seq";
