@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# vigil developer entry point for a fresh Debian 12 machine (run as root, or with sudo).
+#
+#   ./dev.sh run [ARGS...]   install build dependencies, build, create the `vigil` host user,
+#                            and run the agent with its embedded defaults (JSON lines on stdout)
+#   ./dev.sh test            install build and test dependencies, run the whole test suite
+#
+# Needs a Rust toolchain (rustup's stable) on PATH or in ~/.cargo/bin.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+for d in "$HOME/.cargo/bin" "${SUDO_USER:+$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin}"; do
+    [ -n "$d" ] && [ -d "$d" ] && PATH="$d:$PATH"
+done
+export PATH
+
+if [ "$(id -u)" != 0 ]; then
+    echo "dev.sh: run as root (the agent and its tests need real capabilities, namespaces and BPF)" >&2
+    exit 1
+fi
+command -v cargo >/dev/null || { echo "dev.sh: cargo not found; install Rust stable with rustup" >&2; exit 1; }
+
+# Build: libseccomp (seccomp filters), clang-19 + libbpf headers (BPF programs, compiled at build time).
+BUILD_PKGS="libseccomp-dev pkg-config clang-19 libbpf-dev"
+# Tests: real kernel tooling the end-to-end tests drive.
+TEST_PKGS="iproute2 libcap2-bin bpftool iperf3 util-linux procps passwd"
+
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "dev.sh: installing ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_user() {
+    getent passwd vigil >/dev/null ||
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vigil
+}
+
+case "${1:-}" in
+run)
+    shift
+    apt_install $BUILD_PKGS
+    cargo build --release --locked -p vigil-supervisor
+    ensure_user
+    exec ./target/release/vigil run --user vigil "$@"
+    ;;
+test)
+    apt_install $BUILD_PKGS $TEST_PKGS
+    [ -x deploy/ci-deps.sh ] && deploy/ci-deps.sh
+    ensure_user
+    cargo test --workspace --locked
+    ;;
+*)
+    sed -n '2,9p' "$0" >&2
+    exit 2
+    ;;
+esac
