@@ -156,7 +156,10 @@ impl AgentBuilder {
             .arg("--runtime-dir")
             .arg(&runtime_dir)
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("info".into()),
+            )
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -432,11 +435,7 @@ pub fn ns_of(pid: u32, ns: &str) -> String {
 
 /// Run a command, panic with its output if it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("sh");
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed: {}\n{}",

@@ -1,0 +1,206 @@
+//! Issue 2: supervision (restart with a count, clean shutdown), the status socket against
+//! hostile and unprivileged clients, and the `status` / `doctor` commands.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use vigil_ipc_proto::frame::{HEADER_LEN, MAX_FRAME, encode};
+use vigil_ipc_proto::{ClientRequest, ClientResponse, Hello, Role};
+use vigil_tests::{Agent, connect, proc_status, vigil_bin};
+
+fn wait_restarted(agent: &Agent, role: Role, old_pid: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = agent.status()
+            && let Some(p) = r.processes.iter().find(|p| p.role == role)
+            && p.pid != old_pid
+            && p.restarts >= 1
+            && !p.landlock.is_empty()
+        {
+            return p.pid;
+        }
+        assert!(Instant::now() < deadline, "{role:?} not restarted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn killed_children_are_restarted_and_counted() {
+    let mut agent = Agent::start_default();
+    agent.wait_ready(Duration::from_secs(30));
+    for role in [Role::Collector, Role::Shipper, Role::Privhelper] {
+        let old = agent.role_pid(role);
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        let new = wait_restarted(&agent, role, old);
+        // The new process is sandboxed like the first one.
+        let k = proc_status(new).unwrap();
+        assert!(k.no_new_privs && k.seccomp == 2, "{role:?} {k:?}");
+        let r = agent.status().unwrap();
+        let p = r.processes.iter().find(|p| p.role == role).unwrap();
+        assert_eq!(p.restarts, 1, "{role:?}");
+        assert!(
+            p.last_exit.as_deref().unwrap_or("").contains("SIGKILL"),
+            "{:?}",
+            p.last_exit
+        );
+    }
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn hostile_status_clients_get_errors_and_the_agent_lives_on() {
+    let mut agent = Agent::start_default();
+    agent.wait_ready(Duration::from_secs(30));
+    let sock = agent.socket_path();
+
+    let attempts: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        vec![],
+        vec![0xff; 3],
+        // Length prefix lying about the size.
+        [&1000u32.to_le_bytes()[..], b"abc"].concat(),
+        // Oversized datagram.
+        vec![7u8; HEADER_LEN + MAX_FRAME + 64],
+        // Wrong protocol version.
+        encode(&Hello {
+            magic: *b"VGIL",
+            version: 999,
+            role: Role::StatusClient,
+        })
+        .unwrap(),
+        // Wrong magic.
+        encode(&Hello {
+            magic: *b"EVIL",
+            version: vigil_ipc_proto::PROTOCOL_VERSION,
+            role: Role::StatusClient,
+        })
+        .unwrap(),
+    ];
+    for bytes in &attempts {
+        let mut ch = connect(&sock).expect("connect");
+        ch.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = ch.send_raw(bytes);
+        // Either an error answer or a closed connection; never a hang, never a status report.
+        match ch.recv::<ClientResponse>() {
+            Ok(ClientResponse::Status(_)) => panic!("answered a bad hello with a report"),
+            Ok(ClientResponse::Error(_)) | Err(_) => {}
+        }
+    }
+    // A good hello followed by an unknown request variant.
+    let mut ch = connect(&sock).unwrap();
+    ch.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ch.handshake(Role::StatusClient, Some(Role::Supervisor))
+        .unwrap();
+    let mut bad = encode(&ClientRequest::Status).unwrap();
+    bad[HEADER_LEN] = 0x55;
+    ch.send_raw(&bad).unwrap();
+    assert!(!matches!(
+        ch.recv::<ClientResponse>(),
+        Ok(ClientResponse::Status(_))
+    ));
+
+    // Many clients that connect and vanish.
+    for _ in 0..200 {
+        drop(connect(&sock).unwrap());
+    }
+    // Still alive and answering.
+    let r = agent.status().expect("status after abuse");
+    assert_eq!(r.processes.len(), 4);
+    assert!(r.processes.iter().all(|p| p.restarts == 0));
+    assert!(agent.try_wait().is_none());
+}
+
+#[test]
+fn status_socket_refuses_non_root() {
+    let mut agent = Agent::start_default();
+    agent.wait_ready(Duration::from_secs(30));
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(vigil_bin())
+        .arg("status")
+        .arg("--runtime-dir")
+        .arg(&agent.runtime_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody must not read the status");
+}
+
+#[test]
+fn status_and_doctor_commands() {
+    let mut agent = Agent::start_default();
+    let report = agent.wait_ready(Duration::from_secs(30));
+
+    let out = Command::new(vigil_bin())
+        .args(["status", "--runtime-dir"])
+        .arg(&agent.runtime_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in &report.processes {
+        assert!(text.contains(&p.pid.to_string()), "{text}");
+        assert!(text.contains(p.role.as_str()), "{text}");
+    }
+    assert!(
+        text.contains("cap_syslog")
+            || text.contains("CAP_SYSLOG")
+            || text.contains("cap_bpf")
+            || text.contains("CAP_BPF"),
+        "capabilities by name:\n{text}"
+    );
+
+    let out = Command::new(vigil_bin())
+        .args(["status", "--json", "--runtime-dir"])
+        .arg(&agent.runtime_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert_eq!(v["processes"].as_array().unwrap().len(), 4, "{v}");
+
+    let out = Command::new(vigil_bin()).arg("doctor").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "kmsg_events",
+        "ebpf_exec",
+        "netns_metrics",
+        "perf_event_paranoid",
+        "dmesg_restrict",
+        "unprivileged_bpf_disabled",
+        "BTF",
+        "Landlock",
+        "setcap",
+        "AmbientCapabilities=",
+        "CapabilityBoundingSet=",
+        "securityContext",
+    ] {
+        assert!(text.contains(needle), "doctor lacks {needle}:\n{text}");
+    }
+    let setcap = Command::new(vigil_bin())
+        .args(["doctor", "--emit", "setcap"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&setcap.stdout);
+    assert!(line.trim_start().starts_with("setcap "), "{line}");
+    assert!(
+        line.contains("cap_bpf") || line.contains("cap_syslog"),
+        "{line}"
+    );
+    assert!(agent.stop().success());
+}

@@ -1,0 +1,158 @@
+//! Issue 2: `vigil run` as root starts four processes whose kernel state is what the design says.
+
+use std::time::Duration;
+
+use vigil_ipc_proto::Role;
+use vigil_tests::{Agent, cap, cap_bit, ns_of, proc_status};
+
+const NOBODY: u32 = 65534;
+
+/// The only capabilities the privhelper may ever hold.
+fn privhelper_allowed() -> u64 {
+    [
+        cap::BPF,
+        cap::PERFMON,
+        cap::NET_RAW,
+        cap::NET_ADMIN,
+        cap::SYS_ADMIN,
+        cap::SYSLOG,
+        cap::SYS_PTRACE,
+        cap::DAC_READ_SEARCH,
+    ]
+    .iter()
+    .fold(0, |m, c| m | cap_bit(*c))
+}
+
+#[test]
+fn four_processes_with_the_designed_privileges() {
+    let mut agent = Agent::start_default();
+    let report = agent.wait_ready(Duration::from_secs(30));
+    assert_eq!(report.processes.len(), 4, "{report:?}");
+    let me = std::process::id();
+
+    for p in &report.processes {
+        let k = proc_status(p.pid).expect("child alive");
+        // What `vigil status` reports is what the kernel says.
+        assert_eq!(
+            (p.cap_prm, p.cap_eff, p.cap_bnd, p.cap_amb, p.cap_inh),
+            (k.cap_prm, k.cap_eff, k.cap_bnd, k.cap_amb, k.cap_inh),
+            "{:?}",
+            p.role
+        );
+        assert_eq!(p.uids, k.uids);
+        assert_eq!(p.no_new_privs, k.no_new_privs);
+        assert_eq!(p.seccomp, k.seccomp);
+
+        match p.role {
+            Role::Supervisor => {
+                assert_eq!(p.pid, agent.pid());
+                assert_eq!(k.uids[1], 0);
+                assert!(!k.no_new_privs);
+            }
+            Role::Privhelper => {
+                assert_eq!(k.uids, [NOBODY; 4], "privhelper runs as the agent user");
+                assert_ne!(k.cap_eff, 0, "privhelper keeps its feature capabilities");
+                assert_eq!(k.cap_eff, k.cap_prm);
+                assert_eq!(
+                    k.cap_eff & !privhelper_allowed(),
+                    0,
+                    "privhelper holds a capability no feature needs: {:#x}",
+                    k.cap_eff
+                );
+                assert_eq!(
+                    k.cap_bnd, k.cap_prm,
+                    "bounding set trimmed to what it keeps"
+                );
+                assert_eq!((k.cap_inh, k.cap_amb), (0, 0));
+                assert!(k.no_new_privs);
+                assert_eq!(k.seccomp, 2);
+                // dmesg_restrict=1 on the test machines: reading /dev/kmsg needs CAP_SYSLOG.
+                if std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict")
+                    .unwrap()
+                    .trim()
+                    == "1"
+                {
+                    assert_ne!(k.cap_eff & cap_bit(cap::SYSLOG), 0);
+                }
+            }
+            Role::Collector | Role::Shipper => {
+                assert_eq!(k.uids, [NOBODY; 4], "{:?} runs as nobody", p.role);
+                assert_eq!(k.gids[0], 65534);
+                assert_eq!(
+                    (k.cap_inh, k.cap_prm, k.cap_eff, k.cap_bnd, k.cap_amb),
+                    (0, 0, 0, 0, 0),
+                    "{:?} holds no capability",
+                    p.role
+                );
+                assert!(k.no_new_privs);
+                assert_eq!(k.seccomp, 2);
+                assert!(
+                    p.landlock.starts_with("enforced"),
+                    "{:?} landlock: {}",
+                    p.role,
+                    p.landlock
+                );
+            }
+            Role::StatusClient => panic!("status client in the tree"),
+        }
+        if p.role != Role::Supervisor {
+            // Children live in the supervisor's new mount namespace, not the host's.
+            assert_ne!(ns_of(p.pid, "mnt"), ns_of(me, "mnt"), "{:?}", p.role);
+            assert_eq!(ns_of(p.pid, "mnt"), ns_of(agent.pid(), "mnt"));
+            assert_eq!(p.restarts, 0);
+        }
+    }
+    assert!(report.virtual_root);
+    assert_eq!(report.mount_mode, "read-only");
+    let st = agent.stop();
+    assert!(st.success(), "clean shutdown: {st}");
+    for p in &report.processes {
+        assert!(
+            proc_status(p.pid).is_err(),
+            "{:?} still alive after shutdown",
+            p.role
+        );
+    }
+}
+
+/// The collector's view of the host: root read-only, boot/root/home pruned, runtime dir writable.
+#[test]
+fn read_only_view_with_pruned_dirs() {
+    let mut agent = Agent::start_default();
+    agent.wait_ready(Duration::from_secs(30));
+    let pid = agent.role_pid(Role::Collector);
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mut root_ro = None;
+    let mut runtime_rw = false;
+    let rt = std::fs::canonicalize(&agent.runtime_dir).unwrap();
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (mnt, opts) = (f[4], f[5]);
+        if mnt == "/" {
+            root_ro = Some(opts.split(',').any(|o| o == "ro"));
+        }
+        if std::path::Path::new(mnt) == rt {
+            runtime_rw = opts.split(',').any(|o| o == "rw");
+        }
+    }
+    assert_eq!(
+        root_ro,
+        Some(true),
+        "root of the view is read-only:\n{mountinfo}"
+    );
+    assert!(runtime_rw, "runtime dir is writable:\n{mountinfo}");
+    // Pruned directories are empty in the view (host has content there).
+    for d in ["root", "boot", "home"] {
+        let host_has = std::fs::read_dir(format!("/{d}"))
+            .map(|mut r| r.next().is_some())
+            .unwrap_or(false);
+        let view = std::fs::read_dir(format!("/proc/{pid}/root/{d}"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        if host_has {
+            assert_eq!(view, 0, "/{d} is pruned in the view");
+        }
+    }
+    // Everything the test machine has in /etc is visible (read-only host view).
+    assert!(std::path::Path::new(&format!("/proc/{pid}/root/etc/passwd")).exists());
+}
