@@ -1,5 +1,7 @@
 //! The shipper: unprivileged journal and exporters.
 
+pub mod journal;
+
 use vigil_ipc_proto::{Channel, InitConfig};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,275 @@
+//! The journal on its own: append, read, acknowledge, reopen, rotation, drop-oldest,
+//! corruption on disk, full filesystem.
+
+use std::path::Path;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use vigil_ipc_proto::{ATTR_KMSG_SEQ, AttrValue, FsyncPolicy, KeyValue, LogRecord, Record};
+use vigil_shipper::journal::{Journal, JournalConfig, JournalError};
+
+fn cfg(max: u64, seg: u64) -> JournalConfig {
+    JournalConfig {
+        max_bytes: max,
+        segment_bytes: seg,
+        fsync: FsyncPolicy::Batch,
+        fsync_interval: Duration::from_millis(100),
+    }
+}
+
+fn rec(id: i64) -> Record {
+    Record::Log {
+        resource: vec![KeyValue::str("host.name", "h")],
+        log: LogRecord {
+            time_unix_nano: 1,
+            observed_time_unix_nano: 2,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            event_name: String::new(),
+            body: format!("record {id} {}", "x".repeat(100)),
+            attributes: vec![KeyValue::i64("test.id", id)],
+        },
+    }
+}
+
+fn id_of(r: &Record) -> i64 {
+    match r {
+        Record::Log { log, .. } => log
+            .attributes
+            .iter()
+            .find_map(|kv| match kv.value {
+                AttrValue::I64(v) if kv.key == "test.id" => Some(v),
+                _ => None,
+            })
+            .unwrap(),
+        _ => panic!("not a log"),
+    }
+}
+
+fn read_all(j: &mut Journal, from: u64) -> Vec<i64> {
+    let b = j.read(from, usize::MAX, usize::MAX).unwrap();
+    b.records.iter().map(|(_, r)| id_of(r)).collect()
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vjl"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_read_ack_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a", "b"]).unwrap();
+        j.append(&(0..10).map(rec).collect::<Vec<_>>()).unwrap();
+        let b = j.read(0, 4, usize::MAX).unwrap();
+        assert_eq!(b.records.len(), 4);
+        assert_eq!(b.next, 4);
+        j.ack("a", b.next);
+        j.ack("b", 10);
+    }
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a", "b"]).unwrap();
+    assert_eq!(j.acked("a"), Some(4));
+    assert_eq!(j.acked("b"), Some(10));
+    assert_eq!(read_all(&mut j, 4), (4..10).collect::<Vec<_>>());
+    assert_eq!(j.next_seq(), 10);
+    assert!(j.take_warnings().is_empty());
+    // A new exporter starts from the oldest record still held.
+    drop(j);
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a", "c"]).unwrap();
+    assert_eq!(j.acked("c"), Some(0));
+    assert_eq!(read_all(&mut j, 0).len(), 10);
+}
+
+#[test]
+fn rotation_and_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 4096), &["a"]).unwrap();
+    for i in 0..20 {
+        j.append(&(i * 10..i * 10 + 10).map(rec).collect::<Vec<_>>())
+            .unwrap();
+    }
+    assert!(j.segment_count() > 5, "{}", j.segment_count());
+    assert_eq!(read_all(&mut j, 0), (0..200).collect::<Vec<_>>());
+    j.ack("a", 200);
+    assert_eq!(j.segment_count(), 1);
+    assert_eq!(segments(dir.path()).len(), 1);
+}
+
+#[test]
+fn drop_oldest_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), cfg(32 * 1024, 8192), &["a"]).unwrap();
+    for i in 0..100 {
+        j.append(&(i * 10..i * 10 + 10).map(rec).collect::<Vec<_>>())
+            .unwrap();
+        assert!(j.total_bytes() <= 32 * 1024 + 4096, "{}", j.total_bytes());
+    }
+    let left = read_all(&mut j, 0);
+    let dropped = j.stats().dropped_oldest;
+    assert!(dropped > 0);
+    assert_eq!(left.len() as u64 + dropped, 1000);
+    // What is left is the newest, contiguous.
+    assert_eq!(*left.last().unwrap(), 999);
+    assert_eq!(left, (1000 - left.len() as i64..1000).collect::<Vec<_>>());
+    assert!(j.acked("a").unwrap() >= 1000 - left.len() as u64);
+}
+
+#[test]
+fn torn_tail_cut_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+        j.append(&(0..5).map(rec).collect::<Vec<_>>()).unwrap();
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+    let w = j.take_warnings();
+    assert!(w.iter().any(|w| w.contains("torn tail")), "{w:?}");
+    assert_eq!(j.stats().torn_tails, 1);
+    assert_eq!(read_all(&mut j, 0), vec![0, 1, 2, 3]);
+    // Appending continues after the cut.
+    j.append(&[rec(100)]).unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+    assert!(j.take_warnings().is_empty());
+    assert_eq!(read_all(&mut j, 0), vec![0, 1, 2, 3, 100]);
+}
+
+#[test]
+fn corrupt_middle_skipped_rest_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+        for i in 0..3 {
+            j.append(&(i * 10..i * 10 + 10).map(rec).collect::<Vec<_>>())
+                .unwrap();
+        }
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Flip bytes in the middle of the file (inside some record of the second batch).
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+    let w = j.take_warnings();
+    assert!(w.iter().any(|w| w.contains("corrupt region")), "{w:?}");
+    let ids = read_all(&mut j, 0);
+    let lost = j.stats().corrupt_records;
+    assert!((1..=2).contains(&lost), "lost {lost}");
+    assert_eq!(ids.len() as u64 + lost, 30);
+    assert_eq!(ids[0], 0);
+    assert_eq!(*ids.last().unwrap(), 29);
+}
+
+#[test]
+fn garbage_header_and_garbage_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("seg-00000000000000000000.vjl"), b"garbage").unwrap();
+    std::fs::write(dir.path().join("checkpoint.json"), b"{not json").unwrap();
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+    assert!(!j.take_warnings().is_empty());
+    j.append(&[rec(1)]).unwrap();
+    assert_eq!(read_all(&mut j, 0), vec![1]);
+}
+
+#[test]
+fn kmsg_seq_survives_gc_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rec(1);
+    if let Record::Log { log, .. } = &mut r {
+        log.attributes.push(KeyValue::i64(ATTR_KMSG_SEQ, 4242));
+    }
+    {
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 4096), &["a"]).unwrap();
+        j.append(&[r]).unwrap();
+        j.append(&(0..40).map(rec).collect::<Vec<_>>()).unwrap();
+        j.append(&[rec(99)]).unwrap();
+        assert_eq!(j.last_kmsg_seq(), Some(4242));
+        j.ack("a", j.next_seq());
+    }
+    let j = Journal::open(dir.path(), cfg(1 << 20, 4096), &["a"]).unwrap();
+    assert_eq!(j.last_kmsg_seq(), Some(4242));
+    assert_eq!(j.next_seq(), 42);
+}
+
+/// Root: a real full filesystem. Appends fail with NoSpace, nothing already appended is lost,
+/// and appending works again once space is freed.
+#[test]
+fn full_tmpfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "vigil-test"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs (needs root)");
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Umount(&mnt);
+    let jdir = mnt.join("journal");
+    let mut ok = Vec::new();
+    let mut nospace = 0;
+    {
+        let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
+        for i in 0..400 {
+            let batch: Vec<_> = (i * 10..i * 10 + 10).map(rec).collect();
+            match j.append(&batch) {
+                Ok(()) => ok.extend(i * 10..i * 10 + 10),
+                Err(JournalError::NoSpace { .. }) => nospace += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(nospace > 0);
+        assert_eq!(read_all(&mut j, 0), ok);
+        // Ship everything: old segments go, space comes back, appends work again.
+        j.ack("a", j.next_seq());
+        j.append(&[rec(100_000)]).unwrap();
+        ok.push(100_000);
+    }
+    let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
+    let from = j.acked("a").unwrap();
+    assert_eq!(read_all(&mut j, from), vec![100_000]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn arbitrary_segment_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+                                          valid_prefix in any::<bool>()) {
+        let _ = vigil_shipper::journal::segment::scan(&bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let mut content = Vec::new();
+        if valid_prefix {
+            content.extend_from_slice(&vigil_shipper::journal::segment::header(0));
+        }
+        content.extend_from_slice(&bytes);
+        std::fs::write(dir.path().join("seg-00000000000000000000.vjl"), &content).unwrap();
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+        let _ = j.read(0, usize::MAX, usize::MAX).unwrap();
+        j.append(&[rec(7)]).unwrap();
+        let b = j.read(0, usize::MAX, usize::MAX).unwrap();
+        prop_assert_eq!(b.records.last().map(|(_, r)| id_of(r)), Some(7));
+    }
+}
