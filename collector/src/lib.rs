@@ -1,5 +1,7 @@
 //! The collector: unprivileged producer of records.
 
+pub mod ebpf;
+
 use vigil_ipc_proto::{Channel, InitConfig};
 
 #[derive(Debug, thiserror::Error)]

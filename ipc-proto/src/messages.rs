@@ -175,6 +175,16 @@ pub enum PrivResponse {
     FdStats(Vec<ProcFdStat>),
     Netns(Vec<NetnsInfo>),
     Error(PrivError),
+    /// Answer to [`PrivRequest::BpfAttach`]: the descriptor attached to this datagram is the
+    /// program's BPF ring buffer map (what [`FdKind::BpfRingbuf`] names). The collector may
+    /// not call bpf() to learn the ring's size, so it comes here: the data area is
+    /// `ring_size` bytes (a power of two, a multiple of the page size); mmap the consumer page
+    /// read-write at offset 0 and the producer page plus `2 * ring_size` bytes read-only at
+    /// offset one page.
+    BpfRingbuf {
+        program: BpfProgram,
+        ring_size: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

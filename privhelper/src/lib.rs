@@ -1,5 +1,7 @@
 //! The privhelper: the only vigil process that keeps capabilities.
 
+pub mod bpf;
+
 use vigil_ipc_proto::{Channel, InitConfig};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,259 @@
+//! Per-flow aggregation of the packet records, emitted as metrics on eviction.
+//!
+//! Metrics (cumulative monotonic sums since the flow was first seen, one data point per flow
+//! that saw traffic during the eviction interval; a flow idle for a whole interval is forgotten):
+//! - `network.flow.bytes` (`By`): bytes including the link-layer header,
+//! - `network.flow.packets` (`{packet}`): packets (a GSO/GRO super-packet counts once),
+//!
+//! with attributes `network.transport` (`tcp`, `udp`, `icmp`, or the protocol number),
+//! `network.type` (`ipv4`/`ipv6`), `source.address`, `source.port`, `destination.address`,
+//! `destination.port`, `network.interface.name`, `network.io.direction` (`receive`/`transmit`)
+//! and `vigil.flow.source` (`socket`/`tc`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use vigil_ipc_proto::{KeyValue, Metric, MetricKind, MetricValue, Record};
+
+use super::records::{Direction, FlowEvent, FlowSource};
+
+/// Most flows tracked at once; packets of new flows beyond it are counted in `overflow`.
+pub const MAX_FLOWS: usize = 65_536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub proto: u8,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub source: FlowSource,
+}
+
+impl From<&FlowEvent> for FlowKey {
+    fn from(e: &FlowEvent) -> Self {
+        FlowKey {
+            ifindex: e.ifindex,
+            direction: e.direction,
+            proto: e.proto,
+            saddr: e.saddr,
+            daddr: e.daddr,
+            sport: e.sport,
+            dport: e.dport,
+            source: e.source,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    pub bytes: u64,
+    pub packets: u64,
+    /// Wall clock of the first packet seen.
+    pub start_unix_nano: u64,
+    /// Packets seen since the last eviction.
+    pub recent_packets: u64,
+}
+
+/// Interface index → name, read from /sys/class/net (cached; refreshed on a miss at most once
+/// per eviction).
+#[derive(Debug, Default)]
+pub struct IfNames {
+    names: HashMap<u32, String>,
+    refreshed: bool,
+}
+
+impl IfNames {
+    fn refresh(&mut self) {
+        self.names.clear();
+        if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+            for e in dir.flatten().take(4096) {
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
+                if let Ok(s) = std::fs::read_to_string(e.path().join("ifindex"))
+                    && let Ok(i) = s.trim().parse::<u32>()
+                {
+                    self.names.insert(i, name);
+                }
+            }
+        }
+        self.refreshed = true;
+    }
+
+    pub fn name(&mut self, ifindex: u32) -> Option<String> {
+        if !self.names.contains_key(&ifindex) && !self.refreshed {
+            self.refresh();
+        }
+        self.names.get(&ifindex).cloned()
+    }
+
+    /// Allow one refresh again (called once per eviction).
+    pub fn allow_refresh(&mut self) {
+        self.refreshed = false;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, FlowStats>,
+    /// Packets not tracked because the table was full.
+    pub overflow_packets: u64,
+    pub ifnames: IfNames,
+}
+
+pub fn transport_name(proto: u8) -> String {
+    match proto {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}
+
+impl FlowTable {
+    pub fn new() -> Self {
+        FlowTable::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<&FlowStats> {
+        self.flows.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowStats)> {
+        self.flows.iter()
+    }
+
+    /// Account one packet record; `now_unix_nano` dates a new flow.
+    pub fn add(&mut self, e: &FlowEvent, now_unix_nano: u64) {
+        let key = FlowKey::from(e);
+        if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
+            self.overflow_packets += 1;
+            return;
+        }
+        let s = self.flows.entry(key).or_insert(FlowStats {
+            start_unix_nano: now_unix_nano,
+            ..FlowStats::default()
+        });
+        s.bytes += u64::from(e.bytes);
+        s.packets += 1;
+        s.recent_packets += 1;
+    }
+
+    /// Metrics for every flow that saw traffic since the last call; flows idle for the whole
+    /// interval are dropped.
+    pub fn evict(&mut self, now_unix_nano: u64, resource: &[KeyValue]) -> Vec<Record> {
+        self.ifnames.allow_refresh();
+        self.flows.retain(|_, s| s.recent_packets > 0);
+        let mut out = Vec::with_capacity(self.flows.len());
+        let mut keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        keys.sort();
+        for k in keys {
+            let Some(s) = self.flows.get_mut(&k) else {
+                continue;
+            };
+            s.recent_packets = 0;
+            let s = *s;
+            let mut attrs = vec![
+                KeyValue::str("network.transport", transport_name(k.proto)),
+                KeyValue::str(
+                    "network.type",
+                    if k.saddr.is_ipv4() { "ipv4" } else { "ipv6" },
+                ),
+                KeyValue::str("source.address", k.saddr.to_string()),
+                KeyValue::i64("source.port", i64::from(k.sport)),
+                KeyValue::str("destination.address", k.daddr.to_string()),
+                KeyValue::i64("destination.port", i64::from(k.dport)),
+                KeyValue::str("network.io.direction", k.direction.as_otel()),
+                KeyValue::str(
+                    "vigil.flow.source",
+                    match k.source {
+                        FlowSource::Socket => "socket",
+                        FlowSource::Tc => "tc",
+                        FlowSource::Unknown => "unknown",
+                    },
+                ),
+            ];
+            match self.ifnames.name(k.ifindex) {
+                Some(n) => attrs.push(KeyValue::str("network.interface.name", n)),
+                None => attrs.push(KeyValue::i64(
+                    "network.interface.index",
+                    i64::from(k.ifindex),
+                )),
+            }
+            let metric = |name: &str, unit: &str, v: u64| Metric {
+                name: name.into(),
+                unit: unit.into(),
+                kind: MetricKind::Sum { monotonic: true },
+                start_time_unix_nano: s.start_unix_nano,
+                time_unix_nano: now_unix_nano,
+                value: MetricValue::I64(i64::try_from(v).unwrap_or(i64::MAX)),
+                attributes: attrs.clone(),
+            };
+            out.push(Record::Metrics {
+                resource: resource.to_vec(),
+                metrics: vec![
+                    metric("network.flow.bytes", "By", s.bytes),
+                    metric("network.flow.packets", "{packet}", s.packets),
+                ],
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ev(bytes: u32, sport: u16) -> FlowEvent {
+        FlowEvent {
+            ifindex: 1,
+            bytes,
+            direction: Direction::Egress,
+            proto: 6,
+            source: FlowSource::Socket,
+            saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            daddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            sport,
+            dport: 80,
+            ktime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn aggregates_and_evicts_idle_flows() {
+        let mut t = FlowTable::new();
+        t.add(&ev(100, 1), 5);
+        t.add(&ev(50, 1), 6);
+        t.add(&ev(10, 2), 7);
+        let recs = t.evict(10, &[]);
+        assert_eq!(recs.len(), 2);
+        let Record::Metrics { metrics, .. } = &recs[0] else {
+            panic!()
+        };
+        assert_eq!(metrics[0].name, "network.flow.bytes");
+        assert_eq!(metrics[0].value, MetricValue::I64(150));
+        assert_eq!(metrics[1].value, MetricValue::I64(2));
+        assert_eq!(metrics[0].start_time_unix_nano, 5);
+        t.add(&ev(1, 1), 11);
+        let recs = t.evict(20, &[]);
+        assert_eq!(recs.len(), 1, "flow 2 was idle");
+        let recs = t.evict(30, &[]);
+        assert!(recs.is_empty());
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,271 @@
+//! eBPF data in the collector: ring buffers whose descriptors the privhelper passed over the
+//! IPC channel (`PrivRequest::BpfAttach` → `PrivResponse::BpfRingbuf` + fd), consumed with mmap
+//! only — this process never calls bpf().
+//!
+//! - [`ringbuf`]: the mmap consumer;
+//! - [`records`]: the binary records of `privhelper/bpf/vigil_records.h`;
+//! - [`exec`]: exec/exit events → `Record::Log` (`process.exec` / `process.exit`);
+//! - [`flows`]: per-packet records aggregated per flow → `network.flow.bytes` /
+//!   `network.flow.packets` metrics on eviction (every `collector.flow_evict_ms`).
+//!
+//! Integration: [`attach_all`] asks the privhelper for every enabled program; each
+//! [`EbpfSource`] is pollable ([`EbpfSource::as_raw_fd`] is readable when records are pending,
+//! register it with epoll/mio) and [`EbpfSource::drain`] turns pending records into
+//! [`Record`]s. [`EbpfSource::set_process_hook`] lets the process table see exec/exit events.
+
+pub mod exec;
+pub mod flows;
+pub mod records;
+pub mod ringbuf;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use vigil_ipc_proto::{
+    BpfProgram, Channel, InitConfig, KeyValue, PrivErrorCode, PrivRequest, PrivResponse,
+    ProtoError, Record,
+};
+
+pub use flows::FlowTable;
+pub use records::{BpfRecord, FlowEvent, ProcEvent, ProcEventKind};
+pub use ringbuf::{RingBuf, RingBufError};
+
+/// Records taken from one ring buffer per [`EbpfSource::drain`] call, so one busy ring cannot
+/// starve the event loop.
+pub const DRAIN_BUDGET: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("ipc: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("privhelper refused {program:?}: {code:?}: {message}")]
+    Refused {
+        program: BpfProgram,
+        code: PrivErrorCode,
+        message: String,
+    },
+    #[error("unexpected answer from the privhelper to BpfAttach({0:?})")]
+    Unexpected(BpfProgram),
+    #[error("ring buffer: {0}")]
+    Ring(#[from] RingBufError),
+}
+
+/// Wall clock from CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// realtime - monotonic, in ns.
+    offset: i128,
+    now_unix_nano: u64,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the live timespec.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Clock {
+            offset: real - mono,
+            now_unix_nano: u64::try_from(real).unwrap_or(0),
+        }
+    }
+    pub fn unix_nano(&self, ktime_ns: u64) -> u64 {
+        u64::try_from(i128::from(ktime_ns) + self.offset).unwrap_or(0)
+    }
+    pub fn now_unix_nano(&self) -> u64 {
+        self.now_unix_nano
+    }
+}
+
+type ProcessHook = Box<dyn FnMut(&ProcEvent) + Send>;
+
+/// Counters of one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub records: u64,
+    pub malformed: u64,
+    pub proc_events: u64,
+    pub flow_packets: u64,
+}
+
+/// One ring buffer and what its records become.
+pub struct EbpfSource {
+    pub program: BpfProgram,
+    ring: RingBuf,
+    flows: FlowTable,
+    hook: Option<ProcessHook>,
+    pub stats: SourceStats,
+}
+
+impl std::fmt::Debug for EbpfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfSource")
+            .field("program", &self.program)
+            .field("ring", &self.ring)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl EbpfSource {
+    pub fn new(program: BpfProgram, fd: OwnedFd, ring_size: u32) -> Result<Self, EbpfError> {
+        Ok(EbpfSource {
+            program,
+            ring: RingBuf::new(fd, ring_size)?,
+            flows: FlowTable::new(),
+            hook: None,
+            stats: SourceStats::default(),
+        })
+    }
+
+    /// Called for every exec/exit event, before it becomes a log record.
+    pub fn set_process_hook(&mut self, hook: impl FnMut(&ProcEvent) + Send + 'static) {
+        self.hook = Some(Box::new(hook));
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Consume pending records (at most [`DRAIN_BUDGET`]): exec/exit events are appended to
+    /// `out` as log records, packets go to the flow table. Returns the records consumed.
+    pub fn drain(
+        &mut self,
+        out: &mut Vec<Record>,
+        resource: &[KeyValue],
+    ) -> Result<usize, EbpfError> {
+        let clock = Clock::now();
+        let Self {
+            ring,
+            flows,
+            hook,
+            stats,
+            ..
+        } = self;
+        let n = ring.consume(DRAIN_BUDGET, |bytes| {
+            stats.records += 1;
+            match records::parse(bytes) {
+                Some(BpfRecord::Proc(e)) => {
+                    stats.proc_events += 1;
+                    if let Some(h) = hook.as_mut() {
+                        h(&e);
+                    }
+                    out.push(exec::to_record(
+                        &e,
+                        clock.unix_nano(e.ktime_ns),
+                        clock.now_unix_nano(),
+                        resource,
+                    ));
+                }
+                Some(BpfRecord::Flow(e)) => {
+                    stats.flow_packets += 1;
+                    flows.add(&e, clock.unix_nano(e.ktime_ns));
+                }
+                None => stats.malformed += 1,
+            }
+        })?;
+        Ok(n)
+    }
+
+    /// Like [`drain`](Self::drain) but hands the parsed records to `f` (tests, benchmarks).
+    pub fn drain_raw(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(BpfRecord),
+    ) -> Result<usize, EbpfError> {
+        let stats = &mut self.stats;
+        Ok(self.ring.consume(max, |bytes| {
+            stats.records += 1;
+            match records::parse(bytes) {
+                Some(r) => f(r),
+                None => stats.malformed += 1,
+            }
+        })?)
+    }
+
+    /// Flow metrics for the interval (call every `collector.flow_evict_ms`).
+    pub fn evict_flows(&mut self, resource: &[KeyValue]) -> Vec<Record> {
+        self.flows.evict(Clock::now().now_unix_nano(), resource)
+    }
+
+    /// Bytes of records not consumed yet.
+    pub fn pending_bytes(&self) -> u64 {
+        self.ring.pending()
+    }
+}
+
+impl AsFd for EbpfSource {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+}
+
+impl AsRawFd for EbpfSource {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+/// Programs the collector's configuration asks for, by feature name (see the privhelper's
+/// feature gates `ebpf_exec`, `ebpf_flows_socket`, `ebpf_flows_tc`).
+pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
+    let mut v = Vec::new();
+    if init.collector.ebpf_exec && init.feature_enabled("ebpf_exec") {
+        v.push(BpfProgram::ExecExit);
+    }
+    if init.collector.ebpf_flows {
+        let tc = init.collector.flows_source == "tc";
+        if tc && init.feature_enabled("ebpf_flows_tc") {
+            v.push(BpfProgram::FlowsTc);
+        } else if init.feature_enabled("ebpf_flows_socket") {
+            v.push(BpfProgram::FlowsSocketFilter);
+        }
+    }
+    v
+}
+
+/// Ask the privhelper to attach `program` and map the ring buffer it sends back. Blocks for the
+/// answer (use at start-up, before the event loop, on a blocking channel).
+pub fn request(privhelper: &mut Channel, program: BpfProgram) -> Result<EbpfSource, EbpfError> {
+    privhelper.send(&PrivRequest::BpfAttach { program })?;
+    let (resp, mut fds): (PrivResponse, Vec<OwnedFd>) = privhelper.recv_with_fds(1)?;
+    match resp {
+        PrivResponse::BpfRingbuf {
+            program: p,
+            ring_size,
+        } if p == program && fds.len() == 1 => {
+            let fd = fds.pop().ok_or(EbpfError::Unexpected(program))?;
+            EbpfSource::new(program, fd, ring_size)
+        }
+        PrivResponse::Error(e) => Err(EbpfError::Refused {
+            program,
+            code: e.code,
+            message: e.message,
+        }),
+        _ => Err(EbpfError::Unexpected(program)),
+    }
+}
+
+/// Attach every wanted program; failures are returned next to the sources (a refused feature
+/// must not stop the collector).
+pub fn attach_all(
+    privhelper: &mut Channel,
+    init: &InitConfig,
+) -> (Vec<EbpfSource>, Vec<EbpfError>) {
+    let mut ok = Vec::new();
+    let mut errs = Vec::new();
+    for p in wanted_programs(init) {
+        match request(privhelper, p) {
+            Ok(s) => ok.push(s),
+            Err(e) => errs.push(e),
+        }
+    }
+    (ok, errs)
+}

@@ -1,0 +1,235 @@
+//! The records written by vigil's BPF programs (layouts in `privhelper/bpf/vigil_records.h`),
+//! parsed from ring buffer bytes. Parsing never panics: a short or unknown record is `None`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const KIND_EXEC: u32 = 1;
+pub const KIND_EXIT: u32 = 2;
+pub const KIND_FLOW: u32 = 3;
+/// `sizeof(struct vigil_proc_event)`.
+pub const PROC_EVENT_SIZE: usize = 56;
+/// `sizeof(struct vigil_flow_event)`.
+pub const FLOW_EVENT_SIZE: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcEventKind {
+    Exec,
+    Exit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub kind: ProcEventKind,
+    /// Thread id.
+    pub tid: u32,
+    /// Process id (thread group id).
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Raw wait status (exit only): `(code << 8) | signal`.
+    pub exit_status: i32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ktime_ns: u64,
+    pub comm: String,
+}
+
+impl ProcEvent {
+    /// Exit code as a shell sees it (`None` when killed by a signal).
+    pub fn exit_code(&self) -> Option<i32> {
+        (self.exit_status & 0x7f == 0).then_some((self.exit_status >> 8) & 0xff)
+    }
+
+    /// Terminating signal, if any.
+    pub fn exit_signal(&self) -> Option<i32> {
+        let s = self.exit_status & 0x7f;
+        (s != 0).then_some(s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    /// OpenTelemetry `network.io.direction` value.
+    pub fn as_otel(self) -> &'static str {
+        match self {
+            Direction::Ingress => "receive",
+            Direction::Egress => "transmit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlowSource {
+    Socket,
+    Tc,
+    Unknown,
+}
+
+/// One packet as seen by the flow programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub ifindex: u32,
+    /// Length including the link-layer header.
+    pub bytes: u32,
+    pub direction: Direction,
+    /// IP protocol number (6 TCP, 17 UDP, ...).
+    pub proto: u8,
+    pub source: FlowSource,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub ktime_ns: u64,
+}
+
+/// Any record of the ring buffers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BpfRecord {
+    Proc(ProcEvent),
+    Flow(FlowEvent),
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+fn addr(b: &[u8], family: u8) -> Option<IpAddr> {
+    match family {
+        4 => {
+            let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(a)))
+        }
+        6 => {
+            let a: [u8; 16] = b.get(..16)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(a)))
+        }
+        _ => None,
+    }
+}
+
+/// Parse one ring buffer record.
+pub fn parse(rec: &[u8]) -> Option<BpfRecord> {
+    match u32_at(rec, 0)? {
+        k @ (KIND_EXEC | KIND_EXIT) => {
+            if rec.len() < PROC_EVENT_SIZE {
+                return None;
+            }
+            let comm = rec.get(40..56)?;
+            let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+            Some(BpfRecord::Proc(ProcEvent {
+                kind: if k == KIND_EXEC {
+                    ProcEventKind::Exec
+                } else {
+                    ProcEventKind::Exit
+                },
+                tid: u32_at(rec, 4)?,
+                pid: u32_at(rec, 8)?,
+                ppid: u32_at(rec, 12)?,
+                uid: u32_at(rec, 16)?,
+                gid: u32_at(rec, 20)?,
+                exit_status: u32_at(rec, 24)? as i32,
+                ktime_ns: u64_at(rec, 32)?,
+                comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+            }))
+        }
+        KIND_FLOW => {
+            if rec.len() < FLOW_EVENT_SIZE {
+                return None;
+            }
+            let family = *rec.get(14)?;
+            Some(BpfRecord::Flow(FlowEvent {
+                ifindex: u32_at(rec, 4)?,
+                bytes: u32_at(rec, 8)?,
+                direction: if *rec.get(12)? == 1 {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+                proto: *rec.get(13)?,
+                source: match rec.get(15)? {
+                    1 => FlowSource::Socket,
+                    2 => FlowSource::Tc,
+                    _ => FlowSource::Unknown,
+                },
+                sport: u16_at(rec, 16)?,
+                dport: u16_at(rec, 18)?,
+                ktime_ns: u64_at(rec, 24)?,
+                saddr: addr(rec.get(32..48)?, family)?,
+                daddr: addr(rec.get(48..64)?, family)?,
+            }))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_unknown_records_are_none() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&[1, 0, 0, 0]), None);
+        assert_eq!(parse(&[9; 64]), None);
+        let mut flow = [0u8; 64];
+        flow[0] = 3;
+        flow[14] = 5; // bad family
+        assert_eq!(parse(&flow), None);
+    }
+
+    #[test]
+    fn flow_record_parses() {
+        let mut r = [0u8; 64];
+        r[0] = 3;
+        r[4] = 7;
+        r[8..12].copy_from_slice(&1500u32.to_ne_bytes());
+        r[12] = 1;
+        r[13] = 6;
+        r[14] = 4;
+        r[15] = 2;
+        r[16..18].copy_from_slice(&40000u16.to_ne_bytes());
+        r[18..20].copy_from_slice(&443u16.to_ne_bytes());
+        r[32..36].copy_from_slice(&[10, 0, 0, 1]);
+        r[48..52].copy_from_slice(&[10, 0, 0, 2]);
+        let Some(BpfRecord::Flow(f)) = parse(&r) else {
+            panic!("not a flow")
+        };
+        assert_eq!(f.ifindex, 7);
+        assert_eq!(f.bytes, 1500);
+        assert_eq!(f.direction, Direction::Egress);
+        assert_eq!(f.source, FlowSource::Tc);
+        assert_eq!(f.saddr.to_string(), "10.0.0.1");
+        assert_eq!(f.dport, 443);
+    }
+
+    #[test]
+    fn exit_status_decoding() {
+        let mut e = ProcEvent {
+            kind: ProcEventKind::Exit,
+            tid: 1,
+            pid: 1,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            exit_status: 3 << 8,
+            ktime_ns: 0,
+            comm: String::new(),
+        };
+        assert_eq!(e.exit_code(), Some(3));
+        assert_eq!(e.exit_signal(), None);
+        e.exit_status = 9;
+        assert_eq!(e.exit_code(), None);
+        assert_eq!(e.exit_signal(), Some(9));
+    }
+}

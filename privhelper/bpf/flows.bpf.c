@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/* Network flow records, one per packet, from
+ *  - a socket filter (BPF_PROG_TYPE_SOCKET_FILTER) attached with SO_ATTACH_BPF to an AF_PACKET
+ *    socket (CAP_BPF + CAP_NET_RAW): it sees both directions of every interface of the
+ *    network namespace and always returns 0, so the packet socket itself never queues anything;
+ *  - tc (BPF_PROG_TYPE_SCHED_CLS) ingress and egress programs (CAP_BPF + CAP_NET_ADMIN), which
+ *    return TC_ACT_UNSPEC/TCX_NEXT (-1) and never change the packet's fate.
+ * Every packet read goes through bpf_skb_load_bytes (bounds checked by the helper), so no direct
+ * packet access and no CAP_PERFMON are needed. The collector aggregates per flow key.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "vigil_records.h"
+
+#define MAX_IPV6_EXT 6
+#define TC_CONTINUE (-1) /* TC_ACT_UNSPEC for cls_bpf, TCX_NEXT for tcx */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} vigil_flow_rb SEC(".maps");
+
+/* Records the ring buffer had no room for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} vigil_flow_drops SEC(".maps");
+
+static __always_inline void count_drop(void)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&vigil_flow_drops, &k);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* Ports of a TCP/UDP header at off (only for a first fragment). */
+static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
+{
+	__u16 ports[2];
+	if (e->proto != IPPROTO_TCP && e->proto != IPPROTO_UDP)
+		return;
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+		return;
+	e->sport = bpf_ntohs(ports[0]);
+	e->dport = bpf_ntohs(ports[1]);
+}
+
+/* Offset of the network header: 14 after an Ethernet header, 0 on devices without a link-layer
+ * header (tun, wireguard, ipip), -1 when not IPv4/IPv6. */
+static __always_inline int l3_offset(struct __sk_buff *skb, __u16 proto_be)
+{
+	__u16 eth_type;
+	__u8 first;
+
+	if (bpf_skb_load_bytes(skb, 12, &eth_type, sizeof(eth_type)) == 0 && eth_type == proto_be)
+		return ETH_HLEN;
+	if (bpf_skb_load_bytes(skb, 0, &first, 1) < 0)
+		return -1;
+	if (proto_be == bpf_htons(ETH_P_IP) && (first >> 4) == 4)
+		return 0;
+	if (proto_be == bpf_htons(ETH_P_IPV6) && (first >> 4) == 6)
+		return 0;
+	return -1;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
+{
+	__u8 hdr[20];
+	__u32 ihl;
+	__u16 frag;
+
+	if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
+		return -1;
+	if ((hdr[0] >> 4) != 4)
+		return -1;
+	ihl = (hdr[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return -1;
+	e->family = 4;
+	e->proto = hdr[9];
+	__builtin_memcpy(e->saddr, &hdr[12], 4);
+	__builtin_memcpy(e->daddr, &hdr[16], 4);
+	frag = ((__u16)hdr[6] << 8) | hdr[7];
+	if ((frag & 0x1fff) == 0)
+		load_ports(skb, off + ihl, e);
+	return 0;
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
+{
+	__u8 hdr[40];
+	__u8 ext[2];
+	__u8 nexthdr;
+	__u16 frag;
+	int i;
+
+	if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
+		return -1;
+	if ((hdr[0] >> 4) != 6)
+		return -1;
+	e->family = 6;
+	__builtin_memcpy(e->saddr, &hdr[8], 16);
+	__builtin_memcpy(e->daddr, &hdr[24], 16);
+	nexthdr = hdr[6];
+	off += 40;
+
+	/* Walk at most MAX_IPV6_EXT extension headers. */
+	for (i = 0; i < MAX_IPV6_EXT; i++) {
+		if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING &&
+		    nexthdr != IPPROTO_DSTOPTS && nexthdr != IPPROTO_FRAGMENT &&
+		    nexthdr != IPPROTO_AH)
+			break;
+		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0) {
+			e->proto = nexthdr;
+			return 0;
+		}
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			if (bpf_skb_load_bytes(skb, off + 2, &frag, sizeof(frag)) < 0)
+				return 0;
+			nexthdr = ext[0];
+			off += 8;
+			if ((bpf_ntohs(frag) & 0xfff8) != 0) {
+				/* Not the first fragment: no L4 header here. */
+				e->proto = nexthdr;
+				return 0;
+			}
+			continue;
+		}
+		if (nexthdr == IPPROTO_AH)
+			off += ((__u32)ext[1] + 2) * 4;
+		else
+			off += ((__u32)ext[1] + 1) * 8;
+		nexthdr = ext[0];
+	}
+	e->proto = nexthdr;
+	load_ports(skb, off, e);
+	return 0;
+}
+
+static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 source)
+{
+	struct vigil_flow_event *e;
+	__u16 proto_be = (__u16)skb->protocol;
+	int l3, ret;
+
+	if (proto_be != bpf_htons(ETH_P_IP) && proto_be != bpf_htons(ETH_P_IPV6))
+		return;
+	l3 = l3_offset(skb, proto_be);
+	if (l3 < 0)
+		return;
+
+	e = bpf_ringbuf_reserve(&vigil_flow_rb, sizeof(*e), 0);
+	if (!e) {
+		count_drop();
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = VIGIL_KIND_FLOW;
+	e->ifindex = skb->ifindex;
+	e->bytes = skb->len;
+	e->direction = direction;
+	e->source = source;
+	e->ktime_ns = bpf_ktime_get_ns();
+	if (proto_be == bpf_htons(ETH_P_IP))
+		ret = parse_ipv4(skb, l3, e);
+	else
+		ret = parse_ipv6(skb, l3, e);
+	if (ret < 0) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("socket")
+int vigil_flow_sock(struct __sk_buff *skb)
+{
+	__u8 dir = skb->pkt_type == PACKET_OUTGOING ? VIGIL_DIR_EGRESS : VIGIL_DIR_INGRESS;
+	handle(skb, dir, VIGIL_SRC_SOCKET);
+	return 0; /* never queue anything on the packet socket */
+}
+
+SEC("classifier")
+int vigil_flow_tc_in(struct __sk_buff *skb)
+{
+	handle(skb, VIGIL_DIR_INGRESS, VIGIL_SRC_TC);
+	return TC_CONTINUE;
+}
+
+SEC("classifier")
+int vigil_flow_tc_eg(struct __sk_buff *skb)
+{
+	handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_TC);
+	return TC_CONTINUE;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

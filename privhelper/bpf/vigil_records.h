@@ -1,0 +1,51 @@
+/* Record layouts written by vigil's BPF programs into BPF ring buffers.
+ *
+ * The collector parses these byte for byte (collector/src/ebpf/records.rs): every field has a
+ * fixed offset, all integers are little-endian host order (x86_64 / aarch64), sizes are
+ * multiples of 8. Any change here must be mirrored there (and the tests compare sizes).
+ */
+#ifndef VIGIL_RECORDS_H
+#define VIGIL_RECORDS_H
+
+#define VIGIL_KIND_EXEC 1
+#define VIGIL_KIND_EXIT 2
+#define VIGIL_KIND_FLOW 3
+
+#define VIGIL_DIR_INGRESS 0
+#define VIGIL_DIR_EGRESS 1
+
+#define VIGIL_SRC_SOCKET 1
+#define VIGIL_SRC_TC 2
+
+/* 56 bytes */
+struct vigil_proc_event {
+	__u32 kind;      /*  0: VIGIL_KIND_EXEC or VIGIL_KIND_EXIT */
+	__u32 pid;       /*  4: thread id (kernel pid) */
+	__u32 tgid;      /*  8: process id (thread group id) */
+	__u32 ppid;      /* 12: tgid of the real parent */
+	__u32 uid;       /* 16: real uid */
+	__u32 gid;       /* 20: real gid */
+	__s32 exit_code; /* 24: raw wait status (exit only): (status << 8) | signal */
+	__u32 _pad;      /* 28 */
+	__u64 ktime_ns;  /* 32: bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	char comm[16];   /* 40: task comm, NUL padded */
+};
+
+/* 64 bytes: one per packet seen */
+struct vigil_flow_event {
+	__u32 kind;      /*  0: VIGIL_KIND_FLOW */
+	__u32 ifindex;   /*  4 */
+	__u32 bytes;     /*  8: skb->len, link-layer header included */
+	__u8 direction;  /* 12: VIGIL_DIR_* */
+	__u8 proto;      /* 13: IPPROTO_* (L4) */
+	__u8 family;     /* 14: 4 or 6 */
+	__u8 source;     /* 15: VIGIL_SRC_* */
+	__u16 sport;     /* 16: host order, 0 when not TCP/UDP or a non-first fragment */
+	__u16 dport;     /* 18 */
+	__u32 _pad;      /* 20 */
+	__u64 ktime_ns;  /* 24 */
+	__u8 saddr[16];  /* 32: IPv4 in the first 4 bytes */
+	__u8 daddr[16];  /* 48 */
+};
+
+#endif

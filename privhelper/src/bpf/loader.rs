@@ -1,0 +1,303 @@
+//! [`BpfManager`]: the loaded objects, one per program kind, kept alive by the privhelper.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use aya::maps::{Array, Map};
+use aya::programs::{RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use vigil_ipc_proto::{BpfProgram, InitConfig};
+
+use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, feature_of, packet_socket};
+
+const PROC_RING: &str = "vigil_proc_rb";
+const PROC_DROPS: &str = "vigil_proc_drops";
+const FLOW_RING: &str = "vigil_flow_rb";
+const FLOW_DROPS: &str = "vigil_flow_drops";
+/// Longest interface name (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+/// Most interfaces the tc programs are attached to.
+const MAX_TC_INTERFACES: usize = 256;
+
+struct Loaded {
+    program: BpfProgram,
+    ring_size: u32,
+    prog_ids: Vec<u32>,
+    drops_map: &'static str,
+    /// Interfaces the tc programs are attached to (tc only).
+    interfaces: Vec<String>,
+    /// The packet socket carrying the socket filter (socket filter only). Closing it detaches.
+    _socket: Option<OwnedFd>,
+    /// Programs, links and maps; dropping it detaches and unloads everything.
+    ebpf: Ebpf,
+    ring_map: &'static str,
+}
+
+/// The programs this privhelper loaded. Dropping it detaches them all (nothing is pinned).
+#[derive(Default)]
+pub struct BpfManager {
+    loaded: Vec<Loaded>,
+}
+
+impl std::fmt::Debug for BpfManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.loaded
+                    .iter()
+                    .map(|l| (l.program, &l.prog_ids, &l.interfaces)),
+            )
+            .finish()
+    }
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> BpfError {
+    move |source| BpfError::Program { name, source }
+}
+
+fn program_id(p: &aya::programs::Program, name: &'static str) -> Result<u32, BpfError> {
+    Ok(p.info().map_err(prog_err(name))?.id())
+}
+
+/// Ring size from the map's own description, checked (power of two, whole pages).
+fn ring_size(ebpf: &Ebpf, name: &'static str) -> Result<u32, BpfError> {
+    let Some(Map::RingBuf(data)) = ebpf.map(name) else {
+        return Err(BpfError::Missing(name));
+    };
+    let info = data.info().map_err(|e| BpfError::Io {
+        what: "BPF_OBJ_GET_INFO_BY_FD (ring buffer)",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let size = info.max_entries();
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u32::try_from(page).unwrap_or(4096);
+    if size == 0 || !size.is_power_of_two() || !size.is_multiple_of(page) {
+        return Err(BpfError::BadRingSize(name, size));
+    }
+    Ok(size)
+}
+
+/// `name` is a plausible network interface name (what the kernel accepts, minus oddities).
+pub(crate) fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// Interfaces of this network namespace but loopback, from /sys/class/net.
+fn default_interfaces() -> Result<Vec<String>, BpfError> {
+    let dir = std::fs::read_dir("/sys/class/net").map_err(|source| BpfError::Io {
+        what: "listing /sys/class/net",
+        source,
+    })?;
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n != "lo" && valid_ifname(n))
+        .take(MAX_TC_INTERFACES)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+impl BpfManager {
+    pub fn new() -> Self {
+        BpfManager::default()
+    }
+
+    /// Load and attach `program` once; every call returns a new duplicate of its ring buffer.
+    pub fn attach(&mut self, program: BpfProgram, init: &InitConfig) -> Result<Attached, BpfError> {
+        let feature = feature_of(program);
+        if !init.feature_enabled(feature) {
+            return Err(BpfError::FeatureDisabled(feature));
+        }
+        if !self.loaded.iter().any(|l| l.program == program) {
+            let loaded = match program {
+                BpfProgram::ExecExit => load_exec()?,
+                BpfProgram::FlowsSocketFilter => load_flows_socket()?,
+                BpfProgram::FlowsTc => load_flows_tc(&init.collector.flow_interfaces)?,
+            };
+            tracing::info!(
+                ?program,
+                prog_ids = ?loaded.prog_ids,
+                interfaces = ?loaded.interfaces,
+                ring_size = loaded.ring_size,
+                "BPF program attached"
+            );
+            self.loaded.push(loaded);
+        }
+        let loaded = self
+            .loaded
+            .iter()
+            .find(|l| l.program == program)
+            .ok_or(BpfError::Missing("loaded program"))?;
+        let Some(Map::RingBuf(data)) = loaded.ebpf.map(loaded.ring_map) else {
+            return Err(BpfError::Missing(loaded.ring_map));
+        };
+        // F_DUPFD_CLOEXEC: the duplicate is close-on-exec.
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| BpfError::Io {
+                what: "dup of the ring buffer descriptor",
+                source,
+            })?;
+        Ok(Attached {
+            program,
+            fd,
+            ring_size: loaded.ring_size,
+            prog_ids: loaded.prog_ids.clone(),
+        })
+    }
+
+    /// Kernel ids of every program loaded here.
+    pub fn prog_ids(&self) -> Vec<u32> {
+        self.loaded
+            .iter()
+            .flat_map(|l| l.prog_ids.iter().copied())
+            .collect()
+    }
+
+    /// Interfaces the tc programs are attached to.
+    pub fn tc_interfaces(&self) -> Vec<String> {
+        self.loaded
+            .iter()
+            .filter(|l| l.program == BpfProgram::FlowsTc)
+            .flat_map(|l| l.interfaces.iter().cloned())
+            .collect()
+    }
+
+    /// Records the program could not write because its ring buffer was full.
+    pub fn drops(&self, program: BpfProgram) -> Option<u64> {
+        let l = self.loaded.iter().find(|l| l.program == program)?;
+        let map = l.ebpf.map(l.drops_map)?;
+        let arr: Array<&aya::maps::MapData, u64> = Array::try_from(map).ok()?;
+        arr.get(&0, 0).ok()
+    }
+
+    /// Detach and unload one program (no-op if not loaded).
+    pub fn detach(&mut self, program: BpfProgram) {
+        self.loaded.retain(|l| l.program != program);
+    }
+}
+
+fn load_exec() -> Result<Loaded, BpfError> {
+    let mut ebpf = EbpfLoader::new().load(EXEC_OBJ)?;
+    let mut prog_ids = Vec::new();
+    for (name, tp) in [
+        ("vigil_exec", "sched_process_exec"),
+        ("vigil_exit", "sched_process_exit"),
+    ] {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+        let rtp: &mut RawTracePoint = p.try_into().map_err(prog_err(name))?;
+        rtp.load().map_err(prog_err(name))?;
+        rtp.attach(tp).map_err(prog_err(name))?;
+        let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
+        prog_ids.push(program_id(p, name)?);
+    }
+    let ring_size = ring_size(&ebpf, PROC_RING)?;
+    Ok(Loaded {
+        program: BpfProgram::ExecExit,
+        ring_size,
+        prog_ids,
+        drops_map: PROC_DROPS,
+        interfaces: Vec::new(),
+        _socket: None,
+        ebpf,
+        ring_map: PROC_RING,
+    })
+}
+
+fn load_flows_socket() -> Result<Loaded, BpfError> {
+    const NAME: &str = "vigil_flow_sock";
+    let mut ebpf = EbpfLoader::new().load(FLOWS_OBJ)?;
+    let sock = packet_socket::open()?;
+    let p = ebpf.program_mut(NAME).ok_or(BpfError::Missing(NAME))?;
+    let sf: &mut SocketFilter = p.try_into().map_err(prog_err(NAME))?;
+    sf.load().map_err(prog_err(NAME))?;
+    sf.attach(sock.as_fd()).map_err(prog_err(NAME))?;
+    // Only now start receiving: no packet ever reaches the socket unfiltered.
+    packet_socket::bind_all(&sock)?;
+    let p = ebpf.program(NAME).ok_or(BpfError::Missing(NAME))?;
+    let prog_ids = vec![program_id(p, NAME)?];
+    let ring_size = ring_size(&ebpf, FLOW_RING)?;
+    Ok(Loaded {
+        program: BpfProgram::FlowsSocketFilter,
+        ring_size,
+        prog_ids,
+        drops_map: FLOW_DROPS,
+        interfaces: Vec::new(),
+        _socket: Some(sock),
+        ebpf,
+        ring_map: FLOW_RING,
+    })
+}
+
+fn load_flows_tc(configured: &[String]) -> Result<Loaded, BpfError> {
+    const PROGS: [(&str, TcAttachType); 2] = [
+        ("vigil_flow_tc_in", TcAttachType::Ingress),
+        ("vigil_flow_tc_eg", TcAttachType::Egress),
+    ];
+    let interfaces = if configured.is_empty() {
+        default_interfaces()?
+    } else {
+        if configured.len() > MAX_TC_INTERFACES {
+            return Err(BpfError::BadInterface(format!(
+                "{} interfaces (at most {MAX_TC_INTERFACES})",
+                configured.len()
+            )));
+        }
+        if let Some(bad) = configured.iter().find(|n| !valid_ifname(n)) {
+            return Err(BpfError::BadInterface(bad.clone()));
+        }
+        configured.to_vec()
+    };
+    if interfaces.is_empty() {
+        return Err(BpfError::NoInterface);
+    }
+    let mut ebpf = EbpfLoader::new().load(FLOWS_OBJ)?;
+    let mut prog_ids = Vec::new();
+    for (name, _) in PROGS {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+        let cls: &mut SchedClassifier = p.try_into().map_err(prog_err(name))?;
+        cls.load().map_err(prog_err(name))?;
+        let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
+        prog_ids.push(program_id(p, name)?);
+    }
+    let mut attached = Vec::new();
+    let mut errors = Vec::new();
+    for iface in &interfaces {
+        let mut ok = true;
+        for (name, at) in PROGS {
+            let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+            let cls: &mut SchedClassifier = p.try_into().map_err(prog_err(name))?;
+            if let Err(e) = cls.attach(iface, at) {
+                tracing::warn!(interface = %iface, program = name, error = %e, "tc attach failed");
+                errors.push(format!("{iface}: {e}"));
+                ok = false;
+            }
+        }
+        if ok {
+            attached.push(iface.clone());
+        }
+    }
+    if attached.is_empty() {
+        return Err(BpfError::TcAttach(errors.join("; ")));
+    }
+    let ring_size = ring_size(&ebpf, FLOW_RING)?;
+    Ok(Loaded {
+        program: BpfProgram::FlowsTc,
+        ring_size,
+        prog_ids,
+        drops_map: FLOW_DROPS,
+        interfaces: attached,
+        _socket: None,
+        ebpf,
+        ring_map: FLOW_RING,
+    })
+}

@@ -1,0 +1,641 @@
+//! Real BPF tests (run as root): load and attach every program, generate real processes and
+//! real traffic (loopback, and a veth pair into a network namespace made here), consume the
+//! ring buffers with the collector's mmap consumer, and check the counts.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vigil_collector::ebpf::flows::FlowKey;
+use vigil_collector::ebpf::records::{Direction, FlowSource};
+use vigil_collector::ebpf::{BpfRecord, EbpfSource, ProcEventKind, RingBuf};
+use vigil_ipc_proto::{
+    BpfProgram, CollectorConfig, InitConfig, LandlockPlan, PrivErrorCode, PrivResponse, Role,
+    SandboxPlan, ShipperConfig,
+};
+use vigil_privhelper::bpf::{BpfError, BpfManager};
+
+fn init(features: &[&str], ifaces: &[&str]) -> InitConfig {
+    InitConfig {
+        role: Role::Privhelper,
+        sandbox: SandboxPlan {
+            ids: None,
+            keep_caps: Vec::new(),
+            seccomp: false,
+            landlock: LandlockPlan::default(),
+        },
+        host_root: "/".into(),
+        runtime_dir: "/tmp".into(),
+        hostname: "test".into(),
+        enabled_features: features.iter().map(|s| s.to_string()).collect(),
+        collector: CollectorConfig {
+            flow_interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
+            ..CollectorConfig::default()
+        },
+        shipper: ShipperConfig::default(),
+    }
+}
+
+const ALL: [&str; 3] = ["ebpf_exec", "ebpf_flows_socket", "ebpf_flows_tc"];
+
+fn prog_exists(id: u32) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .expect("bpftool runs")
+}
+
+/// After the manager is dropped, the kernel frees the programs (RCU-deferred: poll a little).
+fn assert_detached(ids: &[u32]) {
+    assert!(!ids.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<u32> = ids.iter().copied().filter(|&i| prog_exists(i)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "programs {alive:?} still loaded after the loader was dropped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn fdinfo_field(fd: &OwnedFd, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn disabled_feature_is_refused() {
+    let mut mgr = BpfManager::new();
+    for p in [
+        BpfProgram::ExecExit,
+        BpfProgram::FlowsSocketFilter,
+        BpfProgram::FlowsTc,
+    ] {
+        let err = mgr.attach(p, &init(&[], &[])).unwrap_err();
+        assert!(matches!(err, BpfError::FeatureDisabled(_)), "{err}");
+        assert_eq!(err.to_priv_error().code, PrivErrorCode::FeatureDisabled);
+    }
+    assert!(mgr.prog_ids().is_empty());
+    // Bad interface names are refused before anything is loaded.
+    for bad in ["", "../etc", "a/b", "x:1", "0123456789abcdef"] {
+        let err = mgr
+            .attach(BpfProgram::FlowsTc, &init(&ALL, &[bad]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_priv_error().code,
+            PrivErrorCode::BadRequest,
+            "{bad:?}"
+        );
+    }
+    let err = mgr
+        .attach(BpfProgram::FlowsTc, &init(&ALL, &["vigilnosuchif0"]))
+        .unwrap_err();
+    assert!(matches!(err, BpfError::TcAttach(_)), "{err}");
+    assert!(mgr.prog_ids().is_empty());
+}
+
+#[test]
+fn exec_and_exit_of_20_processes() {
+    let mut mgr = BpfManager::new();
+    let cfg = init(&ALL, &[]);
+    let att = mgr.attach(BpfProgram::ExecExit, &cfg).expect("attach exec");
+    assert_eq!(att.ring_size, 256 * 1024);
+    assert_eq!(
+        att.response(),
+        PrivResponse::BpfRingbuf {
+            program: BpfProgram::ExecExit,
+            ring_size: 256 * 1024
+        }
+    );
+    // A second request: a new descriptor for the same map, no second load.
+    let again = mgr.attach(BpfProgram::ExecExit, &cfg).expect("re-attach");
+    assert_ne!(again.fd.as_raw_fd(), att.fd.as_raw_fd());
+    assert_eq!(
+        fdinfo_field(&again.fd, "map_id:"),
+        fdinfo_field(&att.fd, "map_id:")
+    );
+    assert_eq!(again.prog_ids, att.prog_ids);
+    assert_eq!(mgr.prog_ids().len(), 2);
+    drop(again);
+
+    let mut src = EbpfSource::new(BpfProgram::ExecExit, att.fd, att.ring_size).expect("mmap");
+    let mut pids = HashSet::new();
+    for _ in 0..20 {
+        let st = Command::new("/bin/true").spawn().expect("spawn /bin/true");
+        pids.insert(st.id());
+        let mut st = st;
+        assert!(st.wait().unwrap().success());
+    }
+    let mut three = Command::new("/bin/sh")
+        .args(["-c", "exit 3"])
+        .spawn()
+        .unwrap();
+    let three_pid = three.id();
+    assert_eq!(three.wait().unwrap().code(), Some(3));
+
+    let mut execs: HashMap<u32, String> = HashMap::new();
+    let mut exits: HashMap<u32, Option<i32>> = HashMap::new();
+    let mut ppids: HashMap<u32, u32> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let me = std::process::id();
+    loop {
+        src.drain_raw(usize::MAX, |r| {
+            if let BpfRecord::Proc(e) = r {
+                match e.kind {
+                    ProcEventKind::Exec => {
+                        ppids.insert(e.pid, e.ppid);
+                        execs.insert(e.pid, e.comm);
+                    }
+                    ProcEventKind::Exit => {
+                        exits.insert(e.pid, e.exit_code());
+                    }
+                }
+            }
+        })
+        .unwrap();
+        let done = pids
+            .iter()
+            .chain([&three_pid])
+            .all(|p| execs.contains_key(p) && exits.contains_key(p));
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing events: execs {execs:?} exits {exits:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in &pids {
+        assert_eq!(execs[p], "true", "comm of {p}");
+        assert_eq!(exits[p], Some(0), "exit code of {p}");
+        assert_eq!(ppids[p], me, "parent of {p}");
+    }
+    assert_eq!(execs[&three_pid], "sh");
+    assert_eq!(exits[&three_pid], Some(3));
+    assert_eq!(mgr.drops(BpfProgram::ExecExit), Some(0));
+    assert_eq!(src.stats.malformed, 0);
+
+    // The records become log records.
+    let mut out = Vec::new();
+    Command::new("/bin/true").status().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    src.drain(&mut out, &[]).unwrap();
+    assert!(out.iter().any(|r| matches!(r,
+        vigil_ipc_proto::Record::Log { log, .. } if log.event_name == "process.exit"
+            && log.attributes.iter().any(|kv| kv.key == "process.exit.code"))));
+
+    let ids = mgr.prog_ids();
+    for id in &ids {
+        assert!(prog_exists(*id));
+    }
+    drop(src);
+    drop(mgr);
+    assert_detached(&ids);
+}
+
+/// Drain `src` until `done` holds for its flow table (or 10 s pass).
+fn drain_until(src: &mut EbpfSource, mut done: impl FnMut(&EbpfSource) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        src.drain(&mut out, &[]).unwrap();
+        if done(src) {
+            // One more pass for stragglers of the same flows.
+            std::thread::sleep(Duration::from_millis(100));
+            src.drain(&mut out, &[]).unwrap();
+            return;
+        }
+        assert!(Instant::now() < deadline, "flow records did not arrive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn key(
+    ifindex: u32,
+    direction: Direction,
+    proto: u8,
+    s: SocketAddr,
+    d: SocketAddr,
+    source: FlowSource,
+) -> FlowKey {
+    FlowKey {
+        ifindex,
+        direction,
+        proto,
+        saddr: s.ip(),
+        daddr: d.ip(),
+        sport: s.port(),
+        dport: d.port(),
+        source,
+    }
+}
+
+const TCP_BYTES: usize = 1_000_000;
+const UDP_COUNT: u64 = 50;
+const UDP_PAYLOAD: usize = 1000;
+/// Ethernet + IPv4 + UDP.
+const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_PAYLOAD as u64;
+
+/// Client side of the traffic: a TCP stream of TCP_BYTES to `tcp`, UDP_COUNT datagrams to `udp`.
+/// Returns the client's (tcp, udp) addresses.
+fn send_traffic(tcp: SocketAddr, udp: SocketAddr, bind_ip: IpAddr) -> (SocketAddr, SocketAddr) {
+    let mut c = TcpStream::connect(tcp).expect("tcp connect");
+    let tcp_local = c.local_addr().unwrap();
+    let buf = vec![0x5au8; 64 * 1024];
+    let mut left = TCP_BYTES;
+    while left > 0 {
+        let n = left.min(buf.len());
+        c.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut ack = [0u8; 1];
+    // The server answers one byte once it read everything.
+    c.read_exact(&mut ack).unwrap();
+    drop(c);
+    let u = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).unwrap();
+    let udp_local = u.local_addr().unwrap();
+    for _ in 0..UDP_COUNT {
+        u.send_to(&[7u8; UDP_PAYLOAD], udp).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (tcp_local, udp_local)
+}
+
+/// Server side: accept one TCP connection and read all; receive UDP_COUNT datagrams.
+fn serve(l: TcpListener, u: UdpSocket) -> std::thread::JoinHandle<(usize, u64)> {
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut total = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        s.write_all(&[1]).unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = 0;
+        while got < UDP_COUNT {
+            let n = u.recv(&mut buf).unwrap();
+            assert_eq!(n, UDP_PAYLOAD);
+            got += 1;
+        }
+        (total, got)
+    })
+}
+
+/// The TCP data direction: payload within per-packet header tolerance (Ethernet 14 + IPv4 20 +
+/// TCP 20..60), at least one packet per 64 KiB.
+fn check_tcp(what: &str, bytes: u64, packets: u64) {
+    let payload = TCP_BYTES as u64;
+    assert!(packets >= payload / 65_536, "{what}: {packets} packets");
+    assert!(
+        bytes >= payload + packets * 54 && bytes <= payload + packets * 94,
+        "{what}: {bytes} bytes in {packets} packets for {payload} payload bytes"
+    );
+}
+
+fn stats(src: &EbpfSource, k: &FlowKey) -> (u64, u64) {
+    src.flows()
+        .get(k)
+        .map(|s| (s.bytes, s.packets))
+        .unwrap_or((0, 0))
+}
+
+#[test]
+fn socket_filter_counts_loopback_tcp_and_udp() {
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
+        .expect("attach socket filter");
+    assert_eq!(att.ring_size, 4 * 1024 * 1024);
+    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let l = TcpListener::bind(SocketAddr::new(lo, 0)).unwrap();
+    let u = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+    let (tcp_srv, udp_srv) = (l.local_addr().unwrap(), u.local_addr().unwrap());
+    let server = serve(l, u);
+    let (tcp_cli, udp_cli) = send_traffic(tcp_srv, udp_srv, lo);
+    let (read, got) = server.join().unwrap();
+    assert_eq!((read, got), (TCP_BYTES, UDP_COUNT));
+
+    let ifi = 1; // lo
+    let src_ = FlowSource::Socket;
+    let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, src_);
+    let tcp_in = key(ifi, Direction::Ingress, 6, tcp_cli, tcp_srv, src_);
+    let udp_eg = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, src_);
+    let udp_in = key(ifi, Direction::Ingress, 17, udp_cli, udp_srv, src_);
+    drain_until(&mut src, |s| {
+        stats(s, &udp_eg).1 >= UDP_COUNT && stats(s, &udp_in).1 >= UDP_COUNT
+    });
+    // Loopback: every packet is seen leaving and arriving, identically.
+    let (eb, ep) = stats(&src, &tcp_eg);
+    assert_eq!(
+        stats(&src, &tcp_in),
+        (eb, ep),
+        "tcp ingress == egress on lo"
+    );
+    check_tcp("lo tcp client->server", eb, ep);
+    assert_eq!(stats(&src, &udp_eg), (UDP_COUNT * UDP_FRAME, UDP_COUNT));
+    assert_eq!(stats(&src, &udp_in), (UDP_COUNT * UDP_FRAME, UDP_COUNT));
+    // The reverse TCP direction (ACKs, the one-byte answer) exists too.
+    let back = key(ifi, Direction::Egress, 6, tcp_srv, tcp_cli, src_);
+    assert!(stats(&src, &back).1 > 0);
+    assert_eq!(mgr.drops(BpfProgram::FlowsSocketFilter), Some(0));
+
+    // Eviction turns them into metrics with the documented names and attributes.
+    let recs = src.evict_flows(&[]);
+    let has = |name: &str, v: i64| {
+        recs.iter().any(|r| match r {
+            vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics.iter().any(|m| {
+                m.name == name
+                    && m.value == vigil_ipc_proto::MetricValue::I64(v)
+                    && m.attributes.iter().any(|kv| {
+                        kv.key == "source.port"
+                            && kv.value
+                                == vigil_ipc_proto::AttrValue::I64(i64::from(udp_cli.port()))
+                    })
+                    && m.attributes.iter().any(|kv| {
+                        kv.key == "network.interface.name"
+                            && kv.value == vigil_ipc_proto::AttrValue::Str("lo".into())
+                    })
+            }),
+            _ => false,
+        })
+    };
+    assert!(has("network.flow.packets", UDP_COUNT as i64));
+    assert!(has("network.flow.bytes", (UDP_COUNT * UDP_FRAME) as i64));
+
+    let ids = mgr.prog_ids();
+    drop(src);
+    drop(mgr);
+    assert_detached(&ids);
+}
+
+/// A network namespace with a veth pair to the host, removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: Ipv4Addr,
+    ns_ip: Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new(tag: u8) -> Netns {
+        let pid = std::process::id();
+        let name = format!("vigil-ebpf-{pid}-{tag}");
+        let host_if = format!("vgh{}{tag}", pid % 100_000);
+        let ns_if = format!("vgn{}{tag}", pid % 100_000);
+        // 10.200.x.y/30 with x, y from the pid and tag so parallel runs do not collide.
+        let x = (pid % 250) as u8;
+        let y = (tag % 60) * 4;
+        let host_ip = Ipv4Addr::new(10, 200, x, y + 1);
+        let ns_ip = Ipv4Addr::new(10, 200, x, y + 2);
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        let n = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip,
+            ns_ip,
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns_if,
+        ]);
+        ip(&["-n", &name, "link", "set", &ns_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        n
+    }
+
+    fn host_ifindex(&self) -> u32 {
+        std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", self.host_if))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Run `f` on a thread that entered the namespace (setns is per thread for CLONE_NEWNET).
+    fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on a descriptor we hold; affects this thread only.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
+    let ns = Netns::new(1);
+    let mut mgr = BpfManager::new();
+    let cfg = init(&ALL, &[&ns.host_if]);
+    let sock = mgr.attach(BpfProgram::FlowsSocketFilter, &cfg).unwrap();
+    let tc = mgr.attach(BpfProgram::FlowsTc, &cfg).expect("attach tc");
+    assert_eq!(mgr.tc_interfaces(), vec![ns.host_if.clone()]);
+    let mut sock = EbpfSource::new(sock.program, sock.fd, sock.ring_size).unwrap();
+    let mut tc = EbpfSource::new(tc.program, tc.fd, tc.ring_size).unwrap();
+
+    let ns_ip = IpAddr::V4(ns.ns_ip);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = ns.run_inside(move || {
+        let l = TcpListener::bind(SocketAddr::new(ns_ip, 0)).unwrap();
+        let u = UdpSocket::bind(SocketAddr::new(ns_ip, 0)).unwrap();
+        tx.send((l.local_addr().unwrap(), u.local_addr().unwrap()))
+            .unwrap();
+        serve(l, u).join().unwrap()
+    });
+    let (tcp_srv, udp_srv) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (tcp_cli, udp_cli) = send_traffic(tcp_srv, udp_srv, IpAddr::V4(ns.host_ip));
+    assert_eq!(server.join().unwrap(), (TCP_BYTES, UDP_COUNT));
+
+    let ifi = ns.host_ifindex();
+    for (src, kind) in [(&mut sock, FlowSource::Socket), (&mut tc, FlowSource::Tc)] {
+        let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, kind);
+        let tcp_back = key(ifi, Direction::Ingress, 6, tcp_srv, tcp_cli, kind);
+        let udp_eg = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, kind);
+        drain_until(src, |s| stats(s, &udp_eg).1 >= UDP_COUNT);
+        let (b, p) = stats(src, &tcp_eg);
+        check_tcp(&format!("{kind:?} veth tcp"), b, p);
+        assert!(stats(src, &tcp_back).1 > 0, "{kind:?}: ACKs from the netns");
+        assert_eq!(
+            stats(src, &udp_eg),
+            (UDP_COUNT * UDP_FRAME, UDP_COUNT),
+            "{kind:?} udp"
+        );
+        assert_eq!(src.stats.malformed, 0);
+    }
+    // Both sources saw the very same packets on the host side of the veth.
+    let tcp_eg_s = key(
+        ifi,
+        Direction::Egress,
+        6,
+        tcp_cli,
+        tcp_srv,
+        FlowSource::Socket,
+    );
+    let tcp_eg_t = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, FlowSource::Tc);
+    assert_eq!(stats(&sock, &tcp_eg_s), stats(&tc, &tcp_eg_t));
+
+    let ids = mgr.prog_ids();
+    assert_eq!(ids.len(), 3);
+    drop(sock);
+    drop(tc);
+    drop(mgr);
+    assert_detached(&ids);
+    drop(ns);
+}
+
+const CHILD_ENV: &str = "VIGIL_EBPF_UNPRIV_CHILD";
+const CHILD_FD: i32 = 10;
+
+/// Helper entry for `consumer_works_unprivileged`: does nothing unless started by it.
+#[test]
+fn unprivileged_child_entry() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.split(';');
+    let ring_size: u32 = parts.next().unwrap().parse().unwrap();
+    let want: HashSet<u32> = parts
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // We really are unprivileged.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |n: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(n))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    assert_eq!(field("Uid:"), "65534\t65534\t65534\t65534");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapPrm:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // SAFETY: CHILD_FD was placed by the parent for us; we take ownership once.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(CHILD_FD) };
+    let mut ring = RingBuf::new(fd, ring_size).expect("mmap as nobody");
+    let mut seen = HashSet::new();
+    ring.consume(usize::MAX, |b| {
+        if let Some(BpfRecord::Proc(e)) = vigil_collector::ebpf::records::parse(b)
+            && e.kind == ProcEventKind::Exec
+        {
+            seen.insert(e.pid);
+        }
+    })
+    .unwrap();
+    let missing: Vec<_> = want.difference(&seen).collect();
+    assert!(missing.is_empty(), "exec events missing for {missing:?}");
+    println!("UNPRIV-CONSUMED {}", seen.len());
+}
+
+#[test]
+fn consumer_works_unprivileged() {
+    let mut mgr = BpfManager::new();
+    let att = mgr.attach(BpfProgram::ExecExit, &init(&ALL, &[])).unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..5 {
+        let mut c = Command::new("/bin/true").spawn().unwrap();
+        pids.push(c.id().to_string());
+        c.wait().unwrap();
+    }
+    let spec = format!("{};{}", att.ring_size, pids.join(","));
+    let fd = att.fd.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "unprivileged_child_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, spec);
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, CHILD_FD) < 0
+                || libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setresgid(65534, 65534, 65534) < 0
+                || libc::setresuid(65534, 65534, 65534) < 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // setresuid away from 0 cleared the permitted/effective sets; clear the rest.
+            let hdr = &mut [0x2008_0522u32, 0] as *mut u32; // _LINUX_CAPABILITY_VERSION_3
+            let data = [0u32; 6];
+            if libc::syscall(libc::SYS_capset, hdr, data.as_ptr()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("UNPRIV-CONSUMED"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = mgr.prog_ids();
+    drop(att);
+    drop(mgr);
+    assert_detached(&ids);
+}
