@@ -1,17 +1,268 @@
 //! The shipper: unprivileged journal and exporters.
+//!
+//! [`run`] is one single-threaded poll loop over the control channel (supervisor), the
+//! collector channel and, while an OTLP request is in flight, its TCP connection:
+//! - every `Batch` from the collector is appended to the [`journal`] (durable per the fsync
+//!   policy) and only then acknowledged; a batch that cannot be journaled (full disk) is
+//!   answered with `Nack`, counted, and the next batch tries again;
+//! - exporters ([`export`]) read the journal from their own acknowledged position, so nothing
+//!   is lost while a backend is down or across restarts (replay; duplicates possible);
+//! - `StatsRequest` is answered with the counters of [`stats::Stats`], which are also
+//!   journaled as `vigil.shipper.*` metrics once per collection interval.
 
+pub mod backoff;
+pub mod convert;
+pub mod export;
+pub mod http;
 pub mod journal;
+pub mod stats;
 
-use vigil_ipc_proto::{Channel, InitConfig};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags, poll};
+use vigil_ipc_proto::{
+    Batch, Channel, ChildToSupervisor, CollectorToShipper, InitConfig, ProtoError, Role,
+    ShipperToCollector, SupervisorToChild,
+};
+
+use convert::ResourceDefaults;
+use export::json::JsonExporter;
+use export::otlp::OtlpExporter;
+use journal::{Journal, JournalConfig, JournalError};
+use stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipperError {
     #[error("ipc: {0}")]
     Proto(#[from] vigil_ipc_proto::ProtoError),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("poll: {0}")]
+    Poll(#[from] nix::Error),
+    #[error("socket setup: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Most collector batches handled in one loop turn before exporters get a turn.
+const MAX_BATCHES_PER_TURN: usize = 64;
+
+/// The journal directory for this configuration.
+pub fn journal_dir(init: &InitConfig) -> PathBuf {
+    match &init.shipper.journal_dir {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(&init.runtime_dir).join("journal"),
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn warn(control: &Channel, msg: String) {
+    tracing::warn!("{msg}");
+    let _ = control.send(&ChildToSupervisor::Warning(msg));
 }
 
 /// Journal every batch from the collector, acknowledge it, export it, until shut down.
-pub fn run(init: &InitConfig, control: Channel, collector: Channel) -> Result<(), ShipperError> {
-    let _ = (init, control, collector);
-    Ok(())
+pub fn run(
+    init: &InitConfig,
+    mut control: Channel,
+    mut collector: Channel,
+) -> Result<(), ShipperError> {
+    let cfg = &init.shipper;
+    let defaults = ResourceDefaults::new(&init.hostname);
+
+    let mut json = None;
+    if !cfg.json_lines.is_empty() {
+        match JsonExporter::open(&cfg.json_lines, defaults.clone()) {
+            Ok(j) => json = Some(j),
+            Err(e) => warn(
+                &control,
+                format!(
+                    "shipper: JSON lines output {:?} unusable ({e}); JSON exporter off",
+                    cfg.json_lines
+                ),
+            ),
+        }
+    }
+    let mut otlp = None;
+    if let Some(o) = &cfg.otlp {
+        match OtlpExporter::new(o.clone(), defaults.clone()) {
+            Ok(x) => otlp = Some(x),
+            Err(e) => warn(&control, format!("shipper: OTLP exporter off: {e}")),
+        }
+    }
+    let mut names: Vec<&'static str> = Vec::new();
+    if json.is_some() {
+        names.push(export::JSON);
+    }
+    if otlp.is_some() {
+        names.push(export::OTLP);
+    }
+
+    let jcfg = JournalConfig {
+        max_bytes: cfg.journal_max_bytes,
+        segment_bytes: cfg.journal_segment_bytes,
+        fsync: cfg.fsync,
+        fsync_interval: Duration::from_millis(cfg.fsync_interval_ms.max(1)),
+    };
+    let mut journal = Journal::open(&journal_dir(init), jcfg, &names)?;
+    for w in journal.take_warnings() {
+        warn(&control, w);
+    }
+
+    collector.handshake(Role::Shipper, Some(Role::Collector))?;
+    collector.send(&ShipperToCollector::Resume {
+        last_kmsg_seq: journal.last_kmsg_seq(),
+    })?;
+    control.set_nonblocking(true)?;
+    collector.set_nonblocking(true)?;
+
+    let mut stats = Stats::default();
+    let start_ns = now_ns();
+    let metrics_every = Duration::from_millis(init.collector.interval_ms.max(1000));
+    let mut next_self_metrics = Instant::now() + metrics_every;
+    let mut collector_open = true;
+    let mut nospace_streak = false;
+
+    loop {
+        let now = Instant::now();
+        if now >= next_self_metrics {
+            next_self_metrics = now + metrics_every;
+            let rec = stats.self_metrics(&journal, &names, start_ns, now_ns());
+            if journal.append(std::slice::from_ref(&rec)).is_err() {
+                stats.append_errors += 1;
+            }
+        }
+        let mut wake = Some(next_self_metrics);
+        let mut merge = |t: Option<Instant>| {
+            if let Some(t) = t {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        };
+        if let Some(j) = json.as_mut() {
+            merge(j.step(&mut journal, &mut stats, now));
+        }
+        if let Some(o) = otlp.as_mut() {
+            merge(o.step(&mut journal, &mut stats, now));
+        }
+        merge(journal.tick(now));
+        for w in journal.take_warnings() {
+            warn(&control, w);
+        }
+
+        let timeout_ms = wake
+            .map(|w| w.saturating_duration_since(Instant::now()).as_millis())
+            .unwrap_or(1000)
+            .min(1000) as u16;
+        let otlp_fd: Option<BorrowedFd<'_>> = otlp.as_ref().and_then(|o| o.poll_fd());
+        let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+        if collector_open {
+            fds.push(PollFd::new(collector.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(fd) = otlp_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout_ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        drop(fds);
+
+        // Supervisor.
+        loop {
+            match control.recv::<SupervisorToChild>() {
+                Ok(SupervisorToChild::StatsRequest) => {
+                    let _ = control.send(&ChildToSupervisor::Stats(
+                        stats.role_stats(&journal, &names),
+                    ));
+                }
+                Ok(SupervisorToChild::Shutdown) | Err(ProtoError::Closed) => {
+                    if let Some(j) = json.as_mut() {
+                        j.step(&mut journal, &mut stats, Instant::now());
+                        j.flush();
+                    }
+                    journal.close();
+                    return Ok(());
+                }
+                Ok(SupervisorToChild::Init(_)) => stats.malformed_frames += 1,
+                Err(e) if e.is_would_block() => break,
+                Err(_) => stats.malformed_frames += 1,
+            }
+        }
+
+        // Collector.
+        let mut handled = 0;
+        while collector_open && handled < MAX_BATCHES_PER_TURN {
+            match collector.recv::<CollectorToShipper>() {
+                Ok(CollectorToShipper::Batch(batch)) => {
+                    handled += 1;
+                    let reply = accept(&mut journal, &mut stats, batch, &mut nospace_streak);
+                    if let Some(w) = reply.1 {
+                        warn(&control, w);
+                    }
+                    match collector.send(&reply.0) {
+                        Ok(()) => {}
+                        Err(ProtoError::Closed) => collector_open = false,
+                        Err(e) => tracing::warn!("shipper: reply to collector: {e}"),
+                    }
+                }
+                Err(e) if e.is_would_block() => break,
+                Err(ProtoError::Closed) => {
+                    tracing::warn!("shipper: collector closed its channel; still exporting");
+                    collector_open = false;
+                }
+                Err(e) => {
+                    stats.malformed_frames += 1;
+                    tracing::warn!("shipper: malformed frame from the collector: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Journal one batch; the reply for the collector and maybe a warning for the operator.
+fn accept(
+    journal: &mut Journal,
+    stats: &mut Stats,
+    batch: Batch,
+    nospace_streak: &mut bool,
+) -> (ShipperToCollector, Option<String>) {
+    let n = batch.records.len() as u64;
+    match journal.append(&batch.records) {
+        Ok(()) => {
+            stats.records_accepted += n;
+            stats.batches_accepted += 1;
+            let w = std::mem::take(nospace_streak)
+                .then(|| "shipper: journal has space again; accepting batches".to_string());
+            (ShipperToCollector::Ack { seq: batch.seq }, w)
+        }
+        Err(e) => {
+            stats.batches_nacked += 1;
+            let reason = match &e {
+                JournalError::NoSpace { .. } => "enospc",
+                JournalError::RecordTooLarge(_) | JournalError::Encode(_) => "record_too_large",
+                JournalError::Io { .. } => {
+                    stats.append_errors += 1;
+                    "journal_io"
+                }
+            };
+            stats.add_dropped(reason, n);
+            let first = !std::mem::replace(nospace_streak, reason == "enospc");
+            let w = (reason != "enospc" || first)
+                .then(|| format!("shipper: batch {} not journaled: {e}", batch.seq));
+            (
+                ShipperToCollector::Nack {
+                    seq: batch.seq,
+                    reason: format!("not journaled: {e}"),
+                },
+                w,
+            )
+        }
+    }
 }

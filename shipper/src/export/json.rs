@@ -1,0 +1,97 @@
+//! JSON lines: one object per metric point and per log record, to stdout or a file.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use crate::convert::{ResourceDefaults, json_lines};
+use crate::journal::Journal;
+use crate::stats::Stats;
+
+use super::{JSON, MAX_READ_BYTES};
+
+pub struct JsonExporter {
+    out: BufWriter<Box<dyn Write>>,
+    defaults: ResourceDefaults,
+    retry_at: Option<Instant>,
+    failing: bool,
+}
+
+impl JsonExporter {
+    /// `stdout` or a file path (appended to).
+    pub fn open(target: &str, defaults: ResourceDefaults) -> io::Result<Self> {
+        let w: Box<dyn Write> = if target == "stdout" || target == "-" {
+            Box::new(io::stdout())
+        } else {
+            Box::new(OpenOptions::new().create(true).append(true).open(target)?)
+        };
+        Ok(Self::from_writer(w, defaults))
+    }
+
+    pub fn from_writer(w: Box<dyn Write>, defaults: ResourceDefaults) -> Self {
+        JsonExporter {
+            out: BufWriter::with_capacity(64 * 1024, w),
+            defaults,
+            retry_at: None,
+            failing: false,
+        }
+    }
+
+    /// Write everything the journal holds past our position. Returns when to try again after
+    /// a write error.
+    pub fn step(&mut self, j: &mut Journal, stats: &mut Stats, now: Instant) -> Option<Instant> {
+        if let Some(t) = self.retry_at {
+            if now < t {
+                return Some(t);
+            }
+            self.retry_at = None;
+        }
+        loop {
+            let from = j.acked(JSON)?;
+            if from >= j.next_seq() {
+                return None;
+            }
+            let batch = match j.read(from, 1024, MAX_READ_BYTES) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("json exporter: journal read: {e}");
+                    return self.fail(stats, now);
+                }
+            };
+            let mut values = Vec::new();
+            for (_, r) in &batch.records {
+                json_lines(r, &self.defaults, &mut values);
+            }
+            let mut result = Ok(());
+            for v in &values {
+                result = serde_json::to_writer(&mut self.out, v)
+                    .map_err(io::Error::other)
+                    .and_then(|_| self.out.write_all(b"\n"));
+                if result.is_err() {
+                    break;
+                }
+            }
+            if let Err(e) = result.and_then(|_| self.out.flush()) {
+                if !self.failing {
+                    tracing::warn!("json exporter: write failed: {e}");
+                }
+                return self.fail(stats, now);
+            }
+            self.failing = false;
+            stats.add_shipped(JSON, batch.records.len() as u64);
+            j.ack(JSON, batch.next);
+        }
+    }
+
+    fn fail(&mut self, stats: &mut Stats, now: Instant) -> Option<Instant> {
+        self.failing = true;
+        stats.retries += 1;
+        let t = now + Duration::from_secs(1);
+        self.retry_at = Some(t);
+        Some(t)
+    }
+
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,11 @@
+//! Exporters. Each one reads the journal from its own acknowledged position and acknowledges
+//! what it shipped; a segment is deleted once every exporter is past it.
+
+pub mod json;
+pub mod otlp;
+
+pub const JSON: &str = "json";
+pub const OTLP: &str = "otlp";
+
+/// Most bytes of journal records read for one export batch.
+pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;

@@ -1,0 +1,327 @@
+//! OTLP/HTTP protobuf exporter: `POST <endpoint>/v1/metrics` (ExportMetricsServiceRequest) and
+//! `/v1/logs` (ExportLogsServiceRequest), gzip when configured.
+//!
+//! Batching: a batch is sent when `max_batch_records` journal records are waiting or the
+//! oldest waiting one is `max_batch_delay_ms` old. Outcome of a request:
+//! - 2xx: shipped; once every request of the batch is done the journal position advances;
+//! - 408, 429, 5xx, connection errors, timeouts: retried with exponential backoff and full
+//!   jitter, or after `Retry-After` when the server gives one;
+//! - other 4xx (and 3xx): permanent, the records of that request are dropped and counted
+//!   (`records_dropped.http_4xx`), never retried.
+//!
+//! The request is written blocking (bounded by `timeout_ms`), the response is read when the
+//! run loop's poll says the socket is readable, so the loop keeps journaling batches meanwhile.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use prost::Message;
+use vigil_ipc_proto::{OtlpConfig, Record};
+
+use crate::backoff::{self, Backoff};
+use crate::convert::{self, ResourceDefaults};
+use crate::http::{self, Conn, Endpoint, HttpError, Response};
+use crate::journal::Journal;
+use crate::stats::Stats;
+
+use super::{MAX_READ_BYTES, OTLP};
+
+/// Longest `Retry-After` honoured as given.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    fn path(self) -> &'static str {
+        match self {
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+}
+
+struct Request {
+    signal: Signal,
+    body: Vec<u8>,
+    records: u64,
+}
+
+struct Pending {
+    next: u64,
+    requests: VecDeque<Request>,
+}
+
+pub struct OtlpExporter {
+    cfg: OtlpConfig,
+    ep: Endpoint,
+    defaults: ResourceDefaults,
+    conn: Option<Conn>,
+    batch: Option<Pending>,
+    inflight_deadline: Option<Instant>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    pending_since: Option<Instant>,
+    failing: bool,
+    /// Latest export error, for warnings and tests.
+    pub last_error: Option<String>,
+}
+
+impl OtlpExporter {
+    pub fn new(cfg: OtlpConfig, defaults: ResourceDefaults) -> Result<Self, HttpError> {
+        let ep = Endpoint::parse(&cfg.endpoint)?;
+        let backoff = Backoff::new(
+            Duration::from_millis(cfg.retry_initial_ms),
+            Duration::from_millis(cfg.retry_max_ms),
+            backoff::seed(),
+        );
+        Ok(OtlpExporter {
+            cfg,
+            ep,
+            defaults,
+            conn: None,
+            batch: None,
+            inflight_deadline: None,
+            backoff,
+            retry_at: None,
+            pending_since: None,
+            failing: false,
+            last_error: None,
+        })
+    }
+
+    /// The connection to watch for readability while a request is in flight.
+    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inflight_deadline?;
+        self.conn.as_ref().map(|c| c.as_fd())
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms.max(1))
+    }
+
+    /// Advance: read a response, start the next request, take a new batch. Returns when to be
+    /// called again at the latest (besides readability of [`Self::poll_fd`]).
+    pub fn step(&mut self, j: &mut Journal, stats: &mut Stats, now: Instant) -> Option<Instant> {
+        loop {
+            if let Some(deadline) = self.inflight_deadline {
+                let polled = match self.conn.as_mut() {
+                    Some(c) => c.poll_response(),
+                    None => Err(HttpError::Closed),
+                };
+                match polled {
+                    Ok(Some(resp)) => {
+                        self.inflight_deadline = None;
+                        self.on_response(resp, j, stats, now);
+                        continue;
+                    }
+                    Ok(None) if now < deadline => return Some(deadline),
+                    Ok(None) => self.fail("request timed out".into(), None, stats, now),
+                    Err(e) => self.fail(e.to_string(), None, stats, now),
+                }
+            }
+            if let Some(t) = self.retry_at {
+                if now < t {
+                    return Some(t);
+                }
+                self.retry_at = None;
+            }
+            if self.batch.is_none() {
+                let from = j.acked(OTLP)?;
+                let waiting = j.next_seq().saturating_sub(from);
+                if waiting == 0 {
+                    self.pending_since = None;
+                    return None;
+                }
+                let since = *self.pending_since.get_or_insert(now);
+                let due = since + Duration::from_millis(self.cfg.max_batch_delay_ms);
+                if (waiting as usize) < self.cfg.max_batch_records.max(1) && now < due {
+                    return Some(due);
+                }
+                match j.read(from, self.cfg.max_batch_records.max(1), MAX_READ_BYTES) {
+                    Ok(b) => {
+                        self.pending_since = (b.next < j.next_seq()).then_some(now);
+                        if b.records.is_empty() {
+                            j.ack(OTLP, b.next);
+                            continue;
+                        }
+                        self.batch = Some(self.build(&b.records, b.next));
+                    }
+                    Err(e) => {
+                        self.fail(format!("journal read: {e}"), None, stats, now);
+                        continue;
+                    }
+                }
+            }
+            let Some(batch) = self.batch.as_mut() else {
+                continue;
+            };
+            let Some(req) = batch.requests.front() else {
+                let next = batch.next;
+                self.batch = None;
+                j.ack(OTLP, next);
+                continue;
+            };
+            let signal = req.signal;
+            if let Err(e) = self.send(signal, now) {
+                self.fail(e.to_string(), None, stats, now);
+                continue;
+            }
+        }
+    }
+
+    /// Write the request at the head of the batch; a reused keep-alive connection that turns
+    /// out closed gets one fresh connection at once.
+    fn send(&mut self, signal: Signal, now: Instant) -> Result<(), HttpError> {
+        for _ in 0..2 {
+            let fresh = self.conn.is_none();
+            if fresh {
+                self.conn = Some(Conn::connect(
+                    &self.ep,
+                    self.timeout().min(Duration::from_secs(5)),
+                )?);
+            }
+            let Some(req) = self.batch.as_ref().and_then(|b| b.requests.front()) else {
+                return Ok(());
+            };
+            let head = http::request_head(
+                &self.ep,
+                signal.path(),
+                "application/x-protobuf",
+                self.cfg.gzip,
+                &self.cfg.headers,
+                req.body.len(),
+            );
+            let timeout = self.timeout();
+            let Some(conn) = self.conn.as_mut() else {
+                continue;
+            };
+            match conn.send(&head, &req.body, timeout) {
+                Ok(()) => {
+                    self.inflight_deadline = Some(now + timeout);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if fresh {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(HttpError::Closed)
+    }
+
+    fn on_response(&mut self, resp: Response, j: &mut Journal, stats: &mut Stats, now: Instant) {
+        if !resp.keep_alive {
+            self.conn = None;
+        }
+        let status = resp.status;
+        if (200..300).contains(&status) {
+            if let Some(b) = self.batch.as_mut()
+                && let Some(req) = b.requests.pop_front()
+            {
+                stats.add_shipped(OTLP, req.records);
+            }
+            self.backoff.reset();
+            if self.failing {
+                tracing::info!("otlp exporter: backend accepts data again");
+            }
+            self.failing = false;
+            self.finish_if_done(j);
+        } else if status == 408 || status == 429 || status >= 500 {
+            self.fail(
+                format!("HTTP {status}"),
+                resp.retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
+                stats,
+                now,
+            );
+        } else {
+            // Permanent: the backend will never take these bytes.
+            if let Some(b) = self.batch.as_mut()
+                && let Some(req) = b.requests.pop_front()
+            {
+                stats.add_dropped("http_4xx", req.records);
+                tracing::warn!(
+                    "otlp exporter: HTTP {status} for {}: {} records dropped: {}",
+                    req.signal.path(),
+                    req.records,
+                    String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)])
+                );
+            }
+            self.finish_if_done(j);
+        }
+    }
+
+    fn finish_if_done(&mut self, j: &mut Journal) {
+        if let Some(b) = &self.batch
+            && b.requests.is_empty()
+        {
+            let next = b.next;
+            self.batch = None;
+            j.ack(OTLP, next);
+        }
+    }
+
+    fn fail(
+        &mut self,
+        why: String,
+        retry_after: Option<Duration>,
+        stats: &mut Stats,
+        now: Instant,
+    ) {
+        stats.retries += 1;
+        self.conn = None;
+        self.inflight_deadline = None;
+        let delay = retry_after.unwrap_or_else(|| self.backoff.next_delay());
+        if !self.failing {
+            tracing::warn!("otlp exporter: {why}; retrying in {delay:?} (journal keeps the data)");
+        }
+        self.failing = true;
+        self.last_error = Some(why);
+        self.retry_at = Some(now + delay);
+    }
+
+    fn build(&self, records: &[(u64, Record)], next: u64) -> Pending {
+        let mut requests = VecDeque::new();
+        let metrics_n = records
+            .iter()
+            .filter(|(_, r)| matches!(r, Record::Metrics { .. }))
+            .count() as u64;
+        let logs_n = records.len() as u64 - metrics_n;
+        if let Some(m) = convert::metrics_request(records.iter().map(|(_, r)| r), &self.defaults) {
+            requests.push_back(Request {
+                signal: Signal::Metrics,
+                body: self.encode(&m.encode_to_vec()),
+                records: metrics_n,
+            });
+        }
+        if let Some(l) = convert::logs_request(records.iter().map(|(_, r)| r), &self.defaults) {
+            requests.push_back(Request {
+                signal: Signal::Logs,
+                body: self.encode(&l.encode_to_vec()),
+                records: logs_n,
+            });
+        }
+        Pending { next, requests }
+    }
+
+    fn encode(&self, raw: &[u8]) -> Vec<u8> {
+        if !self.cfg.gzip {
+            return raw.to_vec();
+        }
+        let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4), Compression::fast());
+        match gz.write_all(raw).and_then(|_| gz.finish()) {
+            Ok(v) => v,
+            // Writing to a Vec cannot fail; keep the type honest anyway.
+            Err(_) => raw.to_vec(),
+        }
+    }
+}

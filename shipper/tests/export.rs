@@ -1,0 +1,460 @@
+//! End to end through run(): collector channel → journal → JSON lines and a real OTLP/HTTP
+//! receiver on 127.0.0.1, with backend faults, restarts, corruption and a full disk.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+use vigil_ipc_proto::*;
+
+fn ids(r: std::ops::Range<i64>) -> BTreeSet<i64> {
+    r.collect()
+}
+
+#[test]
+fn metrics_and_logs_arrive_with_names_values_attributes() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("out.jsonl");
+    let mut init = init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(rx.endpoint())),
+        json_path.to_str().unwrap(),
+    );
+    init.collector.interval_ms = 1000;
+    let mut sh = Shipper::start(init);
+    assert_eq!(sh.resume, None);
+
+    let metrics = Record::Metrics {
+        resource: vec![
+            KeyValue::str("host.name", "test-host"),
+            KeyValue::i64("process.pid", 42),
+        ],
+        metrics: vec![
+            Metric {
+                name: "process.memory.usage".into(),
+                unit: "By".into(),
+                kind: MetricKind::Gauge,
+                start_time_unix_nano: 0,
+                time_unix_nano: 123,
+                value: MetricValue::I64(4096),
+                attributes: vec![],
+            },
+            Metric {
+                name: "process.cpu.time".into(),
+                unit: "s".into(),
+                kind: MetricKind::Sum { monotonic: true },
+                start_time_unix_nano: 100,
+                time_unix_nano: 123,
+                value: MetricValue::F64(1.5),
+                attributes: vec![KeyValue::str("cpu.mode", "user")],
+            },
+        ],
+    };
+    let oom = Record::Log {
+        resource: vec![KeyValue::str("host.name", "test-host")],
+        log: LogRecord {
+            time_unix_nano: 5,
+            observed_time_unix_nano: 6,
+            severity_number: 17,
+            severity_text: "ERROR".into(),
+            event_name: "OOMKilling".into(),
+            body: "Out of memory: Killed process 1234 (stress)".into(),
+            attributes: vec![
+                KeyValue::i64("process.pid", 1234),
+                KeyValue::i64(ATTR_KMSG_SEQ, 777),
+            ],
+        },
+    };
+    assert!(sh.send(1, vec![metrics, oom]));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rx.received.lock().unwrap();
+        if r.logs.len() == 1 && r.metrics.len() >= 2 {
+            break;
+        }
+        drop(r);
+        assert!(Instant::now() < deadline, "nothing arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    {
+        let r = rx.received.lock().unwrap();
+        assert!(
+            r.requests.iter().all(|(_, _, _, gz)| *gz),
+            "gzip configured"
+        );
+        let mem = r
+            .metrics
+            .iter()
+            .find(|m| m.metric.name == "process.memory.usage")
+            .unwrap();
+        assert_eq!(mem.metric.unit, "By");
+        assert_eq!(mem.resource["service.name"], "vigil");
+        assert_eq!(mem.resource["host.name"], "test-host");
+        assert_eq!(mem.resource["process.pid"], "42");
+        let Some(Data::Gauge(g)) = &mem.metric.data else {
+            panic!("gauge expected")
+        };
+        assert_eq!(g.data_points[0].value, Some(Value::AsInt(4096)));
+        assert_eq!(g.data_points[0].time_unix_nano, 123);
+        let cpu = r
+            .metrics
+            .iter()
+            .find(|m| m.metric.name == "process.cpu.time")
+            .unwrap();
+        let Some(Data::Sum(s)) = &cpu.metric.data else {
+            panic!("sum expected")
+        };
+        assert!(s.is_monotonic);
+        assert_eq!(s.aggregation_temporality, 2, "cumulative");
+        assert_eq!(s.data_points[0].value, Some(Value::AsDouble(1.5)));
+        assert_eq!(s.data_points[0].start_time_unix_nano, 100);
+        assert_eq!(attr_map(&s.data_points[0].attributes)["cpu.mode"], "user");
+
+        let l = &r.logs[0];
+        assert_eq!(l.log.event_name, "OOMKilling");
+        assert_eq!(l.log.severity_number, 17);
+        assert_eq!(l.log.severity_text, "ERROR");
+        assert_eq!(
+            any_to_string(&l.log.body),
+            "Out of memory: Killed process 1234 (stress)"
+        );
+        let a = attr_map(&l.log.attributes);
+        assert_eq!(a["process.pid"], "1234");
+        assert_eq!(a["event.name"], "OOMKilling");
+        assert_eq!(l.resource["service.name"], "vigil");
+    }
+
+    // Self-metrics arrive like any other metric (interval 1 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rx.received.lock().unwrap();
+        let acc = r
+            .metrics
+            .iter()
+            .find(|m| m.metric.name == "vigil.shipper.records_accepted");
+        if let Some(m) = acc {
+            let Some(Data::Sum(s)) = &m.metric.data else {
+                panic!()
+            };
+            assert_eq!(s.data_points[0].value, Some(Value::AsInt(2)));
+            assert!(
+                r.metrics
+                    .iter()
+                    .any(|m| m.metric.name == "vigil.shipper.journal_bytes")
+            );
+            break;
+        }
+        drop(r);
+        assert!(Instant::now() < deadline, "no self metrics");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let st = sh.stats();
+    assert_eq!(st.get("records_accepted"), Some(2));
+    assert!(st.get("records_shipped.otlp").unwrap() >= 2);
+    assert!(st.get("records_shipped.json").unwrap() >= 2);
+    assert!(st.get("journal_segments").unwrap() >= 1);
+    sh.shutdown();
+
+    // JSON lines: one object per metric point and per log record, resource flattened.
+    let text = std::fs::read_to_string(&json_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mem = lines
+        .iter()
+        .find(|v| v["name"] == "process.memory.usage")
+        .unwrap();
+    assert_eq!(mem["type"], "metric");
+    assert_eq!(mem["value"], 4096);
+    assert_eq!(mem["resource"]["process.pid"], 42);
+    assert_eq!(mem["resource"]["service.name"], "vigil");
+    let log = lines.iter().find(|v| v["type"] == "log").unwrap();
+    assert_eq!(log["event_name"], "OOMKilling");
+    assert_eq!(log["attributes"]["process.pid"], 1234);
+
+    // The kmsg sequence journaled is announced to the next collector.
+    let init2 = common::init(&dir.path().join("journal"), None, "");
+    let sh = Shipper::start(init2);
+    assert_eq!(sh.resume, Some(777));
+    sh.shutdown();
+}
+
+#[test]
+fn backend_down_then_up_loses_nothing() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shipper::start(init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(format!("http://127.0.0.1:{port}"))),
+        "",
+    ));
+    for b in 0..20 {
+        assert!(sh.send(b, logs(b as i64 * 25..b as i64 * 25 + 25)));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = sh.stats();
+    assert_eq!(st.get("records_accepted"), Some(500));
+    assert!(st.get("retries").unwrap() >= 1);
+    assert_eq!(st.get("records_shipped.otlp"), Some(0));
+    let rx = Receiver::start_at(port);
+    let (got, _) = rx.wait_ids(&ids(0..500), Duration::from_secs(20));
+    assert_eq!(got, ids(0..500));
+    let st = sh.stats();
+    assert_eq!(st.get("records_shipped.otlp"), Some(500));
+    sh.shutdown();
+}
+
+#[test]
+fn server_errors_then_retry_after_then_ok() {
+    let rx = Receiver::start();
+    rx.push_replies([
+        Reply::status(500),
+        Reply::status(503),
+        Reply::retry_after(429, "1"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shipper::start(init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(rx.endpoint())),
+        "",
+    ));
+    assert!(sh.send(1, logs(0..50)));
+    let (got, n) = rx.wait_ids(&ids(0..50), Duration::from_secs(20));
+    assert_eq!(got, ids(0..50));
+    assert_eq!(n, 50, "no duplicates: failed attempts were not accepted");
+    let r = rx.received.lock().unwrap();
+    let statuses: Vec<u16> = r.requests.iter().map(|q| q.1).collect();
+    assert_eq!(&statuses[..4], &[500, 503, 429, 200]);
+    let waited = r.requests[3].2 - r.requests[2].2;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After honoured: {waited:?}"
+    );
+    drop(r);
+    assert!(sh.stats().get("retries").unwrap() >= 3);
+    sh.shutdown();
+}
+
+#[test]
+fn client_errors_are_permanent_and_counted() {
+    let rx = Receiver::start();
+    rx.push_replies([Reply::status(400)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shipper::start(init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(rx.endpoint())),
+        "",
+    ));
+    assert!(sh.send(1, logs(0..10)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sh.stats().get("records_dropped.http_4xx") != Some(10) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sh.send(2, logs(10..20)));
+    let (got, _) = rx.wait_ids(&ids(10..20), Duration::from_secs(10));
+    assert_eq!(got, ids(10..20));
+    let st = sh.stats();
+    assert_eq!(st.get("retries"), Some(0));
+    assert_eq!(st.get("records_pending.otlp"), Some(0));
+    sh.shutdown();
+}
+
+#[test]
+fn restart_mid_stream_replays_unshipped() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut sh = Shipper::start(init(&jdir, Some(otlp_cfg(endpoint.clone())), ""));
+    for b in 0..4 {
+        assert!(sh.send(b, logs(b as i64 * 50..b as i64 * 50 + 50)));
+    }
+    sh.shutdown();
+    // Second run: the backend is up now; what the first run journaled is shipped, plus more.
+    let rx = Receiver::start_at(port);
+    let mut sh = Shipper::start(init(&jdir, Some(otlp_cfg(endpoint)), ""));
+    assert!(sh.stats().get("records_replayed").unwrap() >= 200);
+    for b in 4..8 {
+        assert!(sh.send(b, logs(b as i64 * 50..b as i64 * 50 + 50)));
+    }
+    let (got, _) = rx.wait_ids(&ids(0..400), Duration::from_secs(20));
+    assert_eq!(got, ids(0..400));
+    sh.shutdown();
+    // Third run: nothing left to replay.
+    let mut sh = Shipper::start(init(&jdir, Some(otlp_cfg(rx.endpoint())), ""));
+    assert_eq!(sh.stats().get("records_replayed"), Some(0));
+    sh.shutdown();
+}
+
+#[test]
+fn malformed_frames_are_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shipper::start(init(&dir.path().join("journal"), None, ""));
+    sh.collector
+        .send_raw(b"\x05\0\0\0\xff\xff\xff\xff\xff")
+        .unwrap();
+    sh.collector.send_raw(b"\x01").unwrap();
+    sh.collector.send_raw(&[0u8; 100]).unwrap();
+    assert!(sh.send(7, logs(0..3)));
+    let st = sh.stats();
+    assert!(st.get("malformed_frames").unwrap() >= 3, "{st:?}");
+    assert_eq!(st.get("records_accepted"), Some(3));
+    sh.shutdown();
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vjl"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn corrupt_segments_detected_counted_rest_replayed() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut init1 = init(&jdir, Some(otlp_cfg(endpoint.clone())), "");
+    init1.shipper.journal_segment_bytes = 16 * 1024;
+    let mut sh = Shipper::start(init1.clone());
+    for b in 0..20 {
+        assert!(sh.send(b, logs(b as i64 * 20..b as i64 * 20 + 20)));
+    }
+    sh.shutdown();
+    let segs = segments(&jdir);
+    assert!(segs.len() >= 3, "{segs:?}");
+    // Flip bytes in the middle of the first segment, truncate the last one mid-record.
+    let mut first = std::fs::read(&segs[0]).unwrap();
+    let mid = first.len() / 2;
+    for b in &mut first[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&segs[0], &first).unwrap();
+    let last = segs
+        .iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 100)
+        .unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+
+    let rx = Receiver::start_at(port);
+    let (control, ship_control) = vigil_ipc_proto::Channel::pair().unwrap();
+    let (mut collector, ship_collector) = vigil_ipc_proto::Channel::pair().unwrap();
+    let init2 = init1.clone();
+    let t = std::thread::spawn(move || vigil_shipper::run(&init2, ship_control, ship_collector));
+    handshake(&mut collector);
+    // Warnings about the damage reach the supervisor.
+    let mut control = control;
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut warnings = Vec::new();
+    control.send(&SupervisorToChild::StatsRequest).unwrap();
+    let stats = loop {
+        match control.recv::<ChildToSupervisor>().unwrap() {
+            ChildToSupervisor::Warning(w) => warnings.push(w),
+            ChildToSupervisor::Stats(s) => break s,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(
+        warnings.iter().any(|w| w.contains("corrupt region")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("torn tail")),
+        "{warnings:?}"
+    );
+    let corrupt = stats.get("corrupt_records").unwrap();
+    assert!(corrupt >= 2, "{stats:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (got, _) = rx.wait_ids(&ids(0..400), Duration::from_secs(3));
+    let missing = 400 - got.len() as u64;
+    assert!(
+        missing >= 1 && missing <= corrupt,
+        "missing {missing}, corrupt {corrupt}"
+    );
+    control.send(&SupervisorToChild::Shutdown).unwrap();
+    t.join().unwrap().unwrap();
+}
+
+/// Root: the journal on a 256 KiB tmpfs while the backend is down. Batches that do not fit are
+/// refused (Nack) and counted; everything acknowledged reaches the backend once it is up; the
+/// shipper keeps running and accepts batches again once space is freed.
+#[test]
+fn full_tmpfs_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "vigil-shipper-test"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs (needs root)");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(mnt.clone());
+    let port = free_port();
+    let mut cfg = init(
+        &mnt.join("journal"),
+        Some(otlp_cfg(format!("http://127.0.0.1:{port}"))),
+        "",
+    );
+    cfg.shipper.journal_segment_bytes = 32 * 1024;
+    let mut sh = Shipper::start(cfg);
+    let mut acked = BTreeSet::new();
+    let mut nacked = 0;
+    for b in 0..300i64 {
+        if sh.send(b as u64, logs(b * 20..b * 20 + 20)) {
+            acked.extend(b * 20..b * 20 + 20);
+        } else {
+            nacked += 1;
+        }
+    }
+    assert!(nacked > 0, "the tmpfs should have filled up");
+    let st = sh.stats();
+    assert_eq!(st.get("records_dropped.enospc"), Some(nacked * 20));
+    assert_eq!(st.get("records_accepted"), Some(acked.len() as u64));
+    let rx = Receiver::start_at(port);
+    let (got, _) = rx.wait_ids(&acked, Duration::from_secs(20));
+    assert!(
+        acked.is_subset(&got),
+        "lost {:?}",
+        acked.difference(&got).count()
+    );
+    // Space is back once shipped segments are deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ok = false;
+    while !ok && Instant::now() < deadline {
+        ok = sh.send(1000, logs(10_000..10_020));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok, "journal accepts again after shipping");
+    let (got, _) = rx.wait_ids(&ids(10_000..10_020), Duration::from_secs(10));
+    assert!(ids(10_000..10_020).is_subset(&got));
+    sh.shutdown();
+}
