@@ -144,6 +144,17 @@ fn exec_and_exit_of_20_processes() {
     let three_pid = three.id();
     assert_eq!(three.wait().unwrap().code(), Some(3));
 
+    // The ring buffer descriptor is pollable: readable now that records are pending.
+    let mut pfd = libc::pollfd {
+        fd: src.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one live pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, 5000) };
+    assert_eq!((r, pfd.revents & libc::POLLIN), (1, libc::POLLIN));
+    assert!(src.pending_bytes() > 0);
+
     let mut execs: HashMap<u32, String> = HashMap::new();
     let mut exits: HashMap<u32, Option<i32>> = HashMap::new();
     let mut ppids: HashMap<u32, u32> = HashMap::new();
@@ -335,8 +346,23 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     let (read, got) = server.join().unwrap();
     assert_eq!((read, got), (TCP_BYTES, UDP_COUNT));
 
+    // IPv6 too: UDP over ::1 (Ethernet 14 + IPv6 40 + UDP 8 + payload).
+    let lo6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let u6s = UdpSocket::bind(SocketAddr::new(lo6, 0)).unwrap();
+    let u6c = UdpSocket::bind(SocketAddr::new(lo6, 0)).unwrap();
+    let (u6s_addr, u6c_addr) = (u6s.local_addr().unwrap(), u6c.local_addr().unwrap());
+    for _ in 0..20 {
+        u6c.send_to(&[9u8; 300], u6s_addr).unwrap();
+    }
+    u6s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..20 {
+        let mut b = [0u8; 512];
+        assert_eq!(u6s.recv(&mut b).unwrap(), 300);
+    }
+
     let ifi = 1; // lo
     let src_ = FlowSource::Socket;
+    let udp6_eg = key(ifi, Direction::Egress, 17, u6c_addr, u6s_addr, src_);
     let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, src_);
     let tcp_in = key(ifi, Direction::Ingress, 6, tcp_cli, tcp_srv, src_);
     let udp_eg = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, src_);
@@ -354,6 +380,11 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     check_tcp("lo tcp client->server", eb, ep);
     assert_eq!(stats(&src, &udp_eg), (UDP_COUNT * UDP_FRAME, UDP_COUNT));
     assert_eq!(stats(&src, &udp_in), (UDP_COUNT * UDP_FRAME, UDP_COUNT));
+    assert_eq!(
+        stats(&src, &udp6_eg),
+        (20 * (14 + 40 + 8 + 300), 20),
+        "udp over ::1"
+    );
     // The reverse TCP direction (ACKs, the one-byte answer) exists too.
     let back = key(ifi, Direction::Egress, 6, tcp_srv, tcp_cli, src_);
     assert!(stats(&src, &back).1 > 0);
@@ -638,4 +669,173 @@ fn consumer_works_unprivileged() {
     drop(att);
     drop(mgr);
     assert_detached(&ids);
+}
+
+const CAPS_CHILD_ENV: &str = "VIGIL_EBPF_CAPS_CHILD";
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+fn cap_mask(caps: &[u32]) -> u64 {
+    caps.iter().fold(0, |m, c| m | (1u64 << c))
+}
+
+/// Helper entry for `loads_as_agent_user_with_only_feature_capabilities`: does nothing unless
+/// started by it. Runs as uid 65534 with exactly the capabilities named in the environment.
+#[test]
+fn caps_child_entry() {
+    let Ok(spec) = std::env::var(CAPS_CHILD_ENV) else {
+        return;
+    };
+    let caps: Vec<u32> = spec.split(',').map(|c| c.parse().unwrap()).collect();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |n: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(n))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    assert_eq!(field("Uid:"), "65534\t65534\t65534\t65534");
+    assert_eq!(field("CapEff:"), format!("{:016x}", cap_mask(&caps)));
+    assert_eq!(field("NoNewPrivs:"), "1");
+    let has = |c: u32| caps.contains(&c);
+    let full = has(CAP_PERFMON) && has(CAP_NET_RAW) && has(CAP_NET_ADMIN);
+    let mut mgr = BpfManager::new();
+    let cfg = init(&ALL, &["lo"]);
+    for (p, needs) in [
+        (BpfProgram::ExecExit, CAP_PERFMON),
+        (BpfProgram::FlowsSocketFilter, CAP_NET_RAW),
+        (BpfProgram::FlowsTc, CAP_NET_ADMIN),
+    ] {
+        match (mgr.attach(p, &cfg), has(CAP_BPF) && has(needs)) {
+            (Ok(a), true) => println!("CAPS-OK {p:?} ring {}", a.ring_size),
+            (Err(e), false) => {
+                assert_eq!(
+                    e.to_priv_error().code,
+                    PrivErrorCode::PermissionDenied,
+                    "{p:?}: {e}"
+                );
+                println!("CAPS-DENIED {p:?}");
+            }
+            (r, _) => panic!("{p:?} with caps {caps:?}: {r:?}"),
+        }
+    }
+    if full {
+        let a = mgr.attach(BpfProgram::ExecExit, &cfg).unwrap();
+        let mut src = EbpfSource::new(a.program, a.fd, a.ring_size).unwrap();
+        let mut c = Command::new("/bin/true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = false;
+        while !seen {
+            src.drain_raw(usize::MAX, |r| {
+                if let BpfRecord::Proc(e) = r
+                    && e.pid == pid
+                    && e.kind == ProcEventKind::Exit
+                {
+                    seen = true;
+                }
+            })
+            .unwrap();
+            assert!(Instant::now() < deadline, "no exit event for {pid}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        println!("CAPS-EVENTS ok");
+    }
+}
+
+fn run_caps_child(caps: &[u32]) -> String {
+    let spec = caps
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mask = cap_mask(caps);
+    let caps = caps.to_vec();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "caps_child_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CAPS_CHILD_ENV, spec);
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0
+                || libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setresgid(65534, 65534, 65534) < 0
+                || libc::setresuid(65534, 65534, 65534) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut hdr = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
+            let (lo, hi) = (mask as u32, (mask >> 32) as u32);
+            // effective, permitted, inheritable; low words then high words
+            let data = [lo, lo, lo, hi, hi, hi];
+            if libc::syscall(libc::SYS_capset, hdr.as_mut_ptr(), data.as_ptr()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &c in &caps {
+                if libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    c as libc::c_ulong,
+                    0,
+                    0,
+                ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "caps child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn loads_as_agent_user_with_only_feature_capabilities() {
+    // BPF + PERFMON + NET_RAW + NET_ADMIN as uid 65534: every program loads and attaches.
+    let out = run_caps_child(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_BPF]);
+    for p in ["ExecExit", "FlowsSocketFilter", "FlowsTc"] {
+        assert!(out.contains(&format!("CAPS-OK {p}")), "{out}");
+    }
+    assert!(out.contains("CAPS-EVENTS ok"), "{out}");
+    // CAP_BPF alone: each program is refused with PermissionDenied (raw tracepoints need
+    // PERFMON, the packet socket NET_RAW, tc NET_ADMIN).
+    let out = run_caps_child(&[CAP_BPF]);
+    for p in ["ExecExit", "FlowsSocketFilter", "FlowsTc"] {
+        assert!(out.contains(&format!("CAPS-DENIED {p}")), "{out}");
+    }
+    // Each feature with exactly its own capability pair (tc needs no PERFMON: no direct packet
+    // access).
+    for (pair, ok) in [
+        (CAP_PERFMON, "ExecExit"),
+        (CAP_NET_RAW, "FlowsSocketFilter"),
+        (CAP_NET_ADMIN, "FlowsTc"),
+    ] {
+        let out = run_caps_child(&[CAP_BPF, pair]);
+        for p in ["ExecExit", "FlowsSocketFilter", "FlowsTc"] {
+            let want = if p == ok { "CAPS-OK" } else { "CAPS-DENIED" };
+            assert!(
+                out.contains(&format!("{want} {p}")),
+                "caps BPF+{pair}: {out}"
+            );
+        }
+    }
 }

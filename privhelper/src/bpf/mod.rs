@@ -146,3 +146,15 @@ pub fn attach(program: BpfProgram, init: &InitConfig) -> Result<Attached, BpfErr
         .get_or_insert_with(BpfManager::new)
         .attach(program, init)
 }
+
+/// The whole answer to `PrivRequest::BpfAttach { program }` for the privhelper's dispatch: the
+/// response to send and the descriptor to attach to it (SCM_RIGHTS), if any.
+pub fn respond(program: BpfProgram, init: &InitConfig) -> (PrivResponse, Option<OwnedFd>) {
+    match attach(program, init) {
+        Ok(a) => (a.response(), Some(a.fd)),
+        Err(e) => {
+            tracing::warn!(?program, error = %e, "BpfAttach refused");
+            (PrivResponse::Error(e.to_priv_error()), None)
+        }
+    }
+}
