@@ -45,6 +45,7 @@ impl Reply {
 
 #[derive(Debug, Clone)]
 pub struct RecvLog {
+    pub arrived: Instant,
     pub resource: BTreeMap<String, String>,
     pub log: opentelemetry_proto::tonic::logs::v1::LogRecord,
 }
@@ -57,6 +58,10 @@ pub struct RecvMetric {
 
 #[derive(Debug, Default)]
 pub struct Received {
+    /// Keep every record (false: only count them; the benchmark's lean receiver).
+    pub discard: bool,
+    pub log_count: usize,
+    pub metric_count: usize,
     pub logs: Vec<RecvLog>,
     pub metrics: Vec<RecvMetric>,
     /// (path, status answered, time, gzip)
@@ -249,8 +254,13 @@ fn serve(
                         let res = attr_map(&rl.resource.unwrap_or_default().attributes);
                         for sl in rl.scope_logs {
                             assert_eq!(sl.scope.as_ref().unwrap().name, "vigil");
+                            r.log_count += sl.log_records.len();
+                            if r.discard {
+                                continue;
+                            }
                             for log in sl.log_records {
                                 r.logs.push(RecvLog {
+                                    arrived: Instant::now(),
                                     resource: res.clone(),
                                     log,
                                 });
@@ -263,6 +273,10 @@ fn serve(
                     for rm in req.resource_metrics {
                         let res = attr_map(&rm.resource.unwrap_or_default().attributes);
                         for sm in rm.scope_metrics {
+                            r.metric_count += sm.metrics.len();
+                            if r.discard {
+                                continue;
+                            }
                             for metric in sm.metrics {
                                 r.metrics.push(RecvMetric {
                                     resource: res.clone(),
