@@ -43,6 +43,17 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(v, 1);
 }
 
+/* Wake the consumer only once WAKEUP_BYTES are pending: a wakeup per packet (irq_work + epoll)
+ * would cost more than the record itself. The collector also drains this ring on a timer. */
+#define WAKEUP_BYTES (256 * 1024)
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	if (bpf_ringbuf_query(&vigil_flow_rb, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 /* Ports of a TCP/UDP header at off (only for a first fragment). */
 static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
 {
@@ -179,7 +190,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags());
 }
 
 SEC("socket")

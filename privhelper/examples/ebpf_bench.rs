@@ -76,27 +76,26 @@ fn client(secs: u32, udp: bool) -> f64 {
         .unwrap_or_else(|| panic!("no bits_per_second in iperf3 output: {json}"))
 }
 
-fn main() {
-    let secs: u32 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
-    let mut srv = server();
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
 
-    let tcp_base = client(secs, false);
-    let udp_base = client(secs, true);
+struct Consumer {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(u64, u64, Duration)>,
+}
 
-    let mut mgr = BpfManager::new();
-    let att = mgr
-        .attach(BpfProgram::FlowsSocketFilter, &init())
-        .expect("attach socket filter");
-    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).expect("mmap ring");
+/// The collector's consumer in a thread: poll (100 ms timeout, the flow ring wakes it only
+/// when 256 KiB are pending) then drain into the flow table.
+fn consume(mut src: EbpfSource) -> Consumer {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
-    let consumer = std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let mut out = Vec::new();
         let mut busy = Duration::ZERO;
-        while !stop2.load(Ordering::Relaxed) {
+        loop {
+            let last = stop2.load(Ordering::Relaxed);
             let mut pfd = libc::pollfd {
                 fd: src.as_raw_fd(),
                 events: libc::POLLIN,
@@ -108,53 +107,92 @@ fn main() {
             src.drain(&mut out, &[]).expect("drain");
             busy += t.elapsed();
             out.clear();
+            if last {
+                break;
+            }
         }
-        src.drain(&mut out, &[]).expect("drain");
-        (src.stats, src.flows().len(), busy)
+        (src.stats.records, src.stats.malformed, busy)
     });
+    Consumer { stop, handle }
+}
 
-    let t0 = Instant::now();
-    let tcp_filt = client(secs, false);
-    let t_tcp = t0.elapsed();
-    let udp_filt = client(secs, true);
-    let elapsed = t0.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let (stats, flows, busy) = consumer.join().expect("consumer");
-    let drops = mgr.drops(BpfProgram::FlowsSocketFilter).unwrap_or(0);
-    drop(mgr);
-    let tcp_base2 = client(secs, false);
+fn main() {
+    let secs: u32 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut srv = server();
+    let (mut tcp_r, mut udp_r) = (Vec::new(), Vec::new());
+    let (mut tcp_b, mut tcp_f, mut udp_b, mut udp_f) = (vec![], vec![], vec![], vec![]);
+    let (mut records, mut malformed, mut drops) = (0u64, 0u64, 0u64);
+    let mut busy = Duration::ZERO;
+    let mut filtered_time = Duration::ZERO;
+    for _ in 0..rounds {
+        let tb = client(secs, false);
+        let ub = client(secs, true);
+        let mut mgr = BpfManager::new();
+        let att = mgr
+            .attach(BpfProgram::FlowsSocketFilter, &init())
+            .expect("attach socket filter");
+        let src = EbpfSource::new(att.program, att.fd, att.ring_size).expect("mmap ring");
+        let c = consume(src);
+        let t0 = Instant::now();
+        let tf = client(secs, false);
+        let uf = client(secs, true);
+        filtered_time += t0.elapsed();
+        c.stop.store(true, Ordering::Relaxed);
+        let (r, m, b) = c.handle.join().expect("consumer");
+        records += r;
+        malformed += m;
+        busy += b;
+        drops += mgr.drops(BpfProgram::FlowsSocketFilter).unwrap_or(0);
+        drop(mgr);
+        tcp_r.push(tf / tb);
+        udp_r.push(uf / ub);
+        tcp_b.push(tb);
+        tcp_f.push(tf);
+        udp_b.push(ub);
+        udp_f.push(uf);
+    }
     let _ = srv.kill();
     let _ = srv.wait();
 
     let g = |b: f64| b / 1e9;
-    println!("loopback iperf3, {secs} s per run");
-    println!(
-        "TCP  without filter: {:.2} Gbit/s (again after detach: {:.2})",
-        g(tcp_base),
-        g(tcp_base2)
-    );
-    println!(
-        "TCP  with filter:    {:.2} Gbit/s  ratio {:.3}",
-        g(tcp_filt),
-        tcp_filt / tcp_base
-    );
     let pps = |b: f64| b / 8.0 / 64.0;
     println!(
-        "UDP 64 B without filter: {:.0} datagrams/s; with filter: {:.0}  ratio {:.3}",
-        pps(udp_base),
-        pps(udp_filt),
-        udp_filt / udp_base
+        "loopback iperf3, {rounds} rounds of {secs} s runs (without, then with the socket filter); medians"
     );
     println!(
-        "ring buffer: {} records consumed in {:.1} s = {:.0} records/s (TCP part {:.1} s), \
-         consumer busy {:.2} s, {} kernel-side drops (ring full), {} flows, {} malformed",
-        stats.records,
-        elapsed.as_secs_f64(),
-        stats.records as f64 / elapsed.as_secs_f64(),
-        t_tcp.as_secs_f64(),
+        "TCP           without {:.2} Gbit/s, with {:.2} Gbit/s, ratio {:.3} (per round {:?})",
+        g(median(tcp_b)),
+        g(median(tcp_f)),
+        median(tcp_r.clone()),
+        tcp_r
+            .iter()
+            .map(|r| (r * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "UDP 64 B      without {:.0} datagrams/s, with {:.0}, ratio {:.3} (per round {:?})",
+        pps(median(udp_b)),
+        pps(median(udp_f)),
+        median(udp_r.clone()),
+        udp_r
+            .iter()
+            .map(|r| (r * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "ring buffer:  {records} records in {:.1} s with the filter = {:.0} records/s produced and \
+         consumed; consumer busy {:.2} s = {:.0} records/s per busy core-second; \
+         {drops} kernel-side drops (ring full), {malformed} malformed",
+        filtered_time.as_secs_f64(),
+        records as f64 / filtered_time.as_secs_f64(),
         busy.as_secs_f64(),
-        drops,
-        flows,
-        stats.malformed
+        records as f64 / busy.as_secs_f64().max(1e-9),
     );
 }

@@ -29,6 +29,11 @@ pub use flows::FlowTable;
 pub use records::{BpfRecord, FlowEvent, ProcEvent, ProcEventKind};
 pub use ringbuf::{RingBuf, RingBufError};
 
+/// The flow programs wake the consumer only once 256 KiB of records are pending (a wakeup per
+/// packet costs more than the record): drain flow sources on a timer at least this often too.
+/// Exec/exit records wake the consumer as soon as it has caught up.
+pub const FLOW_DRAIN_INTERVAL_MS: u64 = 500;
+
 /// Records taken from one ring buffer per [`EbpfSource::drain`] call, so one busy ring cannot
 /// starve the event loop.
 pub const DRAIN_BUDGET: usize = 65_536;
