@@ -273,3 +273,32 @@ proptest! {
         prop_assert_eq!(b.records.last().map(|(_, r)| id_of(r)), Some(7));
     }
 }
+
+#[test]
+fn interval_and_never_fsync_policies() {
+    for policy in [FsyncPolicy::Interval, FsyncPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(1 << 20, 4096);
+        c.fsync = policy;
+        c.fsync_interval = Duration::from_millis(10);
+        {
+            let mut j = Journal::open(dir.path(), c.clone(), &["a"]).unwrap();
+            for i in 0..30 {
+                j.append(&[rec(i)]).unwrap();
+            }
+            let next = j.tick(std::time::Instant::now());
+            if policy == FsyncPolicy::Interval {
+                // Either synced now or asks to be called back within the interval.
+                assert!(next.is_none_or(|t| t <= std::time::Instant::now() + Duration::from_millis(250)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            j.tick(std::time::Instant::now());
+        }
+        let mut j = Journal::open(dir.path(), c, &["a"]).unwrap();
+        assert_eq!(
+            read_all(&mut j, 0),
+            (0..30).collect::<Vec<_>>(),
+            "{policy:?}"
+        );
+    }
+}
