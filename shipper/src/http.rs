@@ -141,6 +141,16 @@ impl Conn {
         Err(last.unwrap_or(HttpError::BadUrl(ep.host.clone(), "no address")))
     }
 
+    /// True when a kept-alive connection was closed by the server meanwhile (idle timeout):
+    /// it would fail the next request, so it is replaced before sending.
+    pub fn is_stale(&self) -> bool {
+        let mut b = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        !matches!(self.stream.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Write one request (blocking, bounded by `timeout`); the response is then read with
     /// [`Conn::poll_response`] when the socket is readable.
     pub fn send(&mut self, head: &[u8], body: &[u8], timeout: Duration) -> Result<(), HttpError> {

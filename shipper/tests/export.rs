@@ -458,3 +458,27 @@ fn full_tmpfs_journal() {
     assert!(ids(10_000..10_020).is_subset(&got));
     sh.shutdown();
 }
+
+#[test]
+fn server_closing_idle_connections_costs_no_retry() {
+    let rx = Receiver::start();
+    rx.push_replies([
+        Reply::then_close(200),
+        Reply::then_close(200),
+        Reply::then_close(200),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shipper::start(init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(rx.endpoint())),
+        "",
+    ));
+    for b in 0..4i64 {
+        assert!(sh.send(b as u64, logs(b * 10..b * 10 + 10)));
+        let (got, _) = rx.wait_ids(&ids(b * 10..b * 10 + 10), Duration::from_secs(10));
+        assert!(ids(b * 10..b * 10 + 10).is_subset(&got));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(sh.stats().get("retries"), Some(0));
+    sh.shutdown();
+}

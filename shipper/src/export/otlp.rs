@@ -180,6 +180,9 @@ impl OtlpExporter {
     /// Write the request at the head of the batch; a reused keep-alive connection that turns
     /// out closed gets one fresh connection at once.
     fn send(&mut self, signal: Signal, now: Instant) -> Result<(), HttpError> {
+        if self.conn.as_ref().is_some_and(|c| c.is_stale()) {
+            self.conn = None;
+        }
         for _ in 0..2 {
             let fresh = self.conn.is_none();
             if fresh {

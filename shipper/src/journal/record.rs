@@ -38,6 +38,12 @@ pub enum Parsed {
 
 /// Parse the record at the start of `buf`. Never panics, whatever the bytes.
 pub fn parse(buf: &[u8]) -> Parsed {
+    parse_if(buf, |_| true)
+}
+
+/// As [`parse`], but a record whose sequence number `plausible` refuses is `Corrupt` before any
+/// checksum is computed (keeps resynchronisation over garbage cheap).
+pub fn parse_if(buf: &[u8], plausible: impl Fn(u64) -> bool) -> Parsed {
     let Some(hdr) = buf.get(..FRAME_HEADER) else {
         return Parsed::Short;
     };
@@ -47,20 +53,21 @@ pub fn parse(buf: &[u8]) -> Parsed {
         return Parsed::Corrupt;
     }
     let total = FRAME_HEADER + len;
+    let seq_bytes = &hdr[8..16];
+    let mut s = [0u8; 8];
+    s.copy_from_slice(seq_bytes);
+    let seq = u64::from_le_bytes(s);
     let Some(payload) = buf.get(FRAME_HEADER..total) else {
         return Parsed::Short;
     };
-    let seq_bytes = &hdr[8..16];
+    if !plausible(seq) {
+        return Parsed::Corrupt;
+    }
     let actual = crc32c::crc32c_append(crc32c::crc32c(seq_bytes), payload);
     if actual != crc {
         return Parsed::Corrupt;
     }
-    let mut s = [0u8; 8];
-    s.copy_from_slice(seq_bytes);
-    Parsed::Valid {
-        seq: u64::from_le_bytes(s),
-        total,
-    }
+    Parsed::Valid { seq, total }
 }
 
 #[cfg(test)]

@@ -96,6 +96,16 @@ pub fn scan(buf: &[u8]) -> Scan {
     let buf = &buf[..limit];
     let mut off = HEADER_LEN;
     let mut last_seq: Option<u64> = out.header_base.and_then(|b| b.checked_sub(1));
+    // Sequence numbers in a segment are consecutive from its base (every record takes at least
+    // FRAME_HEADER bytes), so anything else is garbage: refused before checksumming.
+    let range = out
+        .header_base
+        .map(|b| (b, b.saturating_add((buf.len() / FRAME_HEADER) as u64)));
+    let valid_at = |buf: &[u8], off: usize, last: Option<u64>| valid_at(buf, off, last, range);
+    let resync = |buf: &[u8], from: usize, last: Option<u64>| {
+        let end = buf.len().checked_sub(FRAME_HEADER)?;
+        (from..=end).find(|&o| valid_at(buf, o, last).is_some())
+    };
     while off < buf.len() {
         match valid_at(buf, off, last_seq) {
             Some((seq, total)) => {
@@ -140,16 +150,19 @@ fn push(out: &mut Scan, seq: u64, off: usize, total: usize) {
     });
 }
 
-fn valid_at(buf: &[u8], off: usize, last_seq: Option<u64>) -> Option<(u64, usize)> {
-    match record::parse(buf.get(off..)?) {
-        Parsed::Valid { seq, total } if last_seq.is_none_or(|l| seq > l) => Some((seq, total)),
+fn valid_at(
+    buf: &[u8],
+    off: usize,
+    last_seq: Option<u64>,
+    range: Option<(u64, u64)>,
+) -> Option<(u64, usize)> {
+    let plausible = |seq: u64| {
+        last_seq.is_none_or(|l| seq > l) && range.is_none_or(|(lo, hi)| seq >= lo && seq <= hi)
+    };
+    match record::parse_if(buf.get(off..)?, plausible) {
+        Parsed::Valid { seq, total } => Some((seq, total)),
         _ => None,
     }
-}
-
-fn resync(buf: &[u8], from: usize, last_seq: Option<u64>) -> Option<usize> {
-    let end = buf.len().checked_sub(FRAME_HEADER)?;
-    (from..=end).find(|&o| valid_at(buf, o, last_seq).is_some())
 }
 
 #[cfg(test)]
@@ -202,6 +215,19 @@ mod tests {
         assert_eq!(s.corrupt_regions, 1);
         assert_eq!(s.lost_records, 1);
         assert_eq!(s.valid_end, img.len());
+    }
+
+    #[test]
+    fn resync_over_adversarial_garbage_stays_cheap() {
+        // Every offset announces a plausible 64 KiB record: without the sequence range check
+        // each would be checksummed (quadratic).
+        let mut img = header(1).to_vec();
+        for _ in 0..(2 << 20) / 4 {
+            img.extend_from_slice(&[0, 0, 1, 0]);
+        }
+        let s = scan(&img);
+        assert!(s.index.is_empty());
+        assert_eq!(s.valid_end, HEADER_LEN);
     }
 
     #[test]

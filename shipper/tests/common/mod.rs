@@ -26,6 +26,8 @@ use vigil_ipc_proto::*;
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// Close the connection after answering, without announcing it (idle keep-alive timeout).
+    pub close: bool,
 }
 
 impl Reply {
@@ -33,12 +35,20 @@ impl Reply {
         Reply {
             status,
             headers: Vec::new(),
+            close: false,
+        }
+    }
+    pub fn then_close(status: u16) -> Self {
+        Reply {
+            close: true,
+            ..Reply::status(status)
         }
     }
     pub fn retry_after(status: u16, v: &str) -> Self {
         Reply {
             status,
             headers: vec![("Retry-After".into(), v.into())],
+            close: false,
         }
     }
 }
@@ -303,6 +313,11 @@ fn serve(
         }
         resp.push_str("\r\n");
         if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+        if reply.close {
+            // Later, as an idle timeout would: the client already took the response.
+            std::thread::sleep(Duration::from_millis(100));
             return;
         }
     }
