@@ -216,6 +216,42 @@ fn exec_and_exit_of_20_processes() {
     assert_detached(&ids);
 }
 
+/// Flow tests run one at a time: each one's traffic lands in every attached flow ring.
+static FLOW_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn flow_lock() -> std::sync::MutexGuard<'static, ()> {
+    FLOW_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drains a source on a thread while the test generates traffic, so that unrelated traffic on
+/// the host cannot fill the ring meanwhile.
+struct Drainer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<EbpfSource>,
+}
+
+impl Drainer {
+    fn start(mut src: EbpfSource) -> Drainer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                src.drain(&mut out, &[]).unwrap();
+                out.clear();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            src
+        });
+        Drainer { stop, handle }
+    }
+
+    fn finish(self) -> EbpfSource {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
 /// Drain `src` until `done` holds for its flow table (or 10 s pass).
 fn drain_until(src: &mut EbpfSource, mut done: impl FnMut(&EbpfSource) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -330,12 +366,13 @@ fn stats(src: &EbpfSource, k: &FlowKey) -> (u64, u64) {
 
 #[test]
 fn socket_filter_counts_loopback_tcp_and_udp() {
+    let _serial = flow_lock();
     let mut mgr = BpfManager::new();
     let att = mgr
         .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
         .expect("attach socket filter");
     assert_eq!(att.ring_size, 4 * 1024 * 1024);
-    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    let drainer = Drainer::start(EbpfSource::new(att.program, att.fd, att.ring_size).unwrap());
 
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let l = TcpListener::bind(SocketAddr::new(lo, 0)).unwrap();
@@ -360,6 +397,7 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
         assert_eq!(u6s.recv(&mut b).unwrap(), 300);
     }
 
+    let mut src = drainer.finish();
     let ifi = 1; // lo
     let src_ = FlowSource::Socket;
     let udp6_eg = key(ifi, Direction::Egress, 17, u6c_addr, u6s_addr, src_);
@@ -512,14 +550,15 @@ impl Drop for Netns {
 
 #[test]
 fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
+    let _serial = flow_lock();
     let ns = Netns::new(1);
     let mut mgr = BpfManager::new();
     let cfg = init(&ALL, &[&ns.host_if]);
     let sock = mgr.attach(BpfProgram::FlowsSocketFilter, &cfg).unwrap();
     let tc = mgr.attach(BpfProgram::FlowsTc, &cfg).expect("attach tc");
     assert_eq!(mgr.tc_interfaces(), vec![ns.host_if.clone()]);
-    let mut sock = EbpfSource::new(sock.program, sock.fd, sock.ring_size).unwrap();
-    let mut tc = EbpfSource::new(tc.program, tc.fd, tc.ring_size).unwrap();
+    let sock = Drainer::start(EbpfSource::new(sock.program, sock.fd, sock.ring_size).unwrap());
+    let tc = Drainer::start(EbpfSource::new(tc.program, tc.fd, tc.ring_size).unwrap());
 
     let ns_ip = IpAddr::V4(ns.ns_ip);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -534,6 +573,7 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     let (tcp_cli, udp_cli) = send_traffic(tcp_srv, udp_srv, IpAddr::V4(ns.host_ip));
     assert_eq!(server.join().unwrap(), (TCP_BYTES, UDP_COUNT));
 
+    let (mut sock, mut tc) = (sock.finish(), tc.finish());
     let ifi = ns.host_ifindex();
     for (src, kind) in [(&mut sock, FlowSource::Socket), (&mut tc, FlowSource::Tc)] {
         let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, kind);
@@ -838,4 +878,91 @@ fn loads_as_agent_user_with_only_feature_capabilities() {
             );
         }
     }
+}
+
+/// More records than the 4 MiB flow ring holds (72-byte records straddle its end), consumed
+/// through `EbpfSources` as the collector's loop does; counts stay exact, eviction emits them.
+#[test]
+fn flow_ring_wraps_and_sources_service_evicts() {
+    use vigil_collector::ebpf::EbpfSources;
+    let _serial = flow_lock();
+    const N: u64 = 40_000;
+    const PAYLOAD: usize = 16;
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
+        .unwrap();
+    let src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    let mut set = EbpfSources::new(vec![src], 100);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let rx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+    let tx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let (to, from) = (rx.local_addr().unwrap(), tx.local_addr().unwrap());
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    for i in 0..N {
+        tx.send_to(&[1u8; PAYLOAD], to).unwrap();
+        while rx.recv(&mut buf).is_ok() {}
+        if i % 500 == 0 {
+            assert!(set.service(Instant::now(), &mut out, &[]).is_empty());
+        }
+    }
+    let eg = key(1, Direction::Egress, 17, from, to, FlowSource::Socket);
+    let inn = key(1, Direction::Ingress, 17, from, to, FlowSource::Socket);
+    let frame = (14 + 20 + 8 + PAYLOAD) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        set.service(Instant::now(), &mut out, &[]);
+        let s = &set.sources()[0];
+        if stats(s, &eg).1 >= N && stats(s, &inn).1 >= N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            stats(s, &eg),
+            stats(s, &inn)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = &set.sources()[0];
+    assert_eq!(stats(s, &eg), (N * frame, N));
+    assert_eq!(stats(s, &inn), (N * frame, N));
+    assert!(s.stats.records >= 2 * N);
+    assert!(
+        s.stats.records * 72 > 4 * 1024 * 1024,
+        "the ring wrapped at least once"
+    );
+    assert_eq!(s.stats.malformed, 0);
+    assert_eq!(mgr.drops(BpfProgram::FlowsSocketFilter), Some(0));
+    // Each eviction emits the flows active since the previous one (cumulative values): the
+    // final count shows up exactly once per direction, at the first eviction after the last
+    // packet was counted (at the latest the one after this sleep).
+    std::thread::sleep(Duration::from_millis(150));
+    set.service(Instant::now(), &mut out, &[]);
+    let port = vigil_ipc_proto::AttrValue::I64(i64::from(from.port()));
+    let n = out
+        .iter()
+        .filter(|r| match r {
+            vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics.iter().any(|m| {
+                m.name == "network.flow.packets"
+                    && m.value == vigil_ipc_proto::MetricValue::I64(N as i64)
+                    && m.attributes
+                        .iter()
+                        .any(|kv| kv.key == "source.port" && kv.value == port)
+            }),
+            _ => false,
+        })
+        .count();
+    assert_eq!(n, 2, "final count once per direction");
+    let c = set.counters();
+    assert!(
+        c.iter()
+            .any(|(k, v)| k == "ebpf_flow_packets" && *v >= 2 * N)
+    );
+    let ids = mgr.prog_ids();
+    drop(set);
+    drop(mgr);
+    assert_detached(&ids);
 }

@@ -274,3 +274,103 @@ pub fn attach_all(
     }
     (ok, errs)
 }
+
+/// Every eBPF source of the collector and its timers, for the event loop: register
+/// [`EbpfSources::fds`] for readability, call [`EbpfSources::service`] when one is readable or
+/// when [`EbpfSources::next_deadline`] passes.
+pub struct EbpfSources {
+    sources: Vec<EbpfSource>,
+    evict_every: std::time::Duration,
+    next_evict: std::time::Instant,
+    next_drain: std::time::Instant,
+}
+
+impl std::fmt::Debug for EbpfSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.sources).finish()
+    }
+}
+
+impl EbpfSources {
+    /// `flow_evict_ms` is `collector.flow_evict_ms` (at least 100 ms).
+    pub fn new(sources: Vec<EbpfSource>, flow_evict_ms: u64) -> Self {
+        let now = std::time::Instant::now();
+        let evict_every = std::time::Duration::from_millis(flow_evict_ms.max(100));
+        EbpfSources {
+            sources,
+            evict_every,
+            next_evict: now + evict_every,
+            next_drain: now + std::time::Duration::from_millis(FLOW_DRAIN_INTERVAL_MS),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    pub fn sources(&self) -> &[EbpfSource] {
+        &self.sources
+    }
+
+    pub fn sources_mut(&mut self) -> &mut [EbpfSource] {
+        &mut self.sources
+    }
+
+    /// Descriptors to watch for readability.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.sources.iter().map(|s| s.as_raw_fd()).collect()
+    }
+
+    /// When the event loop must call [`service`](Self::service) at the latest.
+    pub fn next_deadline(&self) -> std::time::Instant {
+        self.next_evict.min(self.next_drain)
+    }
+
+    /// Drain every ring (exec/exit records are appended to `out` at once), and when the eviction
+    /// interval has passed append the flow metrics too. A failing source is reported and the
+    /// others still serviced.
+    pub fn service(
+        &mut self,
+        now: std::time::Instant,
+        out: &mut Vec<Record>,
+        resource: &[KeyValue],
+    ) -> Vec<EbpfError> {
+        let mut errors = Vec::new();
+        for s in &mut self.sources {
+            if let Err(e) = s.drain(out, resource) {
+                errors.push(e);
+            }
+        }
+        self.next_drain = now + std::time::Duration::from_millis(FLOW_DRAIN_INTERVAL_MS);
+        if now >= self.next_evict {
+            for s in &mut self.sources {
+                out.extend(s.evict_flows(resource));
+            }
+            self.next_evict = now + self.evict_every;
+        }
+        errors
+    }
+
+    /// Counters summed over the sources, for the role's stats (`ebpf_records`, ...).
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut c = SourceStats::default();
+        let mut flows = 0u64;
+        let mut overflow = 0u64;
+        for s in &self.sources {
+            c.records += s.stats.records;
+            c.malformed += s.stats.malformed;
+            c.proc_events += s.stats.proc_events;
+            c.flow_packets += s.stats.flow_packets;
+            flows += s.flows().len() as u64;
+            overflow += s.flows().overflow_packets;
+        }
+        vec![
+            ("ebpf_records".into(), c.records),
+            ("ebpf_malformed".into(), c.malformed),
+            ("ebpf_proc_events".into(), c.proc_events),
+            ("ebpf_flow_packets".into(), c.flow_packets),
+            ("ebpf_flows".into(), flows),
+            ("ebpf_flow_overflow_packets".into(), overflow),
+        ]
+    }
+}
