@@ -96,12 +96,26 @@ impl IfNames {
     }
 }
 
-#[derive(Debug, Default)]
+/// Extra attributes for a flow at eviction: container / pod attribution by whoever knows the
+/// network namespaces (e.g. `container.id`, `k8s.pod.uid` from the flow's interface or address).
+pub type FlowAttributor = Box<dyn FnMut(&FlowKey, Option<&str>) -> Vec<KeyValue> + Send>;
+
+#[derive(Default)]
 pub struct FlowTable {
     flows: HashMap<FlowKey, FlowStats>,
     /// Packets not tracked because the table was full.
     pub overflow_packets: u64,
     pub ifnames: IfNames,
+    attributor: Option<FlowAttributor>,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("flows", &self.flows.len())
+            .field("overflow_packets", &self.overflow_packets)
+            .finish()
+    }
 }
 
 pub fn transport_name(proto: u8) -> String {
@@ -134,6 +148,12 @@ impl FlowTable {
 
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowStats)> {
         self.flows.iter()
+    }
+
+    /// Called at eviction with each flow's key and interface name; its attributes are added to
+    /// the flow's metrics.
+    pub fn set_attributor(&mut self, f: FlowAttributor) {
+        self.attributor = Some(f);
     }
 
     /// Account one packet record; `now_unix_nano` dates a new flow.
@@ -186,7 +206,11 @@ impl FlowTable {
                     },
                 ),
             ];
-            match self.ifnames.name(k.ifindex) {
+            let ifname = self.ifnames.name(k.ifindex);
+            if let Some(f) = self.attributor.as_mut() {
+                attrs.extend(f(&k, ifname.as_deref()));
+            }
+            match ifname {
                 Some(n) => attrs.push(KeyValue::str("network.interface.name", n)),
                 None => attrs.push(KeyValue::i64(
                     "network.interface.index",
@@ -232,6 +256,32 @@ mod tests {
             dport: 80,
             ktime_ns: 0,
         }
+    }
+
+    #[test]
+    fn attributor_adds_attributes() {
+        let mut t = FlowTable::new();
+        t.set_attributor(Box::new(|k, _if| {
+            if k.sport == 1 {
+                vec![KeyValue::str("container.id", "abc")]
+            } else {
+                Vec::new()
+            }
+        }));
+        t.add(&ev(1, 1), 1);
+        t.add(&ev(1, 2), 1);
+        let recs = t.evict(2, &[]);
+        let with: Vec<bool> = recs
+            .iter()
+            .map(|r| match r {
+                Record::Metrics { metrics, .. } => metrics[0]
+                    .attributes
+                    .iter()
+                    .any(|kv| kv.key == "container.id"),
+                _ => false,
+            })
+            .collect();
+        assert_eq!(with, vec![true, false]);
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl EbpfSource {
         &self.flows
     }
 
+    /// The flow table, e.g. to [`FlowTable::set_attributor`] container attribution.
+    pub fn flows_mut(&mut self) -> &mut FlowTable {
+        &mut self.flows
+    }
+
     /// Consume pending records (at most [`DRAIN_BUDGET`]): exec/exit events are appended to
     /// `out` as log records, packets go to the flow table. Returns the records consumed.
     pub fn drain(
