@@ -9,6 +9,16 @@
 //!   is lost while a backend is down or across restarts (replay; duplicates possible);
 //! - `StatsRequest` is answered with the counters of [`stats::Stats`], which are also
 //!   journaled as `vigil.shipper.*` metrics once per collection interval.
+//!
+//! Sandbox contract: single-threaded (no clone); files only under the journal directory
+//! (plus the JSON-lines file when it is not stdout); TCP connect only to the OTLP endpoint
+//! (IP literal or `localhost`: no resolver files needed). Syscalls run() makes on x86_64, as
+//! traced under Landlock (`strace -f` of `tests/sandboxed.rs`) plus the error paths:
+//! poll, recvmsg, sendmsg, recvfrom (MSG_PEEK), sendto, read, write, pread64, pwrite64, openat,
+//! close, fcntl, ioctl (FIONBIO), fsync, fdatasync, ftruncate, rename, unlink, mkdir,
+//! getdents64, statx, newfstatat, lseek, socket, connect, getsockopt, setsockopt,
+//! clock_gettime, getrandom (HashMap seeds), getpid, mmap, munmap, mremap, mprotect, madvise,
+//! brk, futex, rt_sigprocmask, sigaltstack, exit.
 
 pub mod backoff;
 pub mod convert;

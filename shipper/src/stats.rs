@@ -24,6 +24,8 @@ pub struct Stats {
     pub dropped: BTreeMap<&'static str, u64>,
     /// Journal appends that failed for another reason than a full disk.
     pub append_errors: u64,
+    /// Log records / data points a backend rejected in a 2xx `partial_success` answer.
+    pub otlp_rejected_items: u64,
 }
 
 impl Stats {
@@ -50,6 +52,7 @@ impl Stats {
             ("malformed_frames".into(), self.malformed_frames),
             ("retries".into(), self.retries),
             ("append_errors".into(), self.append_errors),
+            ("otlp_rejected_items".into(), self.otlp_rejected_items),
             ("journal_bytes".into(), j.total_bytes()),
             ("journal_segments".into(), j.segment_count() as u64),
             ("corrupt_records".into(), js.corrupt_records),

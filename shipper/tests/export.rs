@@ -482,3 +482,39 @@ fn server_closing_idle_connections_costs_no_retry() {
     assert_eq!(sh.stats().get("retries"), Some(0));
     sh.shutdown();
 }
+
+#[test]
+fn partial_success_rejections_are_counted() {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceResponse,
+    };
+    use prost::Message;
+    let rx = Receiver::start();
+    let body = ExportLogsServiceResponse {
+        partial_success: Some(ExportLogsPartialSuccess {
+            rejected_log_records: 3,
+            error_message: "too old".into(),
+        }),
+    }
+    .encode_to_vec();
+    rx.push_replies([Reply {
+        body,
+        ..Reply::status(200)
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = Shipper::start(init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(rx.endpoint())),
+        "",
+    ));
+    assert!(sh.send(1, logs(0..10)));
+    let (got, _) = rx.wait_ids(&ids(0..10), Duration::from_secs(10));
+    assert_eq!(got, ids(0..10));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sh.stats().get("otlp_rejected_items") != Some(3) {
+        assert!(Instant::now() < deadline, "{:?}", sh.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sh.stats().get("retries"), Some(0));
+    sh.shutdown();
+}

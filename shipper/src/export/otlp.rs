@@ -232,6 +232,14 @@ impl OtlpExporter {
                 && let Some(req) = b.requests.pop_front()
             {
                 stats.add_shipped(OTLP, req.records);
+                let rejected = partial_rejections(req.signal, &resp.body);
+                if rejected > 0 {
+                    stats.otlp_rejected_items += rejected;
+                    tracing::warn!(
+                        "otlp exporter: backend accepted {} partially, rejecting {rejected} items",
+                        req.signal.path()
+                    );
+                }
             }
             self.backoff.reset();
             if self.failing {
@@ -327,4 +335,25 @@ impl OtlpExporter {
             Err(_) => raw.to_vec(),
         }
     }
+}
+
+/// Items (log records or data points) a 2xx answer says were rejected (`partial_success`).
+/// An empty or undecodable body means full success.
+fn partial_rejections(signal: Signal, body: &[u8]) -> u64 {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    if body.is_empty() {
+        return 0;
+    }
+    let n = match signal {
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_log_records),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_data_points),
+    };
+    n.max(0) as u64
 }

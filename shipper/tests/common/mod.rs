@@ -28,6 +28,7 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// Close the connection after answering, without announcing it (idle keep-alive timeout).
     pub close: bool,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
@@ -36,6 +37,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             close: false,
+            body: Vec::new(),
         }
     }
     pub fn then_close(status: u16) -> Self {
@@ -48,7 +50,7 @@ impl Reply {
         Reply {
             status,
             headers: vec![("Retry-After".into(), v.into())],
-            close: false,
+            ..Reply::status(status)
         }
     }
 }
@@ -307,12 +309,18 @@ fn serve(
                 gzip,
             ));
         }
-        let mut resp = format!("HTTP/1.1 {} X\r\nContent-Length: 0\r\n", reply.status);
+        let mut resp = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
         for (k, v) in &reply.headers {
             resp.push_str(&format!("{k}: {v}\r\n"));
         }
         resp.push_str("\r\n");
-        if w.write_all(resp.as_bytes()).is_err() {
+        let mut resp = resp.into_bytes();
+        resp.extend_from_slice(&reply.body);
+        if w.write_all(&resp).is_err() {
             return;
         }
         if reply.close {
