@@ -126,14 +126,45 @@ pub fn run(
         warn(&control, w);
     }
 
+    control.set_nonblocking(true)?;
+    // Until the collector says hello, stay answerable to the supervisor (a shutdown during
+    // start-up must not hang on a collector that never comes).
+    let mut stats = Stats::default();
+    loop {
+        let mut fds = [
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(collector.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, 1000u16) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let collector_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+        loop {
+            match control.recv::<SupervisorToChild>() {
+                Ok(SupervisorToChild::StatsRequest) => {
+                    let _ = control.send(&ChildToSupervisor::Stats(
+                        stats.role_stats(&journal, &names),
+                    ));
+                }
+                Ok(SupervisorToChild::Shutdown) | Err(ProtoError::Closed) => {
+                    journal.close();
+                    return Ok(());
+                }
+                Err(e) if e.is_would_block() => break,
+                Ok(SupervisorToChild::Init(_)) | Err(_) => stats.malformed_frames += 1,
+            }
+        }
+        if collector_ready {
+            break;
+        }
+    }
     collector.handshake(Role::Shipper, Some(Role::Collector))?;
     collector.send(&ShipperToCollector::Resume {
         last_kmsg_seq: journal.last_kmsg_seq(),
     })?;
-    control.set_nonblocking(true)?;
     collector.set_nonblocking(true)?;
 
-    let mut stats = Stats::default();
     let start_ns = now_ns();
     let metrics_every = Duration::from_millis(init.collector.interval_ms.max(1000));
     let mut next_self_metrics = Instant::now() + metrics_every;

@@ -518,3 +518,23 @@ fn partial_success_rejections_are_counted() {
     assert_eq!(sh.stats().get("retries"), Some(0));
     sh.shutdown();
 }
+
+#[test]
+fn shutdown_before_the_collector_says_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = init(&dir.path().join("journal"), None, "");
+    let (control, ship_control) = Channel::pair().unwrap();
+    let (_collector, ship_collector) = Channel::pair().unwrap();
+    let t = std::thread::spawn(move || vigil_shipper::run(&init, ship_control, ship_collector));
+    let mut control = control;
+    control.send(&SupervisorToChild::StatsRequest).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(matches!(
+        control.recv::<ChildToSupervisor>().unwrap(),
+        ChildToSupervisor::Stats(_)
+    ));
+    control.send(&SupervisorToChild::Shutdown).unwrap();
+    t.join().unwrap().unwrap();
+}
