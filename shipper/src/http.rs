@@ -497,4 +497,15 @@ mod tests {
         );
         assert_eq!(parse_retry_after("garbage", now), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_responses_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), eof in proptest::prelude::any::<bool>()) {
+            let _ = parse_response(&bytes, eof);
+            let mut framed = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = parse_response(&framed, eof);
+            let _ = parse_retry_after(&String::from_utf8_lossy(&bytes), SystemTime::now());
+        }
+    }
 }
