@@ -143,6 +143,12 @@ fn exec_and_exit_of_20_processes() {
         .unwrap();
     let three_pid = three.id();
     assert_eq!(three.wait().unwrap().code(), Some(3));
+    let mut killed = Command::new("/bin/sh")
+        .args(["-c", "kill -9 $$"])
+        .spawn()
+        .unwrap();
+    let killed_pid = killed.id();
+    killed.wait().unwrap();
 
     // The ring buffer descriptor is pollable: readable now that records are pending.
     let mut pfd = libc::pollfd {
@@ -177,7 +183,7 @@ fn exec_and_exit_of_20_processes() {
         .unwrap();
         let done = pids
             .iter()
-            .chain([&three_pid])
+            .chain([&three_pid, &killed_pid])
             .all(|p| execs.contains_key(p) && exits.contains_key(p));
         if done {
             break;
@@ -195,6 +201,7 @@ fn exec_and_exit_of_20_processes() {
     }
     assert_eq!(execs[&three_pid], "sh");
     assert_eq!(exits[&three_pid], Some(3));
+    assert_eq!(exits[&killed_pid], None, "killed by a signal: no exit code");
     assert_eq!(mgr.drops(BpfProgram::ExecExit), Some(0));
     assert_eq!(src.stats.malformed, 0);
 
@@ -964,5 +971,81 @@ fn flow_ring_wraps_and_sources_service_evicts() {
     let ids = mgr.prog_ids();
     drop(set);
     drop(mgr);
+    assert_detached(&ids);
+}
+
+const HOLD_CHILD_ENV: &str = "VIGIL_EBPF_HOLD_CHILD";
+
+/// Helper entry for `sigkill_of_the_loader_detaches_everything`: does nothing unless started by
+/// it. Attaches every program, prints their ids, then waits to be killed.
+#[test]
+fn hold_child_entry() {
+    if std::env::var(HOLD_CHILD_ENV).is_err() {
+        return;
+    }
+    let mut mgr = BpfManager::new();
+    let cfg = init(&ALL, &["lo"]);
+    for p in [
+        BpfProgram::ExecExit,
+        BpfProgram::FlowsSocketFilter,
+        BpfProgram::FlowsTc,
+    ] {
+        mgr.attach(p, &cfg).unwrap();
+    }
+    let ids: Vec<String> = mgr.prog_ids().iter().map(|i| i.to_string()).collect();
+    println!("HOLD-IDS {}", ids.join(","));
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    panic!("not killed");
+}
+
+#[test]
+fn sigkill_of_the_loader_detaches_everything() {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hold_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLD_CHILD_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    /// Kills the holder if an assertion below fails first.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let mut ids = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        // libtest may print "test hold_child_entry ... " first on the same line.
+        if let Some((_, rest)) = line.split_once("HOLD-IDS ") {
+            ids = rest.split(',').map(|i| i.parse::<u32>().unwrap()).collect();
+            break;
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        5,
+        "exec, exit, socket filter, tc ingress, tc egress"
+    );
+    for id in &ids {
+        assert!(
+            prog_exists(*id),
+            "program {id} loaded while the loader lives"
+        );
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGKILL) };
+    child.0.wait().unwrap();
+    // Nothing pinned: the kernel drops every program, link and map with the process.
     assert_detached(&ids);
 }
