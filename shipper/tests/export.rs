@@ -538,3 +538,41 @@ fn shutdown_before_the_collector_says_hello() {
     control.send(&SupervisorToChild::Shutdown).unwrap();
     t.join().unwrap().unwrap();
 }
+
+#[test]
+fn journal_bound_drops_oldest_counted_while_backend_down() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = init(
+        &dir.path().join("journal"),
+        Some(otlp_cfg(format!("http://127.0.0.1:{port}"))),
+        "",
+    );
+    cfg.shipper.journal_max_bytes = 64 * 1024;
+    cfg.shipper.journal_segment_bytes = 8 * 1024;
+    let mut sh = Shipper::start(cfg);
+    for b in 0..100i64 {
+        // Never blocked: every batch is acknowledged at once, the journal stays bounded.
+        assert!(sh.send(b as u64, logs(b * 20..b * 20 + 20)));
+    }
+    let st = sh.stats();
+    assert!(
+        st.get("journal_bytes").unwrap() <= 64 * 1024 + 8 * 1024,
+        "{st:?}"
+    );
+    let dropped = st.get("records_dropped.journal_full").unwrap();
+    assert!(dropped > 0, "{st:?}");
+    let rx = Receiver::start_at(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (got, _) = loop {
+        let (got, n) = rx.log_ids();
+        if got.len() as u64 + dropped >= 2000 || Instant::now() > deadline {
+            break (got, n);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The newest records survive, contiguous; the oldest were dropped and counted exactly.
+    assert_eq!(got.len() as u64 + dropped, 2000);
+    assert_eq!(got, ids(dropped as i64..2000));
+    sh.shutdown();
+}

@@ -52,9 +52,13 @@ struct Request {
     signal: Signal,
     body: Vec<u8>,
     records: u64,
+    /// Journal sequence numbers of those records.
+    seqs: Vec<u64>,
 }
 
 struct Pending {
+    /// Our journal position when the batch was read.
+    from: u64,
     next: u64,
     requests: VecDeque<Request>,
 }
@@ -160,6 +164,14 @@ impl OtlpExporter {
                     }
                 }
             }
+            // The journal dropped records of this batch meanwhile (drop-oldest, counted
+            // there): forget it and read again from the new position.
+            if let (Some(b), Some(a)) = (&self.batch, j.acked(OTLP))
+                && a > b.from
+            {
+                self.batch = None;
+                continue;
+            }
             let Some(batch) = self.batch.as_mut() else {
                 continue;
             };
@@ -232,6 +244,11 @@ impl OtlpExporter {
                 && let Some(req) = b.requests.pop_front()
             {
                 stats.add_shipped(OTLP, req.records);
+                // Records dropped by the journal while this request was in flight were
+                // delivered after all: do not count them as dropped.
+                let ack = j.acked(OTLP).unwrap_or(0);
+                let delivered_anyway = req.seqs.iter().filter(|&&s| s < ack).count() as u64;
+                j.uncount_dropped(delivered_anyway);
                 let rejected = partial_rejections(req.signal, &resp.body);
                 if rejected > 0 {
                     stats.otlp_rejected_items += rejected;
@@ -302,26 +319,37 @@ impl OtlpExporter {
 
     fn build(&self, records: &[(u64, Record)], next: u64) -> Pending {
         let mut requests = VecDeque::new();
-        let metrics_n = records
-            .iter()
-            .filter(|(_, r)| matches!(r, Record::Metrics { .. }))
-            .count() as u64;
-        let logs_n = records.len() as u64 - metrics_n;
+        let seqs_of = |metrics: bool| -> Vec<u64> {
+            records
+                .iter()
+                .filter(|(_, r)| matches!(r, Record::Metrics { .. }) == metrics)
+                .map(|(s, _)| *s)
+                .collect()
+        };
         if let Some(m) = convert::metrics_request(records.iter().map(|(_, r)| r), &self.defaults) {
+            let seqs = seqs_of(true);
             requests.push_back(Request {
                 signal: Signal::Metrics,
                 body: self.encode(&m.encode_to_vec()),
-                records: metrics_n,
+                records: seqs.len() as u64,
+                seqs,
             });
         }
         if let Some(l) = convert::logs_request(records.iter().map(|(_, r)| r), &self.defaults) {
+            let seqs = seqs_of(false);
             requests.push_back(Request {
                 signal: Signal::Logs,
                 body: self.encode(&l.encode_to_vec()),
-                records: logs_n,
+                records: seqs.len() as u64,
+                seqs,
             });
         }
-        Pending { next, requests }
+        let from = records.first().map_or(next, |(s, _)| *s);
+        Pending {
+            from,
+            next,
+            requests,
+        }
     }
 
     fn encode(&self, raw: &[u8]) -> Vec<u8> {

@@ -497,6 +497,11 @@ impl Journal {
         Ok(out)
     }
 
+    /// Records counted as dropped that an exporter had in memory and delivered after all.
+    pub fn uncount_dropped(&mut self, n: u64) {
+        self.stats.dropped_oldest = self.stats.dropped_oldest.saturating_sub(n);
+    }
+
     /// `exporter` shipped everything below `next`.
     pub fn ack(&mut self, exporter: &str, next: u64) {
         let next_seq = self.next_seq;
