@@ -39,6 +39,14 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(v, 1);
 }
 
+/* Drops so far, carried in every record so the consumer learns about losses without bpf(). */
+static __always_inline __u32 drops_so_far(void)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&vigil_proc_drops, &k);
+	return v ? (__u32)*v : 0;
+}
+
 static __always_inline int emit(struct task_struct *p, __u32 kind)
 {
 	struct vigil_proc_event *e;
@@ -56,7 +64,7 @@ static __always_inline int emit(struct task_struct *p, __u32 kind)
 	e->uid = (__u32)uid_gid;
 	e->gid = (__u32)(uid_gid >> 32);
 	e->exit_code = kind == VIGIL_KIND_EXIT ? BPF_CORE_READ(p, exit_code) : 0;
-	e->_pad = 0;
+	e->drops = drops_so_far();
 	e->ktime_ns = bpf_ktime_get_ns();
 	__builtin_memset(e->comm, 0, sizeof(e->comm));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

@@ -43,6 +43,14 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(v, 1);
 }
 
+/* Drops so far, carried in every record so the consumer learns about losses without bpf(). */
+static __always_inline __u32 drops_so_far(void)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&vigil_flow_drops, &k);
+	return v ? (__u32)*v : 0;
+}
+
 /* Wake the consumer only once WAKEUP_BYTES are pending: a wakeup per packet (irq_work + epoll)
  * would cost more than the record itself. The collector also drains this ring on a timer. */
 #define WAKEUP_BYTES (256 * 1024)
@@ -181,6 +189,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 	e->bytes = skb->len;
 	e->direction = direction;
 	e->source = source;
+	e->drops = drops_so_far();
 	e->ktime_ns = bpf_ktime_get_ns();
 	if (proto_be == bpf_htons(ETH_P_IP))
 		ret = parse_ipv4(skb, l3, e);

@@ -26,7 +26,7 @@ struct vigil_proc_event {
 	__u32 uid;       /* 16: real uid */
 	__u32 gid;       /* 20: real gid */
 	__s32 exit_code; /* 24: raw wait status (exit only): (status << 8) | signal */
-	__u32 _pad;      /* 28 */
+	__u32 drops;     /* 28: records this ring lost so far (ring full), wrapping */
 	__u64 ktime_ns;  /* 32: bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	char comm[16];   /* 40: task comm, NUL padded */
 };
@@ -42,7 +42,7 @@ struct vigil_flow_event {
 	__u8 source;     /* 15: VIGIL_SRC_* */
 	__u16 sport;     /* 16: host order, 0 when not TCP/UDP or a non-first fragment */
 	__u16 dport;     /* 18 */
-	__u32 _pad;      /* 20 */
+	__u32 drops;     /* 20: records this ring lost so far (ring full), wrapping */
 	__u64 ktime_ns;  /* 24 */
 	__u8 saddr[16];  /* 32: IPv4 in the first 4 bytes */
 	__u8 daddr[16];  /* 48 */

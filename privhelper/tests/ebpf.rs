@@ -1049,3 +1049,43 @@ fn sigkill_of_the_loader_detaches_everything() {
     // Nothing pinned: the kernel drops every program, link and map with the process.
     assert_detached(&ids);
 }
+
+/// A ring nobody drains fills up: the kernel counts what it could not write, and the next record
+/// written carries that count to the unprivileged consumer.
+#[test]
+fn full_ring_drops_are_counted_and_reported_in_records() {
+    let _serial = flow_lock();
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
+        .unwrap();
+    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let rx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+    let tx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let to = rx.local_addr().unwrap();
+    let mut buf = [0u8; 64];
+    // 4 MiB / 72-byte records ~ 58k records; 40k datagrams make 80k records on lo.
+    for _ in 0..40_000 {
+        tx.send_to(&[1u8; 8], to).unwrap();
+        while rx.recv(&mut buf).is_ok() {}
+    }
+    let dropped = mgr.drops(BpfProgram::FlowsSocketFilter).unwrap();
+    assert!(dropped > 0, "the undrained ring must have overflowed");
+    let mut out = Vec::new();
+    src.drain(&mut out, &[]).unwrap();
+    assert!(src.stats.records > 50_000, "{}", src.stats.records);
+    // Room again: the next records carry the kernel's count.
+    for _ in 0..10 {
+        tx.send_to(&[1u8; 8], to).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    src.drain(&mut out, &[]).unwrap();
+    let now = mgr.drops(BpfProgram::FlowsSocketFilter).unwrap();
+    assert!(
+        src.stats.kernel_drops >= dropped && src.stats.kernel_drops <= now,
+        "consumer saw {} drops, kernel counted {dropped}..{now}",
+        src.stats.kernel_drops
+    );
+}

@@ -255,6 +255,7 @@ mod tests {
             sport,
             dport: 80,
             ktime_ns: 0,
+            drops: 0,
         }
     }
 

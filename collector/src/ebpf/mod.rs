@@ -98,6 +98,9 @@ pub struct SourceStats {
     pub malformed: u64,
     pub proc_events: u64,
     pub flow_packets: u64,
+    /// Records the kernel could not write because the ring was full (latest count carried by
+    /// the records themselves).
+    pub kernel_drops: u64,
 }
 
 /// One ring buffer and what its records become.
@@ -164,6 +167,7 @@ impl EbpfSource {
             match records::parse(bytes) {
                 Some(BpfRecord::Proc(e)) => {
                     stats.proc_events += 1;
+                    stats.kernel_drops = stats.kernel_drops.max(u64::from(e.drops));
                     if let Some(h) = hook.as_mut() {
                         h(&e);
                     }
@@ -176,6 +180,7 @@ impl EbpfSource {
                 }
                 Some(BpfRecord::Flow(e)) => {
                     stats.flow_packets += 1;
+                    stats.kernel_drops = stats.kernel_drops.max(u64::from(e.drops));
                     flows.add(&e, clock.unix_nano(e.ktime_ns));
                 }
                 None => stats.malformed += 1,
@@ -366,6 +371,7 @@ impl EbpfSources {
             c.malformed += s.stats.malformed;
             c.proc_events += s.stats.proc_events;
             c.flow_packets += s.stats.flow_packets;
+            c.kernel_drops += s.stats.kernel_drops;
             flows += s.flows().len() as u64;
             overflow += s.flows().overflow_packets;
         }
@@ -374,6 +380,7 @@ impl EbpfSources {
             ("ebpf_malformed".into(), c.malformed),
             ("ebpf_proc_events".into(), c.proc_events),
             ("ebpf_flow_packets".into(), c.flow_packets),
+            ("ebpf_kernel_drops".into(), c.kernel_drops),
             ("ebpf_flows".into(), flows),
             ("ebpf_flow_overflow_packets".into(), overflow),
         ]

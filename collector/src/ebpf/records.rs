@@ -32,6 +32,8 @@ pub struct ProcEvent {
     /// CLOCK_MONOTONIC nanoseconds.
     pub ktime_ns: u64,
     pub comm: String,
+    /// Records the ring lost so far (ring full) when this one was written (wraps at 2^32).
+    pub drops: u32,
 }
 
 impl ProcEvent {
@@ -85,6 +87,8 @@ pub struct FlowEvent {
     pub sport: u16,
     pub dport: u16,
     pub ktime_ns: u64,
+    /// Records the ring lost so far (ring full) when this one was written (wraps at 2^32).
+    pub drops: u32,
 }
 
 /// Any record of the ring buffers.
@@ -139,6 +143,7 @@ pub fn parse(rec: &[u8]) -> Option<BpfRecord> {
                 uid: u32_at(rec, 16)?,
                 gid: u32_at(rec, 20)?,
                 exit_status: u32_at(rec, 24)? as i32,
+                drops: u32_at(rec, 28)?,
                 ktime_ns: u64_at(rec, 32)?,
                 comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
             }))
@@ -164,6 +169,7 @@ pub fn parse(rec: &[u8]) -> Option<BpfRecord> {
                 },
                 sport: u16_at(rec, 16)?,
                 dport: u16_at(rec, 18)?,
+                drops: u32_at(rec, 20)?,
                 ktime_ns: u64_at(rec, 24)?,
                 saddr: addr(rec.get(32..48)?, family)?,
                 daddr: addr(rec.get(48..64)?, family)?,
@@ -200,6 +206,7 @@ mod tests {
         r[15] = 2;
         r[16..18].copy_from_slice(&40000u16.to_ne_bytes());
         r[18..20].copy_from_slice(&443u16.to_ne_bytes());
+        r[20..24].copy_from_slice(&5u32.to_ne_bytes());
         r[32..36].copy_from_slice(&[10, 0, 0, 1]);
         r[48..52].copy_from_slice(&[10, 0, 0, 2]);
         let Some(BpfRecord::Flow(f)) = parse(&r) else {
@@ -211,6 +218,7 @@ mod tests {
         assert_eq!(f.source, FlowSource::Tc);
         assert_eq!(f.saddr.to_string(), "10.0.0.1");
         assert_eq!(f.dport, 443);
+        assert_eq!(f.drops, 5);
     }
 
     #[test]
@@ -225,6 +233,7 @@ mod tests {
             exit_status: 3 << 8,
             ktime_ns: 0,
             comm: String::new(),
+            drops: 0,
         };
         assert_eq!(e.exit_code(), Some(3));
         assert_eq!(e.exit_signal(), None);
