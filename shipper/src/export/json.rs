@@ -46,7 +46,9 @@ impl JsonExporter {
             }
             self.retry_at = None;
         }
-        loop {
+        // A bounded amount per call, so a large backlog (replay after restart) does not keep
+        // the run loop from the collector: called again at once while behind.
+        for _ in 0..8 {
             let from = j.acked(JSON)?;
             if from >= j.next_seq() {
                 return None;
@@ -81,6 +83,7 @@ impl JsonExporter {
             stats.add_shipped(JSON, batch.records.len() as u64);
             j.ack(JSON, batch.next);
         }
+        Some(now)
     }
 
     fn fail(&mut self, stats: &mut Stats, now: Instant) -> Option<Instant> {
