@@ -576,3 +576,38 @@ fn journal_bound_drops_oldest_counted_while_backend_down() {
     assert_eq!(got, ids(dropped as i64..2000));
     sh.shutdown();
 }
+
+/// A backend that accepts connections and never answers: batches from the collector are still
+/// journaled and acknowledged while the request waits for its (30 s) timeout.
+#[test]
+fn hanging_backend_does_not_block_the_collector() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let accepted = std::thread::spawn(move || {
+        let (c, _) = hole.accept().unwrap();
+        let _ = stopped.recv_timeout(Duration::from_secs(60));
+        drop(c);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = otlp_cfg(format!("http://127.0.0.1:{port}"));
+    cfg.timeout_ms = 30_000;
+    cfg.max_batch_delay_ms = 0;
+    let mut sh = Shipper::start(init(&dir.path().join("journal"), Some(cfg), ""));
+    assert!(sh.send(0, logs(0..10)));
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    for b in 1..50i64 {
+        assert!(sh.send(b as u64, logs(b * 10..b * 10 + 10)));
+    }
+    let st = sh.stats();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "acks waited for the hanging request"
+    );
+    assert_eq!(st.get("records_accepted"), Some(500));
+    assert_eq!(st.get("records_shipped.otlp"), Some(0));
+    sh.shutdown();
+    stop.send(()).unwrap();
+    accepted.join().unwrap();
+}
