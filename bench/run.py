@@ -563,7 +563,7 @@ PER_PROCESS_PEERS = ("process-exporter", "psutil", "apps.plugin")
 def print_table(results):
     out = []
     out.append(f"{'tool':28} {'N':>6} {'CPU ms/cycle median (min-max)':>32} {'vigil/fastest':>14} "
-               f"{'RSS MiB':>8} {'host busy%':>10}")
+               f"{'RSS MiB':>8} {'host busy%':>10} {'µs/proc':>8}")
     for run in results["runs"]:
         meds = {}
         for name, r in run["tools"].items():
@@ -581,7 +581,8 @@ def print_table(results):
                 ratio = f"{s['median'] / fastest[1]:.2f} ({fastest[0]})"
             rss = r.get("rss_total_kib", r.get("rss_kib", 0))
             out.append(f"{name:28} {run['n']:>6} {s['median']:>14.2f} ({s['min']:.2f}-{s['max']:.2f})"
-                       f"{'':>4} {ratio:>14} {rss / 1024:>8.1f} {r.get('machine_busy_pct', 0):>10.0f}")
+                       f"{'':>4} {ratio:>14} {rss / 1024:>8.1f} {r.get('machine_busy_pct', 0):>10.0f}"
+                       f" {1000 * s['median'] / run['processes_on_host']:>8.1f}")
     idle = results.get("idle")
     if idle:
         if "error" in idle:
@@ -590,7 +591,11 @@ def print_table(results):
             out.append(f"idle (vigil, 10 s interval, 500 procs, {idle['seconds']:.0f} s): "
                        f"{idle['cpu_pct_one_core']:.3f} % of one core (target < 0.5 %)")
     print("\n".join(out), flush=True)
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print_table(json.load(open(sys.argv[2])))  # re-print the table of a --json file
+    else:
+        main()

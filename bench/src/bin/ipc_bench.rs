@@ -1,4 +1,4 @@
-//! `vigil-ipc-bench [--quick]`: latency percentiles of a collector→privhelper `ProcFdStats`
+//! `vigil-ipc-bench [--quick] [--batch-only]`: latency percentiles of a collector→privhelper `ProcFdStats`
 //! round trip and collector→shipper `Batch` throughput over a real SEQPACKET socket pair.
 //! Prints a human summary on stderr and one JSON object on stdout (read by bench/run.py).
 //! Criterion's view of the same loops: `cargo bench -p vigil-bench --bench ipc`.
@@ -29,7 +29,9 @@ fn main() {
     let iters: usize = if quick { 5_000 } else { 50_000 };
     let mut out = serde_json::Map::new();
 
-    for &n in &[1usize, 64, 512] {
+    let batch_only = std::env::args().any(|a| a == "--batch-only");
+    let sizes: &[usize] = if batch_only { &[] } else { &[1, 64, 512] };
+    for &n in sizes {
         let (mut a, b) = Channel::pair().unwrap();
         let h = spawn_fd_responder(b);
         let req = fd_request(n);
