@@ -58,6 +58,12 @@ pub enum ShipperError {
 /// Most collector batches handled in one loop turn before exporters get a turn.
 const MAX_BATCHES_PER_TURN: usize = 64;
 
+/// A duration from configuration, capped at one day (no `Instant` overflow whatever the
+/// value).
+pub fn config_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(86_400_000))
+}
+
 /// The journal directory for this configuration.
 pub fn journal_dir(init: &InitConfig) -> PathBuf {
     match &init.shipper.journal_dir {
@@ -119,7 +125,7 @@ pub fn run(
         max_bytes: cfg.journal_max_bytes,
         segment_bytes: cfg.journal_segment_bytes,
         fsync: cfg.fsync,
-        fsync_interval: Duration::from_millis(cfg.fsync_interval_ms.max(1)),
+        fsync_interval: config_ms(cfg.fsync_interval_ms.max(1)),
     };
     let mut journal = Journal::open(&journal_dir(init), jcfg, &names)?;
     for w in journal.take_warnings() {
@@ -166,7 +172,7 @@ pub fn run(
     collector.set_nonblocking(true)?;
 
     let start_ns = now_ns();
-    let metrics_every = Duration::from_millis(init.collector.interval_ms.max(1000));
+    let metrics_every = config_ms(init.collector.interval_ms.max(1000));
     let mut next_self_metrics = Instant::now() + metrics_every;
     let mut collector_open = true;
     let mut nospace_streak = false;

@@ -82,8 +82,8 @@ impl OtlpExporter {
     pub fn new(cfg: OtlpConfig, defaults: ResourceDefaults) -> Result<Self, HttpError> {
         let ep = Endpoint::parse(&cfg.endpoint)?;
         let backoff = Backoff::new(
-            Duration::from_millis(cfg.retry_initial_ms),
-            Duration::from_millis(cfg.retry_max_ms),
+            crate::config_ms(cfg.retry_initial_ms),
+            crate::config_ms(cfg.retry_max_ms),
             backoff::seed(),
         );
         Ok(OtlpExporter {
@@ -108,7 +108,7 @@ impl OtlpExporter {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.cfg.timeout_ms.max(1))
+        crate::config_ms(self.cfg.timeout_ms.max(1))
     }
 
     /// Advance: read a response, start the next request, take a new batch. Returns when to be
@@ -145,7 +145,7 @@ impl OtlpExporter {
                     return None;
                 }
                 let since = *self.pending_since.get_or_insert(now);
-                let due = since + Duration::from_millis(self.cfg.max_batch_delay_ms);
+                let due = since + crate::config_ms(self.cfg.max_batch_delay_ms);
                 if (waiting as usize) < self.cfg.max_batch_records.max(1) && now < due {
                     return Some(due);
                 }

@@ -535,7 +535,10 @@ impl Journal {
     pub fn tick(&mut self, now: Instant) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         if self.unsynced && self.cfg.fsync == FsyncPolicy::Interval {
-            let due = self.last_sync + self.cfg.fsync_interval;
+            let due = self
+                .last_sync
+                .checked_add(self.cfg.fsync_interval)
+                .unwrap_or(now);
             if now >= due {
                 self.sync();
             } else {
