@@ -55,6 +55,60 @@ pub enum ShipperError {
     Io(#[from] std::io::Error),
 }
 
+/// Syscalls [`run`] makes on x86_64 (see the module documentation); `tests/sandboxed.rs` runs
+/// the shipper under a seccomp filter allowing exactly these, so the list stays complete for the
+/// paths the tests exercise. The role's policy file must allow at least these.
+pub const SYSCALLS: &[&str] = &[
+    "poll",
+    "ppoll",
+    "recvmsg",
+    "sendmsg",
+    "recvfrom",
+    "sendto",
+    "read",
+    "write",
+    "pread64",
+    "pwrite64",
+    "openat",
+    "close",
+    "fcntl",
+    "ioctl",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+    "mkdir",
+    "mkdirat",
+    "getdents64",
+    "statx",
+    "newfstatat",
+    "fstat",
+    "lseek",
+    "socket",
+    "connect",
+    "getsockopt",
+    "setsockopt",
+    "clock_gettime",
+    "getrandom",
+    "getpid",
+    "gettid",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "brk",
+    "futex",
+    "rt_sigprocmask",
+    "sigaltstack",
+    "exit",
+    "sched_yield",
+];
+
 /// Most collector batches handled in one loop turn before exporters get a turn.
 const MAX_BATCHES_PER_TURN: usize = 64;
 

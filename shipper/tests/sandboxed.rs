@@ -55,6 +55,22 @@ fn run_under_landlock_journal_dir_and_otlp_port_only() {
         let other = if port == 9 { 10 } else { 9 };
         let denied = std::net::TcpStream::connect(("127.0.0.1", other)).unwrap_err();
         assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+        // Seccomp for this thread: the documented syscalls and nothing else (ENOSYS for the
+        // rest, so a missing one shows as a failure here rather than a silent kill).
+        let mut filter =
+            libseccomp::ScmpFilterContext::new(libseccomp::ScmpAction::Errno(libc::ENOSYS))
+                .unwrap();
+        for name in vigil_shipper::SYSCALLS {
+            if let Ok(sc) = libseccomp::ScmpSyscall::from_name(name) {
+                filter.add_rule(libseccomp::ScmpAction::Allow, sc).unwrap();
+            }
+        }
+        filter.load().unwrap();
+        assert_eq!(
+            std::fs::metadata("/").map(|_| ()).ok(),
+            Some(()),
+            "stat is allowed"
+        );
         vigil_shipper::run(&init, ship_control, ship_collector)
     });
     handshake(&mut collector);
