@@ -98,10 +98,73 @@ fn throughput(batches: u64, per_batch: i64) {
         t_ack.as_secs_f64()
     );
     println!(
+        "  journaled+acked batches/s: {:.0}",
+        batches as f64 / t_ack.as_secs_f64()
+    );
+    raw_fsync_ceiling(batches, bytes / batches as usize);
+    println!(
         "  shipped to receiver (decoded): {:.0} records/s ({:.2} s); retries {:?}",
         total as f64 / t_ship.as_secs_f64(),
         t_ship.as_secs_f64(),
         st.get("retries")
+    );
+    sh.shutdown();
+}
+
+/// The disk's ceiling for the same work: append `batches` chunks of `bytes_per_batch` bytes to
+/// one file with fdatasync after each (what the journal must do at least).
+fn raw_fsync_ceiling(batches: u64, bytes_per_batch: usize) {
+    use std::io::Write;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut f = std::fs::File::create(dir.path().join("raw")).unwrap();
+    let chunk = vec![0x5au8; bytes_per_batch];
+    let start = Instant::now();
+    for _ in 0..batches {
+        f.write_all(&chunk).unwrap();
+        f.sync_data().unwrap();
+    }
+    let t = start.elapsed();
+    println!(
+        "  ceiling (write + fdatasync per batch, same bytes, no IPC/encoding): {:.0} batches/s, {:.1} MB/s",
+        batches as f64 / t.as_secs_f64(),
+        (batches as usize * bytes_per_batch) as f64 / 1e6 / t.as_secs_f64()
+    );
+}
+
+/// The journal alone (no exporter configured): append + fsync + ack.
+fn journal_only(batches: u64, per_batch: i64) {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut sh = Shipper::start(init(&dir.path().join("journal"), None, ""));
+    let window = 64u64;
+    let start = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < batches {
+        while sent < batches && sent - acked < window {
+            let base = sent as i64 * per_batch;
+            let records: Vec<Record> = (base..base + per_batch)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        log(i)
+                    } else {
+                        metrics_record(i)
+                    }
+                })
+                .collect();
+            sh.collector
+                .send(&CollectorToShipper::Batch(Batch { seq: sent, records }))
+                .unwrap();
+            sent += 1;
+        }
+        match sh.collector.recv::<ShipperToCollector>().unwrap() {
+            ShipperToCollector::Ack { .. } => acked += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let t = start.elapsed();
+    println!(
+        "  journal only (no exporter): {:.0} records/s, {:.0} batches/s",
+        (batches as i64 * per_batch) as f64 / t.as_secs_f64(),
+        batches as f64 / t.as_secs_f64()
     );
     sh.shutdown();
 }
@@ -147,9 +210,11 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     if quick {
         throughput(20, 50);
+        journal_only(20, 50);
         latency(20);
     } else {
         throughput(2000, 200);
+        journal_only(2000, 200);
         latency(1000);
     }
 }
