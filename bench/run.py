@@ -297,6 +297,48 @@ def measure_apps_plugin(k):
     return {"cpu_ms": samples, "rss_kib": rss, "machine_busy_pct": ml.busy_pct()}
 
 
+def find_collector_counter(doc, names):
+    """In `vigil status --json`, stats are `[[role, {"counters": [[name, value], ...]}], ...]`
+    (or a dict keyed by role): the first counter of the collector whose name is in `names`."""
+    def counter_in(x):
+        if isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and x[0] in names \
+                and isinstance(x[1], int):
+            return x[1]
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in names and isinstance(v, int):
+                    return v
+            x = list(x.values())
+        if isinstance(x, list):
+            for y in x:
+                r = counter_in(y)
+                if r is not None:
+                    return r
+        return None
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k.lower() == "collector":
+                    r = counter_in(v)
+                    if r is not None:
+                        return r
+                r = walk(v)
+                if r is not None:
+                    return r
+        elif isinstance(x, list):
+            if len(x) == 2 and isinstance(x[0], str) and x[0].lower() == "collector":
+                r = counter_in(x[1])
+                if r is not None:
+                    return r
+            for y in x:
+                r = walk(y)
+                if r is not None:
+                    return r
+        return None
+    return walk(doc)
+
+
 class Vigil:
     def __init__(self, binary, interval_ms, runtime):
         self.binary, self.interval_ms, self.runtime = binary, interval_ms, runtime
@@ -356,20 +398,7 @@ class Vigil:
             doc = json.loads(out)
         except (OSError, ValueError, subprocess.SubprocessError):
             return None
-        found = []
-
-        def walk(x, in_collector=False):
-            if isinstance(x, dict):
-                for kk, v in x.items():
-                    walk(v, in_collector or v == "collector" or kk == "collector")
-            elif isinstance(x, list):
-                if in_collector and len(x) == 2 and x[0] == "cycles" and isinstance(x[1], int):
-                    found.append(x[1])
-                inner = in_collector or "collector" in [y for y in x if isinstance(y, str)]
-                for y in x:
-                    walk(y, inner)
-        walk(doc)
-        return found[0] if found else None
+        return find_collector_counter(doc, ("cycles", "collection_cycles", "collect_cycles"))
 
     def measure(self, cycles):
         """CPU of the collector per cycle: sampled once per interval for `cycles` intervals;
@@ -379,6 +408,7 @@ class Vigil:
         iv = self.interval_ms / 1000.0
         time.sleep(2 * iv)
         ml = MachineLoad()
+        roles0 = {role: cpu_ns(pid) for role, pid in r.items()}
         c0, n0, t0 = cpu_ns(col), self.status_cycles(), time.monotonic()
         samples, prev = [], c0
         for _ in range(cycles):
@@ -393,8 +423,12 @@ class Vigil:
         else:
             per = (prev - c0) / 1e6 / ((t1 - t0) / iv)
             src = "interval"
+        ncyc = (n1 - n0) if src.startswith("status") else (t1 - t0) / iv
+        per_role = {role: (cpu_ns(pid) - roles0.get(role, 0)) / 1e6 / ncyc
+                    for role, pid in r.items()}
         rss = {role: rss_kib(pid) for role, pid in self.roles().items()}
         return {"cpu_ms": samples, "mean_cpu_ms_per_cycle": per, "cycles_from": src,
+                "per_role_cpu_ms_per_cycle": per_role, "stdout_lines": self.stdout_lines,
                 "rss_kib": rss, "rss_total_kib": sum(rss.values()),
                 "machine_busy_pct": ml.busy_pct()}
 
