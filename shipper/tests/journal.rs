@@ -334,3 +334,25 @@ proptest! {
         prop_assert_eq!(after.last().copied(), Some(100));
     }
 }
+
+#[test]
+fn misnamed_segment_is_read_by_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+        j.append(&(0..5).map(rec).collect::<Vec<_>>()).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("checkpoint.json")).unwrap();
+    let seg = segments(dir.path()).remove(0);
+    std::fs::rename(&seg, dir.path().join("seg-00000000000000099999.vjl")).unwrap();
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+    assert!(!j.take_warnings().is_empty());
+    assert_eq!(read_all(&mut j, 0), vec![0, 1, 2, 3, 4]);
+    j.append(&[rec(5)]).unwrap();
+    assert_eq!(read_all(&mut j, 0), vec![0, 1, 2, 3, 4, 5]);
+    j.ack("a", j.next_seq());
+    drop(j);
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+    let from = j.acked("a").unwrap();
+    assert!(read_all(&mut j, from).is_empty());
+}

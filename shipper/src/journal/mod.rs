@@ -251,8 +251,16 @@ impl Journal {
                 warnings.push(format!("journal: cannot truncate {}: {e}", path.display()));
             }
             max_seq = scan.index.last().map(|e| e.seq);
+            if scan.index[0].seq != base {
+                warnings.push(format!(
+                    "journal: {} starts at record {}, not at its name's {base}",
+                    path.display(),
+                    scan.index[0].seq
+                ));
+            }
             segments.push_back(Segment {
-                base,
+                // What the records say, whatever the file is called.
+                base: scan.index[0].seq,
                 path,
                 size: scan.valid_end as u64,
                 index: scan.index,
@@ -260,10 +268,13 @@ impl Journal {
         }
 
         let mut next_seq = ckpt.next_seq.max(max_seq.map_or(0, |m| m + 1));
-        while segments.iter().any(|s| s.base == next_seq) {
+        while segments
+            .iter()
+            .any(|s| s.path == dir.join(segment::file_name(next_seq)))
+        {
             next_seq += 1;
         }
-        let oldest = segments.front().map_or(next_seq, |s| s.base);
+        let oldest = segments.front().map_or(next_seq, |s| s.base.min(next_seq));
         let mut acks = BTreeMap::new();
         let mut replayed = 0;
         for name in exporters {
