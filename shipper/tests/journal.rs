@@ -356,3 +356,42 @@ fn misnamed_segment_is_read_by_its_records() {
     let from = j.acked("a").unwrap();
     assert!(read_all(&mut j, from).is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+    /// Any directory content (segments with arbitrary names and bytes, an arbitrary checkpoint)
+    /// opens without panicking and the journal works afterwards.
+    #[test]
+    fn arbitrary_directory_never_panics(
+        files in proptest::collection::vec(
+            (any::<u64>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..600)),
+            0..4,
+        ),
+        ckpt in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        ckpt_acks in proptest::option::of((any::<u64>(), any::<u64>())),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        for (base, header, bytes) in &files {
+            let mut content = Vec::new();
+            if *header {
+                content.extend_from_slice(&vigil_shipper::journal::segment::header(*base));
+            }
+            content.extend_from_slice(bytes);
+            let name = vigil_shipper::journal::segment::file_name(*base);
+            std::fs::write(dir.path().join(name), &content).unwrap();
+        }
+        if let Some(c) = ckpt {
+            std::fs::write(dir.path().join("checkpoint.json"), c).unwrap();
+        } else if let Some((next, ack)) = ckpt_acks {
+            let j = format!(r#"{{"version":1,"next_seq":{next},"last_kmsg_seq":null,"acks":{{"a":{ack}}}}}"#);
+            std::fs::write(dir.path().join("checkpoint.json"), j).unwrap();
+        }
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a"]).unwrap();
+        let from = j.acked("a").unwrap();
+        let _ = j.read(from, usize::MAX, usize::MAX).unwrap();
+        j.append(&[rec(7)]).unwrap();
+        let b = j.read(j.next_seq() - 1, usize::MAX, usize::MAX).unwrap();
+        prop_assert_eq!(b.records.last().map(|(_, r)| id_of(r)), Some(7));
+        j.ack("a", j.next_seq());
+    }
+}

@@ -155,7 +155,14 @@ impl Journal {
         fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
         let mut warnings = Vec::new();
         let mut stats = JournalStats::default();
-        let ckpt = read_checkpoint(dir, &mut warnings);
+        let mut ckpt = read_checkpoint(dir, &mut warnings);
+        if ckpt.next_seq > record::MAX_SEQ {
+            warnings.push(format!(
+                "journal: checkpoint claims sequence {}; ignoring it, replaying everything",
+                ckpt.next_seq
+            ));
+            ckpt = Checkpoint::default();
+        }
 
         let mut found = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))? {

@@ -10,6 +10,9 @@
 
 /// Bytes before the payload.
 pub const FRAME_HEADER: usize = 16;
+/// Sequence numbers above this are not ours (2^62: 146 000 years at a million records a
+/// second); a record claiming one is corrupt, so arithmetic on sequences never overflows.
+pub const MAX_SEQ: u64 = 1 << 62;
 /// Largest payload accepted (a collector frame is at most 64 KiB, so this is generous).
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 
@@ -60,7 +63,7 @@ pub fn parse_if(buf: &[u8], plausible: impl Fn(u64) -> bool) -> Parsed {
     let Some(payload) = buf.get(FRAME_HEADER..total) else {
         return Parsed::Short;
     };
-    if !plausible(seq) {
+    if seq > MAX_SEQ || !plausible(seq) {
         return Parsed::Corrupt;
     }
     let actual = crc32c::crc32c_append(crc32c::crc32c(seq_bytes), payload);
