@@ -72,9 +72,11 @@ pub struct JournalConfig {
 
 impl JournalConfig {
     /// Segment size actually used: small enough that dropping one segment frees a useful
-    /// fraction of `max_bytes`.
+    /// fraction of `max_bytes`, and at most 1 GiB (record offsets are 32-bit).
     fn segment_limit(&self) -> u64 {
-        self.segment_bytes.min(self.max_bytes / 4).max(4096)
+        self.segment_bytes
+            .min(self.max_bytes / 4)
+            .clamp(4096, 1 << 30)
     }
 }
 
