@@ -183,6 +183,16 @@ impl Journal {
         let mut last_kmsg_seq = ckpt.last_kmsg_seq;
         let mut max_seq: Option<u64> = None;
         for (base, path) in found {
+            // Larger than any segment this journal writes (1 GiB + a batch): not read into
+            // memory, left in place for the operator.
+            let too_large = fs::metadata(&path).is_ok_and(|m| m.len() > (1 << 30) + (16 << 20));
+            if too_large {
+                warnings.push(format!(
+                    "journal: {} is larger than any segment; ignored",
+                    path.display()
+                ));
+                continue;
+            }
             let bytes = match fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
