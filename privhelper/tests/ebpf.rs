@@ -648,6 +648,19 @@ fn unprivileged_child_entry() {
     assert_eq!(field("CapEff:"), "0000000000000000");
     assert_eq!(field("CapPrm:"), "0000000000000000");
     assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    // bpf() is really refused here: even BPF_OBJ_GET_INFO_BY_FD on the passed descriptor (which
+    // the kernel alone would allow an unprivileged holder) fails.
+    let mut info = [0u8; 256];
+    let mut attr = [0u64; 2];
+    attr[0] = CHILD_FD as u64 | ((info.len() as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: bpf(BPF_OBJ_GET_INFO_BY_FD = 15) with a live attr and buffer.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 15, attr.as_mut_ptr(), 16) };
+    assert_eq!(
+        (r, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EPERM))
+    );
     // SAFETY: CHILD_FD was placed by the parent for us; we take ownership once.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(CHILD_FD) };
     let mut ring = RingBuf::new(fd, ring_size).expect("mmap as nobody");
@@ -663,6 +676,28 @@ fn unprivileged_child_entry() {
     let missing: Vec<_> = want.difference(&seen).collect();
     assert!(missing.is_empty(), "exec events missing for {missing:?}");
     println!("UNPRIV-CONSUMED {}", seen.len());
+}
+
+/// A seccomp filter refusing bpf(2) with EPERM and allowing everything else.
+fn deny_bpf_filter() -> [libc::sock_filter; 6] {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    [
+        f(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        f(JEQ_K, 0, 3, AUDIT_ARCH),
+        f(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        f(JEQ_K, 0, 1, libc::SYS_bpf as u32),
+        f(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        f(RET_K, 0, 0, RET_ALLOW),
+    ]
 }
 
 #[test]
@@ -697,9 +732,25 @@ fn consumer_works_unprivileged() {
                 return Err(std::io::Error::last_os_error());
             }
             // setresuid away from 0 cleared the permitted/effective sets; clear the rest.
-            let hdr = &mut [0x2008_0522u32, 0] as *mut u32; // _LINUX_CAPABILITY_VERSION_3
+            let mut hdr = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3
             let data = [0u32; 6];
-            if libc::syscall(libc::SYS_capset, hdr, data.as_ptr()) < 0 {
+            if libc::syscall(libc::SYS_capset, hdr.as_mut_ptr(), data.as_ptr()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // As the collector's policy does: bpf() is not allowed at all (EPERM here).
+            let mut filter = deny_bpf_filter();
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const libc::sock_fprog as libc::c_ulong,
+                0,
+                0,
+            ) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
