@@ -1,4 +1,4 @@
-//! run() inside the shipper's Landlock contract: read-write on the journal directory only,
+//! run() inside the shipper's sandbox contract (and, in a child process, as the agent user): read-write on the journal directory only,
 //! TCP connect only to the OTLP port. The ruleset is applied to the thread that runs the
 //! shipper (Landlock without TSYNC restricts the calling thread only), so the receiver in the
 //! other threads of this test is unaffected.
@@ -14,6 +14,48 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
 };
 use vigil_ipc_proto::Channel;
+
+/// Landlock (journal dir read-write, TCP connect to `port` only) and a seccomp allowlist of
+/// exactly [`vigil_shipper::SYSCALLS`] on the calling thread, with checks that they bite.
+fn sandbox_this_thread(jd: &std::path::Path, port: u16) {
+    let abi = ABI::V4;
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .unwrap()
+        .handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)
+        .unwrap()
+        .create()
+        .unwrap()
+        .add_rules(path_beneath_rules([jd], AccessFs::from_all(abi)))
+        .unwrap()
+        .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+        .unwrap()
+        .restrict_self()
+        .unwrap();
+    assert_eq!(status.ruleset, RulesetStatus::FullyEnforced);
+    // The sandbox is real: nothing outside the journal directory, no other port.
+    assert!(std::fs::read("/etc/hostname").is_err());
+    assert!(std::fs::write(jd.parent().unwrap().join("escape"), b"x").is_err());
+    let other = if port == 9 { 10 } else { 9 };
+    let denied = std::net::TcpStream::connect(("127.0.0.1", other)).unwrap_err();
+    assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+    // Seccomp for this thread: the documented syscalls and nothing else (ENOSYS for the
+    // rest, so a missing one shows as a failure here rather than a silent kill).
+    let mut filter =
+        libseccomp::ScmpFilterContext::new(libseccomp::ScmpAction::Errno(libc::ENOSYS)).unwrap();
+    for name in vigil_shipper::SYSCALLS {
+        if let Ok(sc) = libseccomp::ScmpSyscall::from_name(name) {
+            filter.add_rule(libseccomp::ScmpAction::Allow, sc).unwrap();
+        }
+    }
+    filter.load().unwrap();
+    assert_eq!(
+        std::fs::metadata("/").map(|_| ()).ok(),
+        Some(()),
+        "stat is allowed"
+    );
+}
 
 #[test]
 fn run_under_landlock_journal_dir_and_otlp_port_only() {
@@ -33,44 +75,7 @@ fn run_under_landlock_journal_dir_and_otlp_port_only() {
     let (mut collector, ship_collector) = Channel::pair().unwrap();
     let jd = journal.clone();
     let t = std::thread::spawn(move || {
-        let abi = ABI::V4;
-        let status = Ruleset::default()
-            .set_compatibility(CompatLevel::HardRequirement)
-            .handle_access(AccessFs::from_all(abi))
-            .unwrap()
-            .handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)
-            .unwrap()
-            .create()
-            .unwrap()
-            .add_rules(path_beneath_rules([&jd], AccessFs::from_all(abi)))
-            .unwrap()
-            .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
-            .unwrap()
-            .restrict_self()
-            .unwrap();
-        assert_eq!(status.ruleset, RulesetStatus::FullyEnforced);
-        // The sandbox is real: nothing outside the journal directory, no other port.
-        assert!(std::fs::read("/etc/hostname").is_err());
-        assert!(std::fs::write(jd.parent().unwrap().join("escape"), b"x").is_err());
-        let other = if port == 9 { 10 } else { 9 };
-        let denied = std::net::TcpStream::connect(("127.0.0.1", other)).unwrap_err();
-        assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
-        // Seccomp for this thread: the documented syscalls and nothing else (ENOSYS for the
-        // rest, so a missing one shows as a failure here rather than a silent kill).
-        let mut filter =
-            libseccomp::ScmpFilterContext::new(libseccomp::ScmpAction::Errno(libc::ENOSYS))
-                .unwrap();
-        for name in vigil_shipper::SYSCALLS {
-            if let Ok(sc) = libseccomp::ScmpSyscall::from_name(name) {
-                filter.add_rule(libseccomp::ScmpAction::Allow, sc).unwrap();
-            }
-        }
-        filter.load().unwrap();
-        assert_eq!(
-            std::fs::metadata("/").map(|_| ()).ok(),
-            Some(()),
-            "stat is allowed"
-        );
+        sandbox_this_thread(&jd, port);
         vigil_shipper::run(&init, ship_control, ship_collector)
     });
     handshake(&mut collector);
@@ -97,4 +102,112 @@ fn run_under_landlock_journal_dir_and_otlp_port_only() {
     let json = std::fs::read_to_string(journal.join("out.jsonl")).unwrap();
     let test_lines = json.lines().filter(|l| l.contains("\"test.id\"")).count();
     assert_eq!(test_lines, 300);
+}
+
+const CHILD_ENV: &str = "VIGIL_SHIPPER_AGENT_USER_CHILD";
+
+/// Entry point of the re-executed child (a no-op in a normal run): as the agent user, sandbox
+/// itself, run the shipper on the inherited channels.
+#[test]
+fn agent_user_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let p: Vec<&str> = spec.split(' ').collect();
+    let (ctl, col, port): (i32, i32, u16) = (
+        p[0].parse().unwrap(),
+        p[1].parse().unwrap(),
+        p[2].parse().unwrap(),
+    );
+    let journal = std::path::PathBuf::from(p[3]);
+    assert_eq!(nix::unistd::getuid().as_raw(), 65534);
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert!(
+        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
+        "{status}"
+    );
+    // SAFETY: the parent left these descriptors open across exec for us alone.
+    let control = unsafe { Channel::from_raw_fd(ctl) };
+    // SAFETY: as above.
+    let collector = unsafe { Channel::from_raw_fd(col) };
+    let mut init = init(
+        &journal,
+        Some(otlp_cfg(format!("http://127.0.0.1:{port}"))),
+        "",
+    );
+    init.shipper.journal_segment_bytes = 8192;
+    sandbox_this_thread(&journal, port);
+    vigil_shipper::run(&init, control, collector).unwrap();
+}
+
+/// The deployment shape: a separate process running as nobody (no capabilities), Landlock and
+/// seccomp applied, journal directory owned by that user.
+#[test]
+fn as_agent_user_in_a_child_process() {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let journal = dir.path().join("journal");
+    std::fs::create_dir(&journal).unwrap();
+    nix::unistd::chown(
+        &journal,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let (control, child_control) = Channel::pair().unwrap();
+    let (mut collector, child_collector) = Channel::pair().unwrap();
+    for fd in [child_control.as_fd(), child_collector.as_fd()] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
+    }
+    let spec = format!(
+        "{} {} {} {}",
+        child_control.as_raw_fd(),
+        child_collector.as_raw_fd(),
+        rx.port,
+        journal.display()
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "agent_user_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, spec)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop((child_control, child_collector));
+    handshake(&mut collector);
+    for b in 0..10u64 {
+        collector
+            .send(&vigil_ipc_proto::CollectorToShipper::Batch(
+                vigil_ipc_proto::Batch {
+                    seq: b,
+                    records: logs(b as i64 * 30..b as i64 * 30 + 30),
+                },
+            ))
+            .unwrap();
+        assert!(wait_reply(&mut collector, b));
+    }
+    let want: BTreeSet<i64> = (0..300).collect();
+    let (got, _) = rx.wait_ids(&want, Duration::from_secs(20));
+    assert_eq!(got, want);
+    control
+        .send(&vigil_ipc_proto::SupervisorToChild::Shutdown)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    for e in std::fs::read_dir(&journal).unwrap() {
+        assert_eq!(e.unwrap().metadata().unwrap().uid(), 65534);
+    }
 }
