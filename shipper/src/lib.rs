@@ -202,16 +202,18 @@ pub fn run(
         let collector_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
         loop {
             match control.recv::<SupervisorToChild>() {
+                Err(e) if e.is_would_block() => break,
                 Ok(SupervisorToChild::StatsRequest) => {
                     let _ = control.send(&ChildToSupervisor::Stats(
                         stats.role_stats(&journal, &names),
                     ));
                 }
-                Ok(SupervisorToChild::Shutdown) | Err(ProtoError::Closed) => {
+                Ok(SupervisorToChild::Shutdown)
+                | Err(ProtoError::Closed)
+                | Err(ProtoError::Io(_)) => {
                     journal.close();
                     return Ok(());
                 }
-                Err(e) if e.is_would_block() => break,
                 Ok(SupervisorToChild::Init(_)) | Err(_) => stats.malformed_frames += 1,
             }
         }
@@ -278,12 +280,15 @@ pub fn run(
         // Supervisor.
         loop {
             match control.recv::<SupervisorToChild>() {
+                Err(e) if e.is_would_block() => break,
                 Ok(SupervisorToChild::StatsRequest) => {
                     let _ = control.send(&ChildToSupervisor::Stats(
                         stats.role_stats(&journal, &names),
                     ));
                 }
-                Ok(SupervisorToChild::Shutdown) | Err(ProtoError::Closed) => {
+                Ok(SupervisorToChild::Shutdown)
+                | Err(ProtoError::Closed)
+                | Err(ProtoError::Io(_)) => {
                     if let Some(j) = json.as_mut() {
                         j.step(&mut journal, &mut stats, Instant::now());
                         j.flush();
@@ -291,18 +296,16 @@ pub fn run(
                     journal.close();
                     return Ok(());
                 }
-                Ok(SupervisorToChild::Init(_)) => stats.malformed_frames += 1,
-                Err(e) if e.is_would_block() => break,
-                Err(_) => stats.malformed_frames += 1,
+                Ok(SupervisorToChild::Init(_)) | Err(_) => stats.malformed_frames += 1,
             }
         }
 
         // Collector.
         let mut handled = 0;
         while collector_open && handled < MAX_BATCHES_PER_TURN {
+            handled += 1;
             match collector.recv::<CollectorToShipper>() {
                 Ok(CollectorToShipper::Batch(batch)) => {
-                    handled += 1;
                     let reply = accept(&mut journal, &mut stats, batch, &mut nospace_streak);
                     if let Some(w) = reply.1 {
                         warn(&control, w);
@@ -314,8 +317,8 @@ pub fn run(
                     }
                 }
                 Err(e) if e.is_would_block() => break,
-                Err(ProtoError::Closed) => {
-                    tracing::warn!("shipper: collector closed its channel; still exporting");
+                Err(e @ (ProtoError::Closed | ProtoError::Io(_))) => {
+                    tracing::warn!("shipper: collector channel gone ({e}); still exporting");
                     collector_open = false;
                 }
                 Err(e) => {
