@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -1139,4 +1139,62 @@ fn full_ring_drops_are_counted_and_reported_in_records() {
         "consumer saw {} drops, kernel counted {dropped}..{now}",
         src.stats.kernel_drops
     );
+}
+
+/// The IPC path as the roles use it: the collector's `ebpf::start` asks over a real SEQPACKET
+/// channel, the privhelper side answers with `bpf::respond` (descriptor over SCM_RIGHTS); a
+/// feature the privhelper has off is refused and the collector goes on without it.
+#[test]
+fn attach_over_the_ipc_channel() {
+    use vigil_ipc_proto::{Channel, PrivRequest};
+    let (mut coll, mut privh) = Channel::pair().unwrap();
+    // The privhelper allows only exec; the collector (wrongly) believes flows are on too.
+    let priv_init = init(&["ebpf_exec"], &[]);
+    let coll_init = init(&["ebpf_exec", "ebpf_flows_socket"], &[]);
+    let server = std::thread::spawn(move || {
+        let mut answered = Vec::new();
+        for _ in 0..2 {
+            let req: PrivRequest = privh.recv().unwrap();
+            let PrivRequest::BpfAttach { program } = req else {
+                panic!("unexpected {req:?}")
+            };
+            let (resp, fd) = vigil_privhelper::bpf::respond(program, &priv_init);
+            let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+            privh.send_with_fds(&resp, &fds).unwrap();
+            answered.push((program, matches!(resp, PrivResponse::BpfRingbuf { .. })));
+        }
+        answered
+    });
+    let mut set = vigil_collector::ebpf::start(&mut coll, &coll_init);
+    assert_eq!(
+        server.join().unwrap(),
+        vec![
+            (BpfProgram::ExecExit, true),
+            (BpfProgram::FlowsSocketFilter, false)
+        ]
+    );
+    assert_eq!(set.sources().len(), 1);
+    assert_eq!(set.sources()[0].program, BpfProgram::ExecExit);
+    let mut c = Command::new("/bin/true").spawn().unwrap();
+    let pid = i64::from(c.id());
+    c.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        assert!(set.service(Instant::now(), &mut out, &[]).is_empty());
+        let found = out.iter().any(|r| match r {
+            vigil_ipc_proto::Record::Log { log, .. } => {
+                log.event_name == "process.exec"
+                    && log.attributes.iter().any(|kv| {
+                        kv.key == "process.pid" && kv.value == vigil_ipc_proto::AttrValue::I64(pid)
+                    })
+            }
+            _ => false,
+        });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no process.exec for {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -386,3 +386,16 @@ impl EbpfSources {
         ]
     }
 }
+
+/// Start-up in one call: ask the privhelper for every enabled program (blocking on the
+/// channel), log the refusals, and return the sources ready for the event loop.
+pub fn start(privhelper: &mut Channel, init: &InitConfig) -> EbpfSources {
+    let (sources, errors) = attach_all(privhelper, init);
+    for e in &errors {
+        tracing::warn!("eBPF source unavailable: {e}");
+    }
+    for s in &sources {
+        tracing::info!(program = ?s.program, ring_bytes = s.ring.size(), "eBPF ring buffer mapped");
+    }
+    EbpfSources::new(sources, init.collector.flow_evict_ms)
+}
