@@ -250,7 +250,9 @@ pub enum ShipperToCollector {
     Resume { last_kmsg_seq: Option<u64> },
     /// The batch with this sequence number is in the journal; the collector may forget it.
     Ack { seq: u64 },
-    /// The batch was refused (malformed); it is not in the journal.
+    /// The batch was refused (malformed); it is not in the journal. Also sent when the
+    /// journal's filesystem is full (`reason` starts with "not journaled: no space"): the
+    /// collector may send it again later or drop it with its own counter.
     Nack { seq: u64, reason: String },
 }
 
