@@ -468,6 +468,7 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
 struct Netns {
     name: String,
     host_if: String,
+    ns_if: String,
     host_ip: Ipv4Addr,
     ns_ip: Ipv4Addr,
 }
@@ -497,6 +498,7 @@ impl Netns {
         let n = Netns {
             name: name.clone(),
             host_if: host_if.clone(),
+            ns_if: ns_if.clone(),
             host_ip,
             ns_ip,
         };
@@ -566,6 +568,24 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     assert_eq!(mgr.tc_interfaces(), vec![ns.host_if.clone()]);
     let sock = Drainer::start(EbpfSource::new(sock.program, sock.fd, sock.ring_size).unwrap());
     let tc = Drainer::start(EbpfSource::new(tc.program, tc.fd, tc.ring_size).unwrap());
+    // A loader running inside the namespace: its packet socket sees that namespace's
+    // interfaces (what the privhelper does for a container after setns).
+    let ns_if = ns.ns_if.clone();
+    let (inner_mgr, inner, inner_ifi) = ns
+        .run_inside(move || {
+            let mut m = BpfManager::new();
+            let a = m
+                .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
+                .unwrap();
+            let c = std::ffi::CString::new(ns_if).unwrap();
+            // SAFETY: if_nametoindex reads a NUL-terminated name.
+            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            assert_ne!(idx, 0);
+            (m, a, idx)
+        })
+        .join()
+        .unwrap();
+    let inner = Drainer::start(EbpfSource::new(inner.program, inner.fd, inner.ring_size).unwrap());
 
     let ns_ip = IpAddr::V4(ns.ns_ip);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -597,6 +617,28 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
         );
         assert_eq!(src.stats.malformed, 0);
     }
+    // Inside the namespace the same packets arrive on the other end of the veth.
+    let mut inner = inner.finish();
+    let k = |proto, s, d| {
+        key(
+            inner_ifi,
+            Direction::Ingress,
+            proto,
+            s,
+            d,
+            FlowSource::Socket,
+        )
+    };
+    let (tcp_in, udp_in) = (k(6, tcp_cli, tcp_srv), k(17, udp_cli, udp_srv));
+    drain_until(&mut inner, |s| stats(s, &udp_in).1 >= UDP_COUNT);
+    assert_eq!(stats(&inner, &udp_in), (UDP_COUNT * UDP_FRAME, UDP_COUNT));
+    let (b, p) = stats(&inner, &tcp_in);
+    check_tcp("in-netns socket filter tcp", b, p);
+    let inner_ids = inner_mgr.prog_ids();
+    drop(inner);
+    drop(inner_mgr);
+    assert_detached(&inner_ids);
+
     // Both sources saw the very same packets on the host side of the veth.
     let tcp_eg_s = key(
         ifi,
