@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{PollFd, PollFlags, poll};
 use vigil_ipc_proto::{
-    Batch, Channel, ChildToSupervisor, CollectorToShipper, InitConfig, ProtoError, Role,
+    Channel, ChildToSupervisor, CollectorToShipper, InitConfig, ProtoError, Role,
     ShipperToCollector, SupervisorToChild,
 };
 
@@ -300,23 +300,29 @@ pub fn run(
             }
         }
 
-        // Collector.
+        // Collector: journal every batch available (one fsync for all of them: group
+        // commit), then acknowledge them.
         let mut handled = 0;
+        let mut staged: Vec<(u64, u64)> = Vec::new();
+        let mut replies: Vec<ShipperToCollector> = Vec::new();
         while collector_open && handled < MAX_BATCHES_PER_TURN {
             handled += 1;
             match collector.recv::<CollectorToShipper>() {
+                Err(e) if e.is_would_block() => break,
                 Ok(CollectorToShipper::Batch(batch)) => {
-                    let reply = accept(&mut journal, &mut stats, batch, &mut nospace_streak);
-                    if let Some(w) = reply.1 {
-                        warn(&control, w);
-                    }
-                    match collector.send(&reply.0) {
-                        Ok(()) => {}
-                        Err(ProtoError::Closed) => collector_open = false,
-                        Err(e) => tracing::warn!("shipper: reply to collector: {e}"),
+                    let n = batch.records.len() as u64;
+                    match journal.append_deferred(&batch.records) {
+                        Ok(()) => staged.push((batch.seq, n)),
+                        Err(e) => {
+                            let (nack, w) =
+                                refuse(&mut stats, batch.seq, n, &e, &mut nospace_streak);
+                            replies.push(nack);
+                            if let Some(w) = w {
+                                warn(&control, w);
+                            }
+                        }
                     }
                 }
-                Err(e) if e.is_would_block() => break,
                 Err(e @ (ProtoError::Closed | ProtoError::Io(_))) => {
                     tracing::warn!("shipper: collector channel gone ({e}); still exporting");
                     collector_open = false;
@@ -327,46 +333,69 @@ pub fn run(
                 }
             }
         }
+        if !staged.is_empty() {
+            match journal.commit() {
+                Ok(()) => {
+                    if std::mem::take(&mut nospace_streak) {
+                        warn(
+                            &control,
+                            "shipper: journal has space again; accepting batches".into(),
+                        );
+                    }
+                    for (seq, n) in staged {
+                        stats.records_accepted += n;
+                        stats.batches_accepted += 1;
+                        replies.push(ShipperToCollector::Ack { seq });
+                    }
+                }
+                Err(e) => {
+                    for (seq, n) in staged {
+                        let (nack, w) = refuse(&mut stats, seq, n, &e, &mut nospace_streak);
+                        replies.push(nack);
+                        if let Some(w) = w {
+                            warn(&control, w);
+                        }
+                    }
+                }
+            }
+        }
+        for r in replies {
+            match collector.send(&r) {
+                Ok(()) => {}
+                Err(ProtoError::Closed) => collector_open = false,
+                Err(e) => tracing::warn!("shipper: reply to collector: {e}"),
+            }
+        }
     }
 }
 
-/// Journal one batch; the reply for the collector and maybe a warning for the operator.
-fn accept(
-    journal: &mut Journal,
+/// A batch that is not (durably) in the journal: counted, warned about (once per full-disk
+/// streak), answered with `Nack`.
+fn refuse(
     stats: &mut Stats,
-    batch: Batch,
+    seq: u64,
+    n: u64,
+    e: &JournalError,
     nospace_streak: &mut bool,
 ) -> (ShipperToCollector, Option<String>) {
-    let n = batch.records.len() as u64;
-    match journal.append(&batch.records) {
-        Ok(()) => {
-            stats.records_accepted += n;
-            stats.batches_accepted += 1;
-            let w = std::mem::take(nospace_streak)
-                .then(|| "shipper: journal has space again; accepting batches".to_string());
-            (ShipperToCollector::Ack { seq: batch.seq }, w)
+    stats.batches_nacked += 1;
+    let reason = match e {
+        JournalError::NoSpace { .. } => "enospc",
+        JournalError::RecordTooLarge(_) | JournalError::Encode(_) => "record_too_large",
+        JournalError::Io { .. } => {
+            stats.append_errors += 1;
+            "journal_io"
         }
-        Err(e) => {
-            stats.batches_nacked += 1;
-            let reason = match &e {
-                JournalError::NoSpace { .. } => "enospc",
-                JournalError::RecordTooLarge(_) | JournalError::Encode(_) => "record_too_large",
-                JournalError::Io { .. } => {
-                    stats.append_errors += 1;
-                    "journal_io"
-                }
-            };
-            stats.add_dropped(reason, n);
-            let first = !std::mem::replace(nospace_streak, reason == "enospc");
-            let w = (reason != "enospc" || first)
-                .then(|| format!("shipper: batch {} not journaled: {e}", batch.seq));
-            (
-                ShipperToCollector::Nack {
-                    seq: batch.seq,
-                    reason: format!("not journaled: {e}"),
-                },
-                w,
-            )
-        }
-    }
+    };
+    stats.add_dropped(reason, n);
+    let first = !std::mem::replace(nospace_streak, reason == "enospc");
+    let w =
+        (reason != "enospc" || first).then(|| format!("shipper: batch {seq} not journaled: {e}"));
+    (
+        ShipperToCollector::Nack {
+            seq,
+            reason: format!("not journaled: {e}"),
+        },
+        w,
+    )
 }

@@ -395,3 +395,20 @@ proptest! {
         j.ack("a", j.next_seq());
     }
 }
+
+#[test]
+fn group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut j = Journal::open(dir.path(), cfg(1 << 20, 4096), &["a"]).unwrap();
+        for b in 0..30 {
+            j.append_deferred(&(b * 5..b * 5 + 5).map(rec).collect::<Vec<_>>())
+                .unwrap();
+        }
+        j.commit().unwrap();
+        j.commit().unwrap();
+        assert!(j.segment_count() > 1, "rotation while deferred");
+    }
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 4096), &["a"]).unwrap();
+    assert_eq!(read_all(&mut j, 0), (0..150).collect::<Vec<_>>());
+}

@@ -343,6 +343,32 @@ impl Journal {
     /// Append records (one collector batch); durable per the fsync policy when this returns
     /// `Ok`. On error nothing of the batch stays in the journal.
     pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        self.append_inner(records, self.cfg.fsync == FsyncPolicy::Batch)
+    }
+
+    /// Append without syncing, even under the `batch` policy: several batches are then made
+    /// durable by one [`Journal::commit`] (group commit) before any of them is acknowledged.
+    pub fn append_deferred(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        self.append_inner(records, false)
+    }
+
+    /// Under the `batch` policy, make every deferred append durable (one fdatasync).
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        if self.unsynced && self.cfg.fsync == FsyncPolicy::Batch {
+            let path = self
+                .segments
+                .back()
+                .map_or_else(|| self.dir.clone(), |s| s.path.clone());
+            self.active
+                .sync_data()
+                .map_err(|e| JournalError::io(&path, e))?;
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn append_inner(&mut self, records: &[Record], sync: bool) -> Result<(), JournalError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -375,7 +401,7 @@ impl Journal {
         };
         let pos = seg.size;
         let written = self.active.write_all_at(&buf, pos).and_then(|_| {
-            if self.cfg.fsync == FsyncPolicy::Batch {
+            if sync {
                 self.active.sync_data()
             } else {
                 Ok(())
@@ -396,7 +422,7 @@ impl Journal {
         seg.size += buf.len() as u64;
         self.total_bytes += buf.len() as u64;
         self.next_seq += records.len() as u64;
-        if self.cfg.fsync != FsyncPolicy::Batch {
+        if !sync {
             self.unsynced = true;
         }
         if let Some(k) = kmsg {
