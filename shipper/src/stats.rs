@@ -58,6 +58,7 @@ impl Stats {
             ("corrupt_records".into(), js.corrupt_records),
             ("torn_tails".into(), js.torn_tails),
             ("checkpoint_errors".into(), js.checkpoint_errors),
+            ("journal_data_syncs".into(), js.data_syncs),
             ("records_replayed".into(), j.replayed_at_open()),
         ];
         for e in exporters {

@@ -90,6 +90,8 @@ pub struct JournalStats {
     pub dropped_oldest: u64,
     pub checkpoint_errors: u64,
     pub fsync_errors: u64,
+    /// fdatasync calls made for appended records (per batch, per group commit, per interval).
+    pub data_syncs: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -359,6 +361,7 @@ impl Journal {
                 .segments
                 .back()
                 .map_or_else(|| self.dir.clone(), |s| s.path.clone());
+            self.stats.data_syncs += 1;
             self.active
                 .sync_data()
                 .map_err(|e| JournalError::io(&path, e))?;
@@ -402,6 +405,7 @@ impl Journal {
         let pos = seg.size;
         let written = self.active.write_all_at(&buf, pos).and_then(|_| {
             if sync {
+                self.stats.data_syncs += 1;
                 self.active.sync_data()
             } else {
                 Ok(())
@@ -615,6 +619,7 @@ impl Journal {
     }
 
     fn sync(&mut self) {
+        self.stats.data_syncs += 1;
         match self.active.sync_data() {
             Ok(()) => self.unsynced = false,
             Err(_) => self.stats.fsync_errors += 1,
