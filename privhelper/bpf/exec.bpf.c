@@ -68,6 +68,7 @@ static __always_inline int emit(struct task_struct *p, __u32 kind)
 	e->ktime_ns = bpf_ktime_get_ns();
 	__builtin_memset(e->comm, 0, sizeof(e->comm));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

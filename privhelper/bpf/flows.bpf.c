@@ -166,7 +166,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct v
 	return 0;
 }
 
-static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 source)
+static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 source,
+				   __u64 cgroup_id)
 {
 	struct vigil_flow_event *e;
 	__u16 proto_be = (__u16)skb->protocol;
@@ -190,6 +191,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 	e->direction = direction;
 	e->source = source;
 	e->drops = drops_so_far();
+	e->cgroup_id = cgroup_id;
 	e->ktime_ns = bpf_ktime_get_ns();
 	if (proto_be == bpf_htons(ETH_P_IP))
 		ret = parse_ipv4(skb, l3, e);
@@ -206,21 +208,22 @@ SEC("socket")
 int vigil_flow_sock(struct __sk_buff *skb)
 {
 	__u8 dir = skb->pkt_type == PACKET_OUTGOING ? VIGIL_DIR_EGRESS : VIGIL_DIR_INGRESS;
-	handle(skb, dir, VIGIL_SRC_SOCKET);
+	handle(skb, dir, VIGIL_SRC_SOCKET, 0);
 	return 0; /* never queue anything on the packet socket */
 }
 
 SEC("classifier")
 int vigil_flow_tc_in(struct __sk_buff *skb)
 {
-	handle(skb, VIGIL_DIR_INGRESS, VIGIL_SRC_TC);
+	handle(skb, VIGIL_DIR_INGRESS, VIGIL_SRC_TC, 0);
 	return TC_CONTINUE;
 }
 
 SEC("classifier")
 int vigil_flow_tc_eg(struct __sk_buff *skb)
 {
-	handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_TC);
+	/* The socket that sent it, if local: its cgroup attributes the flow to a container. */
+	handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_TC, bpf_skb_cgroup_id(skb));
 	return TC_CONTINUE;
 }
 

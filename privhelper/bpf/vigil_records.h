@@ -17,7 +17,7 @@
 #define VIGIL_SRC_SOCKET 1
 #define VIGIL_SRC_TC 2
 
-/* 56 bytes */
+/* 64 bytes */
 struct vigil_proc_event {
 	__u32 kind;      /*  0: VIGIL_KIND_EXEC or VIGIL_KIND_EXIT */
 	__u32 pid;       /*  4: thread id (kernel pid) */
@@ -29,9 +29,10 @@ struct vigil_proc_event {
 	__u32 drops;     /* 28: records this ring lost so far (ring full), wrapping */
 	__u64 ktime_ns;  /* 32: bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	char comm[16];   /* 40: task comm, NUL padded */
+	__u64 cgroup_id; /* 56: cgroup v2 id of the task (inode of its cgroup directory) */
 };
 
-/* 64 bytes: one per packet seen */
+/* 72 bytes: one per packet seen */
 struct vigil_flow_event {
 	__u32 kind;      /*  0: VIGIL_KIND_FLOW */
 	__u32 ifindex;   /*  4 */
@@ -46,6 +47,7 @@ struct vigil_flow_event {
 	__u64 ktime_ns;  /* 24 */
 	__u8 saddr[16];  /* 32: IPv4 in the first 4 bytes */
 	__u8 daddr[16];  /* 48 */
+	__u64 cgroup_id; /* 64: cgroup v2 id of the sending socket (tc egress only, else 0) */
 };
 
 #endif

@@ -371,6 +371,33 @@ fn stats(src: &EbpfSource, k: &FlowKey) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
+/// Mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` or `/sys/fs/cgroup/unified`).
+fn cgroup2_mount() -> String {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mi.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next()? == "cgroup2")
+                .then(|| pre.split(' ').nth(4).map(String::from))?
+        })
+        .expect("cgroup2 mounted")
+}
+
+/// This process's cgroup v2 id: the inode of its cgroup directory.
+fn own_cgroup_id() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    std::fs::metadata(format!("{}{}", cgroup2_mount(), rel.trim_end_matches('/')))
+        .unwrap()
+        .ino()
+}
+
+/// The cgroup id the flow `k` was attributed to.
+fn cgroup_of(src: &EbpfSource, k: &FlowKey) -> u64 {
+    src.flows().get(k).map(|s| s.cgroup_id).unwrap_or(0)
+}
+
 #[test]
 fn socket_filter_counts_loopback_tcp_and_udp() {
     let _serial = flow_lock();
@@ -638,6 +665,22 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     drop(inner);
     drop(inner_mgr);
     assert_detached(&inner_ids);
+
+    // tc egress knows the sending socket's cgroup: this test process's.
+    let tcp_eg_t = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, FlowSource::Tc);
+    assert_eq!(cgroup_of(&tc, &tcp_eg_t), own_cgroup_id());
+    let udp_eg_t = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, FlowSource::Tc);
+    assert_eq!(cgroup_of(&tc, &udp_eg_t), own_cgroup_id());
+    // The socket filter cannot know it.
+    let udp_eg_s = key(
+        ifi,
+        Direction::Egress,
+        17,
+        udp_cli,
+        udp_srv,
+        FlowSource::Socket,
+    );
+    assert_eq!(cgroup_of(&sock, &udp_eg_s), 0);
 
     // Both sources saw the very same packets on the host side of the veth.
     let tcp_eg_s = key(

@@ -55,6 +55,9 @@ pub struct FlowStats {
     pub start_unix_nano: u64,
     /// Packets seen since the last eviction.
     pub recent_packets: u64,
+    /// cgroup v2 id of the local socket sending this flow (tc egress), first non-zero seen; 0
+    /// when unknown (other sources, or only packets without a full socket, e.g. time-wait ACKs).
+    pub cgroup_id: u64,
 }
 
 /// Interface index → name, read from /sys/class/net (cached; refreshed on a miss at most once
@@ -98,7 +101,8 @@ impl IfNames {
 
 /// Extra attributes for a flow at eviction: container / pod attribution by whoever knows the
 /// network namespaces (e.g. `container.id`, `k8s.pod.uid` from the flow's interface or address).
-pub type FlowAttributor = Box<dyn FnMut(&FlowKey, Option<&str>) -> Vec<KeyValue> + Send>;
+pub type FlowAttributor =
+    Box<dyn FnMut(&FlowKey, &FlowStats, Option<&str>) -> Vec<KeyValue> + Send>;
 
 #[derive(Default)]
 pub struct FlowTable {
@@ -170,6 +174,9 @@ impl FlowTable {
         s.bytes += u64::from(e.bytes);
         s.packets += 1;
         s.recent_packets += 1;
+        if s.cgroup_id == 0 {
+            s.cgroup_id = e.cgroup_id;
+        }
     }
 
     /// Metrics for every flow that saw traffic since the last call; flows idle for the whole
@@ -208,7 +215,7 @@ impl FlowTable {
             ];
             let ifname = self.ifnames.name(k.ifindex);
             if let Some(f) = self.attributor.as_mut() {
-                attrs.extend(f(&k, ifname.as_deref()));
+                attrs.extend(f(&k, &s, ifname.as_deref()));
             }
             match ifname {
                 Some(n) => attrs.push(KeyValue::str("network.interface.name", n)),
@@ -256,13 +263,14 @@ mod tests {
             dport: 80,
             ktime_ns: 0,
             drops: 0,
+            cgroup_id: 0,
         }
     }
 
     #[test]
     fn attributor_adds_attributes() {
         let mut t = FlowTable::new();
-        t.set_attributor(Box::new(|k, _if| {
+        t.set_attributor(Box::new(|k, _s, _if| {
             if k.sport == 1 {
                 vec![KeyValue::str("container.id", "abc")]
             } else {

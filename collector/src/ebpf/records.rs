@@ -7,9 +7,9 @@ pub const KIND_EXEC: u32 = 1;
 pub const KIND_EXIT: u32 = 2;
 pub const KIND_FLOW: u32 = 3;
 /// `sizeof(struct vigil_proc_event)`.
-pub const PROC_EVENT_SIZE: usize = 56;
+pub const PROC_EVENT_SIZE: usize = 64;
 /// `sizeof(struct vigil_flow_event)`.
-pub const FLOW_EVENT_SIZE: usize = 64;
+pub const FLOW_EVENT_SIZE: usize = 72;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProcEventKind {
@@ -34,6 +34,8 @@ pub struct ProcEvent {
     pub comm: String,
     /// Records the ring lost so far (ring full) when this one was written (wraps at 2^32).
     pub drops: u32,
+    /// cgroup v2 id of the task (the inode number of its cgroup directory).
+    pub cgroup_id: u64,
 }
 
 impl ProcEvent {
@@ -89,6 +91,8 @@ pub struct FlowEvent {
     pub ktime_ns: u64,
     /// Records the ring lost so far (ring full) when this one was written (wraps at 2^32).
     pub drops: u32,
+    /// cgroup v2 id of the local socket that sent the packet (tc egress only; else 0).
+    pub cgroup_id: u64,
 }
 
 /// Any record of the ring buffers.
@@ -146,6 +150,7 @@ pub fn parse(rec: &[u8]) -> Option<BpfRecord> {
                 drops: u32_at(rec, 28)?,
                 ktime_ns: u64_at(rec, 32)?,
                 comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+                cgroup_id: u64_at(rec, 56)?,
             }))
         }
         KIND_FLOW => {
@@ -173,6 +178,7 @@ pub fn parse(rec: &[u8]) -> Option<BpfRecord> {
                 ktime_ns: u64_at(rec, 24)?,
                 saddr: addr(rec.get(32..48)?, family)?,
                 daddr: addr(rec.get(48..64)?, family)?,
+                cgroup_id: u64_at(rec, 64)?,
             }))
         }
         _ => None,
@@ -187,8 +193,8 @@ mod tests {
     fn short_and_unknown_records_are_none() {
         assert_eq!(parse(&[]), None);
         assert_eq!(parse(&[1, 0, 0, 0]), None);
-        assert_eq!(parse(&[9; 64]), None);
-        let mut flow = [0u8; 64];
+        assert_eq!(parse(&[9; 72]), None);
+        let mut flow = [0u8; 72];
         flow[0] = 3;
         flow[14] = 5; // bad family
         assert_eq!(parse(&flow), None);
@@ -196,7 +202,7 @@ mod tests {
 
     #[test]
     fn flow_record_parses() {
-        let mut r = [0u8; 64];
+        let mut r = [0u8; 72];
         r[0] = 3;
         r[4] = 7;
         r[8..12].copy_from_slice(&1500u32.to_ne_bytes());
@@ -209,6 +215,7 @@ mod tests {
         r[20..24].copy_from_slice(&5u32.to_ne_bytes());
         r[32..36].copy_from_slice(&[10, 0, 0, 1]);
         r[48..52].copy_from_slice(&[10, 0, 0, 2]);
+        r[64..72].copy_from_slice(&77u64.to_ne_bytes());
         let Some(BpfRecord::Flow(f)) = parse(&r) else {
             panic!("not a flow")
         };
@@ -219,6 +226,9 @@ mod tests {
         assert_eq!(f.saddr.to_string(), "10.0.0.1");
         assert_eq!(f.dport, 443);
         assert_eq!(f.drops, 5);
+        assert_eq!(f.cgroup_id, 77);
+        // One byte short of the layout: refused.
+        assert_eq!(parse(&r[..71]), None);
     }
 
     #[test]
@@ -234,6 +244,7 @@ mod tests {
             ktime_ns: 0,
             comm: String::new(),
             drops: 0,
+            cgroup_id: 0,
         };
         assert_eq!(e.exit_code(), Some(3));
         assert_eq!(e.exit_signal(), None);
