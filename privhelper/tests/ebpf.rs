@@ -1283,3 +1283,105 @@ fn attach_over_the_ipc_channel() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A cgroup v2 directory made for a test, removed on drop.
+struct TestCgroup {
+    outer: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The exited members leave asynchronously: retry a little.
+        for _ in 0..50 {
+            let _ = std::fs::remove_dir(&self.dir);
+            if std::fs::remove_dir(&self.outer).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn exec_in_a_container_cgroup_is_attributed() {
+    use std::os::unix::fs::MetadataExt;
+    use vigil_collector::ebpf::CgroupResolver;
+    const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let outer = std::path::PathBuf::from(format!(
+        "{}/vigil-ebpf-test-{}",
+        cgroup2_mount(),
+        std::process::id()
+    ));
+    let dir = outer.join(format!("docker-{CID}.scope"));
+    std::fs::create_dir_all(&dir).expect("mkdir in the cgroup v2 hierarchy");
+    let cg = TestCgroup { outer, dir };
+    let ino = std::fs::metadata(&cg.dir).unwrap().ino();
+
+    let mut mgr = BpfManager::new();
+    let att = mgr.attach(BpfProgram::ExecExit, &init(&ALL, &[])).unwrap();
+    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    src.set_cgroup_resolver(CgroupResolver::discover().expect("cgroup2 mount"));
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /bin/true",
+        cg.dir.display()
+    );
+    let mut c = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let pid = i64::from(c.id());
+    assert!(c.wait().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let attrs = loop {
+        src.drain(&mut out, &[]).unwrap();
+        // The second exec of that pid (sh -> true) happened inside the cgroup.
+        let found = out.iter().find_map(|r| match r {
+            vigil_ipc_proto::Record::Log { log, .. }
+                if log.event_name == "process.exec"
+                    && log.body.starts_with("exec true")
+                    && log.attributes.iter().any(|kv| {
+                        kv.key == "process.pid" && kv.value == vigil_ipc_proto::AttrValue::I64(pid)
+                    }) =>
+            {
+                Some(log.attributes.clone())
+            }
+            _ => None,
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no exec of true for {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let get = |k: &str| {
+        attrs
+            .iter()
+            .find(|kv| kv.key == k)
+            .map(|kv| kv.value.clone())
+    };
+    assert_eq!(
+        get("container.id"),
+        Some(vigil_ipc_proto::AttrValue::Str(CID.into()))
+    );
+    let cg_path = format!(
+        "0::/vigil-ebpf-test-{}/docker-{CID}.scope",
+        std::process::id()
+    );
+    assert_eq!(
+        get("process.linux.cgroup"),
+        Some(vigil_ipc_proto::AttrValue::Str(cg_path))
+    );
+    // And the raw id is the directory's inode.
+    let mut r = CgroupResolver::discover().unwrap();
+    assert!(
+        r.path(ino)
+            .unwrap()
+            .ends_with(&format!("docker-{CID}.scope"))
+    );
+    drop(src);
+    drop(mgr);
+    drop(cg);
+}

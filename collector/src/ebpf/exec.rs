@@ -12,11 +12,13 @@ use super::records::{ProcEvent, ProcEventKind};
 /// OpenTelemetry severity number INFO.
 const SEVERITY_INFO: u8 = 9;
 
+/// `extra`: attributes known from elsewhere (container attribution of the cgroup).
 pub fn to_record(
     e: &ProcEvent,
     time_unix_nano: u64,
     observed_unix_nano: u64,
     resource: &[KeyValue],
+    extra: Vec<KeyValue>,
 ) -> Record {
     let (event_name, body) = match e.kind {
         ProcEventKind::Exec => (
@@ -36,6 +38,7 @@ pub fn to_record(
         KeyValue::i64("process.real_group.id", i64::from(e.gid)),
         KeyValue::i64("thread.id", i64::from(e.tid)),
     ];
+    attributes.extend(extra);
     if e.kind == ProcEventKind::Exit {
         match (e.exit_code(), e.exit_signal()) {
             (Some(c), _) => attributes.push(KeyValue::i64("process.exit.code", i64::from(c))),

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use vigil_ipc_proto::{KeyValue, Metric, MetricKind, MetricValue, Record};
 
+use super::cgroup::CgroupResolver;
 use super::records::{Direction, FlowEvent, FlowSource};
 
 /// Most flows tracked at once; packets of new flows beyond it are counted in `overflow`.
@@ -182,6 +183,17 @@ impl FlowTable {
     /// Metrics for every flow that saw traffic since the last call; flows idle for the whole
     /// interval are dropped.
     pub fn evict(&mut self, now_unix_nano: u64, resource: &[KeyValue]) -> Vec<Record> {
+        self.evict_with(now_unix_nano, resource, None)
+    }
+
+    /// [`evict`](Self::evict), attributing flows with a known sending cgroup (tc egress) to
+    /// their container / pod.
+    pub fn evict_with(
+        &mut self,
+        now_unix_nano: u64,
+        resource: &[KeyValue],
+        mut cgroups: Option<&mut CgroupResolver>,
+    ) -> Vec<Record> {
         self.ifnames.allow_refresh();
         self.flows.retain(|_, s| s.recent_packets > 0);
         let mut out = Vec::with_capacity(self.flows.len());
@@ -213,6 +225,9 @@ impl FlowTable {
                     },
                 ),
             ];
+            if let Some(r) = cgroups.as_deref_mut() {
+                attrs.extend(r.attributes(s.cgroup_id));
+            }
             let ifname = self.ifnames.name(k.ifindex);
             if let Some(f) = self.attributor.as_mut() {
                 attrs.extend(f(&k, &s, ifname.as_deref()));

@@ -13,6 +13,7 @@
 //! register it with epoll/mio) and [`EbpfSource::drain`] turns pending records into
 //! [`Record`]s. [`EbpfSource::set_process_hook`] lets the process table see exec/exit events.
 
+pub mod cgroup;
 pub mod exec;
 pub mod flows;
 pub mod records;
@@ -25,6 +26,7 @@ use vigil_ipc_proto::{
     ProtoError, Record,
 };
 
+pub use cgroup::CgroupResolver;
 pub use flows::FlowTable;
 pub use records::{BpfRecord, FlowEvent, ProcEvent, ProcEventKind};
 pub use ringbuf::{RingBuf, RingBufError};
@@ -109,6 +111,7 @@ pub struct EbpfSource {
     ring: RingBuf,
     flows: FlowTable,
     hook: Option<ProcessHook>,
+    cgroups: Option<CgroupResolver>,
     pub stats: SourceStats,
 }
 
@@ -129,8 +132,14 @@ impl EbpfSource {
             ring: RingBuf::new(fd, ring_size)?,
             flows: FlowTable::new(),
             hook: None,
+            cgroups: None,
             stats: SourceStats::default(),
         })
+    }
+
+    /// Attribute exec/exit events and tc egress flows to containers / pods by cgroup.
+    pub fn set_cgroup_resolver(&mut self, r: CgroupResolver) {
+        self.cgroups = Some(r);
     }
 
     /// Called for every exec/exit event, before it becomes a log record.
@@ -159,6 +168,7 @@ impl EbpfSource {
             ring,
             flows,
             hook,
+            cgroups,
             stats,
             ..
         } = self;
@@ -171,11 +181,16 @@ impl EbpfSource {
                     if let Some(h) = hook.as_mut() {
                         h(&e);
                     }
+                    let extra = cgroups
+                        .as_mut()
+                        .map(|r| r.attributes(e.cgroup_id))
+                        .unwrap_or_default();
                     out.push(exec::to_record(
                         &e,
                         clock.unix_nano(e.ktime_ns),
                         clock.now_unix_nano(),
                         resource,
+                        extra,
                     ));
                 }
                 Some(BpfRecord::Flow(e)) => {
@@ -207,7 +222,11 @@ impl EbpfSource {
 
     /// Flow metrics for the interval (call every `collector.flow_evict_ms`).
     pub fn evict_flows(&mut self, resource: &[KeyValue]) -> Vec<Record> {
-        self.flows.evict(Clock::now().now_unix_nano(), resource)
+        self.flows.evict_with(
+            Clock::now().now_unix_nano(),
+            resource,
+            self.cgroups.as_mut(),
+        )
     }
 
     /// Bytes of records not consumed yet.
@@ -390,7 +409,12 @@ impl EbpfSources {
 /// Start-up in one call: ask the privhelper for every enabled program (blocking on the
 /// channel), log the refusals, and return the sources ready for the event loop.
 pub fn start(privhelper: &mut Channel, init: &InitConfig) -> EbpfSources {
-    let (sources, errors) = attach_all(privhelper, init);
+    let (mut sources, errors) = attach_all(privhelper, init);
+    for s in &mut sources {
+        if let Some(r) = CgroupResolver::discover() {
+            s.set_cgroup_resolver(r);
+        }
+    }
     for e in &errors {
         tracing::warn!("eBPF source unavailable: {e}");
     }
