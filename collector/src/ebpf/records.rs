@@ -231,6 +231,25 @@ mod tests {
         assert_eq!(parse(&r[..71]), None);
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, parsing returns a value or None, never panics; a record that
+        /// parses re-parses identically from a longer buffer (trailing bytes ignored).
+        #[test]
+        fn parse_never_panics(
+            kind in 0u32..5,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+        ) {
+            let mut bytes = kind.to_ne_bytes().to_vec();
+            bytes.extend_from_slice(&tail);
+            let r = parse(&bytes);
+            if let Some(r) = r {
+                let mut longer = bytes.clone();
+                longer.extend_from_slice(&[0xff; 16]);
+                proptest::prop_assert_eq!(parse(&longer), Some(r));
+            }
+        }
+    }
+
     #[test]
     fn exit_status_decoding() {
         let mut e = ProcEvent {
