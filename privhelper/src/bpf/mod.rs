@@ -10,7 +10,15 @@
 //! |-------------------------------|---------------------|---------------------------------|
 //! | [`BpfProgram::ExecExit`]      | `ebpf_exec`         | BPF, PERFMON (raw tracepoints)  |
 //! | [`BpfProgram::FlowsSocketFilter`] | `ebpf_flows_socket` | BPF, NET_RAW (AF_PACKET socket) |
-//! | [`BpfProgram::FlowsTc`]       | `ebpf_flows_tc`     | BPF, NET_ADMIN (tcx / clsact)   |
+//! | [`BpfProgram::FlowsTc`]       | `ebpf_flows_tc`     | BPF, NET_ADMIN (tcx links)      |
+//!
+//! (Measured as uid 65534 with exactly those capabilities, `privhelper/tests/ebpf.rs`; tc needs
+//! no PERFMON because the programs read packets with `bpf_skb_load_bytes` only.)
+//!
+//! The socket filter sees every interface of the privhelper's network namespace; the tc programs
+//! attach (ingress + egress) to `collector.flow_interfaces`, or every interface but `lo` present
+//! at the first request. A program is loaded once: later requests get a new descriptor of the
+//! same ring. Records: `privhelper/bpf/vigil_records.h`.
 
 mod loader;
 mod packet_socket;
