@@ -18,6 +18,9 @@ resolution) of ONE collection cycle:
   node-exporter     default collectors, scrape 127.0.0.1:19100/metrics K times (host metrics,
                     not per-process: listed, not used for the ratio)
   psutil            bench/psutil_cycle.py: the same per-process fields as vigil, in-process
+  proc-floor        bench/src/bin/proc_floor.rs: only the raw /proc reads of vigil's field list
+                    (a lower bound, not a peer); proc-floor(lean): stat + fd count by st_size;
+                    proc-floor(cached-fds): lean, with /proc/PID/stat kept open (pread)
   apps.plugin       netdata's collector run standalone (`apps.plugin 1`), delta per cycle
   vigil             `vigil run --user nobody --interval-ms I`: collector CPU delta per cycle;
                     RSS of all four processes; idle cost at 10 s / 500 processes
@@ -266,6 +269,18 @@ def measure_psutil(k):
             "machine_busy_pct": ml.busy_pct()}
 
 
+def measure_proc_floor(k, mode):
+    """bench/src/bin/proc_floor.rs: the raw /proc reads of vigil's field list, nothing else."""
+    exe = os.path.join(REPO, "target/release/vigil-proc-floor")
+    if not os.access(exe, os.X_OK):
+        return {"error": "cargo build --release -p vigil-bench"}
+    ml = MachineLoad()
+    r = json.loads(subprocess.run([exe, str(k)] + ([mode] if mode else []), check=True,
+                                  capture_output=True, text=True).stdout)
+    return {"cpu_ms": r["cycle_cpu_ms"], "rss_kib": r["max_rss_kib"], "processes": r["processes"],
+            "machine_busy_pct": ml.busy_pct()}
+
+
 def measure_apps_plugin(k):
     """netdata's apps.plugin standalone: `apps.plugin 1` (1 s cycles, netdata's plugin protocol
     on stdout; it exits when its stdin closes, so it gets a pipe). A cycle ends at each
@@ -467,7 +482,7 @@ def main():
     ap.add_argument("--vigil-interval-ms", type=int, default=1000)
     ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement")
     ap.add_argument("--idle-seconds", type=int, default=60)
-    ap.add_argument("--tools", default="process-exporter,process-exporter(defaults),node-exporter,psutil,apps.plugin,vigil")
+    ap.add_argument("--tools", default="process-exporter,process-exporter(defaults),node-exporter,psutil,proc-floor,proc-floor(lean),proc-floor(cached-fds),apps.plugin,vigil")
     ap.add_argument("--json", default=None, help="write all samples here")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -514,6 +529,11 @@ def main():
             if "psutil" in tools:
                 log(f"N={n}: psutil, {k} cycles")
                 run["tools"]["psutil"] = measure_psutil(k)
+            for name, mode in (("proc-floor", None), ("proc-floor(lean)", "--lean"),
+                               ("proc-floor(cached-fds)", "--cached-fds")):
+                if name in tools:
+                    log(f"N={n}: {name}, {k} cycles")
+                    run["tools"][name] = measure_proc_floor(k, mode)
             if "apps.plugin" in tools:
                 log(f"N={n}: apps.plugin, {k} cycles")
                 run["tools"]["apps.plugin"] = measure_apps_plugin(k)
