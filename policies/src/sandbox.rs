@@ -1,6 +1,17 @@
-//! Applying a sandbox plan to the calling process. (API skeleton; filled in by the sandbox work.)
+//! Applying a [`SandboxPlan`] to the calling process, in the one safe order:
+//! ids (with the bounding set trimmed while CAP_SETPCAP is still there) → capability sets →
+//! NoNewPrivs → Landlock → seccomp. Must run before the process starts any thread.
 
+use std::collections::HashSet;
+use std::os::fd::RawFd;
+
+use caps::{CapSet, Capability};
+use nix::unistd::{Gid, Uid};
 use vigil_ipc_proto::{Role, SandboxPlan, SandboxReport};
+
+use crate::landlock::LandlockError;
+use crate::report::ReportError;
+use crate::seccomp::{Policy, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -9,6 +20,42 @@ pub enum SandboxError {
         step: &'static str,
         source: std::io::Error,
     },
+    #[error("capabilities ({step}): {source}")]
+    Caps {
+        step: &'static str,
+        source: caps::errors::CapsError,
+    },
+    #[error("capability number {0} is unknown")]
+    UnknownCap(u8),
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+    #[error(transparent)]
+    Seccomp(#[from] PolicyError),
+    #[error("seccomp reporter: {0}")]
+    Report(#[from] ReportError),
+}
+
+fn step(step: &'static str) -> impl FnOnce(nix::Error) -> SandboxError {
+    move |e| SandboxError::Step {
+        step,
+        source: e.into(),
+    }
+}
+
+fn caps_err(step: &'static str) -> impl FnOnce(caps::errors::CapsError) -> SandboxError {
+    move |source| SandboxError::Caps { step, source }
+}
+
+/// Map capability numbers (linux/capability.h) to the caps crate's names.
+pub fn caps_from_numbers(nums: &[u8]) -> Result<HashSet<Capability>, SandboxError> {
+    nums.iter()
+        .map(|n| {
+            caps::all()
+                .into_iter()
+                .find(|c| c.index() == *n)
+                .ok_or(SandboxError::UnknownCap(*n))
+        })
+        .collect()
 }
 
 /// Drop to the plan's ids and capabilities, set NoNewPrivs, restrict with Landlock, then load
@@ -17,8 +64,71 @@ pub enum SandboxError {
 pub fn apply(
     role: Role,
     plan: &SandboxPlan,
-    report_fd: std::os::fd::RawFd,
+    report_fd: RawFd,
 ) -> Result<SandboxReport, SandboxError> {
-    let _ = (role, plan, report_fd);
-    Ok(SandboxReport::default())
+    let keep = caps_from_numbers(&plan.keep_caps)?;
+
+    // 1. Bounding set first: dropping from it needs CAP_SETPCAP, which goes away below.
+    let can_setpcap = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
+        .map_err(caps_err("read effective set"))?;
+    if can_setpcap {
+        let bounding = caps::read(None, CapSet::Bounding).map_err(caps_err("read bounding"))?;
+        for c in bounding.difference(&keep) {
+            caps::drop(None, CapSet::Bounding, *c).map_err(caps_err("drop bounding"))?;
+        }
+    }
+
+    // 2. Identity. Keep the permitted set across setresuid only if something must be kept.
+    if let Some(ids) = &plan.ids {
+        if !keep.is_empty() {
+            nix::sys::prctl::set_keepcaps(true).map_err(step("PR_SET_KEEPCAPS"))?;
+        }
+        let groups: Vec<Gid> = ids.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(step("setgroups"))?;
+        let gid = Gid::from_raw(ids.gid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(step("setresgid"))?;
+        let uid = Uid::from_raw(ids.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(step("setresuid"))?;
+        if !keep.is_empty() {
+            nix::sys::prctl::set_keepcaps(false).map_err(step("PR_SET_KEEPCAPS off"))?;
+        }
+    }
+
+    // 3. Capability sets: exactly `keep` in permitted and effective, nothing inheritable or
+    //    ambient.
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("clear ambient"))?;
+    caps::set(None, CapSet::Inheritable, &HashSet::new()).map_err(caps_err("inheritable"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(caps_err("effective"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(caps_err("permitted"))?;
+
+    // A process that keeps capabilities must not be inspectable by its same-uid peers
+    // (ptrace, /proc/PID/mem, /proc/PID/fd): non-dumpable makes its /proc entries root-owned.
+    if role == Role::Privhelper || !keep.is_empty() {
+        nix::sys::prctl::set_dumpable(false).map_err(step("PR_SET_DUMPABLE"))?;
+    }
+
+    // 4. No privilege can be gained through exec from here on.
+    nix::sys::prctl::set_no_new_privs().map_err(step("PR_SET_NO_NEW_PRIVS"))?;
+
+    // 5. Landlock.
+    let landlock = crate::landlock::apply(&plan.landlock)?;
+
+    // 6. Seccomp last (it must allow everything above has already done).
+    let seccomp = if plan.seccomp {
+        let policy = Policy::for_role(role)?;
+        let filter = policy.compile()?;
+        crate::report::install(report_fd)?;
+        filter.load().map_err(PolicyError::from)?;
+        policy.name.trim_end_matches(".policy").to_string()
+    } else {
+        "off".into()
+    };
+
+    Ok(SandboxReport {
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        landlock,
+        seccomp,
+        no_new_privs: nix::sys::prctl::get_no_new_privs().unwrap_or(false),
+    })
 }

@@ -1,0 +1,193 @@
+//! Landlock rulesets: templates per role in `policies/landlock/*.toml`, filled by the supervisor
+//! with this run's paths and ports, applied by the child to itself.
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, LandlockStatus, NetPort,
+    PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+};
+use serde::Deserialize;
+use vigil_ipc_proto::{LandlockPlan, Role};
+
+const COLLECTOR: &str = include_str!("../landlock/collector.toml");
+const SHIPPER: &str = include_str!("../landlock/shipper.toml");
+const PRIVHELPER: &str = include_str!("../landlock/privhelper.toml");
+
+/// Newest ABI whose rights this code was written and tested against.
+const TARGET_ABI: ABI = ABI::V6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    #[error("landlock template of {role}: {msg}")]
+    Template { role: Role, msg: String },
+    #[error("landlock ruleset: {0}")]
+    Ruleset(#[from] landlock::RulesetError),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Template {
+    read_only: Vec<String>,
+    read_write: Vec<String>,
+    connect_tcp: Vec<String>,
+}
+
+/// Values substituted into the templates.
+#[derive(Debug, Clone, Default)]
+pub struct LandlockVars {
+    pub host_root: String,
+    pub runtime_dir: String,
+    pub journal_dir: String,
+    /// Port of the configured OTLP endpoint, if any.
+    pub otlp_port: Option<u16>,
+}
+
+fn template(role: Role) -> Option<&'static str> {
+    match role {
+        Role::Collector => Some(COLLECTOR),
+        Role::Shipper => Some(SHIPPER),
+        Role::Privhelper => Some(PRIVHELPER),
+        _ => None,
+    }
+}
+
+fn subst(s: &str, v: &LandlockVars) -> Option<String> {
+    if s.contains("{otlp_port}") {
+        return v
+            .otlp_port
+            .map(|p| s.replace("{otlp_port}", &p.to_string()));
+    }
+    Some(
+        s.replace("{host_root}", &v.host_root)
+            .replace("{runtime_dir}", &v.runtime_dir)
+            .replace("{journal_dir}", &v.journal_dir),
+    )
+}
+
+/// The plan of a role for this run (pure: templates + variables).
+pub fn landlock_plan(role: Role, vars: &LandlockVars) -> Result<LandlockPlan, LandlockError> {
+    let text = template(role).ok_or_else(|| LandlockError::Template {
+        role,
+        msg: "no template".into(),
+    })?;
+    let t: Template = toml::from_str(text).map_err(|e| LandlockError::Template {
+        role,
+        msg: e.to_string(),
+    })?;
+    let paths = |v: &[String]| v.iter().filter_map(|s| subst(s, vars)).collect::<Vec<_>>();
+    let mut connect_tcp = Vec::new();
+    for p in t.connect_tcp.iter().filter_map(|s| subst(s, vars)) {
+        connect_tcp.push(p.parse().map_err(|_| LandlockError::Template {
+            role,
+            msg: format!("bad port {p}"),
+        })?);
+    }
+    Ok(LandlockPlan {
+        enabled: true,
+        read_only: paths(&t.read_only),
+        read_write: paths(&t.read_write),
+        connect_tcp,
+    })
+}
+
+/// The Landlock ABI of the running kernel (0: none).
+pub fn kernel_abi() -> i32 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr and size 0 only queries.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    if rc < 0 { 0 } else { rc as i32 }
+}
+
+/// Restrict the calling thread (and its future children) to the plan. Returns the text
+/// reported to the supervisor.
+pub fn apply(plan: &LandlockPlan) -> Result<String, LandlockError> {
+    if !plan.enabled {
+        return Ok("off".into());
+    }
+    let abi = kernel_abi();
+    if abi <= 0 {
+        return Ok("not supported".into());
+    }
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(TARGET_ABI))?;
+    if abi >= 4 {
+        ruleset = ruleset.handle_access(AccessNet::from_all(TARGET_ABI))?;
+    }
+    if abi >= 6 {
+        ruleset = ruleset.scope(Scope::from_all(TARGET_ABI))?;
+    }
+    let mut created = ruleset.create()?;
+    let read = AccessFs::from_read(TARGET_ABI);
+    let all = AccessFs::from_all(TARGET_ABI);
+    for (paths, access) in [(&plan.read_only, read), (&plan.read_write, all)] {
+        for p in paths {
+            let Ok(fd) = PathFd::new(p) else {
+                tracing::debug!(path = %p, "landlock: path absent, no rule");
+                continue;
+            };
+            let is_file = std::fs::metadata(p).map(|m| !m.is_dir()).unwrap_or(false);
+            let access = if is_file {
+                access & AccessFs::from_file(TARGET_ABI)
+            } else {
+                access
+            };
+            created = created.add_rule(PathBeneath::new(fd, access))?;
+        }
+    }
+    if abi >= 4 {
+        for port in &plan.connect_tcp {
+            created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+        }
+    }
+    let status = created.restrict_self()?;
+    let effective = match status.landlock {
+        LandlockStatus::Available { effective_abi, .. } => effective_abi as i32,
+        _ => abi,
+    };
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => format!("enforced (ABI {effective})"),
+        RulesetStatus::PartiallyEnforced => format!("partially enforced (ABI {effective})"),
+        RulesetStatus::NotEnforced => "not enforced".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> LandlockVars {
+        LandlockVars {
+            host_root: "/".into(),
+            runtime_dir: "/run/vigil".into(),
+            journal_dir: "/run/vigil/journal".into(),
+            otlp_port: Some(4318),
+        }
+    }
+
+    #[test]
+    fn plans_per_role() {
+        let c = landlock_plan(Role::Collector, &vars()).unwrap();
+        assert!(c.read_write.is_empty() && c.connect_tcp.is_empty());
+        assert!(c.read_only.contains(&"/proc".to_string()));
+        let s = landlock_plan(Role::Shipper, &vars()).unwrap();
+        assert_eq!(s.read_write, vec!["/run/vigil/journal".to_string()]);
+        assert_eq!(s.connect_tcp, vec![4318]);
+        let mut v = vars();
+        v.otlp_port = None;
+        assert!(
+            landlock_plan(Role::Shipper, &v)
+                .unwrap()
+                .connect_tcp
+                .is_empty()
+        );
+        let p = landlock_plan(Role::Privhelper, &vars()).unwrap();
+        assert!(p.read_only.contains(&"/dev/kmsg".to_string()));
+        assert!(p.read_write.is_empty());
+    }
+}

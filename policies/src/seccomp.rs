@@ -1,0 +1,336 @@
+//! Seccomp allowlists: the readable `policies/seccomp/*.policy` files, parsed into a typed
+//! policy and compiled with libseccomp. Anything not allowed traps with SIGSYS; the handler
+//! installed by [`crate::report`] tells the supervisor which syscall it was.
+
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use vigil_ipc_proto::Role;
+
+const COMMON: &str = include_str!("../seccomp/common.policy");
+const COLLECTOR: &str = include_str!("../seccomp/collector.policy");
+const SHIPPER: &str = include_str!("../seccomp/shipper.policy");
+const PRIVHELPER: &str = include_str!("../seccomp/privhelper.policy");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}:{line}: {msg}")]
+    Parse {
+        file: &'static str,
+        line: usize,
+        msg: String,
+    },
+    #[error("{file}: @include of unknown policy {name}")]
+    Include { file: &'static str, name: String },
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] libseccomp::error::SeccompError),
+    #[error("syscall {0} is not known to libseccomp")]
+    UnknownSyscall(String),
+}
+
+/// One allowed syscall, optionally only for some values of one argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub syscall: String,
+    pub arg: Option<ArgFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgFilter {
+    pub index: u32,
+    /// Any of these values is allowed.
+    pub values: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    Const(u64),
+    /// The calling process's pid, known when the filter is built.
+    OwnPid,
+}
+
+/// The policy of a role, all includes resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: &'static str,
+    pub rules: Vec<Rule>,
+}
+
+fn source(name: &str) -> Option<(&'static str, &'static str)> {
+    Some(match name {
+        "common" => ("common.policy", COMMON),
+        "collector" => ("collector.policy", COLLECTOR),
+        "shipper" => ("shipper.policy", SHIPPER),
+        "privhelper" => ("privhelper.policy", PRIVHELPER),
+        _ => return None,
+    })
+}
+
+/// The policy file name of a role, if the role has one.
+pub fn policy_name(role: Role) -> Option<&'static str> {
+    match role {
+        Role::Privhelper => Some("privhelper"),
+        Role::Collector => Some("collector"),
+        Role::Shipper => Some("shipper"),
+        Role::Supervisor | Role::StatusClient => None,
+    }
+}
+
+impl Policy {
+    pub fn for_role(role: Role) -> Result<Policy, PolicyError> {
+        let name = policy_name(role).ok_or_else(|| PolicyError::Include {
+            file: "-",
+            name: role.to_string(),
+        })?;
+        Self::load(name)
+    }
+
+    pub fn load(name: &str) -> Result<Policy, PolicyError> {
+        let (file, text) = source(name).ok_or_else(|| PolicyError::Include {
+            file: "-",
+            name: name.to_string(),
+        })?;
+        let mut rules = Vec::new();
+        parse_into(file, text, &mut rules, 0)?;
+        Ok(Policy { name: file, rules })
+    }
+
+    pub fn allows(&self, syscall: &str) -> bool {
+        self.rules.iter().any(|r| r.syscall == syscall)
+    }
+
+    /// Build the filter (default action: trap) for the calling process.
+    pub fn compile(&self) -> Result<ScmpFilterContext, PolicyError> {
+        let pid = std::process::id() as u64;
+        let mut ctx = ScmpFilterContext::new(ScmpAction::Trap)?;
+        // We set NoNewPrivs ourselves before, and report it; keep libseccomp from hiding it.
+        ctx.set_ctl_nnp(true)?;
+        for rule in &self.rules {
+            let sc = match ScmpSyscall::from_name(&rule.syscall) {
+                Ok(s) => s,
+                Err(_) => return Err(PolicyError::UnknownSyscall(rule.syscall.clone())),
+            };
+            match &rule.arg {
+                None => {
+                    ctx.add_rule(ScmpAction::Allow, sc)?;
+                }
+                Some(f) => {
+                    for v in &f.values {
+                        let val = match v {
+                            Value::Const(c) => *c,
+                            Value::OwnPid => pid,
+                        };
+                        ctx.add_rule_conditional(
+                            ScmpAction::Allow,
+                            sc,
+                            &[ScmpArgCompare::new(f.index, ScmpCompareOp::Equal, val)],
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(ctx)
+    }
+}
+
+fn parse_into(
+    file: &'static str,
+    text: &str,
+    out: &mut Vec<Rule>,
+    depth: usize,
+) -> Result<(), PolicyError> {
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |msg: String| PolicyError::Parse {
+            file,
+            line: i + 1,
+            msg,
+        };
+        if let Some(name) = line.strip_prefix("@include ") {
+            let name = name.trim();
+            let (f, t) = source(name).ok_or_else(|| PolicyError::Include {
+                file,
+                name: name.to_string(),
+            })?;
+            if depth > 4 {
+                return Err(err("includes nested too deep".into()));
+            }
+            parse_into(f, t, out, depth + 1)?;
+            continue;
+        }
+        let (name, cond) = match line.split_once(':') {
+            Some((n, c)) => (n.trim(), Some(c.trim())),
+            None => (line, None),
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(err(format!("bad syscall name {name:?}")));
+        }
+        let arg = match cond {
+            None => None,
+            Some(c) => Some(parse_cond(c).map_err(err)?),
+        };
+        if out.iter().any(|r| r.syscall == name) {
+            return Err(err(format!("{name} listed twice")));
+        }
+        out.push(Rule {
+            syscall: name.to_string(),
+            arg,
+        });
+    }
+    Ok(())
+}
+
+/// `argN == V || argN == V ...` (one argument per rule).
+fn parse_cond(c: &str) -> Result<ArgFilter, String> {
+    let mut index = None;
+    let mut values = Vec::new();
+    for alt in c.split("||") {
+        let (lhs, rhs) = alt
+            .split_once("==")
+            .ok_or_else(|| format!("expected `argN == VALUE` in {alt:?}"))?;
+        let idx: u32 = lhs
+            .trim()
+            .strip_prefix("arg")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n < 6)
+            .ok_or_else(|| format!("bad argument {lhs:?}"))?;
+        if *index.get_or_insert(idx) != idx {
+            return Err("one argument per rule".into());
+        }
+        let rhs = rhs.trim();
+        let v = if rhs == "$PID" {
+            Value::OwnPid
+        } else if let Some(hex) = rhs.strip_prefix("0x") {
+            Value::Const(u64::from_str_radix(hex, 16).map_err(|e| format!("{rhs}: {e}"))?)
+        } else {
+            Value::Const(rhs.parse().map_err(|e| format!("{rhs}: {e}"))?)
+        };
+        values.push(v);
+    }
+    Ok(ArgFilter {
+        index: index.ok_or("empty condition")?,
+        values,
+    })
+}
+
+/// Name of a syscall number on this architecture, for reports.
+pub fn syscall_name(nr: u32) -> String {
+    ScmpSyscall::from(nr as i32)
+        .get_name()
+        .unwrap_or_else(|_| format!("syscall#{nr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_parses_and_every_name_resolves() {
+        for role in [Role::Privhelper, Role::Collector, Role::Shipper] {
+            let p = Policy::for_role(role).unwrap();
+            assert!(p.rules.len() > 40, "{role}: {}", p.rules.len());
+            for r in &p.rules {
+                let nr = ScmpSyscall::from_name(&r.syscall)
+                    .unwrap_or_else(|_| panic!("{role}: unknown syscall {}", r.syscall));
+                assert!(i32::from(nr) >= 0, "{role}: {} not on this arch", r.syscall);
+            }
+            p.compile().unwrap();
+        }
+    }
+
+    #[test]
+    fn dangerous_syscalls_are_not_allowed_to_unprivileged_roles() {
+        let forbidden = [
+            "bpf",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "setns",
+            "unshare",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "kexec_load",
+            "kexec_file_load",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "open_by_handle_at",
+            "setuid",
+            "setresuid",
+            "setgid",
+            "setgroups",
+            "capset",
+            "personality",
+            "userfaultfd",
+            "io_uring_setup",
+            "clone",
+            "clone3",
+            "fork",
+            "vfork",
+            "execve",
+            "execveat",
+            "kill",
+            "reboot",
+            "swapon",
+            "acct",
+        ];
+        for role in [Role::Collector, Role::Shipper] {
+            let p = Policy::for_role(role).unwrap();
+            for f in forbidden {
+                assert!(!p.allows(f), "{role} allows {f}");
+            }
+        }
+        let p = Policy::for_role(Role::Privhelper).unwrap();
+        for f in [
+            "mount",
+            "ptrace",
+            "finit_module",
+            "init_module",
+            "kexec_load",
+            "setuid",
+            "setresuid",
+            "capset",
+            "execve",
+            "unshare",
+            "pivot_root",
+        ] {
+            assert!(!p.allows(f), "privhelper allows {f}");
+        }
+        assert!(p.allows("bpf") && p.allows("setns"));
+    }
+
+    #[test]
+    fn conditions_parse() {
+        let f = parse_cond("arg0 == 2 || arg0 == 0x10").unwrap();
+        assert_eq!(f.index, 0);
+        assert_eq!(f.values, vec![Value::Const(2), Value::Const(16)]);
+        assert_eq!(
+            parse_cond("arg0 == $PID").unwrap().values,
+            vec![Value::OwnPid]
+        );
+        assert!(parse_cond("arg0 == 1 || arg1 == 2").is_err());
+        assert!(parse_cond("arg9 == 1").is_err());
+        assert!(parse_cond("arg0 = 1").is_err());
+        let mut v = Vec::new();
+        assert!(parse_into("t", "Bad-Name\n", &mut v, 0).is_err());
+        assert!(parse_into("t", "read\nread\n", &mut v, 0).is_err());
+        assert!(parse_into("t", "@include nope\n", &mut Vec::new(), 0).is_err());
+    }
+
+    #[test]
+    fn names_of_numbers() {
+        assert_eq!(syscall_name(libc::SYS_bpf as u32), "bpf");
+        assert_eq!(syscall_name(libc::SYS_ptrace as u32), "ptrace");
+    }
+}
