@@ -12,7 +12,9 @@ fn fd_round_trip(c: &mut Criterion) {
         let (mut a, b) = Channel::pair().unwrap();
         let h = spawn_fd_responder(b);
         let req = fd_request(n);
-        g.bench_function(format!("{n}_pids"), |bch| bch.iter(|| round_trip(&mut a, &req)));
+        g.bench_function(format!("{n}_pids"), |bch| {
+            bch.iter(|| round_trip(&mut a, &req))
+        });
         drop(a);
         h.join().unwrap();
     }

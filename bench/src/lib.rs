@@ -34,7 +34,13 @@ pub fn fd_response(req: &PrivRequest) -> PrivResponse {
     }
 }
 
-fn metric(name: &str, unit: &str, kind: MetricKind, v: MetricValue, attrs: Vec<KeyValue>) -> Metric {
+fn metric(
+    name: &str,
+    unit: &str,
+    kind: MetricKind,
+    v: MetricValue,
+    attrs: Vec<KeyValue>,
+) -> Metric {
     Metric {
         name: name.into(),
         unit: unit.into(),
@@ -57,22 +63,67 @@ pub fn process_record(i: u32) -> Record {
             KeyValue::i64("process.pid", 4000 + i as i64),
             KeyValue::i64("process.parent_pid", 1234),
             KeyValue::str("process.executable.name", "lg-busy"),
-            KeyValue::str("process.command_line", "/tmp/vigil-bench/loadgen 1000 1000 20 1000"),
+            KeyValue::str(
+                "process.command_line",
+                "/tmp/vigil-bench/loadgen 1000 1000 20 1000",
+            ),
             KeyValue::str("process.owner", "root"),
             KeyValue::i64("process.creation.time", 1_700_000_000 + i as i64),
             KeyValue::str("host.name", "bench-host"),
         ],
         metrics: vec![
-            metric("process.cpu.time", "s", sum, MetricValue::F64(1.25 + i as f64),
-                vec![KeyValue::str("cpu.mode", "user")]),
-            metric("process.cpu.time", "s", sum, MetricValue::F64(0.5 + i as f64),
-                vec![KeyValue::str("cpu.mode", "system")]),
-            metric("process.memory.usage", "By", gauge, MetricValue::I64(1_400_000 + i as i64), vec![]),
-            metric("process.memory.virtual", "By", gauge, MetricValue::I64(2_600_000 + i as i64), vec![]),
-            metric("process.thread.count", "{thread}", gauge, MetricValue::I64(1), vec![]),
-            metric("process.open_file_descriptor.count", "{file_descriptor}", gauge, MetricValue::I64(3), vec![]),
-            metric("process.status", "1", gauge, MetricValue::I64(1),
-                vec![KeyValue { key: "process.state".into(), value: AttrValue::Str("S".into()) }]),
+            metric(
+                "process.cpu.time",
+                "s",
+                sum,
+                MetricValue::F64(1.25 + i as f64),
+                vec![KeyValue::str("cpu.mode", "user")],
+            ),
+            metric(
+                "process.cpu.time",
+                "s",
+                sum,
+                MetricValue::F64(0.5 + i as f64),
+                vec![KeyValue::str("cpu.mode", "system")],
+            ),
+            metric(
+                "process.memory.usage",
+                "By",
+                gauge,
+                MetricValue::I64(1_400_000 + i as i64),
+                vec![],
+            ),
+            metric(
+                "process.memory.virtual",
+                "By",
+                gauge,
+                MetricValue::I64(2_600_000 + i as i64),
+                vec![],
+            ),
+            metric(
+                "process.thread.count",
+                "{thread}",
+                gauge,
+                MetricValue::I64(1),
+                vec![],
+            ),
+            metric(
+                "process.open_file_descriptor.count",
+                "{file_descriptor}",
+                gauge,
+                MetricValue::I64(3),
+                vec![],
+            ),
+            metric(
+                "process.status",
+                "1",
+                gauge,
+                MetricValue::I64(1),
+                vec![KeyValue {
+                    key: "process.state".into(),
+                    value: AttrValue::Str("S".into()),
+                }],
+            ),
         ],
     }
 }

@@ -15,7 +15,9 @@ fn cpu_time() -> Duration {
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
         ru
     };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
@@ -51,11 +53,19 @@ fn main() {
         drop(a);
         h.join().unwrap();
         ns.sort_unstable();
-        let (p50, p99, p999, max) = (pct(&ns, 0.5), pct(&ns, 0.99), pct(&ns, 0.999), *ns.last().unwrap());
+        let (p50, p99, p999, max) = (
+            pct(&ns, 0.5),
+            pct(&ns, 0.99),
+            pct(&ns, 0.999),
+            *ns.last().unwrap(),
+        );
         eprintln!(
             "ProcFdStats round trip, {n:>3} pids (req {req_len} B, resp {resp_len} B), {iters} iters: \
              p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs  (CPU both sides {:.2} µs/rt)",
-            p50 as f64 / 1e3, p99 as f64 / 1e3, p999 as f64 / 1e3, max as f64 / 1e3,
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3,
+            p999 as f64 / 1e3,
+            max as f64 / 1e3,
             cpu.as_nanos() as f64 / 1e3 / iters as f64
         );
         out.insert(

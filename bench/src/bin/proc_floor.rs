@@ -20,14 +20,20 @@ fn cpu() -> Duration {
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
         ru
     };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn read_at(dirfd: i32, name: &[u8], buf: &mut [u8]) -> usize {
     // SAFETY: name is NUL-terminated; buf is ours.
     unsafe {
-        let fd = libc::openat(dirfd, name.as_ptr() as *const libc::c_char, libc::O_RDONLY | libc::O_CLOEXEC);
+        let fd = libc::openat(
+            dirfd,
+            name.as_ptr() as *const libc::c_char,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
         if fd < 0 {
             return 0;
         }
@@ -40,7 +46,11 @@ fn read_at(dirfd: i32, name: &[u8], buf: &mut [u8]) -> usize {
 fn count_fds(dirfd: i32) -> u64 {
     // SAFETY: plain libc directory iteration on a descriptor we open and close.
     unsafe {
-        let fd = libc::openat(dirfd, c"fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let fd = libc::openat(
+            dirfd,
+            c"fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
         if fd < 0 {
             return 0;
         }
@@ -71,7 +81,12 @@ fn cycle(buf: &mut [u8], parts: u32) -> (usize, u64) {
         }
         let path = CString::new(format!("/proc/{s}")).unwrap();
         // SAFETY: NUL-terminated path; the descriptor is closed below.
-        let dirfd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let dirfd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         if dirfd < 0 {
             continue;
         }
@@ -80,11 +95,14 @@ fn cycle(buf: &mut [u8], parts: u32) -> (usize, u64) {
         unsafe { libc::fstat(dirfd, &mut st) };
         sink += st.st_uid as u64;
         if parts & 1 != 0 {
-        let n = read_at(dirfd, b"stat\0", buf);
-        // fields after the comm: state ppid ... utime stime ... num_threads ... starttime
-        if let Some(p) = buf[..n].iter().rposition(|&b| b == b')') {
-            sink += buf[p..n].split(|&b| b == b' ').filter(|f| !f.is_empty()).count() as u64;
-        }
+            let n = read_at(dirfd, b"stat\0", buf);
+            // fields after the comm: state ppid ... utime stime ... num_threads ... starttime
+            if let Some(p) = buf[..n].iter().rposition(|&b| b == b')') {
+                sink += buf[p..n]
+                    .split(|&b| b == b' ')
+                    .filter(|f| !f.is_empty())
+                    .count() as u64;
+            }
         }
         if parts & 2 != 0 {
             sink += read_at(dirfd, b"statm\0", buf) as u64;
@@ -112,18 +130,30 @@ fn cycle(buf: &mut [u8], parts: u32) -> (usize, u64) {
 /// The cheapest variant with descriptors kept open across cycles: per known pid, `pread` of a
 /// still-open /proc/PID/stat (no open/close) and `fstatat(dirfd, "fd")`; new pids are opened
 /// once, vanished ones closed. Costs two descriptors per process (RLIMIT_NOFILE is raised).
-fn cycle_cached(buf: &mut [u8], open: &mut std::collections::HashMap<u32, (i32, i32)>) -> (usize, u64) {
+fn cycle_cached(
+    buf: &mut [u8],
+    open: &mut std::collections::HashMap<u32, (i32, i32)>,
+) -> (usize, u64) {
     let mut seen = std::collections::HashSet::with_capacity(open.len());
     let mut sink = 0u64;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let (dirfd, statfd) = *open.entry(pid).or_insert_with(|| {
             let path = CString::new(format!("/proc/{pid}")).unwrap();
             // SAFETY: NUL-terminated paths; descriptors closed when the pid vanishes.
             unsafe {
-                let d = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
-                let s = if d >= 0 { libc::openat(d, c"stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } else { -1 };
+                let d = libc::open(
+                    path.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                let s = if d >= 0 {
+                    libc::openat(d, c"stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+                } else {
+                    -1
+                };
                 (d, s)
             }
         });
@@ -145,7 +175,10 @@ fn cycle_cached(buf: &mut [u8], open: &mut std::collections::HashMap<u32, (i32, 
         let keep = seen.contains(pid);
         if !keep {
             // SAFETY: ours.
-            unsafe { libc::close(*d); libc::close(*s); }
+            unsafe {
+                libc::close(*d);
+                libc::close(*s);
+            }
         }
         keep
     });
@@ -158,27 +191,58 @@ fn main() {
         unsafe {
             let mut rl: libc::rlimit = std::mem::zeroed();
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-            let want = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+            let want = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
                 rl.rlim_cur = rl.rlim_max;
                 libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
             }
         }
     }
-    let k: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let k: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let mut buf = vec![0u8; 64 * 1024];
     if std::env::args().any(|a| a == "--breakdown") {
         // Median CPU ms per cycle of each part alone (the dir open + fstat is in every row).
-        for (name, parts) in [("open+fstat only", 0), ("+stat", 1), ("+statm", 2), ("+cmdline", 4), ("+fd count", 8), ("+fd st_size", 16), ("all", 15), ("stat+fd st_size", 17)] {
-            let mut v: Vec<f64> = (0..k).map(|_| { let c0 = cpu(); std::hint::black_box(cycle(&mut buf, parts)); (cpu() - c0).as_secs_f64() * 1e3 }).collect();
+        for (name, parts) in [
+            ("open+fstat only", 0),
+            ("+stat", 1),
+            ("+statm", 2),
+            ("+cmdline", 4),
+            ("+fd count", 8),
+            ("+fd st_size", 16),
+            ("all", 15),
+            ("stat+fd st_size", 17),
+        ] {
+            let mut v: Vec<f64> = (0..k)
+                .map(|_| {
+                    let c0 = cpu();
+                    std::hint::black_box(cycle(&mut buf, parts));
+                    (cpu() - c0).as_secs_f64() * 1e3
+                })
+                .collect();
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
             eprintln!("{name:16} {:8.2} ms/cycle", v[v.len() / 2]);
         }
     }
-    let parts = if std::env::args().any(|a| a == "--lean") { 17 } else { 15 };
+    let parts = if std::env::args().any(|a| a == "--lean") {
+        17
+    } else {
+        15
+    };
     let cached = std::env::args().any(|a| a == "--cached-fds");
     let mut open = std::collections::HashMap::new();
-    let mut run = |buf: &mut [u8]| if cached { cycle_cached(buf, &mut open) } else { cycle(buf, parts) };
+    let mut run = |buf: &mut [u8]| {
+        if cached {
+            cycle_cached(buf, &mut open)
+        } else {
+            cycle(buf, parts)
+        }
+    };
     run(&mut buf);
     let mut ms = Vec::new();
     let mut procs = 0;
@@ -196,5 +260,8 @@ fn main() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    println!("{}", serde_json::json!({"cycle_cpu_ms": ms, "processes": procs, "max_rss_kib": rss}));
+    println!(
+        "{}",
+        serde_json::json!({"cycle_cpu_ms": ms, "processes": procs, "max_rss_kib": rss})
+    );
 }
