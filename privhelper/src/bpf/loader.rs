@@ -7,7 +7,7 @@ use aya::programs::{RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use vigil_ipc_proto::{BpfProgram, InitConfig};
 
-use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, feature_of, packet_socket};
+use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, feature_of, packet_socket, tcx};
 
 const PROC_RING: &str = "vigil_proc_rb";
 const PROC_DROPS: &str = "vigil_proc_drops";
@@ -27,6 +27,8 @@ struct Loaded {
     interfaces: Vec<String>,
     /// The packet socket carrying the socket filter (socket filter only). Closing it detaches.
     _socket: Option<OwnedFd>,
+    /// tcx links (tc only). Closing them detaches.
+    _links: Vec<OwnedFd>,
     /// Programs, links and maps; dropping it detaches and unloads everything.
     ebpf: Ebpf,
     ring_map: &'static str,
@@ -208,6 +210,7 @@ fn load_exec() -> Result<Loaded, BpfError> {
         drops_map: PROC_DROPS,
         interfaces: Vec::new(),
         _socket: None,
+        _links: Vec::new(),
         ebpf,
         ring_map: PROC_RING,
     })
@@ -233,6 +236,7 @@ fn load_flows_socket() -> Result<Loaded, BpfError> {
         drops_map: FLOW_DROPS,
         interfaces: Vec::new(),
         _socket: Some(sock),
+        _links: Vec::new(),
         ebpf,
         ring_map: FLOW_RING,
     })
@@ -271,12 +275,35 @@ fn load_flows_tc(configured: &[String]) -> Result<Loaded, BpfError> {
     }
     let mut attached = Vec::new();
     let mut errors = Vec::new();
+    let mut links = Vec::new();
     for iface in &interfaces {
+        let idx = match tcx::ifindex(iface) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(interface = %iface, error = %e, "tc: no such interface");
+                errors.push(format!("{iface}: {e}"));
+                continue;
+            }
+        };
         let mut ok = true;
         for (name, at) in PROGS {
             let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
             let cls: &mut SchedClassifier = p.try_into().map_err(prog_err(name))?;
-            if let Err(e) = cls.attach(iface, at) {
+            let egress = matches!(at, TcAttachType::Egress);
+            let fd = cls.fd().map_err(prog_err(name))?;
+            let res = match tcx::attach(fd.as_fd(), idx, egress) {
+                Ok(link) => {
+                    links.push(link);
+                    Ok(())
+                }
+                // Kernels before 6.6 have no tcx: aya's netlink path (clsact qdisc + filter).
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    let _ = aya::programs::tc::qdisc_add_clsact(iface);
+                    cls.attach(iface, at).map(|_| ()).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = res {
                 tracing::warn!(interface = %iface, program = name, error = %e, "tc attach failed");
                 errors.push(format!("{iface}: {e}"));
                 ok = false;
@@ -297,6 +324,7 @@ fn load_flows_tc(configured: &[String]) -> Result<Loaded, BpfError> {
         drops_map: FLOW_DROPS,
         interfaces: attached,
         _socket: None,
+        _links: links,
         ebpf,
         ring_map: FLOW_RING,
     })

@@ -22,6 +22,7 @@
 
 mod loader;
 mod packet_socket;
+mod tcx;
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
