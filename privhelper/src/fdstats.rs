@@ -1,0 +1,106 @@
+//! `PrivRequest::ProcFdStats`: how many descriptors, and how many of them sockets, each process
+//! has open. Needs CAP_SYS_PTRACE (or DAC_READ_SEARCH for the listing) for other users'
+//! processes. A process that vanished, or whose directory cannot be read, is reported with
+//! `None`: that is normal on a live host, not an error.
+
+use std::fs;
+
+use vigil_ipc_proto::ProcFdStat;
+
+/// Counting stops here: the answer stays small (each count fits a 3-byte varint, so
+/// [`vigil_ipc_proto::MAX_FD_STAT_PIDS`] entries always fit one frame) and one process with a
+/// huge table cannot stall the privhelper for long. `fs.nr_open` defaults to 2^20.
+pub const MAX_COUNTED_FDS: u32 = 1 << 20;
+
+/// Count the entries of /proc/PID/fd and how many of them are sockets.
+pub fn fd_stat(pid: u32) -> ProcFdStat {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = match fs::read_dir(&dir) {
+        Ok(d) => d,
+        Err(_) => {
+            return ProcFdStat {
+                pid,
+                fds: None,
+                sockets: None,
+            };
+        }
+    };
+    let mut fds: u32 = 0;
+    let mut sockets: u32 = 0;
+    let mut sockets_known = true;
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            // The process exited while we were reading its table.
+            Err(_) => {
+                return ProcFdStat {
+                    pid,
+                    fds: None,
+                    sockets: None,
+                };
+            }
+        };
+        if fds >= MAX_COUNTED_FDS {
+            break;
+        }
+        fds += 1;
+        if !sockets_known {
+            continue;
+        }
+        match fs::read_link(entry.path()) {
+            Ok(target) => {
+                if target
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .starts_with(b"socket:[")
+                {
+                    sockets += 1;
+                }
+            }
+            // Closed between readdir and readlink: it is gone, not counted as a socket.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            // No ptrace access to the links: the count of sockets is unknown.
+            Err(_) => sockets_known = false,
+        }
+    }
+    ProcFdStat {
+        pid,
+        fds: Some(fds),
+        sockets: sockets_known.then_some(sockets),
+    }
+}
+
+/// [`fd_stat`] for every pid, in order (the pids are validated and deduplicated by the caller).
+pub fn fd_stats(pids: &[u32]) -> Vec<ProcFdStat> {
+    pids.iter().map(|&p| fd_stat(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_ipc_proto::{MAX_FD_STAT_PIDS, PrivResponse, frame};
+
+    #[test]
+    fn worst_case_answer_fits_one_frame() {
+        let worst: Vec<ProcFdStat> = (0..MAX_FD_STAT_PIDS as u32)
+            .map(|i| ProcFdStat {
+                pid: crate::validate::PID_MAX_LIMIT - i,
+                fds: Some(MAX_COUNTED_FDS),
+                sockets: Some(MAX_COUNTED_FDS),
+            })
+            .collect();
+        let len = frame::encoded_len(&PrivResponse::FdStats(worst.clone())).unwrap();
+        assert!(len <= frame::MAX_FRAME, "{len} > {}", frame::MAX_FRAME);
+        frame::encode(&PrivResponse::FdStats(worst)).unwrap();
+    }
+
+    #[test]
+    fn own_process() {
+        let (_a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let s = fd_stat(std::process::id());
+        assert!(s.fds.unwrap() >= 3);
+        assert!(s.sockets.unwrap() >= 2);
+        let gone = fd_stat(crate::validate::PID_MAX_LIMIT);
+        assert_eq!((gone.fds, gone.sockets), (None, None));
+    }
+}
