@@ -112,6 +112,7 @@ pub fn apply(
 
     // 5. Landlock.
     let landlock = crate::landlock::apply(&plan.landlock)?;
+    let no_new_privs = nix::sys::prctl::get_no_new_privs().unwrap_or(false);
 
     // 6. Seccomp last (it must allow everything above has already done).
     let seccomp = if plan.seccomp {
@@ -129,6 +130,6 @@ pub fn apply(
         gid: nix::unistd::getgid().as_raw(),
         landlock,
         seccomp,
-        no_new_privs: nix::sys::prctl::get_no_new_privs().unwrap_or(false),
+        no_new_privs,
     })
 }

@@ -1,1 +1,270 @@
-fn main() {}
+//! `vigil`: the supervisor binary (and, re-executed as `vigil __child ROLE`, every child).
+
+mod child;
+mod cli;
+mod config;
+mod doctor;
+mod error;
+mod plan;
+mod rootfs;
+mod rootless;
+mod selftest;
+mod spawn;
+mod status;
+mod supervise;
+mod users;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use tracing::{error, info, warn};
+use vigil_ipc_proto::{AgentConfig, Role};
+use vigil_policies::features::{self, KernelFacts, names};
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, Result};
+
+fn init_logging(child: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match child {
+        // Children have no tty; keep their lines plain and tagged.
+        Some(_) => b.with_ansi(false).init(),
+        None => b.init(),
+    }
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Child { role } => {
+            init_logging(Some(&role));
+            let span = tracing::info_span!("child", role = %role);
+            let _g = span.enter();
+            match child::main(&role) {
+                Ok(()) => 0,
+                Err(e) => {
+                    error!("{e}");
+                    1
+                }
+            }
+        }
+        Command::Run(args) => {
+            init_logging(None);
+            match run(&args.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    error!("{e}");
+                    1
+                }
+            }
+        }
+        Command::Doctor { config, emit } => {
+            init_logging(None);
+            match config::load(&config, &env) {
+                Ok(cfg) => {
+                    let facts = KernelFacts::probe();
+                    let eval = features::evaluate(&cfg, &features::held_capabilities(), &facts);
+                    print!("{}", doctor::render(&cfg, &facts, &eval, emit));
+                    0
+                }
+                Err(e) => {
+                    error!("{e}");
+                    1
+                }
+            }
+        }
+        Command::Status { runtime_dir, json } => {
+            init_logging(None);
+            let dir = runtime_dir
+                .or_else(|| env("VIGIL_RUNTIME_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| {
+                    if nix::unistd::geteuid().is_root() {
+                        PathBuf::from(AgentConfig::default().runtime_dir)
+                    } else {
+                        PathBuf::from(rootless::default_runtime_dir())
+                    }
+                });
+            match status::query(&dir) {
+                Ok(r) => {
+                    if json {
+                        match serde_json::to_string_pretty(&r) {
+                            Ok(s) => println!("{s}"),
+                            Err(e) => error!("{e}"),
+                        }
+                    } else {
+                        status::print_report(&r);
+                    }
+                    0
+                }
+                Err(e) => {
+                    error!("{e}");
+                    1
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn hostname(cfg: &AgentConfig) -> String {
+    cfg.hostname.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".into())
+    })
+}
+
+/// Create the runtime and journal directories; the journal belongs to the agent user.
+fn prepare_dirs(
+    cfg: &AgentConfig,
+    journal: &Path,
+    owner: Option<&users::HostUser>,
+) -> Result<PathBuf> {
+    let rt = Path::new(&cfg.runtime_dir);
+    std::fs::create_dir_all(rt).map_err(Error::fs("create runtime dir", rt))?;
+    let rt = std::fs::canonicalize(rt).map_err(Error::fs("resolve runtime dir", rt))?;
+    std::fs::create_dir_all(journal).map_err(Error::fs("create journal dir", journal))?;
+    std::fs::set_permissions(journal, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::fs("chmod journal dir", journal))?;
+    if let Some(u) = owner {
+        nix::unistd::chown(
+            journal,
+            Some(nix::unistd::Uid::from_raw(u.uid)),
+            Some(nix::unistd::Gid::from_raw(u.gid)),
+        )
+        .map_err(|e| Error::Fs {
+            step: "chown journal dir",
+            path: journal.to_path_buf(),
+            source: e.into(),
+        })?;
+    }
+    Ok(rt)
+}
+
+fn run(args: &cli::ConfigArgs) -> Result<i32> {
+    let mut cfg = config::load(args, &env)?;
+    let rootless = !nix::unistd::geteuid().is_root();
+    if rootless && args.runtime_dir.is_none() && env("VIGIL_RUNTIME_DIR").is_none() {
+        cfg.runtime_dir = rootless::default_runtime_dir();
+    }
+    let facts = KernelFacts::probe();
+    let held = features::held_capabilities();
+    let eval = features::evaluate(&cfg, &held, &facts);
+    if let Some(w) = eval.warning() {
+        if cfg.enforce_sys_caps {
+            return Err(Error::Enforced(format!(
+                "{} (features: {})",
+                names(&eval.missing_caps()),
+                eval.missing()
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        warn!("{w}");
+    }
+
+    let host_root = PathBuf::from(&cfg.host_root);
+    let user = users::lookup(&host_root, &cfg.user)?;
+    let switch_user = !rootless && cfg.non_root_mode && eval.is_enabled("user_switch");
+    if !rootless && !switch_user {
+        let why = if !cfg.non_root_mode {
+            "non-root mode is off".to_string()
+        } else {
+            "CAP_SETUID/CAP_SETGID are missing (feature user_switch)".to_string()
+        };
+        warn!(
+            "collector, shipper and privhelper run as root (uid 0) instead of {}: {why}; they still drop every capability they do not need",
+            cfg.user
+        );
+    }
+    let journal = PathBuf::from(plan::journal_dir(&cfg));
+    let rt = prepare_dirs(&cfg, &journal, switch_user.then_some(&user))?;
+    cfg.runtime_dir = rt.display().to_string();
+    let journal =
+        std::fs::canonicalize(&journal).map_err(Error::fs("resolve journal dir", &journal))?;
+
+    let status = status::StatusServer::bind(&rt)?;
+    let exe = spawn::open_self_exe()?;
+    let signals = supervise::signal_fd()?;
+
+    // The trimmed virtual root.
+    let mut virtual_root = false;
+    let want_root = !cfg.no_remount_root;
+    if want_root && rootless {
+        match rootless::enter_user_namespace()
+            .and_then(|_| rootfs::unshare_mount_ns())
+            .and_then(|_| build_root(&cfg, &host_root, &rt))
+        {
+            Ok(()) => virtual_root = true,
+            Err(e) => warn!("rootless: no virtual root ({e}); Landlock and seccomp still apply"),
+        }
+    } else if want_root && eval.is_enabled("virtual_root") {
+        rootfs::unshare_mount_ns()?;
+        build_root(&cfg, &host_root, &rt)?;
+        virtual_root = true;
+    } else if want_root {
+        warn!(
+            "no CAP_SYS_ADMIN: not remounting the host root read-only (NO_REMOUNT_ROOT); Landlock still confines the children"
+        );
+    } else {
+        info!("no_remount_root set: using the host root as it is (NO_REMOUNT_ROOT)");
+    }
+    info!(
+        mode = cfg.mount_mode.as_str(),
+        virtual_root,
+        user = %cfg.user,
+        features = %eval.enabled_names().join(","),
+        "starting"
+    );
+
+    let facts_run = plan::RunFacts {
+        switch_user,
+        virtual_root,
+        hostname: hostname(&cfg),
+        journal_dir: journal.display().to_string(),
+    };
+    let inits = Role::CHILDREN
+        .iter()
+        .map(|r| plan::init_config(*r, &cfg, &eval, Some(&user), &facts_run))
+        .collect::<Result<Vec<_>>>()?;
+    let mut states = eval.states();
+    if let Some(f) = states.iter_mut().find(|f| f.name == "virtual_root") {
+        f.enabled = virtual_root;
+        if virtual_root && rootless {
+            f.reason = "in a user namespace (rootless)".into();
+        }
+    }
+    let ctx = status::StatusContext {
+        mount_mode: cfg.mount_mode.as_str().into(),
+        virtual_root,
+        non_root_mode: cfg.non_root_mode,
+        user: cfg.user.clone(),
+        features: states,
+        allowed_uid: nix::unistd::getuid().as_raw(),
+    };
+    let sock = status.path.clone();
+    let mut sup = supervise::Supervisor::new(exe, inits, status, ctx, signals);
+    let code = sup.run()?;
+    let _ = std::fs::remove_file(&sock);
+    Ok(code)
+}
+
+fn build_root(cfg: &AgentConfig, host_root: &Path, rt: &Path) -> Result<()> {
+    let new_root = rt.join(".root");
+    let entries = rootfs::host_entries(host_root)?;
+    let plan = rootfs::plan(cfg.mount_mode, host_root, rt, &new_root, &entries);
+    rootfs::apply(&plan)
+}

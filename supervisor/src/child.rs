@@ -1,0 +1,52 @@
+//! `vigil __child ROLE`: the first code of every child. Hello on the control channel, receive
+//! the Init (what to drop, what to run), apply the sandbox to ourselves, say Ready, then run the
+//! role. Nothing from a peer is read before the sandbox is in place.
+
+use vigil_ipc_proto::{Channel, ChildToSupervisor, Role, SupervisorToChild, fds};
+
+use crate::error::{Error, Result};
+
+/// Take an inherited channel end.
+fn inherited(fd: i32) -> Channel {
+    // SAFETY: the supervisor placed our channel ends at these fixed numbers (spawn.rs) and
+    // nothing else in this fresh process refers to them.
+    unsafe { Channel::from_raw_fd(fd) }
+}
+
+pub fn main(role_name: &str) -> Result<()> {
+    let role = match Role::parse(role_name) {
+        Some(r @ (Role::Privhelper | Role::Collector | Role::Shipper)) => r,
+        _ => return Err(Error::Other(format!("unknown child role {role_name:?}"))),
+    };
+    let mut control = inherited(fds::CONTROL);
+    control.handshake(role, Some(Role::Supervisor))?;
+    let init = match control.recv::<SupervisorToChild>()? {
+        SupervisorToChild::Init(init) if init.role == role => *init,
+        other => {
+            return Err(Error::Other(format!(
+                "expected Init for {role}, got {other:?}"
+            )));
+        }
+    };
+    let report = vigil_policies::apply(role, &init.sandbox, fds::CONTROL)?;
+    tracing::debug!(%role, ?report, "sandbox applied");
+    control.send(&ChildToSupervisor::Ready(report))?;
+    crate::selftest::run_from_env(role, &init, &control);
+
+    let res =
+        match role {
+            Role::Privhelper => vigil_privhelper::run(&init, control, inherited(fds::PEER_A))
+                .map_err(|e| e.to_string()),
+            Role::Collector => vigil_collector::run(
+                &init,
+                control,
+                inherited(fds::PEER_A),
+                inherited(fds::PEER_B),
+            )
+            .map_err(|e| e.to_string()),
+            Role::Shipper => vigil_shipper::run(&init, control, inherited(fds::PEER_A))
+                .map_err(|e| e.to_string()),
+            _ => unreachable!("checked above"),
+        };
+    res.map_err(|e| Error::Other(format!("{role}: {e}")))
+}

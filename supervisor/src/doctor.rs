@@ -1,0 +1,107 @@
+//! `vigil doctor`: what works on this host with this config and these privileges, what is
+//! missing and why, and the minimal capability add-list in the forms deployments need.
+
+use std::fmt::Write;
+
+use vigil_ipc_proto::AgentConfig;
+use vigil_policies::features::{
+    self, Evaluation, FEATURES, KernelFacts, names, render_k8s, render_setcap, render_systemd,
+    required_caps,
+};
+
+use crate::cli::Emit;
+
+pub const BINARY: &str = "/usr/local/bin/vigil";
+
+fn opt(v: Option<i32>) -> String {
+    v.map_or("unknown".into(), |v| v.to_string())
+}
+
+pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: Emit) -> String {
+    let add = required_caps(cfg, facts);
+    match emit {
+        Emit::Setcap => return render_setcap(&add, BINARY) + "\n",
+        Emit::Systemd => return render_systemd(&add),
+        Emit::K8s => return render_k8s(&add),
+        Emit::Text => {}
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "kernel");
+    let _ = writeln!(
+        s,
+        "  kernel.perf_event_paranoid      {}  (raw tracepoints and tc use bpf() only: CAP_BPF+CAP_PERFMON suffice whatever the value; perf_event_open would need CAP_SYS_ADMIN above 2)",
+        opt(facts.perf_event_paranoid)
+    );
+    let _ = writeln!(
+        s,
+        "  kernel.dmesg_restrict           {}  ({})",
+        opt(facts.dmesg_restrict),
+        if facts.dmesg_restrict == Some(0) {
+            "/dev/kmsg readable without CAP_SYSLOG"
+        } else {
+            "reading /dev/kmsg needs CAP_SYSLOG"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  kernel.unprivileged_bpf_disabled {}  (irrelevant with CAP_BPF; the collector never calls bpf())",
+        opt(facts.unprivileged_bpf_disabled)
+    );
+    let _ = writeln!(
+        s,
+        "  BTF (/sys/kernel/btf/vmlinux)   {}",
+        if facts.btf {
+            "present"
+        } else {
+            "absent: eBPF exec/exit is off"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  Landlock ABI                    {}",
+        if facts.landlock_abi > 0 {
+            facts.landlock_abi.to_string()
+        } else {
+            "unsupported: children are confined by seccomp and the virtual root only".into()
+        }
+    );
+    let _ = writeln!(s, "  cgroups                         {}", facts.cgroup);
+    let _ = writeln!(
+        s,
+        "  /dev/kmsg                       {}",
+        if facts.kmsg { "present" } else { "absent" }
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<19} {:<11} {:<4} {:<40} why",
+        "feature", "process", "on", "needs"
+    );
+    for f in &eval.features {
+        let def = FEATURES.iter().find(|d| d.name == f.name);
+        let needs = def
+            .map(|d| names(&features::needed_caps(d, facts)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{:<19} {:<11} {:<4} {:<40} {}",
+            f.name,
+            f.process.as_str(),
+            if f.enabled { "yes" } else { "no" },
+            if needs.is_empty() { "-".into() } else { needs },
+            f.reason
+        );
+    }
+    if let Some(w) = eval.warning() {
+        let _ = writeln!(s, "\nmissing: {w}");
+    }
+    let _ = writeln!(
+        s,
+        "\nminimal capability add-list for the configured features: {}",
+        names(&add)
+    );
+    let _ = writeln!(s, "\n# file capabilities\n{}", render_setcap(&add, BINARY));
+    let _ = writeln!(s, "\n# systemd unit ([Service])\n{}", render_systemd(&add));
+    let _ = writeln!(s, "# Kubernetes container\n{}", render_k8s(&add));
+    s
+}

@@ -1,0 +1,171 @@
+//! The privilege plan: what each child drops and keeps, as pure data computed from the config,
+//! the feature evaluation and the agent user. Applied by the child itself
+//! (`vigil_policies::apply`) before it reads any peer input.
+
+use vigil_ipc_proto::{AgentConfig, Ids, InitConfig, Role, SandboxPlan};
+use vigil_policies::LandlockVars;
+use vigil_policies::features::Evaluation;
+
+use crate::error::Result;
+use crate::users::HostUser;
+
+/// Facts of this run that shape the plan.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// Children switch to the agent user (user_switch enabled and non_root_mode).
+    pub switch_user: bool,
+    /// The virtual root is in place: the host view is `/` for the children.
+    pub virtual_root: bool,
+    pub hostname: String,
+    pub journal_dir: String,
+}
+
+pub fn journal_dir(cfg: &AgentConfig) -> String {
+    cfg.shipper
+        .journal_dir
+        .clone()
+        .unwrap_or_else(|| format!("{}/journal", cfg.runtime_dir.trim_end_matches('/')))
+}
+
+pub fn sandbox_plan(
+    role: Role,
+    cfg: &AgentConfig,
+    eval: &Evaluation,
+    user: Option<&HostUser>,
+    facts: &RunFacts,
+) -> Result<SandboxPlan> {
+    let ids = match (facts.switch_user, user) {
+        (true, Some(u)) => Some(Ids {
+            uid: u.uid,
+            gid: u.gid,
+            groups: u.groups.clone(),
+        }),
+        _ => None,
+    };
+    let keep_caps = match role {
+        Role::Privhelper => eval.privhelper_caps().iter().map(|c| c.index()).collect(),
+        _ => Vec::new(),
+    };
+    let vars = LandlockVars {
+        host_root: if facts.virtual_root {
+            "/".into()
+        } else {
+            cfg.host_root.clone()
+        },
+        runtime_dir: cfg.runtime_dir.clone(),
+        journal_dir: facts.journal_dir.clone(),
+        otlp_port: cfg
+            .shipper
+            .otlp
+            .as_ref()
+            .and_then(|o| crate::config::otlp_port(&o.endpoint)),
+    };
+    Ok(SandboxPlan {
+        ids,
+        keep_caps,
+        seccomp: true,
+        landlock: vigil_policies::landlock_plan(role, &vars)?,
+    })
+}
+
+pub fn init_config(
+    role: Role,
+    cfg: &AgentConfig,
+    eval: &Evaluation,
+    user: Option<&HostUser>,
+    facts: &RunFacts,
+) -> Result<InitConfig> {
+    let mut shipper = cfg.shipper.clone();
+    shipper.journal_dir = Some(facts.journal_dir.clone());
+    Ok(InitConfig {
+        role,
+        sandbox: sandbox_plan(role, cfg, eval, user, facts)?,
+        host_root: if facts.virtual_root {
+            "/".into()
+        } else {
+            cfg.host_root.clone()
+        },
+        runtime_dir: cfg.runtime_dir.clone(),
+        hostname: facts.hostname.clone(),
+        enabled_features: eval.enabled_names(),
+        collector: cfg.collector.clone(),
+        shipper,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caps::Capability::*;
+    use std::collections::HashSet;
+    use vigil_policies::features::{KernelFacts, evaluate};
+
+    fn facts() -> KernelFacts {
+        KernelFacts {
+            perf_event_paranoid: Some(2),
+            dmesg_restrict: Some(1),
+            unprivileged_bpf_disabled: Some(2),
+            btf: true,
+            landlock_abi: 6,
+            kmsg: true,
+            cgroup: "v2".into(),
+            unprivileged_userns: Some(true),
+        }
+    }
+
+    fn run() -> RunFacts {
+        RunFacts {
+            switch_user: true,
+            virtual_root: true,
+            hostname: "h".into(),
+            journal_dir: "/run/vigil/journal".into(),
+        }
+    }
+
+    fn user() -> HostUser {
+        HostUser {
+            name: "vigil".into(),
+            uid: 990,
+            gid: 985,
+            groups: vec![985],
+        }
+    }
+
+    #[test]
+    fn roles_get_their_plans() {
+        let cfg = AgentConfig::default();
+        let all: HashSet<_> = caps::all().into_iter().collect();
+        let ev = evaluate(&cfg, &all, &facts());
+        let ph = sandbox_plan(Role::Privhelper, &cfg, &ev, Some(&user()), &run()).unwrap();
+        assert_eq!(ph.ids.as_ref().unwrap().uid, 990);
+        for c in [CAP_SYSLOG, CAP_BPF, CAP_SYS_ADMIN] {
+            assert!(ph.keep_caps.contains(&c.index()), "{c}");
+        }
+        assert!(!ph.keep_caps.contains(&CAP_SETUID.index()));
+        for role in [Role::Collector, Role::Shipper] {
+            let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &run()).unwrap();
+            assert!(p.keep_caps.is_empty());
+            assert_eq!(p.ids.as_ref().unwrap().gid, 985);
+            assert!(p.seccomp && p.landlock.enabled);
+        }
+        let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &run()).unwrap();
+        assert_eq!(
+            s.landlock.read_write,
+            vec!["/run/vigil/journal".to_string()]
+        );
+        let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
+        assert!(c.landlock.read_only.contains(&"/".to_string()));
+    }
+
+    #[test]
+    fn root_fallback_keeps_ids() {
+        let cfg = AgentConfig::default();
+        let ev = evaluate(&cfg, &HashSet::new(), &facts());
+        let mut r = run();
+        r.switch_user = false;
+        let p = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &r).unwrap();
+        assert_eq!(p.ids, None);
+        let ph = sandbox_plan(Role::Privhelper, &cfg, &ev, Some(&user()), &r).unwrap();
+        assert!(ph.keep_caps.is_empty(), "nothing held, nothing kept");
+    }
+}

@@ -1,0 +1,289 @@
+//! `vigil status`: the supervisor's root-only socket in the runtime directory, and the client
+//! that prints the live process tree.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, listen,
+};
+use tracing::warn;
+use vigil_ipc_proto::{
+    Channel, ClientRequest, ClientResponse, FeatureState, ProcessStatus, Role, StatusReport,
+};
+
+use crate::error::{Error, Result};
+use crate::supervise::ChildState;
+
+/// What the report says about this run besides the processes.
+#[derive(Debug, Clone)]
+pub struct StatusContext {
+    pub mount_mode: String,
+    pub virtual_root: bool,
+    pub non_root_mode: bool,
+    pub user: String,
+    pub features: Vec<FeatureState>,
+    /// Peers with this uid may ask (root, or the invoking user when rootless).
+    pub allowed_uid: u32,
+}
+
+pub struct StatusServer {
+    pub listener: OwnedFd,
+    pub path: PathBuf,
+    pub refused: u64,
+}
+
+pub fn socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("vigil.sock")
+}
+
+impl StatusServer {
+    /// Bind `<runtime_dir>/vigil.sock`, mode 0600.
+    pub fn bind(runtime_dir: &Path) -> Result<StatusServer> {
+        let path = socket_path(runtime_dir);
+        let _ = std::fs::remove_file(&path);
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(Error::sys("status socket"))?;
+        let addr = UnixAddr::new(&path).map_err(Error::sys("status socket path"))?;
+        // Created with no permissions for anyone but the owner, before it can be reached.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let r = bind(fd.as_raw_fd(), &addr);
+        nix::sys::stat::umask(old);
+        r.map_err(Error::sys("bind status socket"))?;
+        listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
+            .map_err(Error::sys("listen status socket"))?;
+        Ok(StatusServer {
+            listener: fd,
+            path,
+            refused: 0,
+        })
+    }
+
+    /// Answer one client. Any misbehaviour ends that connection only.
+    pub fn accept_one(&mut self, children: &[ChildState], ctx: &StatusContext) {
+        let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(error = %e, "status accept");
+                return;
+            }
+        };
+        // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut ch = Channel::from_fd(owned);
+        if let Err(e) = self.serve(&mut ch, children, ctx) {
+            self.refused += 1;
+            warn!(error = %e, "status client refused");
+            let _ = ch.send(&ClientResponse::Error(e));
+        }
+    }
+
+    fn serve(
+        &self,
+        ch: &mut Channel,
+        children: &[ChildState],
+        ctx: &StatusContext,
+    ) -> std::result::Result<(), String> {
+        let cred = ch.peer_credentials().map_err(|e| e.to_string())?;
+        if cred.uid() != 0 && cred.uid() != ctx.allowed_uid {
+            return Err(format!("uid {} may not read the status", cred.uid()));
+        }
+        ch.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        ch.handshake(Role::Supervisor, Some(Role::StatusClient))
+            .map_err(|e| e.to_string())?;
+        match ch.recv::<ClientRequest>().map_err(|e| e.to_string())? {
+            ClientRequest::Status => {
+                let report = build_report(children, ctx);
+                ch.send(&ClientResponse::Status(report))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Fields of /proc/PID/status as the kernel shows them.
+pub fn read_proc_status(pid: u32) -> Option<ProcessStatus> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':').map(str::trim))
+    };
+    let ids = |k: &str| -> [u32; 4] {
+        let mut out = [0; 4];
+        if let Some(v) = field(k) {
+            for (i, x) in v.split_whitespace().take(4).enumerate() {
+                out[i] = x.parse().unwrap_or(u32::MAX);
+            }
+        }
+        out
+    };
+    let hex = |k: &str| {
+        field(k)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0)
+    };
+    Some(ProcessStatus {
+        role: Role::Supervisor,
+        pid,
+        uids: ids("Uid"),
+        gids: ids("Gid"),
+        cap_inh: hex("CapInh"),
+        cap_prm: hex("CapPrm"),
+        cap_eff: hex("CapEff"),
+        cap_bnd: hex("CapBnd"),
+        cap_amb: hex("CapAmb"),
+        no_new_privs: field("NoNewPrivs") == Some("1"),
+        seccomp: field("Seccomp").and_then(|v| v.parse().ok()).unwrap_or(0),
+        landlock: String::new(),
+        restarts: 0,
+        last_exit: None,
+    })
+}
+
+pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusReport {
+    let mut processes = Vec::new();
+    if let Some(mut me) = read_proc_status(std::process::id()) {
+        me.landlock = "off".into();
+        processes.push(me);
+    }
+    for c in children {
+        let Some(pid) = c.pid else { continue };
+        let Some(mut p) = read_proc_status(pid.as_raw() as u32) else {
+            continue;
+        };
+        p.role = c.role;
+        p.landlock = c
+            .ready
+            .as_ref()
+            .map(|r| r.landlock.clone())
+            .unwrap_or_default();
+        p.restarts = c.restarts;
+        p.last_exit = c.last_exit.clone();
+        processes.push(p);
+    }
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        mount_mode: ctx.mount_mode.clone(),
+        virtual_root: ctx.virtual_root,
+        non_root_mode: ctx.non_root_mode,
+        user: ctx.user.clone(),
+        processes,
+        features: ctx.features.clone(),
+        stats: children.iter().map(|c| (c.role, c.stats.clone())).collect(),
+    }
+}
+
+/// Client side: ask the supervisor listening under `runtime_dir`.
+pub fn query(runtime_dir: &Path) -> Result<StatusReport> {
+    let path = socket_path(runtime_dir);
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(Error::sys("socket"))?;
+    let addr = UnixAddr::new(&path).map_err(Error::sys("socket path"))?;
+    socket::connect(fd.as_raw_fd(), &addr)
+        .map_err(|e| Error::Other(format!("cannot reach the agent at {}: {e}", path.display())))?;
+    let mut ch = Channel::from_fd(fd);
+    ch.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| Error::Sys {
+            step: "timeout",
+            source: e,
+        })?;
+    ch.handshake(Role::StatusClient, Some(Role::Supervisor))?;
+    ch.send(&ClientRequest::Status)?;
+    match ch.recv::<ClientResponse>()? {
+        ClientResponse::Status(r) => Ok(r),
+        ClientResponse::Error(e) => Err(Error::Other(format!("agent refused: {e}"))),
+    }
+}
+
+/// Capability names of a /proc mask.
+pub fn cap_names(mask: u64) -> String {
+    if mask == 0 {
+        return "-".into();
+    }
+    let mut names = Vec::new();
+    for c in caps::all() {
+        if mask & (1u64 << c.index()) != 0 {
+            names.push(c.to_string().to_lowercase());
+        }
+    }
+    names.sort();
+    if names.len() > 12 {
+        return format!("{} capabilities", names.len());
+    }
+    names.join(",")
+}
+
+pub fn print_report(r: &StatusReport) {
+    println!(
+        "vigil {}  mount mode {}  virtual root {}  agent user {}{}",
+        r.version,
+        r.mount_mode,
+        if r.virtual_root { "yes" } else { "no" },
+        r.user,
+        if r.non_root_mode {
+            ""
+        } else {
+            " (non-root mode off)"
+        }
+    );
+    println!(
+        "{:<11} {:>7} {:>11} {:>11} {:>4} {:>7} {:<22} {:>8}  capabilities",
+        "ROLE", "PID", "UID", "GID", "NNP", "SECCOMP", "LANDLOCK", "RESTARTS"
+    );
+    for p in &r.processes {
+        let seccomp = match p.seccomp {
+            0 => "off",
+            1 => "strict",
+            _ => "filter",
+        };
+        println!(
+            "{:<11} {:>7} {:>11} {:>11} {:>4} {:>7} {:<22} {:>8}  eff={:#x} prm={:#x} bnd={:#x} amb={:#x} inh={:#x}",
+            p.role.as_str(),
+            p.pid,
+            p.uids[0],
+            p.gids[0],
+            if p.no_new_privs { "yes" } else { "no" },
+            seccomp,
+            p.landlock,
+            p.restarts,
+            p.cap_eff,
+            p.cap_prm,
+            p.cap_bnd,
+            p.cap_amb,
+            p.cap_inh,
+        );
+        println!("{:<11} effective: {}", "", cap_names(p.cap_eff));
+        if let Some(e) = &p.last_exit {
+            println!("{:<11} last exit: {e}", "");
+        }
+    }
+    println!();
+    println!("features:");
+    for f in &r.features {
+        println!(
+            "  {:<20} {:<4} {}",
+            f.name,
+            if f.enabled { "on" } else { "off" },
+            f.reason
+        );
+    }
+    println!();
+    println!("pipeline:");
+    for (role, s) in &r.stats {
+        for (k, v) in &s.counters {
+            println!("  {:<11} {:<32} {v}", role.as_str(), k);
+        }
+    }
+}

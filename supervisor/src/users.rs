@@ -1,0 +1,93 @@
+//! The agent user, resolved in the *host's* /etc/passwd and /etc/group (under the host root),
+//! parsed directly: no NSS, so a container's own user database never answers for the host.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (from /etc/group member lists), primary group first.
+    pub groups: Vec<u32>,
+}
+
+/// Look `name` up under `host_root`.
+pub fn lookup(host_root: &Path, name: &str) -> Result<HostUser> {
+    let passwd = host_root.join("etc/passwd");
+    let text = std::fs::read_to_string(&passwd).map_err(|source| Error::Read {
+        path: passwd.clone(),
+        source,
+    })?;
+    let (uid, gid) = parse_passwd(&text, name).ok_or_else(|| Error::NoSuchUser {
+        user: name.into(),
+        passwd: passwd.clone(),
+    })?;
+    let group = host_root.join("etc/group");
+    let gtext = std::fs::read_to_string(&group).unwrap_or_default();
+    let mut groups = vec![gid];
+    for g in supplementary(&gtext, name) {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    Ok(HostUser {
+        name: name.into(),
+        uid,
+        gid,
+        groups,
+    })
+}
+
+fn parse_passwd(text: &str, name: &str) -> Option<(u32, u32)> {
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _pw = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+fn supplementary(text: &str, name: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            let gid: u32 = f[2].parse().ok()?;
+            f[3].split(',').any(|m| m.trim() == name).then_some(gid)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_users_and_groups_in_the_host_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nbroken\nvigil:x:990:985::/nonexistent:/usr/sbin/nologin\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "vigil:x:985:\nadm:x:4:syslog,vigil\nsys:x:3:\nbad\n",
+        )
+        .unwrap();
+        let u = lookup(dir.path(), "vigil").unwrap();
+        assert_eq!((u.uid, u.gid, u.groups), (990, 985, vec![985, 4]));
+        let e = lookup(dir.path(), "nope").unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("passwd"), "{e}");
+    }
+}
