@@ -17,6 +17,8 @@ pub fn run(
     privhelper: Channel,
     shipper: Channel,
 ) -> Result<(), CollectorError> {
-    let _ = (init, control, privhelper, shipper);
+    // Minimal hook (eBPF engineer): only the eBPF data path, until the collector's event loop
+    // replaces this call (it keeps `ebpf::start` + `EbpfSources::service`).
+    ebpf::minimal::run(init, control, privhelper, shipper)?;
     Ok(())
 }

@@ -16,6 +16,7 @@
 pub mod cgroup;
 pub mod exec;
 pub mod flows;
+pub mod minimal;
 pub mod records;
 pub mod ringbuf;
 
