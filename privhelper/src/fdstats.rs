@@ -3,7 +3,12 @@
 //! processes. A process that vanished, or whose directory cannot be read, is reported with
 //! `None`: that is normal on a live host, not an error.
 
-use std::fs;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::readlinkat;
 
 use vigil_ipc_proto::ProcFdStat;
 
@@ -12,34 +17,35 @@ use vigil_ipc_proto::ProcFdStat;
 /// huge table cannot stall the privhelper for long. `fs.nr_open` defaults to 2^20.
 pub const MAX_COUNTED_FDS: u32 = 1 << 20;
 
-/// Count the entries of /proc/PID/fd and how many of them are sockets.
+/// Count the entries of /proc/PID/fd and how many of them are sockets. Syscalls: openat,
+/// getdents64 and readlinkat relative to the directory (no path re-resolution per entry).
 pub fn fd_stat(pid: u32) -> ProcFdStat {
-    let dir = format!("/proc/{pid}/fd");
-    let entries = match fs::read_dir(&dir) {
-        Ok(d) => d,
-        Err(_) => {
-            return ProcFdStat {
-                pid,
-                fds: None,
-                sockets: None,
-            };
-        }
+    let unknown = ProcFdStat {
+        pid,
+        fds: None,
+        sockets: None,
+    };
+    let dir_fd: OwnedFd = match File::open(format!("/proc/{pid}/fd")) {
+        Ok(f) => f.into(),
+        Err(_) => return unknown,
+    };
+    let mut dir = match dir_fd.try_clone().ok().and_then(|d| Dir::from_fd(d).ok()) {
+        Some(d) => d,
+        None => return unknown,
     };
     let mut fds: u32 = 0;
     let mut sockets: u32 = 0;
     let mut sockets_known = true;
-    for entry in entries {
+    for entry in dir.iter() {
         let entry = match entry {
             Ok(e) => e,
             // The process exited while we were reading its table.
-            Err(_) => {
-                return ProcFdStat {
-                    pid,
-                    fds: None,
-                    sockets: None,
-                };
-            }
+            Err(_) => return unknown,
         };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
         if fds >= MAX_COUNTED_FDS {
             break;
         }
@@ -47,18 +53,14 @@ pub fn fd_stat(pid: u32) -> ProcFdStat {
         if !sockets_known {
             continue;
         }
-        match fs::read_link(entry.path()) {
+        match readlinkat(&dir_fd, name) {
             Ok(target) => {
-                if target
-                    .as_os_str()
-                    .as_encoded_bytes()
-                    .starts_with(b"socket:[")
-                {
+                if target.as_encoded_bytes().starts_with(b"socket:[") {
                     sockets += 1;
                 }
             }
             // Closed between readdir and readlink: it is gone, not counted as a socket.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(Errno::ENOENT) => {}
             // No ptrace access to the links: the count of sockets is unknown.
             Err(_) => sockets_known = false,
         }

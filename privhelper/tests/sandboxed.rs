@@ -1,0 +1,382 @@
+//! The privhelper as it runs in production: a separate process (this test binary re-executed)
+//! that applies the real sandbox with `vigil_policies::apply` (uid/gid 65534, only
+//! SYS_ADMIN, SYSLOG, SYS_PTRACE and DAC_READ_SEARCH kept, NoNewPrivs, the privhelper Landlock
+//! ruleset, the privhelper seccomp policy) and then calls `run()` on fds 3 and 4. This process
+//! plays the supervisor and the collector. Any syscall the policy forgot kills the child with
+//! SIGSYS, reported on the control channel: the test then names it.
+//!
+//! `harness = false`: the child must still be single-threaded when it applies the sandbox.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, fcntl};
+use vigil_ipc_proto::frame;
+use vigil_ipc_proto::{
+    Channel, ChildToSupervisor, CollectorConfig, FdKind, InitConfig, LandlockPlan, NetnsTarget,
+    PrivErrorCode, PrivRequest, PrivResponse, Role, SandboxPlan, ShipperConfig, SupervisorToChild,
+    fds,
+};
+
+const CHILD_ENV: &str = "VIGIL_PRIVHELPER_SANDBOXED_CHILD";
+const AGENT_UID: u32 = 65534;
+/// CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_SYSLOG.
+const KEEP_CAPS: [u8; 4] = [2, 19, 21, 34];
+
+/// `landlock`: apply the privhelper Landlock ruleset too.
+fn init(landlock_on: bool) -> InitConfig {
+    let landlock = vigil_policies::landlock_plan(
+        Role::Privhelper,
+        &vigil_policies::LandlockVars {
+            // Not "/": the ruleset must be what lets the privhelper work, not a host-wide grant.
+            host_root: "/usr".into(),
+            runtime_dir: "/tmp".into(),
+            journal_dir: "/tmp".into(),
+            otlp_port: None,
+        },
+    )
+    .expect("privhelper landlock template");
+    InitConfig {
+        role: Role::Privhelper,
+        sandbox: SandboxPlan {
+            ids: Some(vigil_ipc_proto::Ids {
+                uid: AGENT_UID,
+                gid: AGENT_UID,
+                groups: Vec::new(),
+            }),
+            keep_caps: KEEP_CAPS.to_vec(),
+            seccomp: true,
+            landlock: LandlockPlan {
+                enabled: landlock.enabled && landlock_on,
+                ..landlock
+            },
+        },
+        host_root: "/".into(),
+        runtime_dir: "/tmp".into(),
+        hostname: "test".into(),
+        enabled_features: ["kmsg_events", "process_fds", "netns_metrics"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        collector: CollectorConfig::default(),
+        shipper: ShipperConfig::default(),
+    }
+}
+
+fn child_main() -> ! {
+    // SAFETY: the parent placed the channel ends at 3 and 4 (pre_exec below); nothing else in
+    // this fresh process refers to them.
+    let control = unsafe { Channel::from_raw_fd(fds::CONTROL) };
+    // SAFETY: as above.
+    let collector = unsafe { Channel::from_raw_fd(fds::PEER_A) };
+    let init = init(std::env::var(CHILD_ENV).as_deref() == Ok("landlock"));
+    let report = match vigil_policies::apply(Role::Privhelper, &init.sandbox, fds::CONTROL) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            std::process::exit(3);
+        }
+    };
+    if control.send(&ChildToSupervisor::Ready(report)).is_err() {
+        std::process::exit(4);
+    }
+    match vigil_privhelper::run(&init, control, collector) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("privhelper: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn high(fd: &impl AsFd) -> OwnedFd {
+    let n = fcntl(fd.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(200)).unwrap();
+    // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; we own it alone.
+    unsafe { OwnedFd::from_raw_fd(n) }
+}
+
+struct Privhelper {
+    child: Child,
+    control: Channel,
+    collector: Channel,
+}
+
+impl Privhelper {
+    fn spawn(landlock: bool) -> Privhelper {
+        let (control, ctl_child) = Channel::pair().unwrap();
+        let (collector, col_child) = Channel::pair().unwrap();
+        let srcs = [high(&ctl_child), high(&col_child)];
+        let raw = [srcs[0].as_raw_fd(), srcs[1].as_raw_fd()];
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(CHILD_ENV, if landlock { "landlock" } else { "no-landlock" })
+            .stdin(Stdio::null());
+        // SAFETY: only dup2 and close_range (async-signal-safe) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (i, &src) in raw.iter().enumerate() {
+                    if libc::dup2(src, fds::CONTROL + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop((srcs, ctl_child, col_child));
+        control
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        collector
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut p = Privhelper {
+            child,
+            control,
+            collector,
+        };
+        match p.control.recv::<ChildToSupervisor>() {
+            Ok(ChildToSupervisor::Ready(r)) => {
+                assert_eq!(r.uid, AGENT_UID, "{r:?}");
+                assert!(r.no_new_privs, "{r:?}");
+                assert_ne!(r.seccomp, "off", "{r:?}");
+                println!("sandbox: {r:?}");
+            }
+            other => p.die(&format!("expected Ready, got {other:?}")),
+        }
+        p.collector
+            .handshake(Role::Collector, Some(Role::Privhelper))
+            .unwrap_or_else(|e| p.die(&format!("handshake: {e}")));
+        p
+    }
+
+    /// Fail with what the child said last (a seccomp violation names the syscall).
+    fn die(&mut self, what: &str) -> ! {
+        let _ = self.control.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut last = Vec::new();
+        while let Ok(m) = self.control.recv::<ChildToSupervisor>() {
+            if let ChildToSupervisor::SeccompViolation { syscall, .. } = &m {
+                last.push(format!(
+                    "seccomp killed the privhelper on {}",
+                    vigil_policies::syscall_name(*syscall)
+                ));
+            }
+            last.push(format!("{m:?}"));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().ok();
+        panic!("{what}; child status {status:?}; control: {last:?}");
+    }
+
+    fn request(&mut self, req: &PrivRequest) -> (PrivResponse, Vec<OwnedFd>) {
+        if let Err(e) = self.collector.send(req) {
+            self.die(&format!("send {req:?}: {e}"));
+        }
+        match self.collector.recv_with_fds(4) {
+            Ok(x) => x,
+            Err(e) => self.die(&format!("answer to {req:?}: {e}")),
+        }
+    }
+}
+
+struct Cleanup(Vec<Vec<String>>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for args in &self.0 {
+            let _ = Command::new("ip").args(args).output();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With `landlock`, the kernel's Landlock ptrace scoping applies: a Landlocked process may not
+/// pass `ptrace_may_access` on processes outside its domain, so the fd links of other processes
+/// (socket counts) and `/proc/PID/ns/net` of other processes are refused (EACCES), whatever
+/// the capabilities. The privhelper answers that with `sockets: None` and `PermissionDenied`,
+/// and keeps serving. Without Landlock (seccomp, uid and capabilities as in production) every
+/// request works in full.
+fn sandboxed_privhelper_serves_every_request(landlock: bool) {
+    let pid = std::process::id();
+    let name = format!("vigil-ph-sbx-{pid}");
+    let (host_if, ns_if) = (format!("vphsh{pid}"), format!("vphsn{pid}"));
+    let _cleanup = Cleanup(vec![
+        vec!["link".into(), "del".into(), host_if.clone()],
+        vec!["netns".into(), "del".into(), name.clone()],
+    ]);
+    ip(&["netns", "add", &name]);
+    ip(&[
+        "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+    ]);
+    ip(&["link", "set", &ns_if, "netns", &name]);
+    let ns_inode = std::fs::metadata(format!("/run/netns/{name}"))
+        .unwrap()
+        .ino();
+
+    // A root-owned process with a socket pair: another user's /proc/PID/fd for uid 65534.
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::from(OwnedFd::from(a)))
+        .stdout(Stdio::from(OwnedFd::from(b)))
+        .spawn()
+        .unwrap();
+
+    let mut p = Privhelper::spawn(landlock);
+
+    // /dev/kmsg through the passed fd.
+    let marker = format!("vigil-sbx-test-{pid}-{:?}", Instant::now());
+    let (resp, fds) = p.request(&PrivRequest::OpenKmsg);
+    assert_eq!(resp, PrivResponse::Fd { kind: FdKind::Kmsg });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .unwrap()
+        .write_all(format!("<6>{marker}\n").as_bytes())
+        .unwrap();
+    let mut kmsg = File::from(fds.into_iter().next().unwrap());
+    let mut buf = vec![0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = false;
+    while !found && Instant::now() < deadline {
+        match kmsg.read(&mut buf) {
+            Ok(n) => found = String::from_utf8_lossy(&buf[..n]).contains(&marker),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("read kmsg: {e}"),
+        }
+    }
+    assert!(
+        found,
+        "marker read through the sandboxed privhelper's kmsg fd"
+    );
+
+    // Another user's fds.
+    let (resp, _) = p.request(&PrivRequest::ProcFdStats {
+        pids: vec![sleeper.id(), 1],
+    });
+    let PrivResponse::FdStats(stats) = resp else {
+        p.die(&format!("FdStats expected, got {resp:?}"))
+    };
+    assert!(stats[0].fds.is_some_and(|n| n >= 3), "{stats:?}");
+    if landlock {
+        assert_eq!(stats[0].sockets, None, "Landlock ptrace scoping: {stats:?}");
+    } else {
+        assert_eq!(stats[0].sockets, Some(2), "{stats:?}");
+    }
+    assert!(stats[1].fds.is_some(), "pid 1 readable: {stats:?}");
+
+    // Namespaces: listed, entered, left.
+    let (resp, _) = p.request(&PrivRequest::ListNetns);
+    let PrivResponse::Netns(list) = resp else {
+        p.die(&format!("Netns expected, got {resp:?}"))
+    };
+    assert!(
+        list.iter()
+            .any(|n| n.inode == ns_inode && n.name.as_deref() == Some(name.as_str())),
+        "{list:?}"
+    );
+    for target in [
+        NetnsTarget::Named(name.clone()),
+        NetnsTarget::Pid(std::process::id()),
+    ] {
+        let (resp, fds) = p.request(&PrivRequest::NetlinkRouteInNetns {
+            target: target.clone(),
+        });
+        let by_pid = matches!(target, NetnsTarget::Pid(_));
+        if landlock && by_pid {
+            assert!(
+                matches!(&resp, PrivResponse::Error(e) if e.code == PrivErrorCode::PermissionDenied),
+                "Landlock ptrace scoping: {resp:?}"
+            );
+            assert!(fds.is_empty());
+            continue;
+        }
+        assert_eq!(
+            resp,
+            PrivResponse::Fd {
+                kind: FdKind::NetlinkRoute
+            },
+            "{target:?}"
+        );
+        assert_eq!(fds.len(), 1);
+    }
+
+    // Hostile input is refused the same way under seccomp.
+    p.collector.send_raw(b"\x03\0\0\0abc").unwrap();
+    let (resp, _) = p.collector.recv_with_fds::<PrivResponse>(4).unwrap();
+    assert!(matches!(resp, PrivResponse::Error(e) if e.code == PrivErrorCode::BadRequest));
+    let (resp, _) = p.request(&PrivRequest::NetlinkRouteInNetns {
+        target: NetnsTarget::Named("../../etc/passwd".into()),
+    });
+    assert!(matches!(resp, PrivResponse::Error(e) if e.code == PrivErrorCode::BadRequest));
+    let big = frame::encode(&PrivRequest::ProcFdStats {
+        pids: vec![1; vigil_ipc_proto::MAX_FD_STAT_PIDS + 1],
+    })
+    .unwrap();
+    p.collector.send_raw(&big).unwrap();
+    let (resp, _) = p.collector.recv_with_fds::<PrivResponse>(4).unwrap();
+    assert!(matches!(resp, PrivResponse::Error(e) if e.code == PrivErrorCode::BadRequest));
+
+    // Stats, then a clean shutdown: exit 0, not SIGSYS.
+    p.control.send(&SupervisorToChild::StatsRequest).unwrap();
+    match p.control.recv::<ChildToSupervisor>() {
+        Ok(ChildToSupervisor::Stats(s)) => {
+            let served = if landlock { 1 } else { 2 };
+            assert_eq!(
+                s.get("served_netlink_route_in_netns"),
+                Some(served),
+                "{s:?}"
+            );
+            assert_eq!(s.get("bad_frames"), Some(1), "{s:?}");
+            assert_eq!(s.get("refused"), Some(2), "{s:?}");
+        }
+        other => p.die(&format!("Stats expected, got {other:?}")),
+    }
+    p.control.send(&SupervisorToChild::Shutdown).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            p.die("no exit after Shutdown");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if !status.success() {
+        p.die(&format!("exit {status:?} signal {:?}", status.signal()));
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    println!("test sandboxed_privhelper_serves_every_request (landlock: {landlock}) ... ok");
+}
+
+fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        child_main();
+    }
+    // libtest-like flags (--list, filters) are accepted and ignored: there is one test.
+    if std::env::args().any(|a| a == "--list") {
+        println!("sandboxed_privhelper_serves_every_request: test");
+        return;
+    }
+    sandboxed_privhelper_serves_every_request(false);
+    sandboxed_privhelper_serves_every_request(true);
+}
