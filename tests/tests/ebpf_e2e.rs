@@ -120,3 +120,140 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace joined to the host by a veth pair, removed on drop.
+struct VethNetns {
+    name: String,
+    host_if: String,
+}
+
+impl Drop for VethNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn tc_flows_on_a_veth_from_the_real_agent() {
+    use std::os::fd::AsRawFd;
+    let pid = std::process::id();
+    let ns = VethNetns {
+        name: format!("vigil-e2e-tc-{pid}"),
+        host_if: format!("vge{}h", pid % 100_000),
+    };
+    let ns_if = format!("vge{}n", pid % 100_000);
+    let x = (pid % 250) as u8;
+    let (host_ip, ns_ip) = (
+        Ipv4Addr::new(10, 200, x, 249),
+        Ipv4Addr::new(10, 200, x, 250),
+    );
+    ip(&["netns", "add", &ns.name]);
+    ip(&[
+        "link",
+        "add",
+        &ns.host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &ns_if,
+        "netns",
+        &ns.name,
+    ]);
+    ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if]);
+    ip(&["link", "set", &ns.host_if, "up"]);
+    ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        &format!("{ns_ip}/30"),
+        "dev",
+        &ns_if,
+    ]);
+    ip(&["-n", &ns.name, "link", "set", &ns_if, "up"]);
+
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!(
+            "[collector]\nflow_evict_ms = 1000\nflows_source = \"tc\"\nflow_interfaces = [\"{}\"]\n",
+            ns.host_if
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::builder()
+        .args(["--user", "nobody", "--interval-ms", "500", "--config"])
+        .arg(cfg.path().to_str().unwrap())
+        .start();
+    agent.wait_ready(Duration::from_secs(30));
+    assert!(
+        agent
+            .stderr
+            .wait_for(Duration::from_secs(20), |l| l
+                .contains("eBPF ring buffer mapped")
+                && l.contains("FlowsTc"))
+            .is_some(),
+        "no tc ring mapped: {}",
+        agent.stderr.text()
+    );
+
+    // A receiver inside the namespace (setns is per thread for network namespaces).
+    let path = format!("/run/netns/{}", ns.name);
+    let (tx_addr, rx_addr) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a descriptor we hold; affects this thread only.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let r = UdpSocket::bind(SocketAddr::from((ns_ip, 0))).unwrap();
+        tx_addr.send(r.local_addr().unwrap()).unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        (0..30).all(|_| r.recv(&mut buf).is_ok())
+    });
+    let to = rx_addr.recv_timeout(Duration::from_secs(10)).unwrap();
+    let tx = UdpSocket::bind(SocketAddr::from((host_ip, 0))).unwrap();
+    let port = i64::from(tx.local_addr().unwrap().port());
+    for _ in 0..30 {
+        tx.send_to(&[5u8; 200], to).unwrap();
+    }
+    assert!(server.join().unwrap(), "datagrams arrived in the namespace");
+
+    let m = agent
+        .wait_json(Duration::from_secs(30), |v| {
+            v["type"] == "metric"
+                && v["name"] == "network.flow.packets"
+                && *attr(v, "source.port") == port
+                && *attr(v, "vigil.flow.source") == "tc"
+        })
+        .unwrap_or_else(|| panic!("no tc flow metric: {}", agent.stderr.text()));
+    assert_eq!(m["value"], 30);
+    assert_eq!(*attr(&m, "network.io.direction"), "transmit");
+    assert_eq!(*attr(&m, "network.interface.name"), ns.host_if.as_str());
+    assert_eq!(*attr(&m, "destination.address"), ns_ip.to_string());
+    // tc egress knows the sending socket's cgroup: attributed to this test's cgroup.
+    assert!(attr(&m, "process.linux.cgroup").is_string(), "{m}");
+    let b = agent
+        .wait_json(Duration::from_secs(5), |v| {
+            v["name"] == "network.flow.bytes"
+                && *attr(v, "source.port") == port
+                && *attr(v, "vigil.flow.source") == "tc"
+        })
+        .expect("bytes metric");
+    assert_eq!(b["value"], 30 * (14 + 20 + 8 + 200));
+    agent.stop();
+}
