@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -72,9 +73,26 @@ pub fn fd_stat(pid: u32) -> ProcFdStat {
     }
 }
 
+/// How long one `ProcFdStats` request may take in all: processes with huge descriptor tables
+/// must not keep the privhelper from the supervisor's `Shutdown` or the next request.
+pub const FD_STATS_BUDGET: Duration = Duration::from_secs(2);
+
 /// [`fd_stat`] for every pid, in order (the pids are validated and deduplicated by the caller).
-pub fn fd_stats(pids: &[u32]) -> Vec<ProcFdStat> {
-    pids.iter().map(|&p| fd_stat(p)).collect()
+/// Pids not reached before `deadline` are reported unknown (`None`), never skipped.
+pub fn fd_stats(pids: &[u32], deadline: Instant) -> Vec<ProcFdStat> {
+    pids.iter()
+        .map(|&pid| {
+            if Instant::now() < deadline {
+                fd_stat(pid)
+            } else {
+                ProcFdStat {
+                    pid,
+                    fds: None,
+                    sockets: None,
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -104,5 +122,18 @@ mod tests {
         assert!(s.sockets.unwrap() >= 2);
         let gone = fd_stat(crate::validate::PID_MAX_LIMIT);
         assert_eq!((gone.fds, gone.sockets), (None, None));
+    }
+
+    #[test]
+    fn budget_exhausted_reports_unknown_for_the_rest() {
+        let me = std::process::id();
+        let v = fd_stats(&[me, 1], Instant::now() + FD_STATS_BUDGET);
+        assert!(v.iter().all(|s| s.fds.is_some()), "{v:?}");
+        let v = fd_stats(&[me, 1], Instant::now());
+        assert_eq!(v.len(), 2);
+        assert!(
+            v.iter().all(|s| s.fds.is_none() && s.sockets.is_none()),
+            "{v:?}"
+        );
     }
 }

@@ -6,6 +6,14 @@
 //! accepted requests is in [`server`]. By the time [`run`] is called the supervisor's bootstrap
 //! has applied the sandbox (agent user, only the capabilities of enabled features, NoNewPrivs,
 //! Landlock, seccomp).
+//!
+//! Measured limit (`tests/sandboxed.rs`): Landlock scopes ptrace, so a Landlocked privhelper
+//! fails `ptrace_may_access` on every process outside its Landlock domain, whatever its
+//! capabilities. Other processes' `/proc/PID/fd/N` links (socket counts → `None`) and
+//! `/proc/PID/ns/net` (`NetnsTarget::Pid` → `PermissionDenied`; unnamed namespaces missing
+//! from `ListNetns`) are then refused. Descriptor counts, /dev/kmsg and named namespaces
+//! (`/run/netns`) still work. Without Landlock (uid, capabilities, NoNewPrivs and seccomp
+//! kept) everything works.
 
 pub mod bpf;
 pub mod error;

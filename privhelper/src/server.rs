@@ -156,7 +156,13 @@ impl Server {
             }),
             PrivRequest::ProcFdStats { pids } => self.require(FEATURE_PROCESS_FDS).and_then(|()| {
                 let pids = validate::check_pids(&pids, self.pid_max)?;
-                Ok((PrivResponse::FdStats(fdstats::fd_stats(&pids)), Vec::new()))
+                Ok((
+                    PrivResponse::FdStats(fdstats::fd_stats(
+                        &pids,
+                        std::time::Instant::now() + fdstats::FD_STATS_BUDGET,
+                    )),
+                    Vec::new(),
+                ))
             }),
             PrivRequest::ListNetns => self.require(FEATURE_NETNS).map(|()| {
                 (
