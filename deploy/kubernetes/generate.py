@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""Generate the vigil DaemonSet manifests, one complete file per deployment mode.
+
+kustomize is a Go binary that neither CI nor a plain Debian host has, so instead of a base and
+patch overlays the four variants are rendered from this one template (standard library only):
+
+  full/            host root read-write at /hostfs, privileged container (testing, debugging)
+  read-only/       host root read-only at /hostfs, privileged container (default, recommended)
+  minimal/         only /etc, /usr, /bin, /sbin, /lib*, /run of the host, read-only, privileged
+  non-privileged/  read-only mount mode, privileged: false, capabilities drop [ALL] plus the
+                   minimal add-list of `vigil doctor --emit k8s`, allowPrivilegeEscalation: false
+
+Each directory gets vigil.yaml (Namespace, ServiceAccount, ConfigMap, DaemonSet), the
+vigil.toml embedded in the ConfigMap, and a kustomization.yaml listing vigil.yaml so that
+`kubectl apply -k deploy/kubernetes/<mode>` works as well as `kubectl apply -f`.
+
+  python3 deploy/kubernetes/generate.py          rewrite the files
+  python3 deploy/kubernetes/generate.py --check  exit 1 if any file is not up to date
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VERSION = "0.1.0"
+IMAGE = f"vigil:{VERSION}"  # push deploy/container's image to your registry and name it here
+
+# `vigil doctor --emit k8s` for the default configuration (flows from a socket filter, every
+# other feature on) on a kernel with dmesg_restrict=1. tests/tests/deploy_doctor.rs compares
+# this list with the binary's output.
+NON_PRIVILEGED_ADD = [
+    ("CHOWN", "supervisor: hands the runtime/journal directory to the agent user"),
+    ("KILL", "supervisor: signals children that run as the agent user"),
+    ("SETGID", "supervisor: collector, shipper and privhelper run as the agent user"),
+    ("SETUID", "supervisor: collector, shipper and privhelper run as the agent user"),
+    ("SETPCAP", "supervisor: trims the children's bounding and ambient sets"),
+    ("NET_RAW", "privhelper: AF_PACKET socket for the flow socket filter"),
+    ("SYS_PTRACE", "privhelper: /proc/PID/fd of other users' processes; setns target check"),
+    ("SYS_ADMIN", "supervisor: mount namespace + pivot_root (virtual root); privhelper: setns"),
+    ("SYSLOG", "privhelper: /dev/kmsg with kernel.dmesg_restrict=1"),
+    ("PERFMON", "privhelper: raw tracepoints (exec/exit) and packet access in BPF"),
+    ("BPF", "privhelper: loads the BPF programs and maps; no bpffs, nothing pinned"),
+]
+
+MODES = {
+    "full": dict(mount_mode="full", privileged=True, host="full"),
+    "read-only": dict(mount_mode="read-only", privileged=True, host="root-ro"),
+    "minimal": dict(mount_mode="minimal", privileged=True, host="minimal"),
+    "non-privileged": dict(mount_mode="read-only", privileged=False, host="root-ro"),
+}
+
+# Host directories the minimal view is built from (supervisor/src/rootfs.rs MINIMAL_ENTRIES).
+MINIMAL_DIRS = ["etc", "usr", "bin", "sbin", "lib", "lib64", "run"]
+
+
+def toml(mode):
+    m = MODES[mode]
+    return f"""# vigil configuration ({mode} deployment); every key can be overridden by VIGIL_* env.
+# The agent user must exist in the HOST's /etc/passwd (nobody exists everywhere; a dedicated
+# system user such as `vigil` is better: useradd --system --no-create-home vigil).
+user = "nobody"
+non_root_mode = true
+mount_mode = "{m['mount_mode']}"
+# The host's root as this container sees it (hostPath volume below).
+host_root = "/hostfs"
+# Journal and status socket; a hostPath, so a new pod finds the journal of the old one.
+runtime_dir = "/var/run/vigil"
+
+[shipper]
+json_lines = ""
+
+[shipper.otlp]
+# hostNetwork: 127.0.0.1 is the node; point this at your node-local OpenTelemetry collector.
+endpoint = "http://127.0.0.1:4318"
+"""
+
+
+def indent(text, n):
+    pad = " " * n
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(True))
+
+
+def skips(mode):
+    """checkov skip annotations: every accepted failure with the reason (also commented at the
+    setting itself)."""
+    m = MODES[mode]
+    s = [
+        ("CKV_K8S_17", "hostPID: process metrics, exec/exit events and /proc/PID/fd of host processes"),
+        ("CKV_K8S_19", "hostNetwork: host interface counters, flow socket filter, node-local OTLP"),
+        ("CKV_K8S_23", "runAsUser 0: the supervisor must be uid 0 to switch its children to the host agent user; they run unprivileged"),
+        ("CKV_K8S_40", "runAsUser 0: see CKV_K8S_23; the long-running collector and shipper drop to the agent user"),
+        ("CKV_K8S_43", "the image is built locally (deploy/container); pin its digest when you push it"),
+        ("CKV_K8S_37", "the supervisor and privhelper need the listed capabilities; everything else is dropped"),
+        ("CKV_K8S_39", "SYS_ADMIN: mount namespace + pivot_root for the read-only host view, setns into container network namespaces"),
+        ("CKV_K8S_25", "capabilities are added: the minimal add-list of vigil doctor --emit k8s, all others dropped"),
+        ("CKV2_K8S_6", "no NetworkPolicy: a hostNetwork pod is not selected by NetworkPolicies; the shipper's Landlock ruleset allows TCP connect to the backend port only"),
+        ("CKV_K8S_28", "NET_RAW: the flow socket filter needs an AF_PACKET socket (privhelper only)"),
+    ]
+    if m["privileged"]:
+        s += [
+            ("CKV_K8S_16", "privileged mount-mode variants, as in the SmartAgent modes; use non-privileged/ where /dev/kmsg is not needed"),
+            ("CKV_K8S_20", "privileged: true implies privilege escalation; non-privileged/ sets allowPrivilegeEscalation: false"),
+        ]
+    return s
+
+
+def host_volumes(mode):
+    """(volumes, volumeMounts) YAML fragments for the host view."""
+    host = MODES[mode]["host"]
+    vols, mounts = [], []
+    if host in ("full", "root-ro"):
+        ro = "false" if host == "full" else "true"
+        why = (
+            "# full mode: host root read-write (testing/debugging only)"
+            if host == "full"
+            else "# host root read-only; the agent prunes boot, root, home, kernel images from its view"
+        )
+        vols.append("- name: host-root\n  hostPath:\n    path: /\n    type: Directory\n")
+        mounts.append(
+            f"{why}\n- name: host-root\n  mountPath: /hostfs\n  readOnly: {ro}\n"
+            "  # the host's own mounts under / (e.g. /var/lib/kubelet/...) stay visible for disk metrics\n"
+            "  mountPropagation: HostToContainer\n"
+        )
+    else:
+        for d in MINIMAL_DIRS:
+            vols.append(f"- name: host-{d}\n  hostPath:\n    path: /{d}\n")
+            mounts.append(f"- name: host-{d}\n  mountPath: /hostfs/{d}\n  readOnly: true\n")
+    vols.append("- name: host-sys\n  hostPath:\n    path: /sys\n    type: Directory\n")
+    mounts.append(
+        "# cgroup hierarchies of all containers (the container's own /sys/fs/cgroup is namespaced)\n"
+        "- name: host-sys\n  mountPath: /hostfs/sys\n  readOnly: true\n"
+    )
+    vols.append(
+        "# journal and status socket: on the host, so a re-created pod replays the old journal\n"
+        "- name: runtime\n  hostPath:\n    path: /var/run/vigil\n    type: DirectoryOrCreate\n"
+    )
+    mounts.append("- name: runtime\n  mountPath: /var/run/vigil\n  readOnly: false\n")
+    for f in ("passwd", "group"):
+        vols.append(f"- name: host-{f}\n  hostPath:\n    path: /etc/{f}\n    type: File\n")
+        mounts.append(
+            f"# host user/group names (the image has no users of its own)\n"
+            f"- name: host-{f}\n  mountPath: /etc/{f}\n  readOnly: true\n"
+        )
+    vols.append("- name: config\n  configMap:\n    name: vigil-config\n")
+    mounts.append("- name: config\n  mountPath: /etc/vigil\n  readOnly: true\n")
+    return "".join(vols), "".join(mounts)
+
+
+def security_context(mode):
+    if MODES[mode]["privileged"]:
+        return """securityContext:
+  # Privileged, as the SmartAgent mount modes: /dev/kmsg and every BPF program type work, and
+  # no AppArmor/seccomp profile of the runtime is in the way. vigil still drops everything it
+  # does not need at start: collector and shipper run as the agent user with no capabilities,
+  # NoNewPrivs, seccomp and Landlock. For a non-privileged pod see ../non-privileged/.
+  privileged: true  # checkov CKV_K8S_16 skipped (annotation): see above
+  # The API server rejects allowPrivilegeEscalation: false together with privileged: true.
+  allowPrivilegeEscalation: true  # checkov CKV_K8S_20 skipped: implied by privileged
+  readOnlyRootFilesystem: true
+  # uid 0 inside a user-less FROM-scratch image: only root can switch the children to the
+  # host agent user (SETUID/SETGID) and own the status socket. checkov CKV_K8S_23/40 skipped.
+  runAsUser: 0
+  runAsGroup: 0
+  runAsNonRoot: false
+"""
+    caps = "".join(f"    - {c}  # {why}\n" for c, why in NON_PRIVILEGED_ADD)
+    return f"""securityContext:
+  privileged: false
+  # The capabilities below are granted by the container runtime to uid 0 and never gained by
+  # exec (no file capabilities, no setuid binary), so NoNewPrivs costs nothing: the supervisor
+  # re-executes itself (fexecve) as root and hands capabilities on through the ambient set.
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  # uid 0 inside a user-less FROM-scratch image (see the privileged variants); it holds only
+  # the add-list below. checkov CKV_K8S_23/40 skipped (annotation).
+  runAsUser: 0
+  runAsGroup: 0
+  runAsNonRoot: false
+  # RuntimeDefault (containerd's and CRI-O's profiles, like podman's, which
+  # tests/tests/deploy_container.rs runs against) allows unshare(CLONE_NEWNS), mount,
+  # umount2, pivot_root and setns only to a process holding CAP_SYS_ADMIN, and bpf /
+  # perf_event_open to one holding CAP_SYS_ADMIN, CAP_BPF or CAP_PERFMON: exactly what the
+  # supervisor and privhelper hold, so the default profile fits. vigil stacks its own,
+  # much narrower, filters per role on top (seccomp filters only ever narrow).
+  seccompProfile:
+    type: RuntimeDefault
+  # On AppArmor nodes (Ubuntu, Debian with AppArmor on) the runtime's default profile denies
+  # mount(2): the supervisor then says so and runs without the trimmed view (NO_REMOUNT_ROOT
+  # behaviour; Landlock still confines the children). To keep the view there, uncomment
+  # (Kubernetes >= 1.30):
+  # appArmorProfile:
+  #   type: Unconfined
+  capabilities:
+    drop: ["ALL"]
+    # `vigil doctor --emit k8s` (checkov CKV_K8S_37/39/28 skipped: each one is needed).
+    # Not available without privileged: /dev/kmsg (the device cgroup does not allow the
+    # character device), so kmsg_events is off and SYSLOG could be removed; it is kept so that
+    # a runtime that exposes /dev/kmsg read-only works without an edit.
+    add:
+{caps}"""
+
+
+def manifest(mode):
+    m = MODES[mode]
+    vols, mounts = host_volumes(mode)
+    ann = "".join(
+        f'    checkov.io/skip{i + 1}: "{c}={why}"\n' for i, (c, why) in enumerate(skips(mode))
+    )
+    return f"""# GENERATED by deploy/kubernetes/generate.py -- edit the generator, not this file.
+# vigil DaemonSet, mode: {mode} (mount_mode = {m['mount_mode']}, privileged: {str(m['privileged']).lower()})
+# kubectl apply -f deploy/kubernetes/{mode}/vigil.yaml   (or kubectl apply -k deploy/kubernetes/{mode})
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: vigil
+  labels:
+    app.kubernetes.io/name: vigil
+    # hostPath, hostPID and hostNetwork are outside the baseline Pod Security Standard even
+    # without privileged: true, so the namespace must allow "privileged" pods.
+    pod-security.kubernetes.io/enforce: privileged
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: vigil
+  namespace: vigil
+  labels:
+    app.kubernetes.io/name: vigil
+# vigil never talks to the Kubernetes API (pod UIDs come from cgroup paths): no token.
+automountServiceAccountToken: false
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: vigil-config
+  namespace: vigil
+  labels:
+    app.kubernetes.io/name: vigil
+data:
+  vigil.toml: |
+{indent(toml(mode), 4)}---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: vigil
+  namespace: vigil
+  labels:
+    app.kubernetes.io/name: vigil
+    app.kubernetes.io/version: "{VERSION}"
+  annotations:
+{ann}spec:
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: vigil
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 1
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: vigil
+    spec:
+      serviceAccountName: vigil
+      automountServiceAccountToken: false
+      # Host PID namespace: /proc shows the host's processes (process metrics, /proc/PID/fd via
+      # the privhelper, container network namespaces through /proc/PID/ns/net).
+      hostPID: true  # checkov CKV_K8S_17 skipped (annotation)
+      # Host network namespace: host interface counters, the flow socket filter sees the
+      # node's traffic, and 127.0.0.1 reaches a node-local collector.
+      hostNetwork: true  # checkov CKV_K8S_19 skipped (annotation)
+      dnsPolicy: ClusterFirstWithHostNet
+      # Optional: survive node memory pressure like other node agents.
+      # priorityClassName: system-node-critical
+      terminationGracePeriodSeconds: 30
+      tolerations:
+        - operator: Exists
+      securityContext:
+        runAsUser: 0
+        runAsGroup: 0
+        runAsNonRoot: false
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: vigil
+          image: {IMAGE}  # checkov CKV_K8S_43 skipped: pin the digest after pushing
+          imagePullPolicy: Always
+          args: ["run", "--config", "/etc/vigil/vigil.toml"]
+          env:
+            - name: VIGIL_HOST_ROOT
+              value: /hostfs
+            # Set to "1" to fail at start instead of running with features disabled.
+            - name: VIGIL_ENFORCE_SYS_CAPS
+              value: "0"
+          resources:
+            requests:
+              cpu: 50m
+              memory: 64Mi
+            limits:
+              cpu: 500m
+              memory: 256Mi
+          # `vigil status` asks the supervisor over its root-only socket in the runtime dir.
+          livenessProbe:
+            exec:
+              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/var/run/vigil"]
+            initialDelaySeconds: 15
+            periodSeconds: 30
+            timeoutSeconds: 5
+            failureThreshold: 3
+          readinessProbe:
+            exec:
+              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/var/run/vigil"]
+            initialDelaySeconds: 5
+            periodSeconds: 30
+            timeoutSeconds: 5
+{indent(security_context(mode), 10)}          volumeMounts:
+{indent(mounts, 12)}      volumes:
+{indent(vols, 8)}"""
+
+
+KUSTOMIZATION = """# GENERATED by deploy/kubernetes/generate.py
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - vigil.yaml
+"""
+
+
+def outputs():
+    for mode in MODES:
+        d = HERE / mode
+        yield d / "vigil.yaml", manifest(mode)
+        yield d / "vigil.toml", toml(mode)
+        yield d / "kustomization.yaml", KUSTOMIZATION
+
+
+def main(argv):
+    check = "--check" in argv
+    stale = []
+    for path, text in outputs():
+        old = path.read_text() if path.exists() else None
+        if old != text:
+            stale.append(path)
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    if check and stale:
+        for p in stale:
+            print(f"out of date: {p.relative_to(HERE.parent.parent)}", file=sys.stderr)
+        print("run: python3 deploy/kubernetes/generate.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
