@@ -19,6 +19,9 @@ use crate::messages::{HELLO_MAGIC, Hello, Role};
 /// Most descriptors one datagram may carry, in either direction.
 pub const MAX_FDS: usize = 4;
 
+/// The kernel's own limit of descriptors in one datagram (`SCM_MAX_FD`, include/net/scm.h).
+const SCM_MAX_FD: usize = 253;
+
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
@@ -163,7 +166,11 @@ impl Channel {
 
     /// Receive one datagram into the internal buffer; returns its length and descriptors.
     pub fn recv_raw(&mut self, max_fds: usize) -> Result<(usize, Vec<OwnedFd>), ProtoError> {
-        let mut cmsg_buf = cmsg_space!([RawFd; MAX_FDS]);
+        // Room for every descriptor the kernel lets one datagram carry (SCM_MAX_FD = 253), not
+        // just MAX_FDS: with a smaller buffer the kernel still installs what fits, sets
+        // MSG_CTRUNC, nix then refuses to list the cmsgs and those descriptors would leak.
+        // Here every received descriptor is owned, and dropped when more than `max_fds`.
+        let mut cmsg_buf = cmsg_space!([RawFd; SCM_MAX_FD]);
         let (len, flags, received) = loop {
             let mut iov = [IoSliceMut::new(&mut self.buf)];
             match socket::recvmsg::<()>(
