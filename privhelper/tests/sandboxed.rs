@@ -8,6 +8,7 @@
 //! `harness = false`: the child must still be single-threaded when it applies the sandbox.
 
 use std::fs::File;
+use std::io::IoSlice;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -16,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, fcntl};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use vigil_ipc_proto::frame;
 use vigil_ipc_proto::{
     Channel, ChildToSupervisor, CollectorConfig, FdKind, InitConfig, LandlockPlan, NetnsTarget,
@@ -334,17 +336,63 @@ fn sandboxed_privhelper_serves_every_request(landlock: bool) {
     let (resp, _) = p.collector.recv_with_fds::<PrivResponse>(4).unwrap();
     assert!(matches!(resp, PrivResponse::Error(e) if e.code == PrivErrorCode::BadRequest));
 
+    // No descriptor leaks in the privhelper: what it hands out, and what a hostile peer pushes
+    // at it, is closed on its side.
+    let child_fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = child_fds(p.child.id());
+    let devnull = File::open("/dev/null").unwrap();
+    const ROUNDS: u64 = 20;
+    for _ in 0..ROUNDS {
+        let (_, fds) = p.request(&PrivRequest::OpenKmsg);
+        assert_eq!(fds.len(), 1);
+        let (_, fds) = p.request(&PrivRequest::NetlinkRouteInNetns {
+            target: NetnsTarget::Named(name.clone()),
+        });
+        assert_eq!(fds.len(), 1);
+        // One descriptor where none is allowed, then more than a frame may carry (MSG_CTRUNC).
+        p.collector
+            .send_with_fds(&PrivRequest::ListNetns, &[devnull.as_fd()])
+            .unwrap();
+        let many = [devnull.as_raw_fd(); 8];
+        let bytes = frame::encode(&PrivRequest::ListNetns).unwrap();
+        sendmsg::<()>(
+            p.collector.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&many)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let (resp, fds) = p.collector.recv_with_fds::<PrivResponse>(4).unwrap();
+            assert!(
+                matches!(&resp, PrivResponse::Error(e) if e.code == PrivErrorCode::BadRequest),
+                "{resp:?}"
+            );
+            assert!(fds.is_empty());
+        }
+    }
+    assert_eq!(
+        child_fds(p.child.id()),
+        before,
+        "privhelper leaks descriptors"
+    );
+
     // Stats, then a clean shutdown: exit 0, not SIGSYS.
     p.control.send(&SupervisorToChild::StatsRequest).unwrap();
     match p.control.recv::<ChildToSupervisor>() {
         Ok(ChildToSupervisor::Stats(s)) => {
-            let served = if landlock { 1 } else { 2 };
+            let served = ROUNDS + if landlock { 1 } else { 2 };
             assert_eq!(
                 s.get("served_netlink_route_in_netns"),
                 Some(served),
                 "{s:?}"
             );
-            assert_eq!(s.get("bad_frames"), Some(1), "{s:?}");
+            assert_eq!(s.get("bad_frames"), Some(1 + 2 * ROUNDS), "{s:?}");
             assert_eq!(s.get("refused"), Some(2), "{s:?}");
         }
         other => p.die(&format!("Stats expected, got {other:?}")),
