@@ -573,6 +573,22 @@ fn hostile_peer_gets_errors_and_the_server_keeps_serving() {
         "{resp:?}"
     );
     assert!(fds.is_empty());
+    // More descriptors than any frame may carry.
+    let many = [devnull.as_raw_fd(); 8];
+    nix::sys::socket::sendmsg::<()>(
+        h.collector.as_raw_fd(),
+        &[std::io::IoSlice::new(&valid)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&many)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let (resp, fds) = h.recv();
+    assert!(
+        matches!(&resp, PrivResponse::Error(e) if e.code == PrivErrorCode::BadRequest),
+        "{resp:?}"
+    );
+    assert!(fds.is_empty());
     h.assert_serves();
 
     // Well-formed requests that fail validation.
@@ -625,7 +641,7 @@ fn hostile_peer_gets_errors_and_the_server_keeps_serving() {
     h.assert_running();
 
     let s = h.stats();
-    assert_eq!(s.get("bad_frames"), Some(bad_frames.len() as u64 + 1));
+    assert_eq!(s.get("bad_frames"), Some(bad_frames.len() as u64 + 2));
     assert_eq!(s.get("refused"), Some(refused.len() as u64));
     assert_eq!(s.get("collector_closed"), Some(0));
 
@@ -643,7 +659,7 @@ fn hostile_peer_gets_errors_and_the_server_keeps_serving() {
     assert_eq!(s.get("collector_closed"), Some(1));
     assert_eq!(
         s.get("bad_frames"),
-        Some(bad_frames.len() as u64 + 1 + MAX_CONSECUTIVE_BAD as u64)
+        Some(bad_frames.len() as u64 + 2 + MAX_CONSECUTIVE_BAD as u64)
     );
     h.shutdown();
 }
@@ -675,6 +691,22 @@ fn bad_hellos_close_the_channel_only() {
         assert_eq!(h.stats().get("collector_closed"), Some(1));
         h.shutdown();
     }
+}
+
+/// A zero-length datagram cannot be told from the peer's end of stream on SOCK_SEQPACKET:
+/// the channel is closed, the privhelper goes on serving the supervisor.
+#[test]
+fn empty_datagram_closes_the_channel_only() {
+    let mut h = Harness::start(&ALL);
+    h.assert_serves();
+    h.collector.send_raw(&[]).unwrap();
+    match h.collector.recv_with_fds::<PrivResponse>(4) {
+        Err(ProtoError::Closed) => {}
+        other => panic!("expected the channel closed, got {other:?}"),
+    }
+    h.assert_running();
+    assert_eq!(h.stats().get("collector_closed"), Some(1));
+    h.shutdown();
 }
 
 #[test]
