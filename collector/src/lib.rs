@@ -1,6 +1,10 @@
 //! The collector: unprivileged producer of records.
 
 pub mod ebpf;
+pub mod host;
+pub mod procs;
+pub mod users;
+pub mod util;
 
 use vigil_ipc_proto::{Channel, InitConfig};
 
@@ -17,8 +21,6 @@ pub fn run(
     privhelper: Channel,
     shipper: Channel,
 ) -> Result<(), CollectorError> {
-    // Minimal hook (eBPF engineer): only the eBPF data path, until the collector's event loop
-    // replaces this call (it keeps `ebpf::start` + `EbpfSources::service`).
-    ebpf::minimal::run(init, control, privhelper, shipper)?;
+    let _ = (init, control, privhelper, shipper);
     Ok(())
 }
