@@ -28,15 +28,15 @@ use crate::error::{Error, Result};
 fn init_logging(child: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal; children never have one.
+    let ansi = child.is_none() && std::io::stderr().is_terminal();
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
-    match child {
-        // Children have no tty; keep their lines plain and tagged.
-        Some(_) => b.with_ansi(false).init(),
-        None => b.init(),
-    }
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn env(k: &str) -> Option<String> {

@@ -60,11 +60,22 @@ pub fn sandbox_plan(
             .as_ref()
             .and_then(|o| crate::config::otlp_port(&o.endpoint)),
     };
+    let mut landlock = vigil_policies::landlock_plan(role, &vars)?;
+    // A Landlock domain may not inspect processes outside it (ptrace access mode checks, which
+    // capabilities do not override): /proc/PID/fd links and /proc/PID/ns/net of other
+    // processes become EACCES. The privhelper exists to read exactly those, so it goes without
+    // Landlock when those features are on; its read-only view, seccomp policy and trimmed
+    // capability sets still confine it.
+    if role == Role::Privhelper
+        && (eval.is_enabled("process_fds") || eval.is_enabled("netns_metrics"))
+    {
+        landlock.enabled = false;
+    }
     Ok(SandboxPlan {
         ids,
         keep_caps,
         seccomp: true,
-        landlock: vigil_policies::landlock_plan(role, &vars)?,
+        landlock,
     })
 }
 
@@ -155,6 +166,14 @@ mod tests {
         );
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
+        // Landlock would hide other processes' fds and namespaces from the privhelper.
+        assert!(!ph.landlock.enabled);
+        let mut cfg2 = cfg.clone();
+        cfg2.collector.process_fds = false;
+        cfg2.collector.netns = false;
+        let ev2 = evaluate(&cfg2, &all, &facts());
+        let ph2 = sandbox_plan(Role::Privhelper, &cfg2, &ev2, Some(&user()), &run()).unwrap();
+        assert!(ph2.landlock.enabled);
     }
 
     #[test]

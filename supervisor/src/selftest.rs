@@ -82,7 +82,7 @@ fn outcome(r: std::io::Result<()>) -> String {
     match r {
         Ok(()) => "ok".into(),
         Err(e) => match e.raw_os_error() {
-            Some(n) => nix::errno::Errno::from_raw(n).to_string(),
+            Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
             None => e.to_string(),
         },
     }

@@ -147,6 +147,25 @@ pub fn read_proc_status(pid: u32) -> Option<ProcessStatus> {
     })
 }
 
+fn not_running() -> ProcessStatus {
+    ProcessStatus {
+        role: Role::Supervisor,
+        pid: 0,
+        uids: [0; 4],
+        gids: [0; 4],
+        cap_inh: 0,
+        cap_prm: 0,
+        cap_eff: 0,
+        cap_bnd: 0,
+        cap_amb: 0,
+        no_new_privs: false,
+        seccomp: 0,
+        landlock: String::new(),
+        restarts: 0,
+        last_exit: None,
+    }
+}
+
 pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusReport {
     let mut processes = Vec::new();
     if let Some(mut me) = read_proc_status(std::process::id()) {
@@ -154,10 +173,9 @@ pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusRepor
         processes.push(me);
     }
     for c in children {
-        let Some(pid) = c.pid else { continue };
-        let Some(mut p) = read_proc_status(pid.as_raw() as u32) else {
-            continue;
-        };
+        // A child waiting for its restart is listed with pid 0 and its last exit.
+        let pid = c.pid.map_or(0, |p| p.as_raw() as u32);
+        let mut p = read_proc_status(pid).unwrap_or_else(not_running);
         p.role = c.role;
         p.landlock = c
             .ready

@@ -221,33 +221,19 @@ impl Supervisor {
                     let Some(c) = self.children.iter_mut().find(|c| c.pid == Some(pid)) else {
                         continue;
                     };
-                    // A violation report may still be queued on the control channel.
-                    let reported = c.violation.is_some();
-                    if let Some(ch) = c.control.as_mut() {
-                        while let Ok(ChildToSupervisor::SeccompViolation { syscall, .. }) =
-                            ch.recv::<ChildToSupervisor>()
-                        {
-                            c.violation = Some(syscall);
-                        }
-                    }
+                    // Its last messages (Ready, warnings, a violation report) may still be
+                    // queued on the control channel: read them before judging the exit.
+                    drain_control(c);
                     let desc = describe(&ws, c.violation);
                     c.pid = None;
                     c.control = None;
                     match expected {
                         Some(why) => {
+                            info!(role = %c.role, "{} {desc} ({why})", c.role);
                             c.last_exit = Some(format!("{desc} ({why})"));
                         }
                         None => {
-                            if reported {
-                                // Already logged when the report arrived.
-                            } else if let Some(nr) = c.violation {
-                                error!(
-                                    role = %c.role,
-                                    "{} killed by seccomp: syscall {} ({nr})",
-                                    c.role,
-                                    vigil_policies::syscall_name(nr)
-                                );
-                            } else {
+                            if c.violation.is_none() {
                                 warn!(role = %c.role, "{} {desc}", c.role);
                             }
                             c.last_exit = Some(desc);
@@ -261,36 +247,7 @@ impl Supervisor {
     }
 
     fn handle_control(&mut self, idx: usize) {
-        let c = &mut self.children[idx];
-        let Some(ch) = c.control.as_mut() else { return };
-        for _ in 0..64 {
-            match ch.recv::<ChildToSupervisor>() {
-                Ok(ChildToSupervisor::Ready(r)) => {
-                    info!(role = %c.role, uid = r.uid, landlock = %r.landlock, seccomp = %r.seccomp, "sandboxed");
-                    c.ready = Some(r);
-                }
-                Ok(ChildToSupervisor::Stats(s)) => c.stats = s,
-                Ok(ChildToSupervisor::Warning(w)) => warn!(role = %c.role, "{}: {w}", c.role),
-                Ok(ChildToSupervisor::SeccompViolation { syscall, .. }) => {
-                    c.violation = Some(syscall);
-                    error!(
-                        role = %c.role,
-                        "{} killed by seccomp: syscall {} ({syscall})",
-                        c.role,
-                        vigil_policies::syscall_name(syscall)
-                    );
-                }
-                Err(e) if e.is_would_block() => return,
-                Err(ProtoError::Closed) | Err(ProtoError::Io(_)) => {
-                    c.control = None;
-                    return;
-                }
-                Err(e) => {
-                    c.bad_frames += 1;
-                    warn!(role = %c.role, error = %e, "malformed control frame");
-                }
-            }
-        }
+        drain_control(&mut self.children[idx]);
     }
 
     fn request_stats(&mut self) {
@@ -402,6 +359,47 @@ impl Supervisor {
             }
             if listen_ready {
                 self.status.accept_one(&self.children, &self.ctx);
+            }
+        }
+    }
+}
+
+/// Read every queued control message of a child (non-blocking channel).
+fn drain_control(c: &mut ChildState) {
+    let Some(ch) = c.control.as_mut() else { return };
+    let mut reset_seen = false;
+    for _ in 0..256 {
+        match ch.recv::<ChildToSupervisor>() {
+            Ok(ChildToSupervisor::Ready(r)) => {
+                info!(role = %c.role, uid = r.uid, landlock = %r.landlock, seccomp = %r.seccomp, "sandboxed");
+                c.ready = Some(r);
+            }
+            Ok(ChildToSupervisor::Stats(s)) => c.stats = s,
+            Ok(ChildToSupervisor::Warning(w)) => warn!(role = %c.role, "{}: {w}", c.role),
+            Ok(ChildToSupervisor::SeccompViolation { syscall, .. }) => {
+                c.violation = Some(syscall);
+                error!(
+                    role = %c.role,
+                    "{} killed by seccomp: syscall {} ({syscall})",
+                    c.role,
+                    vigil_policies::syscall_name(syscall)
+                );
+            }
+            Err(e) if e.is_would_block() => return,
+            // A child that died with our last message unread makes the kernel report
+            // ECONNRESET once, *before* the datagrams it sent are read: keep reading them.
+            Err(ProtoError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionReset && !reset_seen =>
+            {
+                reset_seen = true;
+            }
+            Err(ProtoError::Closed) | Err(ProtoError::Io(_)) => {
+                c.control = None;
+                return;
+            }
+            Err(e) => {
+                c.bad_frames += 1;
+                warn!(role = %c.role, error = %e, "malformed control frame");
             }
         }
     }

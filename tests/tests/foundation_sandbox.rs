@@ -23,6 +23,7 @@ fn selftest_line(agent: &Agent, role: &str, probe: &str) -> String {
 /// `path=RESULT` pairs of a write-host probe.
 fn results(s: &str) -> Vec<(String, String)> {
     s.split_whitespace()
+        .filter(|kv| kv.starts_with('/'))
         .filter_map(|kv| kv.rsplit_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
