@@ -227,6 +227,7 @@ impl Supervisor {
                     let desc = describe(&ws, c.violation);
                     c.pid = None;
                     c.control = None;
+                    c.ready = None;
                     match expected {
                         Some(why) => {
                             info!(role = %c.role, "{} {desc} ({why})", c.role);

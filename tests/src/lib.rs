@@ -233,7 +233,7 @@ impl Agent {
                         && r.processes
                             .iter()
                             .filter(|p| p.role != Role::Supervisor)
-                            .all(|p| !p.landlock.is_empty()) =>
+                            .all(|p| p.pid != 0 && !p.landlock.is_empty()) =>
                 {
                     return r;
                 }

@@ -17,8 +17,11 @@ fn wait_restarted(agent: &Agent, role: Role, old_pid: u32, old_restarts: u32) ->
             && r.processes.len() == 4
             && let Some(p) = r.processes.iter().find(|p| p.role == role)
             && p.pid != old_pid
+            && p.pid != 0
             && p.restarts > old_restarts
-            && r.processes.iter().all(|p| p.role == Role::Supervisor || !p.landlock.is_empty())
+            && r.processes
+                .iter()
+                .all(|p| p.role == Role::Supervisor || !p.landlock.is_empty())
         {
             return p.pid;
         }
