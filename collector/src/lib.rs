@@ -1,7 +1,9 @@
 //! The collector: unprivileged producer of records.
 
+pub mod cgroups;
 pub mod ebpf;
 pub mod host;
+pub mod mountinfo;
 pub mod procs;
 pub mod users;
 pub mod util;
