@@ -257,9 +257,9 @@ fn checkov_has_no_unjustified_failure() {
     }
     // Every skipped check is explained next to the setting too (a `checkov CKV_...` comment or
     // the generator's reason table).
-    let gen = std::fs::read_to_string(repo().join("deploy/kubernetes/generate.py")).unwrap();
+    let generator = std::fs::read_to_string(repo().join("deploy/kubernetes/generate.py")).unwrap();
     for (id, _) in &skipped {
-        assert!(gen.contains(id.as_str()), "{id} not explained in generate.py");
+        assert!(generator.contains(id.as_str()), "{id} not explained in generate.py");
     }
 
     // Without the skip annotations the same manifest fails: the checks do run.
