@@ -36,10 +36,10 @@ fi
 
 CTX=$(mktemp -d)
 trap 'rm -rf "$CTX"' EXIT
-mkdir -p "$CTX/rootfs/etc/vigil" "$CTX/rootfs/hostfs" "$CTX/rootfs/var/run/vigil" \
+mkdir -p "$CTX/rootfs/etc/vigil" "$CTX/rootfs/hostfs" "$CTX/rootfs/run/vigil" \
     "$CTX/rootfs/tmp" "$CTX/rootfs/proc" "$CTX/rootfs/sys" "$CTX/rootfs/dev"
 chmod 1777 "$CTX/rootfs/tmp"
-chmod 0755 "$CTX/rootfs/var/run/vigil"
+chmod 0755 "$CTX/rootfs/run/vigil"
 printf 'root:x:0:0:root:/:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' \
     >"$CTX/rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$CTX/rootfs/etc/group"

@@ -64,7 +64,10 @@ mount_mode = "{m['mount_mode']}"
 # The host's root as this container sees it (hostPath volume below).
 host_root = "/hostfs"
 # Journal and status socket; a hostPath, so a new pod finds the journal of the old one.
-runtime_dir = "/var/run/vigil"
+# /run/vigil, not /var/run/vigil: /var/run is an absolute symlink to /run on the host, and the
+# supervisor binds the runtime dir at the same path inside the host view (/hostfs/run/vigil),
+# which must be a real directory there.
+runtime_dir = "/run/vigil"
 
 [shipper]
 json_lines = ""
@@ -132,9 +135,10 @@ def host_volumes(mode):
     )
     vols.append(
         "# journal and status socket: on the host, so a re-created pod replays the old journal\n"
-        "- name: runtime\n  hostPath:\n    path: /var/run/vigil\n    type: DirectoryOrCreate\n"
+        "# (same path on host and in the container: the agent binds it into its host view)\n"
+        "- name: runtime\n  hostPath:\n    path: /run/vigil\n    type: DirectoryOrCreate\n"
     )
-    mounts.append("- name: runtime\n  mountPath: /var/run/vigil\n  readOnly: false\n")
+    mounts.append("- name: runtime\n  mountPath: /run/vigil\n  readOnly: false\n")
     for f in ("passwd", "group"):
         vols.append(f"- name: host-{f}\n  hostPath:\n    path: /etc/{f}\n    type: File\n")
         mounts.append(
@@ -302,14 +306,14 @@ metadata:
           # `vigil status` asks the supervisor over its root-only socket in the runtime dir.
           livenessProbe:
             exec:
-              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/var/run/vigil"]
+              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/run/vigil"]
             initialDelaySeconds: 15
             periodSeconds: 30
             timeoutSeconds: 5
             failureThreshold: 3
           readinessProbe:
             exec:
-              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/var/run/vigil"]
+              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/run/vigil"]
             initialDelaySeconds: 5
             periodSeconds: 30
             timeoutSeconds: 5
