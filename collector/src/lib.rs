@@ -2,7 +2,9 @@
 
 pub mod cgroups;
 pub mod ebpf;
+pub mod event_loop;
 pub mod host;
+pub mod kmsg;
 pub mod mountinfo;
 pub mod procs;
 pub mod users;
