@@ -1,0 +1,160 @@
+//! The deployment files grant exactly what `vigil doctor --emit k8s|systemd|setcap` says the
+//! configured features need: the non-privileged DaemonSet's capability add-list, the systemd
+//! unit's AmbientCapabilities= and CapabilityBoundingSet=, and the setcap line all agree with
+//! the binary (target/debug/vigil, next to this test's deps/ directory).
+//!
+//! The files are written for a kernel with kernel.dmesg_restrict=1 (the common default), where
+//! kmsg_events needs CAP_SYSLOG; on a host with dmesg_restrict=0 the doctor leaves SYSLOG out,
+//! and the test accounts for exactly that difference.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn vigil() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("vigil");
+    assert!(
+        p.exists(),
+        "{} missing (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+fn doctor(args: &[&str]) -> String {
+    let out = Command::new(vigil())
+        .arg("doctor")
+        .args(args)
+        .output()
+        .expect("run vigil doctor");
+    assert!(
+        out.status.success(),
+        "vigil doctor {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn set<'a>(it: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    it.into_iter()
+        .map(|c| {
+            c.trim()
+                .to_uppercase()
+                .trim_start_matches("CAP_")
+                .to_string()
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// The items of the first `add:` list after `capabilities:` in a YAML text.
+fn k8s_add_list(yaml: &str) -> BTreeSet<String> {
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "capabilities:")
+        .skip_while(|l| l.trim() != "add:")
+        .skip(1);
+    let mut out = Vec::new();
+    for l in lines.by_ref() {
+        let t = l.trim();
+        if t.starts_with('#') {
+            continue;
+        }
+        match t.strip_prefix("- ") {
+            Some(item) => out.push(item.split('#').next().unwrap().trim().to_string()),
+            None => break,
+        }
+    }
+    set(out.iter().map(String::as_str))
+}
+
+fn directive(text: &str, key: &str) -> BTreeSet<String> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{text}"));
+    set(line[key.len() + 1..].split_whitespace())
+}
+
+/// What the files were written for, from what the doctor says on this host.
+fn expected_from_doctor(doctor_set: BTreeSet<String>) -> BTreeSet<String> {
+    let restrict = std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut want = doctor_set;
+    if restrict == "0" {
+        // Here /dev/kmsg needs no CAP_SYSLOG; the files are for dmesg_restrict=1 hosts.
+        assert!(!want.contains("SYSLOG"));
+        want.insert("SYSLOG".into());
+    }
+    want
+}
+
+#[test]
+fn non_privileged_daemonset_grants_the_doctor_add_list() {
+    let dir = repo().join("deploy/kubernetes/non-privileged");
+    let cfg = dir.join("vigil.toml");
+    let emitted = doctor(&["--config", cfg.to_str().unwrap(), "--emit", "k8s"]);
+    let doctor_set = k8s_add_list(&emitted);
+    assert!(doctor_set.len() >= 3, "doctor emitted:\n{emitted}");
+    for line in [
+        "privileged: false",
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "drop: [\"ALL\"]",
+    ] {
+        assert!(emitted.contains(line), "doctor: {emitted}");
+    }
+    let manifest = std::fs::read_to_string(dir.join("vigil.yaml")).unwrap();
+    let granted = k8s_add_list(&manifest);
+    assert_eq!(
+        granted,
+        expected_from_doctor(doctor_set),
+        "deploy/kubernetes/non-privileged/vigil.yaml add-list vs `vigil doctor --emit k8s`"
+    );
+    // The manifest's add-list parser is not vacuous.
+    assert!(granted.contains("SYS_ADMIN") && granted.contains("BPF"));
+}
+
+#[test]
+fn systemd_unit_and_setcap_line_match_the_doctor() {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/vigil.service")).unwrap();
+    // The unit's ExecStart: default features, host root /.
+    let emitted = doctor(&["--host-root", "/", "--emit", "systemd"]);
+    let ambient = directive(&emitted, "AmbientCapabilities");
+    let bounding = directive(&emitted, "CapabilityBoundingSet");
+    assert_eq!(ambient, bounding);
+    let want = expected_from_doctor(bounding);
+    assert_eq!(
+        directive(&unit, "AmbientCapabilities"),
+        want,
+        "vigil.service AmbientCapabilities= vs `vigil doctor --emit systemd`"
+    );
+    assert_eq!(
+        directive(&unit, "CapabilityBoundingSet"),
+        want,
+        "vigil.service CapabilityBoundingSet= vs `vigil doctor --emit systemd`"
+    );
+
+    let setcap = doctor(&["--host-root", "/", "--emit", "setcap"]);
+    let caps = setcap
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.strip_suffix("+ep"))
+        .unwrap_or_else(|| panic!("setcap line: {setcap}"));
+    assert_eq!(expected_from_doctor(set(caps.split(','))), want, "{setcap}");
+
+    // The Kubernetes and systemd lists are the same set of capabilities.
+    let manifest =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/non-privileged/vigil.yaml"))
+            .unwrap();
+    assert_eq!(k8s_add_list(&manifest), want);
+}
