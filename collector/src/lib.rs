@@ -1,11 +1,13 @@
 //! The collector: unprivileged producer of records.
 
 pub mod cgroups;
+pub mod disks;
 pub mod ebpf;
 pub mod event_loop;
 pub mod host;
 pub mod kmsg;
 pub mod mountinfo;
+pub mod netdev;
 pub mod procs;
 pub mod users;
 pub mod util;
