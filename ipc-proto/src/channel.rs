@@ -214,9 +214,29 @@ impl Channel {
             return Err(ProtoError::KernelTruncated);
         }
         if len == 0 {
-            return Err(ProtoError::Closed);
+            // SOCK_SEQPACKET reports end-of-file and an empty datagram the same way; only a
+            // hang-up on the socket tells them apart. An empty datagram is a malformed frame.
+            return Err(if self.peer_hung_up() {
+                ProtoError::Closed
+            } else {
+                ProtoError::Truncated {
+                    got: 0,
+                    want: HEADER_LEN,
+                }
+            });
         }
         Ok((len, received))
+    }
+
+    fn peer_hung_up(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a descriptor we own, zero timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc < 0 || pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0
     }
 
     /// Exchange hellos: send ours, read theirs, check magic, version and (if given) role.
@@ -345,6 +365,20 @@ mod tests {
         // And the channel is still usable after the refusal.
         a.send(&PrivRequest::OpenKmsg).unwrap();
         assert_eq!(b.recv::<PrivRequest>().unwrap(), PrivRequest::OpenKmsg);
+    }
+
+    #[test]
+    fn empty_datagram_is_not_end_of_file() {
+        let (a, mut b) = Channel::pair().unwrap();
+        a.send_raw(&[]).unwrap();
+        assert!(matches!(
+            b.recv::<PrivRequest>(),
+            Err(ProtoError::Truncated { got: 0, .. })
+        ));
+        a.send(&PrivRequest::OpenKmsg).unwrap();
+        assert_eq!(b.recv::<PrivRequest>().unwrap(), PrivRequest::OpenKmsg);
+        drop(a);
+        assert!(matches!(b.recv::<PrivRequest>(), Err(ProtoError::Closed)));
     }
 
     #[test]

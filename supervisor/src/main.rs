@@ -254,6 +254,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         user: cfg.user.clone(),
         features: states,
         allowed_uid: nix::unistd::getuid().as_raw(),
+        refused: 0,
     };
     let sock = status.path.clone();
     let mut sup = supervise::Supervisor::new(exe, inits, status, ctx, signals);

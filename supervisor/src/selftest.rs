@@ -7,6 +7,7 @@
 //!
 //! - `write-host`: try to create a file in several places of the host view and the runtime dir.
 //! - `kmsg`: try to open /dev/kmsg.
+//! - `control-garbage`: send malformed frames to the supervisor (a hostile child).
 //! - `sys:<name>`: call a forbidden syscall (`bpf`, `ptrace`, `setns`, `mount`, `finit_module`,
 //!   `unshare`, `init_module`); the seccomp filter kills the role, the supervisor reports it.
 
@@ -26,22 +27,38 @@ pub fn run_from_env(role: Role, init: &InitConfig, control: &Channel) {
         if Role::parse(r) != Some(role) {
             continue;
         }
-        let outcome = run_probe(probe, init);
+        let outcome = run_probe(probe, init, control);
         let _ = control.send(&ChildToSupervisor::Warning(format!(
             "selftest {role} {probe}: {outcome}"
         )));
     }
 }
 
-fn run_probe(probe: &str, init: &InitConfig) -> String {
+fn run_probe(probe: &str, init: &InitConfig, control: &Channel) -> String {
     match probe {
         "write-host" => write_host(init),
         "kmsg" => outcome(std::fs::File::open("/dev/kmsg").map(drop)),
+        "control-garbage" => control_garbage(control),
         p => match p.strip_prefix("sys:") {
             Some(name) => forbidden_syscall(name),
             None => format!("unknown probe {p}"),
         },
     }
+}
+
+/// Datagrams a compromised child could send its supervisor: truncated, lying lengths, unknown
+/// variants, oversized.
+fn control_garbage(control: &Channel) -> String {
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![1, 2],
+        [&9999u32.to_le_bytes()[..], b"xx"].concat(),
+        [&1u32.to_le_bytes()[..], &[0x7f][..]].concat(),
+        vec![0xff; 70_000],
+    ];
+    junk.push([&4u32.to_le_bytes()[..], &[0, 1, 2, 3][..]].concat());
+    let sent = junk.iter().filter(|j| control.send_raw(j).is_ok()).count();
+    format!("sent {sent} malformed frames")
 }
 
 fn write_host(init: &InitConfig) -> String {

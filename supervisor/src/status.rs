@@ -10,7 +10,8 @@ use nix::sys::socket::{
 };
 use tracing::warn;
 use vigil_ipc_proto::{
-    Channel, ClientRequest, ClientResponse, FeatureState, ProcessStatus, Role, StatusReport,
+    Channel, ClientRequest, ClientResponse, FeatureState, ProcessStatus, Role, RoleStats,
+    StatusReport,
 };
 
 use crate::error::{Error, Result};
@@ -26,12 +27,13 @@ pub struct StatusContext {
     pub features: Vec<FeatureState>,
     /// Peers with this uid may ask (root, or the invoking user when rootless).
     pub allowed_uid: u32,
+    /// Status clients refused so far.
+    pub refused: u64,
 }
 
 pub struct StatusServer {
     pub listener: OwnedFd,
     pub path: PathBuf,
-    pub refused: u64,
 }
 
 pub fn socket_path(runtime_dir: &Path) -> PathBuf {
@@ -58,15 +60,11 @@ impl StatusServer {
         r.map_err(Error::sys("bind status socket"))?;
         listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
             .map_err(Error::sys("listen status socket"))?;
-        Ok(StatusServer {
-            listener: fd,
-            path,
-            refused: 0,
-        })
+        Ok(StatusServer { listener: fd, path })
     }
 
     /// Answer one client. Any misbehaviour ends that connection only.
-    pub fn accept_one(&mut self, children: &[ChildState], ctx: &StatusContext) {
+    pub fn accept_one(&mut self, children: &[ChildState], ctx: &mut StatusContext) {
         let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
             Err(e) => {
@@ -78,7 +76,7 @@ impl StatusServer {
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let mut ch = Channel::from_fd(owned);
         if let Err(e) = self.serve(&mut ch, children, ctx) {
-            self.refused += 1;
+            ctx.refused += 1;
             warn!(error = %e, "status client refused");
             let _ = ch.send(&ClientResponse::Error(e));
         }
@@ -194,7 +192,20 @@ pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusRepor
         user: ctx.user.clone(),
         processes,
         features: ctx.features.clone(),
-        stats: children.iter().map(|c| (c.role, c.stats.clone())).collect(),
+        stats: std::iter::once((
+            Role::Supervisor,
+            RoleStats {
+                counters: vec![
+                    (
+                        "bad_control_frames".into(),
+                        children.iter().map(|c| c.bad_frames).sum(),
+                    ),
+                    ("refused_status_clients".into(), ctx.refused),
+                ],
+            },
+        ))
+        .chain(children.iter().map(|c| (c.role, c.stats.clone())))
+        .collect(),
     }
 }
 

@@ -359,7 +359,7 @@ impl Supervisor {
                 self.on_failure(role);
             }
             if listen_ready {
-                self.status.accept_one(&self.children, &self.ctx);
+                self.status.accept_one(&self.children, &mut self.ctx);
             }
         }
     }

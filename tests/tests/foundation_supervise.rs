@@ -211,3 +211,35 @@ fn status_and_doctor_commands() {
     );
     assert!(agent.stop().success());
 }
+
+/// A hostile child (the collector, via the self-test hook) sends malformed frames on its
+/// control channel: the supervisor counts them, keeps running, and restarts nobody.
+#[test]
+fn hostile_child_frames_are_counted_not_fatal() {
+    let mut agent = Agent::builder()
+        .args(["--user", "nobody", "--interval-ms", "500"])
+        .env("VIGIL_SELFTEST", "collector:control-garbage")
+        .start();
+    agent.wait_ready(Duration::from_secs(30));
+    agent
+        .stderr
+        .wait_for(Duration::from_secs(10), |l| l.contains("malformed frames"))
+        .expect("probe ran");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = agent.status().expect("supervisor alive");
+        let bad = r
+            .stats
+            .iter()
+            .find(|(role, _)| *role == Role::Supervisor)
+            .and_then(|(_, s)| s.get("bad_control_frames"))
+            .unwrap_or(0);
+        if bad >= 3 {
+            assert!(r.processes.iter().all(|p| p.restarts == 0), "{r:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "bad frames not counted: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.stop().success());
+}
