@@ -22,10 +22,7 @@ pub enum ProtoError {
     #[error("peer did not start with the vigil hello")]
     BadHello,
     #[error("peer is {got:?}, expected {want:?}")]
-    UnexpectedPeer {
-        got: crate::Role,
-        want: crate::Role,
-    },
+    UnexpectedPeer { got: crate::Role, want: crate::Role },
     #[error("peer sent {got} file descriptors, at most {max} allowed here")]
     TooManyFds { got: usize, max: usize },
     #[error("datagram was truncated by the kernel (larger than the receive buffer)")]

@@ -23,7 +23,10 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     buf = postcard::to_extend(msg, buf).map_err(ProtoError::Encode)?;
     let len = buf.len() - HEADER_LEN;
     if len > MAX_FRAME {
-        return Err(ProtoError::FrameTooLarge { len, max: MAX_FRAME });
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            max: MAX_FRAME,
+        });
     }
     buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(buf)
@@ -49,7 +52,10 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, ProtoError> {
     hdr.copy_from_slice(&frame[..HEADER_LEN]);
     let len = u32::from_le_bytes(hdr) as usize;
     if len > MAX_FRAME {
-        return Err(ProtoError::FrameTooLarge { len, max: MAX_FRAME });
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            max: MAX_FRAME,
+        });
     }
     let payload = &frame[HEADER_LEN..];
     if payload.len() != len {

@@ -171,7 +171,9 @@ pub enum BpfProgram {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrivResponse {
     /// The answer is the descriptor(s) attached to this datagram.
-    Fd { kind: FdKind },
+    Fd {
+        kind: FdKind,
+    },
     FdStats(Vec<ProcFdStat>),
     Netns(Vec<NetnsInfo>),
     Error(PrivError),

@@ -42,7 +42,9 @@ pub struct Metric {
 pub enum MetricKind {
     Gauge,
     /// Cumulative sum.
-    Sum { monotonic: bool },
+    Sum {
+        monotonic: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
