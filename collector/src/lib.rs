@@ -1,6 +1,13 @@
 //! The collector: unprivileged producer of records.
+//!
+//! [`run`] does the handshakes, asks the privhelper for the kmsg descriptor (and the eBPF ring
+//! buffers), then loops: every `collector.interval_ms` one collection [`cycle::Cycle`] (host,
+//! processes, containers, disks, network), in between it polls the control channel, the
+//! shipper's acknowledgements and every registered [`event_loop::Source`].
 
+pub mod batch;
 pub mod cgroups;
+pub mod cycle;
 pub mod disks;
 pub mod ebpf;
 pub mod event_loop;
@@ -8,25 +15,249 @@ pub mod host;
 pub mod kmsg;
 pub mod mountinfo;
 pub mod netdev;
+pub mod netlink;
 pub mod procs;
 pub mod users;
 pub mod util;
 
-use vigil_ipc_proto::{Channel, InitConfig};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use vigil_ipc_proto::{
+    Channel, ChildToSupervisor, FdKind, InitConfig, KeyValue, PrivRequest, PrivResponse,
+    ProtoError, Record, Role, RoleStats, ShipperToCollector, SupervisorToChild,
+};
+
+use crate::event_loop::Sources;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
     #[error("ipc: {0}")]
     Proto(#[from] vigil_ipc_proto::ProtoError),
+    #[error("shipper's first message was not Resume")]
+    NoResume,
+    #[error("poll: {0}")]
+    Poll(nix::errno::Errno),
+}
+
+/// Ask the privhelper for the /dev/kmsg descriptor (non-blocking).
+pub fn open_kmsg(privhelper: &mut Channel) -> Result<OwnedFd, String> {
+    privhelper
+        .send(&PrivRequest::OpenKmsg)
+        .map_err(|e| e.to_string())?;
+    let (resp, mut fds) = privhelper
+        .recv_with_fds::<PrivResponse>(1)
+        .map_err(|e| e.to_string())?;
+    match resp {
+        PrivResponse::Fd { kind: FdKind::Kmsg } if fds.len() == 1 => {
+            let fd = fds.remove(0);
+            let fl =
+                nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
+            let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| e.to_string())?;
+            Ok(fd)
+        }
+        PrivResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
 }
 
 /// Collect every interval and send batches to the shipper until the supervisor says shut down.
 pub fn run(
     init: &InitConfig,
-    control: Channel,
-    privhelper: Channel,
-    shipper: Channel,
+    mut control: Channel,
+    mut privhelper: Channel,
+    mut shipper: Channel,
 ) -> Result<(), CollectorError> {
-    let _ = (init, control, privhelper, shipper);
-    Ok(())
+    privhelper.handshake(Role::Collector, Some(Role::Privhelper))?;
+    shipper.handshake(Role::Collector, Some(Role::Shipper))?;
+    let last_kmsg_seq = match shipper.recv::<ShipperToCollector>()? {
+        ShipperToCollector::Resume { last_kmsg_seq } => last_kmsg_seq,
+        _ => return Err(CollectorError::NoResume),
+    };
+    // The privhelper answers at once; never wait on it forever.
+    privhelper
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(ProtoError::Io)?;
+
+    let mut cycle = cycle::Cycle::new(init);
+    let host_resource = vec![KeyValue::str("host.name", init.hostname.as_str())];
+    let mut sources = Sources::default();
+    if init.collector.kmsg && init.feature_enabled("kmsg_events") {
+        match open_kmsg(&mut privhelper) {
+            Ok(fd) => {
+                let p = kmsg::KmsgParser::new(
+                    host_resource.clone(),
+                    cycle.host.boot_time_ns,
+                    last_kmsg_seq,
+                );
+                sources.add(Box::new(kmsg::KmsgSource::new(fd, p)));
+            }
+            Err(e) => {
+                tracing::warn!("kmsg events unavailable: {e}");
+                let _ = control.send(&ChildToSupervisor::Warning(format!(
+                    "collector: kernel events off: {e}"
+                )));
+            }
+        }
+    }
+    let mut ebpf = ebpf::start(&mut privhelper, init);
+
+    control.set_nonblocking(true).map_err(ProtoError::Io)?;
+    shipper.set_nonblocking(true).map_err(ProtoError::Io)?;
+    let mut batcher = batch::Batcher::new(
+        init.collector.max_batch_records,
+        init.collector.max_unacked_batches,
+    );
+    let interval = Duration::from_millis(init.collector.interval_ms.max(10));
+    let mut next_cycle = Instant::now();
+    let mut pending: Vec<Record> = Vec::new();
+
+    loop {
+        let now = Instant::now();
+        if now >= next_cycle {
+            cycle.collect(&mut privhelper, &mut pending);
+            next_cycle += interval;
+            if next_cycle <= now {
+                next_cycle = now + interval;
+            }
+        }
+        for s in &mut sources.list {
+            s.on_tick(now, &mut pending);
+        }
+        if !ebpf.is_empty() && now >= ebpf.next_deadline() {
+            for e in ebpf.service(now, &mut pending, &host_resource) {
+                tracing::warn!("eBPF: {e}");
+            }
+        }
+        if !pending.is_empty() {
+            cycle.stats.records += pending.len() as u64;
+            batcher.push(std::mem::take(&mut pending));
+        }
+        batcher.flush(&shipper)?;
+
+        let mut deadline = next_cycle;
+        if let Some(d) = sources.deadline() {
+            deadline = deadline.min(d);
+        }
+        if !ebpf.is_empty() {
+            deadline = deadline.min(ebpf.next_deadline());
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
+            .unwrap_or(PollTimeout::MAX);
+
+        let ebpf_fds = ebpf.fds();
+        let (ctl_ready, shp_ready, src_ready, bpf_ready) = {
+            // SAFETY: every descriptor is owned by a value alive for this whole block.
+            let b = |fd: i32| unsafe { BorrowedFd::borrow_raw(fd) };
+            let mut fds = vec![
+                PollFd::new(control.as_fd_ref(), PollFlags::POLLIN),
+                PollFd::new(
+                    b(shipper.as_raw_fd()),
+                    if batcher.unsent() > 0
+                        && batcher.unacked() < init.collector.max_unacked_batches.max(1)
+                    {
+                        PollFlags::POLLIN | PollFlags::POLLOUT
+                    } else {
+                        PollFlags::POLLIN
+                    },
+                ),
+            ];
+            for s in &sources.list {
+                fds.push(PollFd::new(b(s.raw_fd()), PollFlags::POLLIN));
+            }
+            for fd in &ebpf_fds {
+                fds.push(PollFd::new(b(*fd), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(CollectorError::Poll(e)),
+            }
+            let r = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+            let n = sources.list.len();
+            (
+                r(&fds[0]),
+                r(&fds[1]),
+                fds[2..2 + n].iter().map(r).collect::<Vec<_>>(),
+                fds[2 + n..].iter().any(r),
+            )
+        };
+        if ctl_ready {
+            loop {
+                match control.recv::<SupervisorToChild>() {
+                    Ok(SupervisorToChild::StatsRequest) => {
+                        let mut counters = cycle.counters();
+                        counters.extend(batch_counters(&batcher));
+                        for s in &sources.list {
+                            counters.extend(s.counters());
+                        }
+                        counters.extend(ebpf.counters());
+                        let _ = control.send(&ChildToSupervisor::Stats(RoleStats { counters }));
+                    }
+                    Ok(SupervisorToChild::Shutdown) | Err(ProtoError::Closed) => {
+                        let _ = batcher.flush(&shipper);
+                        return Ok(());
+                    }
+                    Ok(SupervisorToChild::Init(_)) => {}
+                    Err(e) if e.is_would_block() => break,
+                    Err(e) => {
+                        cycle.stats.peer_errors += 1;
+                        tracing::warn!("control channel: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        if shp_ready {
+            loop {
+                match shipper.recv::<ShipperToCollector>() {
+                    Ok(m) => batcher.on_answer(&m),
+                    Err(e) if e.is_would_block() => break,
+                    Err(ProtoError::Closed) => return Err(ProtoError::Closed.into()),
+                    Err(e) => {
+                        cycle.stats.peer_errors += 1;
+                        tracing::warn!("shipper channel: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        for (s, ready) in sources.list.iter_mut().zip(src_ready) {
+            if ready {
+                s.on_readable(&mut pending);
+            }
+        }
+        if bpf_ready {
+            for e in ebpf.service(Instant::now(), &mut pending, &host_resource) {
+                tracing::warn!("eBPF: {e}");
+            }
+        }
+    }
+}
+
+fn batch_counters(b: &batch::Batcher) -> Vec<(String, u64)> {
+    let s = b.stats;
+    vec![
+        ("batches_sent".into(), s.batches_sent),
+        ("records_sent".into(), s.records_sent),
+        ("batches_acked".into(), s.acked),
+        ("batches_nacked".into(), s.nacked),
+        ("dropped_batches".into(), s.dropped_batches),
+        ("dropped_records".into(), s.dropped_records),
+        ("oversized_records".into(), s.oversized_records),
+        ("unacked_batches".into(), b.unacked() as u64),
+    ]
+}
+
+trait AsFdRef {
+    fn as_fd_ref(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdRef for Channel {
+    fn as_fd_ref(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
 }
