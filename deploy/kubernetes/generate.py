@@ -104,6 +104,11 @@ def skips(mode):
             ("CKV_K8S_16", "privileged mount-mode variants, as in the SmartAgent modes; use non-privileged/ where /dev/kmsg is not needed"),
             ("CKV_K8S_20", "privileged: true implies privilege escalation; non-privileged/ sets allowPrivilegeEscalation: false"),
         ]
+    if not EXEC_PROBES:
+        s += [
+            ("CKV_K8S_8", "no liveness probe: an exec probe runs in the supervisor's trimmed host view where the binary is not visible (generate.py EXEC_PROBES)"),
+            ("CKV_K8S_9", "no readiness probe: same reason as CKV_K8S_8 (generate.py EXEC_PROBES)"),
+        ]
     return s
 
 
@@ -202,6 +207,42 @@ def security_context(mode):
     # a runtime that exposes /dev/kmsg read-only works without an edit.
     add:
 {caps}"""
+
+
+# Liveness/readiness probes: `vigil status` asks the supervisor over its root-only socket in the
+# runtime dir. OFF for now: the container runtime runs an exec probe in the mount namespace of
+# the container's first process, and the supervisor moves itself into its trimmed host view
+# (unshare + pivot_root), where the image's /usr/local/bin/vigil does not exist, so the probe
+# fails with "no such file" and the kubelet would restart a healthy agent every ~90 s
+# (tests/tests/deploy_container.rs shows it with `podman exec`). Turn this on once the
+# supervisor keeps the binary visible inside its view.
+EXEC_PROBES = False
+
+PROBE_CMD = '["/usr/local/bin/vigil", "status", "--runtime-dir", "/run/vigil"]'
+
+
+def probes():
+    if not EXEC_PROBES:
+        return (
+            "          # No exec probes yet: they would run inside the agent's trimmed host view,\n"
+            "          # where the image's binary is not visible (see generate.py EXEC_PROBES).\n"
+            "          # checkov CKV_K8S_8/CKV_K8S_9 skipped (annotation).\n"
+        )
+    return f"""          # `vigil status` asks the supervisor over its root-only socket in the runtime dir.
+          livenessProbe:
+            exec:
+              command: {PROBE_CMD}
+            initialDelaySeconds: 15
+            periodSeconds: 30
+            timeoutSeconds: 5
+            failureThreshold: 3
+          readinessProbe:
+            exec:
+              command: {PROBE_CMD}
+            initialDelaySeconds: 5
+            periodSeconds: 30
+            timeoutSeconds: 5
+"""
 
 
 def manifest(mode):
@@ -303,21 +344,7 @@ metadata:
             limits:
               cpu: 500m
               memory: 256Mi
-          # `vigil status` asks the supervisor over its root-only socket in the runtime dir.
-          livenessProbe:
-            exec:
-              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/run/vigil"]
-            initialDelaySeconds: 15
-            periodSeconds: 30
-            timeoutSeconds: 5
-            failureThreshold: 3
-          readinessProbe:
-            exec:
-              command: ["/usr/local/bin/vigil", "status", "--runtime-dir", "/run/vigil"]
-            initialDelaySeconds: 5
-            periodSeconds: 30
-            timeoutSeconds: 5
-{indent(security_context(mode), 10)}          volumeMounts:
+{probes()}{indent(security_context(mode), 10)}          volumeMounts:
 {indent(mounts, 12)}      volumes:
 {indent(vols, 8)}"""
 
