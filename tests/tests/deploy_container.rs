@@ -86,6 +86,55 @@ fn manifest_add_list() -> Vec<String> {
     out
 }
 
+fn cap_number(name: &str) -> u32 {
+    const CAPS: &[&str] = &[
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+    CAPS.iter()
+        .position(|c| *c == name)
+        .unwrap_or_else(|| panic!("unknown capability {name}")) as u32
+}
+
 /// What one OTLP request carried: its path and the timestamps of its records.
 #[derive(Debug, Clone)]
 struct Got {
@@ -407,6 +456,28 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
             "{f} off with the full add-list: {on:?}\n{logs}"
         );
     }
+    // The supervisor as the runtime started it: NoNewPrivs (allowPrivilegeEscalation: false),
+    // the runtime's default seccomp profile in force (the supervisor installs none itself),
+    // and no capability outside the add-list in its bounding set.
+    let pid = ok(podman().args(["inspect", "--format", "{{.State.Pid}}", &c.name]));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs"), "1", "{status}");
+    assert_eq!(field("Seccomp"), "2", "runtime seccomp profile not applied");
+    let bnd = u64::from_str_radix(&field("CapBnd"), 16).unwrap();
+    let allowed: u64 = caps.iter().map(|c| 1u64 << cap_number(c)).sum();
+    assert_eq!(
+        bnd & !allowed,
+        0,
+        "bounding set {bnd:#x} exceeds the add-list {allowed:#x}"
+    );
     assert!(
         !logs.contains("missing"),
         "warning with the full add-list:\n{logs}"
