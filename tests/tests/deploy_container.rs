@@ -284,6 +284,18 @@ struct Container {
 
 impl Container {
     fn start(name: &str, caps: &[String], journal: &Path, endpoint: &str) -> Container {
+        let root = vec!["-v".to_string(), "/:/hostfs:ro".to_string()];
+        Self::start_with(name, caps, journal, endpoint, &root, "read-only")
+    }
+
+    fn start_with(
+        name: &str,
+        caps: &[String],
+        journal: &Path,
+        endpoint: &str,
+        host_view: &[String],
+        mode: &str,
+    ) -> Container {
         let _ = run(podman().args(["rm", "-f", name]));
         let nofile = hard_limit(libc::RLIMIT_NOFILE).min(8192);
         let nproc = hard_limit(libc::RLIMIT_NPROC).min(4096);
@@ -297,10 +309,12 @@ impl Container {
             // below; lowering is always allowed.
             .arg(format!("--ulimit=nofile={nofile}:{nofile}"))
             .arg(format!("--ulimit=nproc={nproc}:{nproc}"))
-            .args(["-v", "/:/hostfs:ro", "-v", &format!("{j}:{j}")])
+            .args(host_view)
+            .args(["-v", &format!("{j}:{j}")])
             .args(["--device", "/dev/kmsg:/dev/kmsg:r"])
             .arg(IMAGE)
             .args(["run", "--host-root", "/hostfs", "--runtime-dir", j])
+            .args(["--mount-mode", mode])
             .args(["--user", "nobody", "--interval-ms", "1000", "--json-lines="])
             .args(["--otlp-endpoint", endpoint]));
         Container { name: name.into() }
@@ -568,6 +582,35 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
     );
     c.stop();
     drop(c);
+
+    // 4. The minimal mode's host mounts (deploy/kubernetes/minimal: only the listed host
+    // directories, read-only, under /hostfs) with the non-privileged add-list.
+    let yaml =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/minimal/vigil.yaml")).unwrap();
+    let mut view = Vec::new();
+    for l in yaml.lines() {
+        if let Some(p) = l.trim().strip_prefix("mountPath: /hostfs/") {
+            if Path::new("/").join(p).exists() {
+                view.push("-v".to_string());
+                view.push(format!("/{p}:/hostfs/{p}:ro"));
+            }
+        }
+    }
+    assert!(view.len() >= 8, "minimal mounts: {view:?}");
+    let (journal, _cleanup3, name) = journal_dir("minimal");
+    let c = Container::start_with(&name, &caps, &journal, &rx.endpoint(), &view, "minimal");
+    let logs = c.wait_log("sandboxed role=shipper", Duration::from_secs(30));
+    assert!(logs.contains("mode=\"minimal\""), "{logs}");
+    let on = features(&logs);
+    for f in [
+        "virtual_root",
+        "user_switch",
+        "ebpf_exec",
+        "process_metrics",
+    ] {
+        assert!(on.contains(f), "minimal: {f} off: {on:?}\n{logs}");
+    }
+    c.stop();
 }
 
 /// The journal written while the backend was unreachable is shipped by the next container on
