@@ -135,8 +135,23 @@ fn prepare_dirs(
     std::fs::create_dir_all(rt).map_err(Error::fs("create runtime dir", rt))?;
     let rt = std::fs::canonicalize(rt).map_err(Error::fs("resolve runtime dir", rt))?;
     std::fs::create_dir_all(journal).map_err(Error::fs("create journal dir", journal))?;
-    std::fs::set_permissions(journal, std::fs::Permissions::from_mode(0o700))
-        .map_err(Error::fs("chmod journal dir", journal))?;
+    let md = std::fs::metadata(journal).map_err(Error::fs("stat journal dir", journal))?;
+    if md.permissions().mode() & 0o7777 != 0o700 {
+        // A journal left by an earlier run belongs to the agent user; without CAP_FOWNER we
+        // may only chmod what we own, so take it back first (CAP_CHOWN), then hand it over.
+        use std::os::unix::fs::MetadataExt;
+        if md.uid() != nix::unistd::geteuid().as_raw() {
+            nix::unistd::chown(journal, Some(nix::unistd::geteuid()), None).map_err(|e| {
+                Error::Fs {
+                    step: "take journal dir back",
+                    path: journal.to_path_buf(),
+                    source: e.into(),
+                }
+            })?;
+        }
+        std::fs::set_permissions(journal, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::fs("chmod journal dir", journal))?;
+    }
     if let Some(u) = owner {
         nix::unistd::chown(
             journal,
