@@ -551,7 +551,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         .filter(|c| !["BPF", "PERFMON", "SYSLOG", "SYS_ADMIN"].contains(&c.as_str()))
         .cloned()
         .collect();
-    // (a fresh runtime dir: see the ignored journal test for why)
+    // (a fresh runtime dir: the journal test covers re-use)
     let (journal, _cleanup2, name) = journal_dir("small");
     let c = Container::start(&name, &small, &journal, &rx.endpoint());
     let logs = c.wait_log("sandboxed role=shipper", Duration::from_secs(30));
@@ -614,17 +614,11 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
 }
 
 /// The journal written while the backend was unreachable is shipped by the next container on
-/// the same host directory (a re-created pod).
-///
-/// IGNORED until the supervisor is fixed: on the second start the journal directory already
-/// belongs to the agent user, and prepare_dirs() (supervisor/src/main.rs) chmods it, which
-/// uid 0 without CAP_FOWNER may not do: "chmod journal dir ...: Operation not permitted" and
-/// the agent exits. Fix in the supervisor (skip the chmod when the mode is already 0700, or
-/// chmod before chown) or add CAP_FOWNER to SUPERVISOR_BASE in policies/src/features.rs (then
-/// regenerate deploy/kubernetes and update deploy/systemd). Run: cargo test -p vigil-tests
-/// --test deploy_container -- --ignored
+/// the same host directory (a re-created pod). This needs CAP_FOWNER in the add-list (the
+/// supervisor chmods the journal dir that the previous container handed to the agent user;
+/// see BEYOND_DOCTOR in deploy/kubernetes/generate.py): without it the second container exits
+/// with "chmod journal dir: Operation not permitted".
 #[test]
-#[ignore = "supervisor bug: re-using a journal dir owned by the agent user needs CAP_FOWNER (chmod in prepare_dirs)"]
 fn slow_journal_survives_container_recreation() {
     build_image();
     let caps = manifest_add_list();
