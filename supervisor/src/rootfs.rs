@@ -58,7 +58,16 @@ pub enum Op {
     ReadOnly {
         target: PathBuf,
     },
+    /// Make our own binary visible at `dir/vigil` inside the view (a small tmpfs over `dir`
+    /// holding a bind of /proc/self/exe), so `vigil status` run by an exec probe — which
+    /// joins the supervisor's mount namespace — finds the binary where the image has it.
+    ExposeBinary {
+        dir: PathBuf,
+    },
 }
+
+/// Where the view shows the running binary (the image's and the packages' path).
+pub const BINARY_DIR: &str = "usr/local/bin";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootPlan {
@@ -132,6 +141,9 @@ pub fn plan(
                     });
                 }
             }
+            ops.push(Op::ExposeBinary {
+                dir: new_root.join(BINARY_DIR),
+            });
             if mode == MountMode::ReadOnly {
                 for e in entries {
                     match e {
@@ -192,6 +204,9 @@ pub fn plan(
             ops.push(Op::Mkdir {
                 path: join(new_root, runtime_dir),
             });
+            ops.push(Op::ExposeBinary {
+                dir: new_root.join(BINARY_DIR),
+            });
             ops.push(Op::ReadOnly {
                 target: new_root.to_path_buf(),
             });
@@ -232,12 +247,12 @@ pub fn unshare_mount_ns() -> Result<()> {
 pub fn apply(plan: &RootPlan) -> Result<()> {
     std::fs::create_dir_all(&plan.new_root).map_err(Error::fs("mkdir", &plan.new_root))?;
     for op in &plan.ops {
-        apply_op(op)?;
+        apply_op(op, &plan.new_root)?;
     }
     pivot(&plan.new_root)
 }
 
-fn apply_op(op: &Op) -> Result<()> {
+fn apply_op(op: &Op, new_root: &Path) -> Result<()> {
     match op {
         Op::Tmpfs { target } => mount(
             Some("tmpfs"),
@@ -256,6 +271,14 @@ fn apply_op(op: &Op) -> Result<()> {
             target,
             recursive,
         } => {
+            // Targets are paths of the host view: resolve its symlinks inside the view.
+            let target = match target.strip_prefix(new_root) {
+                Ok(rel) if !rel.as_os_str().is_empty() => {
+                    resolve_in(new_root, &Path::new("/").join(rel))
+                }
+                _ => target.clone(),
+            };
+            let target = &target;
             let mut flags = MsFlags::MS_BIND;
             if *recursive {
                 flags |= MsFlags::MS_REC;
@@ -280,7 +303,78 @@ fn apply_op(op: &Op) -> Result<()> {
         )
         .map_err(merr("mask file", target)),
         Op::ReadOnly { target } => make_read_only(target),
+        Op::ExposeBinary { dir } => expose_binary(dir),
     }
+}
+
+fn expose_binary(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        // The host has no such directory; nothing to shadow, and we must not create one on
+        // the host's filesystem.
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(merr("tmpfs for the binary", dir))?;
+    let target = dir.join("vigil");
+    std::fs::File::create(&target).map_err(Error::fs("create mount point", &target))?;
+    // By path, not /proc/self/exe: that magic link resolves to the mount of the namespace we
+    // left, and bind mounts must come from our own.
+    let exe = std::fs::read_link("/proc/self/exe").map_err(Error::fs("read", "/proc/self/exe"))?;
+    mount(
+        Some(&exe),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(merr("bind the binary", &target))
+}
+
+/// Resolve `path` (absolute) as seen from inside `root`: symlinks are followed with absolute
+/// targets taken relative to `root`, never to our own root (a host's `/var/run -> /run` must
+/// land on the host's /run, not the container's).
+pub fn resolve_in(root: &Path, path: &Path) -> PathBuf {
+    let mut out = root.to_path_buf();
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    let mut hops = 0;
+    while let Some(name) = pending.pop() {
+        let next = out.join(&name);
+        match std::fs::read_link(&next) {
+            Ok(target) if hops < 40 => {
+                hops += 1;
+                if target.is_absolute() {
+                    out = root.to_path_buf();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        std::path::Component::Normal(n) => pending.push(n.to_os_string()),
+                        std::path::Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ if name == ".." => {
+                if out != root {
+                    out.pop();
+                }
+            }
+            _ => out = next,
+        }
+    }
+    out
 }
 
 /// `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`: every mount of the tree, in one call.
@@ -473,6 +567,45 @@ mod tests {
             link: p("/x/bin")
         }));
         assert!(plan.ops.iter().any(|o| matches!(o, Op::ReadOnly { .. })));
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_view() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("run/vigil")).unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        std::os::unix::fs::symlink("../run", root.join("var/rel")).unwrap();
+        assert_eq!(
+            resolve_in(root, &p("/var/run/vigil")),
+            root.join("run/vigil")
+        );
+        assert_eq!(
+            resolve_in(root, &p("/var/rel/vigil")),
+            root.join("run/vigil")
+        );
+        assert_eq!(resolve_in(root, &p("/../../etc")), root.join("etc"));
+    }
+
+    #[test]
+    fn binary_is_exposed_before_the_read_only_pass() {
+        for mode in [MountMode::ReadOnly, MountMode::Minimal, MountMode::Full] {
+            let plan = plan(mode, &p("/"), &p("/run/vigil"), &p("/x"), &host());
+            let e = plan.ops.iter().position(|o| {
+                o == &Op::ExposeBinary {
+                    dir: p("/x/usr/local/bin"),
+                }
+            });
+            let ro = plan
+                .ops
+                .iter()
+                .position(|o| matches!(o, Op::ReadOnly { .. }));
+            assert!(e.is_some(), "{mode:?}");
+            if let Some(ro) = ro {
+                assert!(e.unwrap() < ro, "{mode:?}");
+            }
+        }
     }
 
     #[test]
