@@ -693,19 +693,20 @@ fn bad_hellos_close_the_channel_only() {
     }
 }
 
-/// A zero-length datagram cannot be told from the peer's end of stream on SOCK_SEQPACKET:
-/// the channel is closed, the privhelper goes on serving the supervisor.
+/// A zero-length datagram is a malformed frame (the channel tells it from end of stream by
+/// the socket's hang-up state): it is refused with BadRequest and the channel keeps serving.
 #[test]
-fn empty_datagram_closes_the_channel_only() {
+fn empty_datagram_is_refused_not_fatal() {
     let mut h = Harness::start(&ALL);
     h.assert_serves();
     h.collector.send_raw(&[]).unwrap();
     match h.collector.recv_with_fds::<PrivResponse>(4) {
-        Err(ProtoError::Closed) => {}
-        other => panic!("expected the channel closed, got {other:?}"),
+        Ok((PrivResponse::Error(e), _)) => assert_eq!(e.code, PrivErrorCode::BadRequest),
+        other => panic!("expected a BadRequest refusal, got {other:?}"),
     }
     h.assert_running();
-    assert_eq!(h.stats().get("collector_closed"), Some(1));
+    h.assert_serves();
+    assert_eq!(h.stats().get("collector_closed"), Some(0));
     h.shutdown();
 }
 
