@@ -40,14 +40,9 @@ NON_PRIVILEGED_ADD = [
     ("SYSLOG", "privhelper: /dev/kmsg with kernel.dmesg_restrict=1"),
     ("PERFMON", "privhelper: raw tracepoints (exec/exit) and packet access in BPF"),
     ("BPF", "privhelper: loads the BPF programs and maps; no bpffs, nothing pinned"),
-    # Not in the doctor's list (yet): a new pod finds the journal dir owned by the agent user
-    # and the supervisor chmods it (supervisor/src/main.rs prepare_dirs), which uid 0 may only
-    # do with FOWNER; without it every pod after the first exits with "chmod journal dir:
-    # Operation not permitted". Remove once the supervisor skips that chmod.
-    ("FOWNER", "supervisor: chmod of the journal dir a previous pod handed to the agent user"),
 ]
 # Capabilities granted beyond `vigil doctor --emit k8s` (tests/tests/deploy_doctor.rs).
-BEYOND_DOCTOR = ["FOWNER"]
+BEYOND_DOCTOR = []
 
 MODES = {
     "full": dict(mount_mode="full", privileged=True, host="full"),
@@ -223,7 +218,7 @@ def security_context(mode):
 # fails with "no such file" and the kubelet would restart a healthy agent every ~90 s
 # (tests/tests/deploy_container.rs shows it with `podman exec`). Turn this on once the
 # supervisor keeps the binary visible inside its view.
-EXEC_PROBES = False
+EXEC_PROBES = True
 
 PROBE_CMD = '["/usr/local/bin/vigil", "status", "--runtime-dir", "/run/vigil"]'
 

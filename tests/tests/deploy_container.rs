@@ -614,10 +614,8 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
 }
 
 /// The journal written while the backend was unreachable is shipped by the next container on
-/// the same host directory (a re-created pod). This needs CAP_FOWNER in the add-list (the
-/// supervisor chmods the journal dir that the previous container handed to the agent user;
-/// see BEYOND_DOCTOR in deploy/kubernetes/generate.py): without it the second container exits
-/// with "chmod journal dir: Operation not permitted".
+/// the same host directory (a re-created pod), with exactly the doctor's add-list (no
+/// CAP_FOWNER: the supervisor takes the journal dir back with CAP_CHOWN before its chmod).
 #[test]
 fn slow_journal_survives_container_recreation() {
     build_image();

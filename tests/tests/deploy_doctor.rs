@@ -84,10 +84,9 @@ fn directive(text: &str, key: &str) -> BTreeSet<String> {
     set(line[key.len() + 1..].split_whitespace())
 }
 
-/// Granted beyond the doctor's list, each with its reason next to it in the files: FOWNER,
-/// because the supervisor chmods a journal dir that a previous run handed to the agent user
-/// (supervisor/src/main.rs prepare_dirs). Must match generate.py's BEYOND_DOCTOR.
-const BEYOND_DOCTOR: &[&str] = &["FOWNER"];
+/// Granted beyond the doctor's list (each with its reason next to it in the files); must
+/// match generate.py's BEYOND_DOCTOR. Empty: the files grant exactly what the doctor says.
+const BEYOND_DOCTOR: &[&str] = &[];
 
 /// What the files were written for, from what the doctor says on this host.
 fn expected_from_doctor(doctor_set: BTreeSet<String>) -> BTreeSet<String> {

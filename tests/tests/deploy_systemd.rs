@@ -6,7 +6,7 @@
 //! Why not 2.0: root (user switching), host network, AF_PACKET/NETLINK/INET, SYS_ADMIN,
 //! SYS_PTRACE, SETUID/SETGID/SETPCAP, CHOWN, BPF, NET_RAW, SYSLOG, KILL, @mount, @privileged,
 //! mnt/net namespaces, full /proc and /dev/kmsg are what the features need, and they add up
-//! to 3.8 (see the unit's header); CAP_FOWNER (+0.2) works around a supervisor bug.
+//! to 3.8 (see the unit's header).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,9 +18,8 @@ fn unit() -> PathBuf {
         .join("deploy/systemd/vigil.service")
 }
 
-/// 3.8 for what the features need, + 0.2 for CAP_FOWNER (journal dir chmod on restart, a
-/// supervisor workaround: see the unit).
-const MAX_EXPOSURE: f64 = 4.0;
+/// What the features need (see the unit's header).
+const MAX_EXPOSURE: f64 = 3.8;
 
 /// Exposure items the unit accepts, each needed by a feature (see the unit's comments).
 const ACCEPTED: &[&str] = &[
@@ -35,8 +34,6 @@ const ACCEPTED: &[&str] = &[
     "RestrictNamespaces=~net",
     "RestrictNamespaces=~mnt",
     "CapabilityBoundingSet=~CAP_(CHOWN|FSETID|SETFCAP)",
-    // CAP_FOWNER: workaround for the supervisor's chmod of a preserved journal dir.
-    "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",
     "CapabilityBoundingSet=~CAP_SET(UID|GID|PCAP)",
     "RestrictAddressFamilies=~AF_PACKET",
     "RestrictAddressFamilies=~AF_NETLINK",
