@@ -47,7 +47,13 @@ fn proc_stat_of_a_real_process() {
         }
     }
     // Every cut before the 24th field (rss) is an error.
-    let rss_field = b.iter().enumerate().filter(|(_, c)| **c == b' ').nth(22).map(|(i, _)| i).unwrap();
+    let rss_field = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b' ')
+        .nth(22)
+        .map(|(i, _)| i)
+        .unwrap();
     assert!(errors >= rss_field, "{errors} < {rss_field}");
 }
 
