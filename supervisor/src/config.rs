@@ -249,6 +249,17 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("toml block") + "```toml\n".len();
+        let len = readme[start..].find("```").expect("end of block");
+        let cfg: AgentConfig = toml::from_str(&readme[start..start + len]).unwrap();
+        validate(&cfg).unwrap();
+        assert_eq!(cfg.user, "vigil");
+        assert!(cfg.shipper.otlp.is_some());
+    }
+
+    #[test]
     fn ports() {
         assert_eq!(otlp_port("http://127.0.0.1:4318"), Some(4318));
         assert_eq!(otlp_port("http://collector/v1"), Some(80));
