@@ -1,0 +1,166 @@
+//! One full collection cycle (host, processes, containers, disks, network; no privhelper) over
+//! this host's processes plus N sleeping children, N = 100 and 2,000: CPU time per cycle
+//! (getrusage of this process, user + system), wall time, peak RSS (VmHWM). Then the hot path
+//! alone, hand-written /proc/PID/stat vs the `procfs` crate for the same fields.
+//!
+//! `cargo bench -p vigil-collector --bench cycle` (plain binary, prints a table).
+
+use std::hint::black_box;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil_collector::cycle::Cycle;
+use vigil_ipc_proto::{Channel, CollectorConfig, InitConfig, LandlockPlan, Role, SandboxPlan};
+
+fn cpu_time() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let t =
+        |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
+    t(u.user_time()) + t(u.system_time())
+}
+
+fn vm_hwm_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn init() -> InitConfig {
+    InitConfig {
+        role: Role::Collector,
+        sandbox: SandboxPlan {
+            ids: None,
+            keep_caps: Vec::new(),
+            seccomp: false,
+            landlock: LandlockPlan::default(),
+        },
+        host_root: "/".into(),
+        runtime_dir: "/tmp".into(),
+        hostname: "bench".into(),
+        enabled_features: Vec::new(),
+        collector: CollectorConfig {
+            process_fds: false,
+            netns: false,
+            ..Default::default()
+        },
+        shipper: Default::default(),
+    }
+}
+
+fn spawn(n: usize) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep")
+        })
+        .collect()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let k = 20;
+    let mut children = Vec::new();
+    println!(
+        "{:>6} {:>6} {:>14} {:>14} {:>8} {:>12}",
+        "extra", "procs", "cpu_ms/cycle", "wall_ms/cycle", "records", "VmHWM_kB"
+    );
+    for n in [100usize, 2000] {
+        children.extend(spawn(n - children.len()));
+        std::thread::sleep(Duration::from_millis(300));
+        let init = init();
+        let mut cy = Cycle::new(&init);
+        let (mut ph, _peer) = Channel::pair().unwrap();
+        let mut out = Vec::new();
+        cy.collect(&mut ph, &mut out); // warm caches (command lines, users)
+        let c0 = cpu_time();
+        let w0 = Instant::now();
+        let mut records = 0;
+        for _ in 0..k {
+            out.clear();
+            cy.collect(&mut ph, &mut out);
+            records = out.len();
+            black_box(&out);
+        }
+        let cpu = (cpu_time() - c0).as_secs_f64() * 1000.0 / k as f64;
+        let wall = w0.elapsed().as_secs_f64() * 1000.0 / k as f64;
+        println!(
+            "{:>6} {:>6} {:>14.2} {:>14.2} {:>8} {:>12}",
+            n,
+            cy.stats.processes,
+            cpu,
+            wall,
+            records,
+            vm_hwm_kb()
+        );
+    }
+
+    // Hot path: the stat fields of every process, hand-written vs procfs.
+    let rounds = 20;
+    let mut buf = Vec::with_capacity(4096);
+    let mut path = std::path::PathBuf::new();
+    let c0 = cpu_time();
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.bytes().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            path.clear();
+            path.push("/proc");
+            path.push(name);
+            path.push("stat");
+            if vigil_collector::util::read_into(&path, &mut buf).is_ok()
+                && let Ok(s) = vigil_collector::procs::parse_stat(&buf)
+            {
+                sum = sum.wrapping_add(
+                    s.utime
+                        + s.stime
+                        + s.vsize
+                        + s.rss as u64
+                        + s.starttime
+                        + u64::from(s.ppid)
+                        + s.num_threads as u64
+                        + u64::from(s.state),
+                );
+            }
+        }
+    }
+    let hand = (cpu_time() - c0).as_secs_f64() * 1000.0 / rounds as f64;
+    let c0 = cpu_time();
+    for _ in 0..rounds {
+        for p in procfs::process::all_processes().unwrap().flatten() {
+            if let Ok(s) = p.stat() {
+                sum = sum.wrapping_add(
+                    s.utime
+                        + s.stime
+                        + s.vsize
+                        + s.rss
+                        + s.starttime
+                        + s.ppid as u64
+                        + s.num_threads as u64
+                        + s.state as u64,
+                );
+            }
+        }
+    }
+    let pf = (cpu_time() - c0).as_secs_f64() * 1000.0 / rounds as f64;
+    black_box(sum);
+    println!(
+        "stat of every process ({} procs): hand-written {hand:.2} ms CPU, procfs {pf:.2} ms CPU, ratio {:.2}",
+        children.len(),
+        pf / hand
+    );
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
