@@ -2,13 +2,14 @@
 //! path), command lines cached per (pid, start time), owner from the /proc/PID inode.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use vigil_ipc_proto::{KeyValue, ProcFdStat, Record};
 
 use crate::users::Users;
-use crate::util::{Stamp, gauge_f64, gauge_i64, i, parse_i64, parse_u64, read_into, sum_f64};
+use crate::util::{
+    Stamp, gauge_f64, gauge_i64, i, parse_i64, parse_u64, read_into, read_into_owner, sum_f64,
+};
 
 /// Longest command line kept (bytes); longer ones are cut.
 pub const MAX_CMDLINE: usize = 4096;
@@ -173,10 +174,10 @@ impl ProcScanner {
                 continue;
             }
             self.set_path(name, "stat");
-            if read_into(&self.path, &mut self.buf).is_err() {
+            let Ok((uid, gid)) = read_into_owner(&self.path, &mut self.buf) else {
                 stats.vanished += 1;
                 continue;
-            }
+            };
             let st = match parse_stat(&self.buf) {
                 Ok(s) => s,
                 Err(_) => {
@@ -184,7 +185,7 @@ impl ProcScanner {
                     continue;
                 }
             };
-            let mut sample = ProcSample {
+            let sample = ProcSample {
                 pid: st.pid,
                 ppid: st.ppid,
                 comm: String::from_utf8_lossy(st.comm).into_owned(),
@@ -195,20 +196,9 @@ impl ProcScanner {
                 starttime: st.starttime,
                 vsize: st.vsize,
                 rss_bytes: (st.rss.max(0) as u64).saturating_mul(self.page_size),
-                uid: 0,
-                gid: 0,
+                uid,
+                gid,
             };
-            self.set_path(name, "");
-            match std::fs::metadata(&self.path) {
-                Ok(m) => {
-                    sample.uid = m.uid();
-                    sample.gid = m.gid();
-                }
-                Err(_) => {
-                    stats.vanished += 1;
-                    continue;
-                }
-            }
             let cached =
                 matches!(self.cmdlines.get(&sample.pid), Some((t, _)) if *t == sample.starttime);
             if !cached {
