@@ -272,3 +272,38 @@ proptest! {
         prop_assert!(p.stats.records == 3);
     }
 }
+
+/// Root: the real /dev/kmsg, read through the same source the event loop uses.
+#[test]
+fn real_dev_kmsg_line_becomes_an_event() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use vigil_collector::event_loop::Source;
+    assert_eq!(nix::unistd::geteuid().as_raw(), 0, "root test");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    let dev = format!("vigiltest{}", std::process::id());
+    f.write_all(format!("<2>EXT4-fs ({dev}): Remounting filesystem read-only\n").as_bytes())
+        .unwrap();
+    let mut src =
+        vigil_collector::kmsg::KmsgSource::new(f.into(), KmsgParser::new(Vec::new(), 0, None));
+    let mut out = Vec::new();
+    src.on_readable(&mut out);
+    let ev: Vec<_> = out
+        .iter()
+        .filter(|r| attr(r, "system.device") == Some(&AttrValue::Str(dev.clone())))
+        .collect();
+    assert_eq!(ev.len(), 1, "{out:?}");
+    assert_eq!(event(ev[0]), "ReadonlyFilesystem");
+    assert!(matches!(attr(ev[0], "linux.kmsg.seq"), Some(AttrValue::I64(s)) if *s > 0));
+    assert!(
+        src.counters()
+            .iter()
+            .any(|(k, v)| k == "kmsg_records" && *v >= 1)
+    );
+}
