@@ -172,8 +172,8 @@ fn make_read_only(target: &Path) -> Result<()> {
 /// `target`, parents first, keeping each mount's nosuid/nodev/noexec flags (a user namespace
 /// may not clear them, and we do not want to).
 fn remount_each_read_only(target: &Path) -> Result<()> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(Error::fs("read", "/proc/self/mountinfo"))?;
+    let mi = std::fs::read_to_string("/proc/thread-self/mountinfo")
+        .map_err(Error::fs("read", "/proc/thread-self/mountinfo"))?;
     for m in super::remount::mounts_under(&mi, target) {
         let st = nix::sys::statvfs::statvfs(&m).map_err(merr("statvfs", &m))?;
         let f = st.flags();
@@ -213,4 +213,71 @@ fn pivot(new_root: &Path) -> Result<()> {
     nix::unistd::pivot_root(".", ".").map_err(merr("pivot_root", new_root))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(merr("detach old root", Path::new("/")))?;
     nix::unistd::chdir("/").map_err(merr("chdir", Path::new("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount_opts(point: &Path) -> Option<String> {
+        let mi = std::fs::read_to_string("/proc/thread-self/mountinfo").ok()?;
+        mi.lines().rev().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (Path::new(f.get(4)?) == point).then(|| f.get(5).map(|s| s.to_string()))?
+        })
+    }
+
+    /// The per-mount fallback, for real: in a thread of its own mount namespace (unshare
+    /// affects only the calling thread, so the host and the other tests see nothing), a
+    /// tmpfs with a nested tmpfs and a nosuid,nodev bind is made read-only mount by mount.
+    #[test]
+    fn fallback_remounts_every_mount_read_only_keeping_locked_flags() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts in a private namespace: run it as root (CI does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical tempdir");
+        let res = std::thread::spawn(move || -> std::result::Result<(), String> {
+            unshare_mount_ns().map_err(|e| e.to_string())?;
+            let sub = top.join("sub");
+            mount(
+                Some("tmpfs"),
+                &top,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("size=64k"),
+            )
+            .map_err(|e| format!("tmpfs: {e}"))?;
+            std::fs::create_dir(&sub).map_err(|e| e.to_string())?;
+            mount(
+                Some("tmpfs"),
+                &sub,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("size=64k"),
+            )
+            .map_err(|e| format!("nested tmpfs: {e}"))?;
+            remount_each_read_only(&top).map_err(|e| e.to_string())?;
+            for p in [&top, &sub] {
+                let o = mount_opts(p).ok_or(format!("{} not mounted", p.display()))?;
+                if !o.split(',').any(|x| x == "ro") {
+                    return Err(format!("{} still {o}", p.display()));
+                }
+            }
+            let sub_opts = mount_opts(&sub).unwrap_or_default();
+            if !(sub_opts.contains("nosuid") && sub_opts.contains("nodev")) {
+                return Err(format!("nested mount lost its flags: {sub_opts}"));
+            }
+            match std::fs::write(sub.join("f"), b"x") {
+                Err(e) if e.raw_os_error() == Some(libc::EROFS) => Ok(()),
+                other => Err(format!("write in the read-only tree: {other:?}")),
+            }
+        })
+        .join()
+        .expect("test thread");
+        res.unwrap();
+        // Nothing leaked into our namespace: the directory is empty and writable here.
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
 }
