@@ -3,6 +3,7 @@
 mod child;
 mod cli;
 mod config;
+mod dirs;
 mod doctor;
 mod error;
 mod plan;
@@ -14,7 +15,6 @@ mod status;
 mod supervise;
 mod users;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -125,48 +125,6 @@ fn hostname(cfg: &AgentConfig) -> String {
     })
 }
 
-/// Create the runtime and journal directories; the journal belongs to the agent user.
-fn prepare_dirs(
-    cfg: &AgentConfig,
-    journal: &Path,
-    owner: Option<&users::HostUser>,
-) -> Result<PathBuf> {
-    let rt = Path::new(&cfg.runtime_dir);
-    std::fs::create_dir_all(rt).map_err(Error::fs("create runtime dir", rt))?;
-    let rt = std::fs::canonicalize(rt).map_err(Error::fs("resolve runtime dir", rt))?;
-    std::fs::create_dir_all(journal).map_err(Error::fs("create journal dir", journal))?;
-    let md = std::fs::metadata(journal).map_err(Error::fs("stat journal dir", journal))?;
-    if md.permissions().mode() & 0o7777 != 0o700 {
-        // A journal left by an earlier run belongs to the agent user; without CAP_FOWNER we
-        // may only chmod what we own, so take it back first (CAP_CHOWN), then hand it over.
-        use std::os::unix::fs::MetadataExt;
-        if md.uid() != nix::unistd::geteuid().as_raw() {
-            nix::unistd::chown(journal, Some(nix::unistd::geteuid()), None).map_err(|e| {
-                Error::Fs {
-                    step: "take journal dir back",
-                    path: journal.to_path_buf(),
-                    source: e.into(),
-                }
-            })?;
-        }
-        std::fs::set_permissions(journal, std::fs::Permissions::from_mode(0o700))
-            .map_err(Error::fs("chmod journal dir", journal))?;
-    }
-    if let Some(u) = owner {
-        nix::unistd::chown(
-            journal,
-            Some(nix::unistd::Uid::from_raw(u.uid)),
-            Some(nix::unistd::Gid::from_raw(u.gid)),
-        )
-        .map_err(|e| Error::Fs {
-            step: "chown journal dir",
-            path: journal.to_path_buf(),
-            source: e.into(),
-        })?;
-    }
-    Ok(rt)
-}
-
 fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let mut cfg = config::load(args, &env)?;
     let rootless = !nix::unistd::geteuid().is_root();
@@ -206,7 +164,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         );
     }
     let journal = PathBuf::from(plan::journal_dir(&cfg));
-    let rt = prepare_dirs(&cfg, &journal, switch_user.then_some(&user))?;
+    let rt = dirs::prepare(&cfg, &journal, switch_user.then_some(&user))?;
     cfg.runtime_dir = rt.display().to_string();
     let journal =
         std::fs::canonicalize(&journal).map_err(Error::fs("resolve journal dir", &journal))?;
