@@ -48,7 +48,9 @@ impl StatusServer {
         let fd = socket::socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
+            // Non-blocking: a connection that vanished between poll and accept must not
+            // stall the supervision loop.
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         )
         .map_err(Error::sys("status socket"))?;
@@ -67,6 +69,7 @@ impl StatusServer {
     pub fn accept_one(&mut self, children: &[ChildState], ctx: &mut StatusContext) {
         let fd = match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
+            Err(nix::errno::Errno::EAGAIN) => return,
             Err(e) => {
                 warn!(error = %e, "status accept");
                 return;
