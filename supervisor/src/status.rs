@@ -109,9 +109,31 @@ impl StatusServer {
     }
 }
 
-/// Fields of /proc/PID/status as the kernel shows them.
+/// An id as the kernel shows it in our user namespace, translated to the parent namespace
+/// with a `uid_map`/`gid_map` text (`inside outside count` per line). Rootless, the children
+/// are uid 0 in the agent's namespace but the invoking user on the host: report the host id.
+/// Unmapped ids (and an unreadable map) stay as they are.
+pub fn to_parent_id(id: u32, map: &str) -> u32 {
+    for l in map.lines() {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [inside, outside, count] = f[..]
+            && (inside..inside.saturating_add(count)).contains(&u64::from(id))
+            && let Ok(v) = u32::try_from(outside + (u64::from(id) - inside))
+        {
+            return v;
+        }
+    }
+    id
+}
+
+/// Fields of /proc/PID/status as the kernel shows them, ids translated to the host's.
 pub fn read_proc_status(pid: u32) -> Option<ProcessStatus> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let gid_map = std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default();
     let field = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(k)?.strip_prefix(':').map(str::trim))
@@ -133,8 +155,8 @@ pub fn read_proc_status(pid: u32) -> Option<ProcessStatus> {
     Some(ProcessStatus {
         role: Role::Supervisor,
         pid,
-        uids: ids("Uid"),
-        gids: ids("Gid"),
+        uids: ids("Uid").map(|u| to_parent_id(u, &uid_map)),
+        gids: ids("Gid").map(|g| to_parent_id(g, &gid_map)),
         cap_inh: hex("CapInh"),
         cap_prm: hex("CapPrm"),
         cap_eff: hex("CapEff"),
@@ -317,5 +339,46 @@ pub fn print_report(r: &StatusReport) {
         for (k, v) in &s.counters {
             println!("  {:<11} {:<32} {v}", role.as_str(), k);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_translated_to_the_parent_namespace() {
+        let rootless = "         0      65534          1\n";
+        assert_eq!(to_parent_id(0, rootless), 65534);
+        assert_eq!(to_parent_id(5, rootless), 5, "unmapped stays");
+        let identity = "         0          0 4294967295\n";
+        assert_eq!(to_parent_id(1000, identity), 1000);
+        assert_eq!(to_parent_id(u32::MAX - 1, identity), u32::MAX - 1);
+        let ranges = "0 1000 1\n1 100000 65536\n";
+        assert_eq!(to_parent_id(1, ranges), 100000);
+        assert_eq!(to_parent_id(65536, ranges), 165535);
+        assert_eq!(to_parent_id(65537, ranges), 65537);
+        for hostile in ["", "x y z", "1 2", "0 4294967295 10", "\n\n 1 2 3 4"] {
+            let _ = to_parent_id(3, hostile);
+        }
+        assert_eq!(
+            to_parent_id(3, "0 4294967295 10"),
+            3,
+            "overflow is not a mapping"
+        );
+    }
+
+    #[test]
+    fn reads_our_own_status() {
+        let me = read_proc_status(std::process::id()).expect("our own /proc status");
+        assert_eq!(me.uids[0], nix::unistd::getuid().as_raw());
+        assert_eq!(me.gids[0], nix::unistd::getgid().as_raw());
+        let eff = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+            .unwrap();
+        assert_eq!(me.cap_eff, u64::from_str_radix(&eff, 16).unwrap());
+        assert!(read_proc_status(u32::MAX).is_none());
     }
 }
