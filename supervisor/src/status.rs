@@ -279,6 +279,17 @@ pub fn cap_names(mask: u64) -> String {
     names.join(",")
 }
 
+/// Whether `pid` lives in a user namespace other than ours (rootless agent seen from outside).
+fn in_other_user_namespace(pid: u32) -> bool {
+    match (
+        std::fs::read_link(format!("/proc/{pid}/ns/user")),
+        std::fs::read_link("/proc/self/ns/user"),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs != ours,
+        _ => false,
+    }
+}
+
 pub fn print_report(r: &StatusReport) {
     println!(
         "vigil {}  mount mode {}  virtual root {}  agent user {}{}",
@@ -318,7 +329,25 @@ pub fn print_report(r: &StatusReport) {
             p.cap_amb,
             p.cap_inh,
         );
-        println!("{:<11} effective: {}", "", cap_names(p.cap_eff));
+        for (set, v) in [
+            ("effective", p.cap_eff),
+            ("permitted", p.cap_prm),
+            ("bounding", p.cap_bnd),
+            ("ambient", p.cap_amb),
+            ("inheritable", p.cap_inh),
+        ] {
+            // Other sets only when they say something the effective set does not.
+            if set == "effective" || (v != 0 && v != p.cap_eff) {
+                println!("{:<11} {set}: {}", "", cap_names(v));
+            }
+        }
+        if p.pid != 0 && (p.cap_eff | p.cap_prm | p.cap_bnd) != 0 && in_other_user_namespace(p.pid)
+        {
+            println!(
+                "{:<11} (in its own user namespace: these capabilities do not apply on the host)",
+                ""
+            );
+        }
         if let Some(e) = &p.last_exit {
             println!("{:<11} last exit: {e}", "");
         }
