@@ -90,4 +90,16 @@ mod tests {
         let e = lookup(dir.path(), "nope").unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("passwd"), "{e}");
     }
+
+    #[test]
+    fn hostile_or_near_miss_lines_never_answer_for_the_user() {
+        let passwd = "vigil2:x:1:1::/:/bin/sh\n:x:2:2::/:/bin/sh\nvigil:x:notanumber:3::/:/x\n\
+                      vigil:x:4294967296:3::/:/x\nvigil\nvigil:x:7:8::/:/bin/sh\n";
+        // Near misses are skipped; the first well-formed entry wins.
+        assert_eq!(parse_passwd(passwd, "vigil"), Some((7, 8)));
+        assert_eq!(parse_passwd(passwd, "vigil3"), None);
+        assert_eq!(parse_passwd("", "vigil"), None);
+        let group = "g:x:10:vigil2,xvigil\nh:x:11: vigil ,other\ni:x:bad:vigil\nj:x:12\n";
+        assert_eq!(supplementary(group, "vigil"), vec![11]);
+    }
 }
