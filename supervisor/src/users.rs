@@ -26,7 +26,13 @@ pub fn lookup(host_root: &Path, name: &str) -> Result<HostUser> {
         passwd: passwd.clone(),
     })?;
     let group = host_root.join("etc/group");
-    let gtext = std::fs::read_to_string(&group).unwrap_or_default();
+    let gtext = std::fs::read_to_string(&group).unwrap_or_else(|e| {
+        tracing::warn!(
+            "reading {}: {e}; {name} gets no supplementary groups",
+            group.display()
+        );
+        String::new()
+    });
     let mut groups = vec![gid];
     for g in supplementary(&gtext, name) {
         if !groups.contains(&g) {
