@@ -1,7 +1,8 @@
 //! Chunking records into `Batch` frames that fit in `MAX_FRAME`, and the bounded queue of
-//! batches toward the shipper: at most `max_unacked` sent and not acknowledged, at most
-//! `max_unacked` more waiting; beyond that the oldest waiting batch is dropped and counted
-//! (the collector never blocks on the shipper).
+//! batches toward the shipper: at most `max_unacked` sent and not acknowledged; data that could
+//! not be sent when the next cycle's metrics arrive is dropped and counted, oldest first (the
+//! collector never blocks on the shipper). Batches holding log records (kernel events, which
+//! are not produced again) are kept longer (up to `16 × max_unacked` batches).
 
 use std::collections::VecDeque;
 
@@ -11,6 +12,9 @@ use vigil_ipc_proto::{Batch, Channel, CollectorToShipper, Record, ShipperToColle
 /// Bytes of a `CollectorToShipper::Batch` frame besides its records: header, variant tag, seq
 /// varint (≤ 10), record count varint (≤ 5), with margin.
 pub const BATCH_OVERHEAD: usize = HEADER_LEN + 1 + 10 + 5 + 4;
+
+/// Hard cap on queued batches (one huge cycle cannot grow the queue without bound).
+pub const MAX_UNSENT: usize = 4096;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BatchStats {
@@ -55,6 +59,9 @@ impl Batcher {
 
     /// Split `records` into frames that fit and queue them.
     pub fn push(&mut self, records: Vec<Record>) {
+        if records.iter().any(|r| matches!(r, Record::Metrics { .. })) {
+            self.supersede();
+        }
         let mut cur: Vec<Record> = Vec::new();
         let mut cur_bytes = BATCH_OVERHEAD;
         for r in records {
@@ -86,11 +93,39 @@ impl Batcher {
         self.next_seq += 1;
         self.unsent
             .push_back(CollectorToShipper::Batch(Batch { seq, records }));
-        while self.unsent.len() > self.max_unacked {
-            if let Some(CollectorToShipper::Batch(b)) = self.unsent.pop_front() {
-                self.stats.dropped_batches += 1;
-                self.stats.dropped_records += b.records.len() as u64;
+        let log_cap = self.max_unacked.saturating_mul(16);
+        while self.unsent.len() > log_cap.max(MAX_UNSENT) {
+            self.drop_at(0);
+        }
+    }
+
+    fn drop_at(&mut self, idx: usize) {
+        if let Some(CollectorToShipper::Batch(b)) = self.unsent.remove(idx) {
+            self.stats.dropped_batches += 1;
+            self.stats.dropped_records += b.records.len() as u64;
+        }
+    }
+
+    /// Before fresh metrics are queued: metric-only batches still unsent (the shipper is
+    /// behind) are superseded and dropped, oldest data first; batches holding log records
+    /// (kernel events, never produced again) stay, bounded by `16 × max_unacked`.
+    fn supersede(&mut self) {
+        let mut i = 0;
+        while i < self.unsent.len() {
+            let has_logs = match &self.unsent[i] {
+                CollectorToShipper::Batch(b) => {
+                    b.records.iter().any(|r| matches!(r, Record::Log { .. }))
+                }
+            };
+            if has_logs {
+                i += 1;
+            } else {
+                self.drop_at(i);
             }
+        }
+        let log_cap = self.max_unacked.saturating_mul(16);
+        while self.unsent.len() > log_cap {
+            self.drop_at(0);
         }
     }
 
@@ -150,11 +185,33 @@ mod tests {
     fn chunks_fit_and_overflow_drops_oldest() {
         let mut b = Batcher::new(1000, 3);
         b.push((0..100).map(|_| rec(3000)).collect());
+        // 100 × ~3 KB in 64 KiB frames: 5 batches.
+        assert_eq!(b.unsent(), 5);
         b.push(vec![rec(MAX_FRAME)]);
         assert_eq!(b.stats.oversized_records, 1);
-        // 100 × ~3 KB in 64 KiB frames: 5 batches made, only 3 kept.
-        assert_eq!(b.unsent(), 3);
-        assert_eq!(b.stats.dropped_batches, 2);
+        // Fresh metrics supersede the unsent ones.
+        assert_eq!(b.stats.dropped_batches, 5);
+        assert_eq!(b.unsent(), 0);
+        let log = Record::Log {
+            resource: Vec::new(),
+            log: vigil_ipc_proto::LogRecord {
+                time_unix_nano: 0,
+                observed_time_unix_nano: 0,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                event_name: "x".into(),
+                body: String::new(),
+                attributes: Vec::new(),
+            },
+        };
+        b.push(vec![log]);
+        b.push((0..100).map(|_| rec(3000)).collect());
+        b.push(vec![rec(1)]);
+        assert_eq!(
+            b.unsent(),
+            2,
+            "the log batch stays, the metrics are superseded"
+        );
         for m in &b.unsent {
             assert!(encoded_len(m).unwrap() <= MAX_FRAME);
         }
