@@ -72,7 +72,10 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         name: "process_fds",
         process: Proc::Privhelper,
-        caps: &[CAP_SYS_PTRACE],
+        // Listing another user's /proc/PID/fd is a directory permission check (0500, owner):
+        // DAC_READ_SEARCH. Telling sockets apart reads the fd links: a ptrace access check,
+        // SYS_PTRACE. Measured: with SYS_PTRACE alone only the agent user's own processes count.
+        caps: &[CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE],
         alt: &[CAP_DAC_READ_SEARCH],
         what: "open fd and socket counts of other users' processes (/proc/PID/fd); \
                CAP_DAC_READ_SEARCH alone gives fd counts without sockets",
