@@ -177,11 +177,32 @@ fn wait_journaled(agent: &Agent, name: &str, ns: impl IntoIterator<Item = i64>) 
 }
 
 fn shipper_stat(agent: &Agent, key: &str) -> Option<u64> {
+    role_stat(agent, Role::Shipper, key)
+}
+
+fn role_stat(agent: &Agent, role: Role, key: &str) -> Option<u64> {
     let st = agent.status().ok()?;
     st.stats
         .iter()
-        .find(|(r, _)| *r == Role::Shipper)
+        .find(|(r, _)| *r == role)
         .and_then(|(_, s)| s.get(key))
+}
+
+/// The restarted collector skipped the kmsg records already journaled: what was journaled
+/// before the kill can only have been shipped from the journal.
+fn assert_collector_resumed(agent: &Agent) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = role_stat(agent, Role::Collector, "kmsg_skipped_resumed");
+        if v.is_some_and(|v| v >= 100) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "collector kmsg_skipped_resumed {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Poll the shipper's counter in `vigil status` (refreshed by the supervisor every interval)
@@ -435,6 +456,11 @@ fn kill_9_shipper_mid_stream_journal_replays() {
         .unwrap();
     assert_ne!(sh.pid, shipper, "shipper not restarted");
     assert!(sh.restarts >= 1, "{sh:?}");
+    // Markers 1..=100 were journaled before the kill and never acknowledged by the backend:
+    // the new shipper replayed them (the new collector skipped them in kmsg).
+    let replayed = wait_stat(&agent, "records_replayed", |v| v >= 100);
+    assert!(replayed >= Some(100), "records_replayed {replayed:?}");
+    assert_collector_resumed(&agent);
 }
 
 #[test]
@@ -481,6 +507,7 @@ fn kill_9_whole_agent_then_restart_on_same_runtime_dir_ships_the_journal() {
     wait_markers(&rx, &name, &(1..=200).collect(), Duration::from_secs(30));
     let replayed = wait_stat(&agent2, "records_replayed", |v| v >= 100);
     assert!(replayed >= Some(100), "records_replayed {replayed:?}");
+    assert_collector_resumed(&agent2);
 }
 
 #[test]
