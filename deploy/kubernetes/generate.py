@@ -30,12 +30,13 @@ IMAGE = f"vigil:{VERSION}"  # push deploy/container's image to your registry and
 # this list with the binary's output.
 NON_PRIVILEGED_ADD = [
     ("CHOWN", "supervisor: hands the runtime/journal directory to the agent user"),
+    ("DAC_READ_SEARCH", "privhelper: lists /proc/PID/fd of other users' processes (fd counts)"),
     ("KILL", "supervisor: signals children that run as the agent user"),
     ("SETGID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETUID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETPCAP", "supervisor: trims the children's bounding and ambient sets"),
     ("NET_RAW", "privhelper: AF_PACKET socket for the flow socket filter"),
-    ("SYS_PTRACE", "privhelper: /proc/PID/fd of other users' processes; setns target check"),
+    ("SYS_PTRACE", "privhelper: reads other users' fd links (socket counts); setns target check"),
     ("SYS_ADMIN", "supervisor: mount namespace + pivot_root (virtual root); privhelper: setns"),
     ("SYSLOG", "privhelper: /dev/kmsg with kernel.dmesg_restrict=1"),
     ("PERFMON", "privhelper: raw tracepoints (exec/exit) and packet access in BPF"),

@@ -32,7 +32,7 @@ fn collector_reports_processes_host_and_kernel_events() {
         rss.unwrap_or_else(|| panic!("no process metrics for {pid}: {}", agent.stderr.text()));
     assert_eq!(rss["resource"]["process.owner"], "nobody");
     assert_eq!(rss["resource"]["process.executable.name"], "sleep");
-    assert_eq!(rss["resource"]["host.name"].is_string(), true);
+    assert!(rss["resource"]["host.name"].is_string());
     let fds = agent.wait_json(Duration::from_secs(20), |v| {
         v["name"] == "process.open_file_descriptor.count" && v["resource"]["process.pid"] == pid
     });
