@@ -589,11 +589,11 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         std::fs::read_to_string(repo().join("deploy/kubernetes/minimal/vigil.yaml")).unwrap();
     let mut view = Vec::new();
     for l in yaml.lines() {
-        if let Some(p) = l.trim().strip_prefix("mountPath: /hostfs/") {
-            if Path::new("/").join(p).exists() {
-                view.push("-v".to_string());
-                view.push(format!("/{p}:/hostfs/{p}:ro"));
-            }
+        if let Some(p) = l.trim().strip_prefix("mountPath: /hostfs/")
+            && Path::new("/").join(p).exists()
+        {
+            view.push("-v".to_string());
+            view.push(format!("/{p}:/hostfs/{p}:ro"));
         }
     }
     assert!(view.len() >= 8, "minimal mounts: {view:?}");
