@@ -1,0 +1,233 @@
+//! Root test of `vigil_policies::apply` on the real kernel. `harness = false`: the binary's
+//! `main` is single-threaded, so every scenario re-executes this binary with
+//! `VIGIL_SANDBOX_SCENARIO` set and the child applies the sandbox to a whole process (setresuid,
+//! capset and seccomp are per thread; a test-harness thread would leave the others untouched).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use vigil_ipc_proto::{Channel, ChildToSupervisor, Ids, LandlockPlan, Role, SandboxPlan};
+use vigil_policies::{LandlockVars, landlock_plan};
+
+const SCENARIO: &str = "VIGIL_SANDBOX_SCENARIO";
+const HOST_ROOT: &str = "VIGIL_SANDBOX_HOST_ROOT";
+const REPORT_FD: &str = "VIGIL_SANDBOX_REPORT_FD";
+const NOBODY: u32 = 65534;
+const CAP_SYSLOG: u8 = 34;
+const CAP_BPF: u8 = 39;
+
+fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
+    let vars = LandlockVars {
+        host_root: host_root.to_string(),
+        ..LandlockVars::default()
+    };
+    let landlock: LandlockPlan = landlock_plan(role, &vars).expect("landlock template");
+    SandboxPlan {
+        ids: Some(Ids {
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![],
+        }),
+        keep_caps: keep,
+        seccomp: true,
+        landlock,
+    }
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| format!("<no {key}>"))
+}
+
+fn check(ok: bool, what: String, failures: &mut Vec<String>) {
+    if !ok {
+        failures.push(what);
+    }
+}
+
+/// Child side: apply, then look at ourselves from inside. Exit 0 when every check holds.
+fn child(scenario: &str) -> ! {
+    let host_root = std::env::var(HOST_ROOT).expect("host root");
+    let fd: i32 = std::env::var(REPORT_FD)
+        .expect("report fd")
+        .parse()
+        .expect("fd");
+    let (role, keep) = if scenario == "privhelper" {
+        (Role::Privhelper, vec![CAP_SYSLOG, CAP_BPF])
+    } else {
+        (Role::Collector, vec![])
+    };
+    let report = match vigil_policies::apply(role, &plan(role, &host_root, keep), fd) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("apply: {e}");
+            std::process::exit(3);
+        }
+    };
+    let mut failures = Vec::new();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let expect_caps = match scenario {
+        "privhelper" => format!("{:016x}", (1u64 << CAP_SYSLOG) | (1u64 << CAP_BPF)),
+        _ => "0000000000000000".to_string(),
+    };
+    for (key, want) in [
+        ("CapEff:", expect_caps.as_str()),
+        ("CapPrm:", expect_caps.as_str()),
+        ("CapBnd:", expect_caps.as_str()),
+        ("CapInh:", "0000000000000000"),
+        ("CapAmb:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+        ("Seccomp:", "2"),
+    ] {
+        let got = status_field(&status, key);
+        check(
+            got == want,
+            format!("{key} {got}, want {want}"),
+            &mut failures,
+        );
+    }
+    let uid = status_field(&status, "Uid:");
+    check(
+        uid.split_whitespace().all(|u| u == "65534"),
+        format!("Uid: {uid}"),
+        &mut failures,
+    );
+    check(
+        report.uid == NOBODY && report.no_new_privs && report.seccomp == role.to_string(),
+        format!("report {report:?}"),
+        &mut failures,
+    );
+    check(
+        report.landlock.starts_with("enforced") || report.landlock.starts_with("partially"),
+        format!("landlock {}", report.landlock),
+        &mut failures,
+    );
+    match scenario {
+        "collector" | "privhelper" => {
+            // The host root is world-writable (a temp dir made 0777), so only Landlock refuses.
+            let err = std::fs::write(format!("{host_root}/written"), b"x").err();
+            check(
+                err.as_ref().and_then(|e| e.raw_os_error()) == Some(libc::EACCES),
+                format!("write under read-only host root: {err:?}"),
+                &mut failures,
+            );
+            if scenario == "collector" {
+                let kmsg = std::fs::File::open("/dev/kmsg");
+                check(
+                    kmsg.is_err(),
+                    "collector opened /dev/kmsg".into(),
+                    &mut failures,
+                );
+            } else {
+                // CAP_SYSLOG kept and /dev/kmsg in the privhelper's Landlock set.
+                // (No Debug of the File: it readlinks /proc/self/fd, not in the policy.)
+                let kmsg = std::fs::File::open("/dev/kmsg").map(drop);
+                check(
+                    kmsg.is_ok(),
+                    format!("privhelper /dev/kmsg: {kmsg:?}"),
+                    &mut failures,
+                );
+            }
+        }
+        forbidden => {
+            if !failures.is_empty() {
+                eprintln!("{failures:?}");
+                std::process::exit(4);
+            }
+            // SAFETY: raw syscalls with harmless arguments; the filter traps before the kernel
+            // looks at them.
+            let r = unsafe {
+                match forbidden {
+                    "bpf" => libc::syscall(libc::SYS_bpf, 0, 0, 0),
+                    "ptrace" => libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0),
+                    "setns" => libc::syscall(libc::SYS_setns, -1, 0),
+                    "mount" => libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0),
+                    "finit_module" => libc::syscall(libc::SYS_finit_module, -1, 0, 0),
+                    _ => -99,
+                }
+            };
+            eprintln!("{forbidden} returned {r}: not killed");
+            std::process::exit(5);
+        }
+    }
+    if failures.is_empty() {
+        std::process::exit(0);
+    }
+    for f in &failures {
+        eprintln!("{scenario}: {f}");
+    }
+    std::process::exit(1);
+}
+
+/// Parent side: run one scenario; returns the exit status and the datagram received, if any.
+fn run(scenario: &str, host_root: &str) -> (std::process::ExitStatus, Option<ChildToSupervisor>) {
+    let (mut ours, theirs) = Channel::pair().expect("socketpair");
+    fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).expect("clear cloexec");
+    let status = Command::new(std::env::current_exe().expect("current exe"))
+        .env(SCENARIO, scenario)
+        .env(HOST_ROOT, host_root)
+        .env(REPORT_FD, theirs.as_raw_fd().to_string())
+        .status()
+        .expect("spawn child");
+    drop(theirs);
+    ours.set_nonblocking(true).expect("nonblocking");
+    let msg = ours.recv::<ChildToSupervisor>().ok();
+    (status, msg)
+}
+
+fn main() {
+    if let Ok(s) = std::env::var(SCENARIO) {
+        child(&s);
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "sandbox_root needs root (CI runs as root); not skipping"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let root = dir.path().to_str().expect("utf-8 temp path").to_string();
+    let mut failed = 0;
+    let mut report = |name: &str, ok: bool, detail: String| {
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            println!("    {detail}");
+            failed += 1;
+        }
+    };
+    for s in ["collector", "privhelper"] {
+        let (st, msg) = run(s, &root);
+        report(s, st.success() && msg.is_none(), format!("{st:?} {msg:?}"));
+    }
+    for (name, nr) in [
+        ("bpf", libc::SYS_bpf),
+        ("ptrace", libc::SYS_ptrace),
+        ("setns", libc::SYS_setns),
+        ("mount", libc::SYS_mount),
+        ("finit_module", libc::SYS_finit_module),
+    ] {
+        let (st, msg) = run(name, &root);
+        let killed = st.signal() == Some(libc::SIGSYS);
+        let reported = matches!(
+            msg,
+            Some(ChildToSupervisor::SeccompViolation { syscall, arch })
+                if syscall == nr as u32 && arch != 0
+        );
+        report(
+            &format!("seccomp_kills_{name}"),
+            killed && reported,
+            format!("status {st:?}, report {msg:?}"),
+        );
+    }
+    if failed > 0 {
+        eprintln!("{failed} sandbox scenario(s) failed");
+        std::process::exit(1);
+    }
+}
