@@ -25,17 +25,29 @@ const SI_ARCH_OFFSET: usize = 28;
 pub enum ReportError {
     #[error("encoding the violation frame: {0}")]
     Encode(#[from] vigil_ipc_proto::ProtoError),
+    #[error("the SeccompViolation frame ({0} bytes) does not end with the two fixint u32 fields")]
+    Layout(usize),
     #[error("sigaltstack/sigaction: {0}")]
     Signal(#[from] std::io::Error),
 }
 
 /// Prepare the frame and install the handler. Call once, before loading the filter.
 pub fn install(report_fd: RawFd) -> Result<(), ReportError> {
-    let bytes = frame::encode(&ChildToSupervisor::SeccompViolation {
-        syscall: 0,
-        arch: 0,
+    // Encode with marker values and check they sit in the last 8 bytes (fixint LE), where the
+    // handler patches them; then zero them.
+    let (nr_mark, arch_mark) = (0x1122_3344_u32, 0x5566_7788_u32);
+    let mut bytes = frame::encode(&ChildToSupervisor::SeccompViolation {
+        syscall: nr_mark,
+        arch: arch_mark,
     })?;
-    assert!(bytes.len() <= FRAME_CAP && bytes.len() >= 8 + frame::HEADER_LEN);
+    let len = bytes.len();
+    if !(8 + frame::HEADER_LEN..=FRAME_CAP).contains(&len)
+        || bytes[len - 8..len - 4] != nr_mark.to_le_bytes()
+        || bytes[len - 4..] != arch_mark.to_le_bytes()
+    {
+        return Err(ReportError::Layout(len));
+    }
+    bytes[len - 8..].fill(0);
     // SAFETY: written once here, before the handler that reads it can run (the filter that
     // triggers it is loaded afterwards) and before any other thread exists.
     unsafe {
@@ -78,6 +90,19 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     let len = FRAME_LEN.load(Ordering::Relaxed);
     let fd = REPORT_FD.load(Ordering::Relaxed);
     let mut buf = [0u8; FRAME_CAP];
+    if !(8..=FRAME_CAP).contains(&len) {
+        // Not installed (cannot happen once install() succeeded): just die by SIGSYS.
+        // SAFETY: raising a signal at ourselves is async-signal-safe.
+        unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                libc::getpid(),
+                libc::syscall(libc::SYS_gettid),
+                libc::SIGSYS,
+            );
+        }
+        return;
+    }
     // SAFETY: the kernel hands us a valid siginfo_t for SIGSYS; the offsets are those of the
     // `_sigsys` member on 64-bit Linux. FRAME is only read here (written before the filter).
     unsafe {
@@ -85,7 +110,7 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
         let nr = std::ptr::read_unaligned(base.add(SI_SYSCALL_OFFSET) as *const u32);
         let arch = std::ptr::read_unaligned(base.add(SI_ARCH_OFFSET) as *const u32);
         let src = (&raw const FRAME).cast::<u8>();
-        std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len.min(FRAME_CAP));
+        std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len);
         buf[len - 8..len - 4].copy_from_slice(&nr.to_le_bytes());
         buf[len - 4..len].copy_from_slice(&arch.to_le_bytes());
         if fd >= 0 {

@@ -108,6 +108,11 @@ impl Policy {
                 Ok(s) => s,
                 Err(_) => return Err(PolicyError::UnknownSyscall(rule.syscall.clone())),
             };
+            if i32::from(sc) < 0 {
+                // Known to libseccomp but absent on this architecture (e.g. `open` on aarch64).
+                tracing::debug!(syscall = %rule.syscall, "not on this architecture, skipped");
+                continue;
+            }
             match &rule.arg {
                 None => {
                     ctx.add_rule(ScmpAction::Allow, sc)?;
@@ -326,6 +331,18 @@ mod tests {
         assert!(parse_into("t", "Bad-Name\n", &mut v, 0).is_err());
         assert!(parse_into("t", "read\nread\n", &mut v, 0).is_err());
         assert!(parse_into("t", "@include nope\n", &mut Vec::new(), 0).is_err());
+    }
+
+    #[test]
+    fn misspelled_syscall_fails_to_compile() {
+        let p = Policy {
+            name: "t",
+            rules: vec![Rule {
+                syscall: "raed".into(),
+                arg: None,
+            }],
+        };
+        assert!(matches!(p.compile(), Err(PolicyError::UnknownSyscall(n)) if n == "raed"));
     }
 
     #[test]
