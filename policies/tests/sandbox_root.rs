@@ -14,6 +14,8 @@ use vigil_policies::{LandlockVars, landlock_plan};
 const SCENARIO: &str = "VIGIL_SANDBOX_SCENARIO";
 const HOST_ROOT: &str = "VIGIL_SANDBOX_HOST_ROOT";
 const REPORT_FD: &str = "VIGIL_SANDBOX_REPORT_FD";
+const ALLOWED_PORT: &str = "VIGIL_SANDBOX_ALLOWED_PORT";
+const DENIED_PORT: &str = "VIGIL_SANDBOX_DENIED_PORT";
 const NOBODY: u32 = 65534;
 const CAP_SYSLOG: u8 = 34;
 const CAP_BPF: u8 = 39;
@@ -21,6 +23,10 @@ const CAP_BPF: u8 = 39;
 fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
     let vars = LandlockVars {
         host_root: host_root.to_string(),
+        journal_dir: format!("{host_root}/journal"),
+        otlp_port: std::env::var(ALLOWED_PORT)
+            .ok()
+            .and_then(|p| p.parse().ok()),
         ..LandlockVars::default()
     };
     let landlock: LandlockPlan = landlock_plan(role, &vars).expect("landlock template");
@@ -56,11 +62,14 @@ fn child(scenario: &str) -> ! {
         .expect("report fd")
         .parse()
         .expect("fd");
-    let (role, keep) = if scenario == "privhelper" {
-        (Role::Privhelper, vec![CAP_SYSLOG, CAP_BPF])
-    } else {
-        (Role::Collector, vec![])
+    let (role, keep) = match scenario {
+        "privhelper" => (Role::Privhelper, vec![CAP_SYSLOG, CAP_BPF]),
+        "shipper" => (Role::Shipper, vec![]),
+        _ => (Role::Collector, vec![]),
     };
+    // Opened before the sandbox (the shipper's Landlock set has no /proc), read after: procfs
+    // generates the text at the first read.
+    let mut status_file = std::fs::File::open("/proc/self/status").expect("/proc/self/status");
     let report = match vigil_policies::apply(role, &plan(role, &host_root, keep), fd) {
         Ok(r) => r,
         Err(e) => {
@@ -69,7 +78,8 @@ fn child(scenario: &str) -> ! {
         }
     };
     let mut failures = Vec::new();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut status = String::new();
+    let _ = std::io::Read::read_to_string(&mut status_file, &mut status);
     let expect_caps = match scenario {
         "privhelper" => format!("{:016x}", (1u64 << CAP_SYSLOG) | (1u64 << CAP_BPF)),
         _ => "0000000000000000".to_string(),
@@ -133,6 +143,40 @@ fn child(scenario: &str) -> ! {
                 );
             }
         }
+        "shipper" => {
+            // Read-write journal dir, nothing else writable; TCP connect to the OTLP port only.
+            let journal = format!("{host_root}/journal/segment");
+            let w = std::fs::write(&journal, b"x").map_err(|e| e.raw_os_error());
+            check(w.is_ok(), format!("write {journal}: {w:?}"), &mut failures);
+            let err = std::fs::write(format!("{host_root}/written"), b"x").err();
+            check(
+                err.as_ref().and_then(|e| e.raw_os_error()) == Some(libc::EACCES),
+                format!("write outside the journal: {err:?}"),
+                &mut failures,
+            );
+            let port = |k: &str| -> u16 {
+                std::env::var(k)
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0)
+            };
+            let ok = std::net::TcpStream::connect(("127.0.0.1", port(ALLOWED_PORT)))
+                .map(drop)
+                .map_err(|e| e.raw_os_error());
+            check(
+                ok.is_ok(),
+                format!("connect to the OTLP port: {ok:?}"),
+                &mut failures,
+            );
+            let denied = std::net::TcpStream::connect(("127.0.0.1", port(DENIED_PORT)))
+                .map(drop)
+                .map_err(|e| e.raw_os_error());
+            check(
+                denied == Err(Some(libc::EACCES)),
+                format!("connect to another port: {denied:?}"),
+                &mut failures,
+            );
+        }
         forbidden => {
             if !failures.is_empty() {
                 eprintln!("{failures:?}");
@@ -164,13 +208,19 @@ fn child(scenario: &str) -> ! {
 }
 
 /// Parent side: run one scenario; returns the exit status and the datagram received, if any.
-fn run(scenario: &str, host_root: &str) -> (std::process::ExitStatus, Option<ChildToSupervisor>) {
+fn run(
+    scenario: &str,
+    host_root: &str,
+    ports: (u16, u16),
+) -> (std::process::ExitStatus, Option<ChildToSupervisor>) {
     let (mut ours, theirs) = Channel::pair().expect("socketpair");
     fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).expect("clear cloexec");
     let status = Command::new(std::env::current_exe().expect("current exe"))
         .env(SCENARIO, scenario)
         .env(HOST_ROOT, host_root)
         .env(REPORT_FD, theirs.as_raw_fd().to_string())
+        .env(ALLOWED_PORT, ports.0.to_string())
+        .env(DENIED_PORT, ports.1.to_string())
         .status()
         .expect("spawn child");
     drop(theirs);
@@ -194,6 +244,20 @@ fn main() {
     )
     .expect("chmod");
     let root = dir.path().to_str().expect("utf-8 temp path").to_string();
+    let journal = dir.path().join("journal");
+    std::fs::create_dir(&journal).expect("journal dir");
+    std::fs::set_permissions(
+        &journal,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod journal");
+    // Loopback listeners: the shipper may connect to the first (its OTLP port), not the second.
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let ports = (
+        allowed.local_addr().expect("addr").port(),
+        denied.local_addr().expect("addr").port(),
+    );
     let mut failed = 0;
     let mut report = |name: &str, ok: bool, detail: String| {
         println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
@@ -202,8 +266,8 @@ fn main() {
             failed += 1;
         }
     };
-    for s in ["collector", "privhelper"] {
-        let (st, msg) = run(s, &root);
+    for s in ["collector", "privhelper", "shipper"] {
+        let (st, msg) = run(s, &root, ports);
         report(s, st.success() && msg.is_none(), format!("{st:?} {msg:?}"));
     }
     for (name, nr) in [
@@ -213,7 +277,7 @@ fn main() {
         ("mount", libc::SYS_mount),
         ("finit_module", libc::SYS_finit_module),
     ] {
-        let (st, msg) = run(name, &root);
+        let (st, msg) = run(name, &root, ports);
         let killed = st.signal() == Some(libc::SIGSYS);
         let reported = matches!(
             msg,
