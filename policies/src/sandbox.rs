@@ -76,6 +76,11 @@ pub fn apply(
         for c in bounding.difference(&keep) {
             caps::drop(None, CapSet::Bounding, *c).map_err(caps_err("drop bounding"))?;
         }
+    } else {
+        // Rootless or a capability list without SETPCAP: the bounding set stays as inherited.
+        // Nothing is gained by it: permitted/effective are set below and NoNewPrivs stops exec
+        // from adding any.
+        tracing::warn!(%role, "no CAP_SETPCAP: bounding set left as inherited");
     }
 
     // 2. Identity. Keep the permitted set across setresuid only if something must be kept.
