@@ -191,6 +191,10 @@ fn child(scenario: &str) -> ! {
                     "setns" => libc::syscall(libc::SYS_setns, -1, 0),
                     "mount" => libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0),
                     "finit_module" => libc::syscall(libc::SYS_finit_module, -1, 0, 0),
+                    // Argument conditions: the collector may only create AF_NETLINK
+                    // sockets and signal its own thread group.
+                    "socket_inet" => libc::syscall(libc::SYS_socket, libc::AF_INET, 1, 0),
+                    "tgkill_other" => libc::syscall(libc::SYS_tgkill, 1, 1, 0),
                     _ => -99,
                 }
             };
@@ -276,6 +280,8 @@ fn main() {
         ("setns", libc::SYS_setns),
         ("mount", libc::SYS_mount),
         ("finit_module", libc::SYS_finit_module),
+        ("socket_inet", libc::SYS_socket),
+        ("tgkill_other", libc::SYS_tgkill),
     ] {
         let (st, msg) = run(name, &root, ports);
         let killed = st.signal() == Some(libc::SIGSYS);
