@@ -1,0 +1,371 @@
+//! Issue 3 end to end with the real agent: interface counters of a network namespace attributed
+//! to it, every kernel event kind parsed from /dev/kmsg, a real OOM kill in a memory cgroup, and
+//! what goes away (and what stays) when capabilities are dropped.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::{Agent, sh};
+
+/// Tests of this file that write to /dev/kmsg (or make the kernel write a lot there) run one at a
+/// time, so that a stack trace is not interleaved with another test's lines.
+static KMSG: Mutex<()> = Mutex::new(());
+
+fn capsh_drop(caps: &str) -> Vec<String> {
+    vec![
+        "capsh".into(),
+        format!("--drop={caps}"),
+        "--".into(),
+        "-c".into(),
+        "exec \"$0\" \"$@\"".into(),
+    ]
+}
+
+fn start(wrapper: Option<&str>) -> Agent {
+    let mut b = Agent::builder().args(["--user", "nobody", "--interval-ms", "500"]);
+    if let Some(caps) = wrapper {
+        b = b.wrapper(capsh_drop(caps));
+    }
+    let mut a = b.start();
+    a.wait_ready(Duration::from_secs(30));
+    a
+}
+
+/// A network namespace with a veth pair, one end inside; deleted on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    ns_if: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let pid = std::process::id();
+        let name = format!("vigil-e2e-{tag}{pid}");
+        let host_if = format!("vh{tag}{pid}");
+        let ns_if = format!("vn{tag}{pid}");
+        let (a, b) = ((pid / 64) % 256, (pid % 64) * 4);
+        let c = if tag.is_empty() { 231 } else { 232 };
+        let n = Netns {
+            host_ip: format!("10.{c}.{a}.{}", b + 1),
+            ns_ip: format!("10.{c}.{a}.{}", b + 2),
+            name,
+            host_if,
+            ns_if,
+        };
+        let _ = Command::new("ip").args(["netns", "del", &n.name]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &n.host_if])
+            .output();
+        sh(&format!("ip netns add {}", n.name));
+        sh(&format!(
+            "ip link add {h} type veth peer name {p} && ip link set {p} netns {ns} \
+             && ip addr add {hip}/30 dev {h} && ip link set {h} up \
+             && ip -n {ns} addr add {pip}/30 dev {p} && ip -n {ns} link set {p} up \
+             && ip -n {ns} link set lo up",
+            h = n.host_if,
+            p = n.ns_if,
+            ns = n.name,
+            hip = n.host_ip,
+            pip = n.ns_ip
+        ));
+        n
+    }
+
+    /// A UDP socket bound inside the namespace (a thread enters it, the socket stays in it).
+    fn udp_socket(&self, port: u16) -> UdpSocket {
+        let path = format!("/run/netns/{}", self.name);
+        let addr: SocketAddr = format!("{}:{port}", self.ns_ip).parse().unwrap();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            UdpSocket::bind(addr).expect("bind in netns")
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// [rx bytes, tx bytes, rx packets, tx packets] of `ifname` in the namespace `ns` (None: host)
+/// from the latest cycle in `lines` that has all four.
+fn counters(lines: &[Value], ns: Option<&str>, ifname: &str) -> Option<[i64; 4]> {
+    let mut by_time: BTreeMap<u64, [Option<i64>; 4]> = BTreeMap::new();
+    for v in lines {
+        if v["type"] != "metric" || v["attributes"]["network.interface.name"] != ifname {
+            continue;
+        }
+        let res_ns = v["resource"]["linux.netns.name"].as_str();
+        if res_ns != ns {
+            continue;
+        }
+        let rx = v["attributes"]["network.io.direction"] == "receive";
+        let idx = match v["name"].as_str() {
+            Some("system.network.io") => usize::from(!rx),
+            Some("system.network.packets") => 2 + usize::from(!rx),
+            _ => continue,
+        };
+        let t = v["time_unix_nano"].as_u64().unwrap_or(0);
+        by_time.entry(t).or_default()[idx] = v["value"].as_i64();
+    }
+    by_time
+        .values()
+        .rev()
+        .find(|a| a.iter().all(Option::is_some))
+        .map(|a| a.map(Option::unwrap))
+}
+
+fn wait_counters(
+    agent: &Agent,
+    from: usize,
+    ns: Option<&str>,
+    ifname: &str,
+    timeout: Duration,
+) -> [i64; 4] {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let lines = agent.json_lines();
+        if let Some(c) = counters(&lines[from.min(lines.len())..], ns, ifname) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no counters of {ifname} in {ns:?} after {timeout:?}\n{}",
+            agent.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn netns_interface_counters_follow_traffic() {
+    let ns = Netns::new("");
+    let agent = start(None);
+    let before = wait_counters(
+        &agent,
+        0,
+        Some(&ns.name),
+        &ns.ns_if,
+        Duration::from_secs(20),
+    );
+
+    const N: usize = 50;
+    const LEN: usize = 200;
+    let inner = ns.udp_socket(9999);
+    inner
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let outer = UdpSocket::bind(format!("{}:0", ns.host_ip)).unwrap();
+    outer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let payload = [0x5au8; LEN];
+    let mut buf = [0u8; 2048];
+    for _ in 0..N {
+        outer
+            .send_to(&payload, inner.local_addr().unwrap())
+            .unwrap();
+        let (n, from) = inner.recv_from(&mut buf).expect("datagram into the netns");
+        assert_eq!(n, LEN);
+        inner.send_to(&payload, from).unwrap();
+        let (n, _) = outer
+            .recv_from(&mut buf)
+            .expect("datagram out of the netns");
+        assert_eq!(n, LEN);
+    }
+    let mark = agent.json_lines().len();
+    let after = wait_counters(
+        &agent,
+        mark,
+        Some(&ns.name),
+        &ns.ns_if,
+        Duration::from_secs(20),
+    );
+    let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let (n, len) = (N as i64, (N * LEN) as i64);
+    assert!(
+        d[0] >= len && d[1] >= len && d[2] >= n && d[3] >= n,
+        "deltas [rx By, tx By, rx pkts, tx pkts] {d:?} (before {before:?}, after {after:?}) \
+         after {N} datagrams of {LEN} bytes each way"
+    );
+
+    // Attribution: the namespace's interface never shows as a host interface, the host end of
+    // the pair does, with the same traffic the other way round.
+    let lines = agent.json_lines();
+    assert!(
+        !lines.iter().any(
+            |v| v["attributes"]["network.interface.name"] == ns.ns_if.as_str()
+                && v["resource"]["linux.netns.name"] != ns.name.as_str()
+        ),
+        "{} reported outside its namespace",
+        ns.ns_if
+    );
+    let ns_rec = lines
+        .iter()
+        .find(|v| v["resource"]["linux.netns.name"] == ns.name.as_str())
+        .unwrap();
+    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap();
+    assert_eq!(
+        ns_rec["resource"]["linux.netns.inode"].as_u64(),
+        Some(std::os::linux::fs::MetadataExt::st_ino(&ino))
+    );
+    let host = wait_counters(&agent, mark, None, &ns.host_if, Duration::from_secs(10));
+    assert!(
+        host[1] >= len && host[3] >= n && host[0] >= len && host[2] >= n,
+        "host end {host:?}"
+    );
+    drop(agent);
+}
+
+/// One write per record, and a fresh open per line: /dev/kmsg rate-limits each opener to 10
+/// lines per 5 s under the default `kernel.printk_devkmsg=ratelimit`.
+fn kmsg_write(lines: &[String]) {
+    for l in lines {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .unwrap()
+            .write_all(format!("{l}\n").as_bytes())
+            .unwrap();
+    }
+}
+
+fn wait_event(agent: &Agent, marker: &str, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    agent
+        .wait_json(Duration::from_secs(15), |v| {
+            v["type"] == "log" && v["event_name"] == name && pred(v)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} event\n--- logs with {marker} ---\n{}\n--- stderr ---\n{}",
+                agent
+                    .json_lines()
+                    .iter()
+                    .filter(|v| v["type"] == "log" && v.to_string().contains(marker))
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                agent.stderr.text()
+            )
+        })
+}
+
+#[test]
+fn every_kmsg_event_kind() {
+    let _k = KMSG.lock().unwrap_or_else(|e| e.into_inner());
+    let agent = start(None);
+    let pid = std::process::id();
+    let fake = 3_000_000 + pid % 1_000_000;
+    let name = format!("vigfake{pid}");
+    let pids = pid.to_string();
+    let pod = format!("{:08x}-1234-4abc-8def-{:012x}", pid, u64::from(pid) * 7);
+    let cid = format!("{:064x}", u64::from(pid) * 1_000_003);
+    let memcg = format!("/kubepods/burstable/pod{pod}/{cid}");
+    let dev = format!("vdz{pid}");
+    kmsg_write(&[
+        format!(
+            "<3>oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,\
+             oom_memcg={memcg},task_memcg={memcg},task={name},pid={fake},uid=0"
+        ),
+        format!(
+            "<3>Out of memory: Killed process {fake} ({name}) total-vm:123456kB, \
+             anon-rss:65432kB, file-rss:100kB, shmem-rss:0kB, UID:0 pgtables:300kB \
+             oom_score_adj:900"
+        ),
+        format!(
+            "<3>INFO: task {name}:{} blocked for more than 122 seconds.",
+            fake + 1
+        ),
+        "<3>      Not tainted 6.18.0 #1".into(),
+        "<4>Call Trace:".into(),
+        " <TASK>".into(),
+        format!(" vigil_hung_{pid}+0x1/0x2"),
+        " schedule+0x2f/0xb0".into(),
+        " </TASK>".into(),
+        format!("<2>EXT4-fs ({dev}): Remounting filesystem read-only"),
+        format!(
+            "<6>{name}[{}]: segfault at 0 ip 00000000004005d6 sp 00007ffc2b0e9a10 error 6 \
+             in {name}[400000+1000]",
+            fake + 2
+        ),
+        format!("<1>BUG: kernel NULL pointer dereference, address: 0000000000000000 vigil{pid}"),
+        "<4>Call Trace:".into(),
+        format!(" vigil_bug_{pid}+0x10/0x20"),
+        " do_syscall_64+0x5d/0x90".into(),
+        format!("<0>Oops: 0002 [#1] PREEMPT SMP vigil{pid}"),
+        "<4>Call Trace:".into(),
+        format!(" vigil_oops_{pid}+0x3/0x4"),
+        " entry_SYSCALL_64+0x6c/0x76".into(),
+        format!("<6>vigil e2e {pid} done"),
+    ]);
+
+    let attr = |v: &Value, k: &str| v["attributes"][k].clone();
+    let ours = |v: &Value| v["attributes"]["process.pid"] == i64::from(fake);
+    let ev = wait_event(&agent, &pids, "PodOOMKilling", ours);
+    assert_eq!(attr(&ev, "process.executable.name"), name.as_str());
+    assert_eq!(attr(&ev, "k8s.pod.uid"), pod.as_str());
+    assert_eq!(attr(&ev, "container.id"), cid.as_str());
+    assert_eq!(attr(&ev, "linux.oom.oom_memcg"), memcg.as_str());
+
+    let ev = wait_event(&agent, &pids, "OOMKilling", ours);
+    assert_eq!(attr(&ev, "process.executable.name"), name.as_str());
+    assert_eq!(attr(&ev, "k8s.pod.uid"), pod.as_str());
+    assert_eq!(attr(&ev, "container.id"), cid.as_str());
+    assert_eq!(attr(&ev, "linux.oom.total_vm_kb"), 123456);
+    assert_eq!(attr(&ev, "linux.oom.anon_rss_kb"), 65432);
+    assert_eq!(attr(&ev, "linux.oom.score_adj"), 900);
+
+    let ev = wait_event(&agent, &pids, "TaskHung", |v| {
+        v["attributes"]["process.pid"] == i64::from(fake + 1)
+    });
+    assert_eq!(attr(&ev, "process.executable.name"), name.as_str());
+    assert_eq!(attr(&ev, "linux.task.blocked_seconds"), 122);
+    let stack = attr(&ev, "exception.stacktrace");
+    let stack = stack.as_str().unwrap_or_default();
+    assert!(
+        stack.contains(&format!("vigil_hung_{pid}+0x1/0x2")) && stack.contains("schedule+0x2f"),
+        "{ev}"
+    );
+
+    let ev = wait_event(&agent, &pids, "ReadonlyFilesystem", |v| {
+        v["attributes"]["system.device"] == dev.as_str()
+    });
+    assert_eq!(attr(&ev, "system.filesystem.type"), "ext4");
+
+    let ev = wait_event(&agent, &pids, "Segfault", |v| {
+        v["attributes"]["process.pid"] == i64::from(fake + 2)
+    });
+    assert_eq!(attr(&ev, "process.executable.name"), name.as_str());
+
+    let marker = format!("vigil{pid}");
+    for (event, func) in [
+        ("KernelBug", format!("vigil_bug_{pid}+0x10/0x20")),
+        ("KernelOops", format!("vigil_oops_{pid}+0x3/0x4")),
+    ] {
+        let ev = wait_event(&agent, &pids, event, |v| {
+            v["body"].as_str().is_some_and(|b| b.ends_with(&marker))
+        });
+        let stack = attr(&ev, "exception.stacktrace");
+        let lines: Vec<&str> = stack.as_str().unwrap_or_default().lines().collect();
+        assert_eq!(lines.len(), 2, "{ev}");
+        assert_eq!(lines[0], func, "{ev}");
+        assert!(ev["resource"]["host.name"].is_string());
+    }
+}
