@@ -369,3 +369,106 @@ fn every_kmsg_event_kind() {
         assert!(ev["resource"]["host.name"].is_string());
     }
 }
+
+/// A v1 memory cgroup holding one process; the process is killed and the cgroup removed on drop.
+struct MemCgroup {
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove {}", self.dir.display());
+    }
+}
+
+#[test]
+fn real_oom_kill_in_a_memory_cgroup() {
+    let _k = KMSG.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::path::Path::new("/sys/fs/cgroup/memory");
+    assert!(
+        root.join("memory.limit_in_bytes").exists(),
+        "no cgroup v1 memory controller at {}",
+        root.display()
+    );
+    let rel = format!("/vigil-oom-{}", std::process::id());
+    let dir = root.join(&rel[1..]);
+    if dir.exists() {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    std::fs::create_dir(&dir).unwrap();
+    let mut cg = MemCgroup { dir, child: None };
+    std::fs::write(cg.dir.join("memory.limit_in_bytes"), "33554432").unwrap();
+    let agent = start(None);
+
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /usr/bin/python3 -c '\
+b = []\nwhile True: b.append(bytearray(1 << 20))'",
+        cg.dir.display()
+    );
+    let started = Instant::now();
+    let child = cg
+        .child
+        .insert(Command::new("sh").arg("-c").arg(&script).spawn().unwrap());
+    let pid = i64::from(child.id());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "python3 in a 32 MiB cgroup not killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    cg.child = None;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{status}"
+    );
+
+    let ev = agent
+        .wait_json(Duration::from_secs(15), |v| {
+            v["type"] == "log"
+                && v["event_name"] == "OOMKilling"
+                && v["attributes"]["process.pid"] == pid
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no OOMKilling for {pid}; kernel log:\n{}\n--- stderr ---\n{}",
+                sh("dmesg | tail -n 40"),
+                agent.stderr.text()
+            )
+        });
+    let a = &ev["attributes"];
+    assert_eq!(a["process.executable.name"], "python3", "{ev}");
+    assert_eq!(a["linux.oom.task_memcg"], rel.as_str(), "{ev}");
+    assert!(
+        a["linux.oom.anon_rss_kb"].as_i64().unwrap_or(0) > 10_000,
+        "{ev}"
+    );
+    assert!(
+        ev["body"]
+            .as_str()
+            .is_some_and(|b| b.contains(&format!("Killed process {pid} (python3)"))),
+        "{ev}"
+    );
+    // Not a pod: no PodOOMKilling for it.
+    assert!(
+        !agent
+            .json_lines()
+            .iter()
+            .any(|v| v["event_name"] == "PodOOMKilling" && v["attributes"]["process.pid"] == pid)
+    );
+}
