@@ -427,6 +427,18 @@ pub mod cap {
     pub const BPF: u32 = 39;
 }
 
+/// Wrapper that starts vigil with these capabilities dropped from the bounding set (so they
+/// are absent from its permitted set after exec), e.g. `capsh_drop("cap_syslog,cap_bpf")`.
+pub fn capsh_drop(caps: &str) -> Vec<String> {
+    vec![
+        "capsh".into(),
+        format!("--drop={caps}"),
+        "--".into(),
+        "-c".into(),
+        "exec \"$0\" \"$@\"".into(),
+    ]
+}
+
 /// Namespace identity of a process (`mnt:[4026531841]`).
 pub fn ns_of(pid: u32, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))

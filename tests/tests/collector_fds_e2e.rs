@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigil_tests::Agent;
+use vigil_tests::{Agent, capsh_drop};
 
 /// A process of uid/gid 4242 holding a socket pair (fds 3 and 4) besides stdio.
 fn other_users_process() -> Child {
@@ -65,13 +65,7 @@ fn without_dac_read_search_and_ptrace_no_fd_counts_but_process_metrics() {
     let mut child = other_users_process();
     let pid = child.id();
     let mut agent = Agent::builder()
-        .wrapper([
-            "capsh",
-            "--drop=cap_dac_read_search,cap_sys_ptrace",
-            "--",
-            "-c",
-            "exec \"$0\" \"$@\"",
-        ])
+        .wrapper(capsh_drop("cap_dac_read_search,cap_sys_ptrace"))
         .args(["--user", "nobody", "--interval-ms", "500"])
         .start();
     let r = agent.wait_ready(Duration::from_secs(30));

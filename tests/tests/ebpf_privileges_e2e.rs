@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vigil_ipc_proto::{Role, StatusReport};
-use vigil_tests::{Agent, proc_status};
+use vigil_tests::{Agent, capsh_drop, proc_status};
 
 fn on(r: &StatusReport, name: &str) -> bool {
     r.features.iter().any(|f| f.name == name && f.enabled)
@@ -83,13 +83,7 @@ fn burst_of_short_processes_and_who_holds_the_programs() {
 
 fn run_without(cap: &str) -> (Agent, StatusReport) {
     let mut agent = Agent::builder()
-        .wrapper([
-            "capsh".to_string(),
-            format!("--drop={cap}"),
-            "--".into(),
-            "-c".into(),
-            "exec \"$0\" \"$@\"".into(),
-        ])
+        .wrapper(capsh_drop(cap))
         .args(["--user", "nobody", "--interval-ms", "500"])
         .start();
     let r = agent.wait_ready(Duration::from_secs(30));

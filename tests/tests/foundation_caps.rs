@@ -4,17 +4,7 @@
 use std::time::Duration;
 
 use vigil_ipc_proto::{Role, StatusReport};
-use vigil_tests::{Agent, cap, cap_bit, ns_of, proc_status};
-
-fn capsh_drop(caps: &str) -> Vec<String> {
-    vec![
-        "capsh".into(),
-        format!("--drop={caps}"),
-        "--".into(),
-        "-c".into(),
-        "exec \"$0\" \"$@\"".into(),
-    ]
-}
+use vigil_tests::{Agent, cap, cap_bit, capsh_drop, ns_of, proc_status};
 
 fn feature(r: &StatusReport, name: &str) -> bool {
     r.features
