@@ -43,8 +43,20 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
+/// `vigil status | head` should end quietly like any Unix tool, not panic on EPIPE: the
+/// printing commands get the default SIGPIPE action back (Rust ignores it at start-up).
+fn default_sigpipe() {
+    // SAFETY: resetting one signal's disposition to its default before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Doctor { .. } | Command::Status { .. }) {
+        default_sigpipe();
+    }
     let code = match cli.command {
         Command::Child { role } => {
             init_logging(Some(&role));
