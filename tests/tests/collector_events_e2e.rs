@@ -472,3 +472,144 @@ b = []\nwhile True: b.append(bytearray(1 << 20))'",
             .any(|v| v["event_name"] == "PodOOMKilling" && v["attributes"]["process.pid"] == pid)
     );
 }
+
+/// Wait until records matching `pred` came from `n` distinct cycles; returns them.
+fn wait_cycles(agent: &Agent, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m: Vec<Value> = agent.json_lines().into_iter().filter(|v| pred(v)).collect();
+        let times: std::collections::BTreeSet<u64> = m
+            .iter()
+            .filter_map(|v| v["time_unix_nano"].as_u64())
+            .collect();
+        if times.len() >= n {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} cycles of {n}\n{}",
+            times.len(),
+            agent.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn feature_on(agent: &Agent, name: &str) -> bool {
+    let r = agent.status().expect("status");
+    r.features
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no feature {name}: {:?}", r.features))
+        .enabled
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sleeper(uid: Option<u32>) -> Kill {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new("sleep");
+    c.arg("120");
+    if let Some(u) = uid {
+        c.uid(u).gid(u);
+    }
+    Kill(c.spawn().unwrap())
+}
+
+fn fd_metrics_of(agent: &Agent, pid: u32) -> (usize, usize) {
+    let lines = agent.json_lines();
+    let count = |name: &str| {
+        lines
+            .iter()
+            .filter(|v| v["name"] == name && v["resource"]["process.pid"] == i64::from(pid))
+            .count()
+    };
+    (
+        count("process.open_file_descriptor.count"),
+        count("process.linux.socket.count"),
+    )
+}
+
+#[test]
+fn capabilities_decide_fd_counts() {
+    // (dropped, fd counts of root's process, its socket counts)
+    for (drop, fds, sockets) in [
+        // Reference: with every capability both counts come.
+        ("", true, true),
+        // DAC_READ_SEARCH still lists another user's /proc/PID/fd, reading the links (sockets)
+        // is a ptrace access check.
+        ("cap_sys_ptrace", true, false),
+        ("cap_sys_ptrace,cap_dac_read_search", false, false),
+    ] {
+        let agent = start((!drop.is_empty()).then_some(drop));
+        let root = sleeper(None);
+        let pid = root.0.id();
+        let own = sleeper(Some(65534));
+        // Process metrics keep coming for the other user's (root's) process.
+        wait_cycles(&agent, 4, &format!("{drop}: process metrics"), |v| {
+            v["name"] == "process.memory.usage" && v["resource"]["process.pid"] == i64::from(pid)
+        });
+        let (f, s) = fd_metrics_of(&agent, pid);
+        let (of, os) = fd_metrics_of(&agent, own.0.id());
+        // The agent user's own processes: same uid, so the links are readable without
+        // SYS_PTRACE; with the feature off nothing is asked at all.
+        assert_eq!(
+            (of > 0, os > 0),
+            (fds, fds),
+            "without {drop}: fd/socket records of the agent user's process {of}/{os}"
+        );
+        assert_eq!(
+            (f > 0, s > 0),
+            (fds, sockets),
+            "without {drop}: fd/socket records {f}/{s}"
+        );
+        assert_eq!(feature_on(&agent, "process_fds"), fds, "{drop}");
+        if !drop.is_empty() {
+            assert!(!feature_on(&agent, "netns_metrics"), "{drop}");
+            assert!(
+                !agent
+                    .json_lines()
+                    .iter()
+                    .any(|v| v["resource"]["linux.netns.inode"].is_i64()),
+                "netns counters without {drop}"
+            );
+        }
+        assert!(
+            !agent.stderr.text().contains("killed by seccomp"),
+            "{}",
+            agent.stderr.text()
+        );
+    }
+}
+
+#[test]
+fn without_sys_admin_no_netns_counters_but_host_ones() {
+    let ns = Netns::new("c");
+    let agent = start(Some("cap_sys_admin"));
+    assert!(!feature_on(&agent, "netns_metrics"));
+    assert!(feature_on(&agent, "net_metrics"));
+    wait_cycles(&agent, 4, "host interface counters", |v| {
+        v["name"] == "system.network.io"
+            && v["attributes"]["network.interface.name"] == ns.host_if.as_str()
+            && v["resource"]["linux.netns.inode"].is_null()
+    });
+    wait_cycles(&agent, 4, "lo counters", |v| {
+        v["name"] == "system.network.packets"
+            && v["attributes"]["network.interface.name"] == "lo"
+            && v["resource"]["linux.netns.inode"].is_null()
+    });
+    let lines = agent.json_lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["resource"]["linux.netns.inode"].is_i64()
+                || v["attributes"]["network.interface.name"] == ns.ns_if.as_str()),
+        "netns counters without cap_sys_admin"
+    );
+}
