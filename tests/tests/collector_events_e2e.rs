@@ -10,21 +10,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::{Agent, sh};
+use vigil_tests::{Agent, capsh_drop, sh};
 
 /// Tests of this file that write to /dev/kmsg (or make the kernel write a lot there) run one at a
 /// time, so that a stack trace is not interleaved with another test's lines.
 static KMSG: Mutex<()> = Mutex::new(());
-
-fn capsh_drop(caps: &str) -> Vec<String> {
-    vec![
-        "capsh".into(),
-        format!("--drop={caps}"),
-        "--".into(),
-        "-c".into(),
-        "exec \"$0\" \"$@\"".into(),
-    ]
-}
 
 fn start(wrapper: Option<&str>) -> Agent {
     let mut b = Agent::builder().args(["--user", "nobody", "--interval-ms", "500"]);
