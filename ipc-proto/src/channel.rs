@@ -171,6 +171,10 @@ impl Channel {
         // MSG_CTRUNC, nix then refuses to list the cmsgs and those descriptors would leak.
         // Here every received descriptor is owned, and dropped when more than `max_fds`.
         let mut cmsg_buf = cmsg_space!([RawFd; SCM_MAX_FD]);
+        // A peer that died with our last datagram unread makes the kernel report ECONNRESET
+        // once, *before* the datagrams it sent are read: read on past it, so a dying peer's last
+        // words (a Ready, a violation report) are not lost; then end-of-file follows.
+        let mut reset_seen = false;
         let (len, flags, received) = loop {
             let mut iov = [IoSliceMut::new(&mut self.buf)];
             match socket::recvmsg::<()>(
@@ -195,6 +199,7 @@ impl Channel {
                     break (m.bytes, m.flags, received);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
                 Err(e) => return Err(ProtoError::Io(e.into())),
             }
         };
@@ -378,6 +383,19 @@ mod tests {
         a.send(&PrivRequest::OpenKmsg).unwrap();
         assert_eq!(b.recv::<PrivRequest>().unwrap(), PrivRequest::OpenKmsg);
         drop(a);
+        assert!(matches!(b.recv::<PrivRequest>(), Err(ProtoError::Closed)));
+    }
+
+    #[test]
+    fn a_dead_peers_last_datagrams_survive_its_reset() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        a.send(&PrivRequest::OpenKmsg).unwrap();
+        // `a` dies with b's datagram unread: the kernel flags ECONNRESET on `b`.
+        b.send(&PrivRequest::ListNetns).unwrap();
+        drop(a.recv::<PrivRequest>().ok());
+        b.send(&PrivRequest::ListNetns).unwrap();
+        drop(a);
+        assert_eq!(b.recv::<PrivRequest>().unwrap(), PrivRequest::OpenKmsg);
         assert!(matches!(b.recv::<PrivRequest>(), Err(ProtoError::Closed)));
     }
 

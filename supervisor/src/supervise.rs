@@ -368,7 +368,6 @@ impl Supervisor {
 /// Read every queued control message of a child (non-blocking channel).
 fn drain_control(c: &mut ChildState) {
     let Some(ch) = c.control.as_mut() else { return };
-    let mut reset_seen = false;
     for _ in 0..256 {
         match ch.recv::<ChildToSupervisor>() {
             Ok(ChildToSupervisor::Ready(r)) => {
@@ -387,13 +386,6 @@ fn drain_control(c: &mut ChildState) {
                 );
             }
             Err(e) if e.is_would_block() => return,
-            // A child that died with our last message unread makes the kernel report
-            // ECONNRESET once, *before* the datagrams it sent are read: keep reading them.
-            Err(ProtoError::Io(e))
-                if e.kind() == std::io::ErrorKind::ConnectionReset && !reset_seen =>
-            {
-                reset_seen = true;
-            }
             Err(ProtoError::Closed) | Err(ProtoError::Io(_)) => {
                 c.control = None;
                 return;
