@@ -153,17 +153,12 @@ fn validate(cfg: &AgentConfig) -> Result<()> {
     Ok(())
 }
 
-/// Port of an `http://host:port[/path]` endpoint (80 when absent).
+/// Port of an `http://host:port[/path]` endpoint (80 when absent), parsed exactly as the
+/// shipper will parse it, so the Landlock rule and the connection agree.
 pub fn otlp_port(endpoint: &str) -> Option<u16> {
-    let rest = endpoint.strip_prefix("http://")?;
-    let hostport = rest.split('/').next()?;
-    if hostport.is_empty() {
-        return None;
-    }
-    match hostport.rsplit_once(':') {
-        Some((_, p)) if !hostport.ends_with(']') => p.parse().ok(),
-        _ => Some(80),
-    }
+    vigil_shipper::http::Endpoint::parse(endpoint)
+        .ok()
+        .map(|e| e.port)
 }
 
 #[cfg(test)]
