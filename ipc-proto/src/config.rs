@@ -73,13 +73,21 @@ pub struct CollectorConfig {
     pub interval_ms: u64,
     pub host: bool,
     pub processes: bool,
-    /// Per-process fd and socket counts of other users' processes (asks the privhelper).
+    /// Per-process open fd counts (`st_size` of /proc/PID/fd; before Linux 6.2 the privhelper
+    /// lists the directory, with CAP_DAC_READ_SEARCH).
     pub process_fds: bool,
+    /// Per-process socket counts (the privhelper reads fd links: CAP_DAC_READ_SEARCH +
+    /// CAP_SYS_PTRACE). Off by default.
+    pub process_sockets: bool,
     pub containers: bool,
     pub disks: bool,
     pub network: bool,
-    /// Interface counters of other network namespaces (netlink socket made by the privhelper).
+    /// Interface counters of other network namespaces.
     pub netns: bool,
+    /// `proc` (/proc/PID/net/dev, no capability) or `setns` (a netlink socket the privhelper
+    /// makes inside each namespace: CAP_SYS_ADMIN + CAP_SYS_PTRACE; also reaches named
+    /// namespaces without a process).
+    pub netns_source: String,
     pub kmsg: bool,
     pub ebpf_exec: bool,
     pub ebpf_flows: bool,
@@ -102,10 +110,12 @@ impl Default for CollectorConfig {
             host: true,
             processes: true,
             process_fds: true,
+            process_sockets: false,
             containers: true,
             disks: true,
             network: true,
             netns: true,
+            netns_source: "proc".into(),
             kmsg: true,
             ebpf_exec: true,
             ebpf_flows: true,

@@ -34,8 +34,6 @@ pub struct Feature {
     pub process: Proc,
     /// All of these are needed (see [`needed_caps`] for the kernel-dependent cases).
     pub caps: &'static [Capability],
-    /// Alternatively, all of these (a reduced variant of the feature).
-    pub alt: &'static [Capability],
     pub what: &'static str,
 }
 
@@ -45,74 +43,84 @@ pub const FEATURES: &[Feature] = &[
         name: "virtual_root",
         process: Proc::Supervisor,
         caps: &[CAP_SYS_ADMIN],
-        alt: &[],
         what: "trimmed read-only host view: mount namespace, bind mounts, pivot_root",
     },
     Feature {
         name: "user_switch",
         process: Proc::Supervisor,
         caps: &[CAP_SETUID, CAP_SETGID],
-        alt: &[],
         what: "collector, shipper and privhelper run as the named host user",
     },
     Feature {
         name: "host_metrics",
         process: Proc::Collector,
         caps: &[],
-        alt: &[],
         what: "CPU, memory, load, uptime from /proc",
     },
     Feature {
         name: "process_metrics",
         process: Proc::Collector,
         caps: &[],
-        alt: &[],
         what: "per-process CPU, memory, threads, state, command line, owner",
     },
     Feature {
         name: "process_fds",
+        // Linux >= 6.2 reports the number of open descriptors as the st_size of /proc/PID/fd,
+        // which stat(2) gives any user: no capability, no privhelper. Older kernels: the
+        // privhelper lists the directory, a permission check (0500, owner) that needs
+        // CAP_DAC_READ_SEARCH for other users' processes (see `needed_caps`).
+        process: Proc::Collector,
+        caps: &[],
+        what: "open fd counts of every process (st_size of /proc/PID/fd; before Linux 6.2 \
+               the privhelper lists the directory with CAP_DAC_READ_SEARCH)",
+    },
+    Feature {
+        name: "process_sockets",
+        // Telling sockets apart reads every fd link: a ptrace access check (SYS_PTRACE) after
+        // the directory search (DAC_READ_SEARCH). Off by default: SYS_PTRACE also reads any
+        // process's memory, too much to ask for a count.
         process: Proc::Privhelper,
-        // Listing another user's /proc/PID/fd is a directory permission check (0500, owner):
-        // DAC_READ_SEARCH. Telling sockets apart reads the fd links: a ptrace access check,
-        // SYS_PTRACE. Measured: with SYS_PTRACE alone only the agent user's own processes count.
         caps: &[CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE],
-        alt: &[CAP_DAC_READ_SEARCH],
-        what: "open fd and socket counts of other users' processes (/proc/PID/fd); \
-               CAP_DAC_READ_SEARCH alone gives fd counts without sockets",
+        what: "socket counts of every process (readlink of /proc/PID/fd/*; opt-in)",
     },
     Feature {
         name: "container_metrics",
         process: Proc::Collector,
         caps: &[],
-        alt: &[],
         what: "cgroup v1/v2 CPU, memory, pids, I/O per container and pod",
     },
     Feature {
         name: "disk_metrics",
         process: Proc::Collector,
         caps: &[],
-        alt: &[],
         what: "space and inodes of the host's filesystems",
     },
     Feature {
         name: "net_metrics",
         process: Proc::Collector,
         caps: &[],
-        alt: &[],
         what: "host network interface counters",
     },
     Feature {
         name: "netns_metrics",
+        // /proc/PID/net/dev shows the counters of PID's network namespace to any user (what
+        // cAdvisor reads); st_ino of that file tells namespaces apart. No capability.
+        process: Proc::Collector,
+        caps: &[],
+        what: "interface counters of every network namespace that has a process \
+               (/proc/PID/net/dev; netns_source = \"proc\")",
+    },
+    Feature {
+        name: "netns_metrics_setns",
         process: Proc::Privhelper,
         caps: &[CAP_SYS_ADMIN, CAP_SYS_PTRACE],
-        alt: &[],
-        what: "interface counters of container network namespaces (setns + netlink socket)",
+        what: "interface counters of network namespaces, named ones without a process \
+               included (setns + netlink socket made by the privhelper; netns_source = \"setns\")",
     },
     Feature {
         name: "kmsg_events",
         process: Proc::Privhelper,
         caps: &[CAP_SYSLOG],
-        alt: &[],
         what: "kernel events from /dev/kmsg: OOMKilling, PodOOMKilling, TaskHung, \
                ReadonlyFilesystem, oops/panic/segfault (CAP_SYSLOG only when dmesg_restrict=1)",
     },
@@ -120,29 +128,40 @@ pub const FEATURES: &[Feature] = &[
         name: "ebpf_exec",
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_PERFMON],
-        alt: &[],
         what: "process exec/exit events (raw tracepoints sched_process_exec/exit; no tracefs)",
     },
     Feature {
         name: "ebpf_flows_socket",
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_NET_RAW],
-        alt: &[],
         what: "network flows from a socket filter on an AF_PACKET socket",
     },
     Feature {
         name: "ebpf_flows_tc",
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
-        alt: &[],
         what: "network flows from tc (cls_bpf) on the interfaces",
     },
 ];
 
-/// Capabilities the supervisor needs whatever features are on: trimming the children's
-/// bounding sets, preparing the journal directory for the agent user, signalling children that
-/// run as another user.
+/// Capabilities a supervisor started as root needs whatever features are on: trimming the
+/// children's bounding sets, preparing the journal directory for the agent user, signalling
+/// children that run as another user. A supervisor started as the agent user needs none of
+/// them (see [`Launch`]).
 pub const SUPERVISOR_BASE: &[Capability] = &[CAP_SETPCAP, CAP_CHOWN, CAP_KILL];
+
+/// How the supervisor is started, which decides what it needs besides the features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// As uid 0 with a capability list (a container's add list, plain root): it builds the
+    /// virtual root itself (CAP_SYS_ADMIN), switches its children to the agent user
+    /// (CAP_SETUID/SETGID) and needs [`SUPERVISOR_BASE`].
+    Root,
+    /// Already as the agent user, holding the features' capabilities (systemd `User=` with
+    /// `AmbientCapabilities=`, or file capabilities): no user switch, no chown, no signals
+    /// across users; the service manager builds the read-only view (`no_remount_root`).
+    AgentUser,
+}
 
 /// Kernel settings and facilities that decide what works.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -156,6 +175,8 @@ pub struct KernelFacts {
     /// "v2", "v1", "hybrid (v1 controllers + v2)", or "none".
     pub cgroup: String,
     pub unprivileged_userns: Option<bool>,
+    /// `stat("/proc/PID/fd").st_size` is the number of open descriptors (Linux >= 6.2).
+    pub fd_count_stat: bool,
 }
 
 fn read_int(path: &str) -> Option<i32> {
@@ -185,8 +206,15 @@ impl KernelFacts {
                 (false, false) => "none".into(),
             },
             unprivileged_userns: read_int("/proc/sys/user/max_user_namespaces").map(|n| n > 0),
+            fd_count_stat: fd_count_by_stat(),
         }
     }
+}
+
+/// Whether this kernel reports a process's open descriptor count as the size of its
+/// /proc/PID/fd directory: our own has at least stdin..stderr or the probe's descriptor open.
+pub fn fd_count_by_stat() -> bool {
+    std::fs::metadata("/proc/self/fd").is_ok_and(|m| m.len() > 0)
 }
 
 /// The capabilities the calling process can hand on (its effective set).
@@ -205,10 +233,12 @@ pub fn configured(cfg: &AgentConfig, name: &str) -> bool {
         "host_metrics" => c.host,
         "process_metrics" => c.processes,
         "process_fds" => c.processes && c.process_fds,
+        "process_sockets" => c.processes && c.process_sockets,
         "container_metrics" => c.containers,
         "disk_metrics" => c.disks,
         "net_metrics" => c.network,
-        "netns_metrics" => c.network && c.netns,
+        "netns_metrics" => c.network && c.netns && c.netns_source == "proc",
+        "netns_metrics_setns" => c.network && c.netns && c.netns_source == "setns",
         "kmsg_events" => c.kmsg,
         "ebpf_exec" => c.ebpf_exec,
         "ebpf_flows_socket" => c.ebpf_flows && c.flows_source == "socket",
@@ -222,7 +252,16 @@ pub fn needed_caps(f: &Feature, facts: &KernelFacts) -> Vec<Capability> {
     match f.name {
         // Without dmesg_restrict, any process that may open /dev/kmsg may read it.
         "kmsg_events" if facts.dmesg_restrict == Some(0) => Vec::new(),
+        "process_fds" if !facts.fd_count_stat => vec![CAP_DAC_READ_SEARCH],
         _ => f.caps.to_vec(),
+    }
+}
+
+/// The process that does a feature's privileged part on this kernel.
+pub fn feature_process(f: &Feature, facts: &KernelFacts) -> Proc {
+    match f.name {
+        "process_fds" if !facts.fd_count_stat => Proc::Privhelper,
+        _ => f.process,
     }
 }
 
@@ -267,10 +306,9 @@ pub fn evaluate(cfg: &AgentConfig, held: &HashSet<Capability>, facts: &KernelFac
                 .filter(|c| !held.contains(c))
                 .copied()
                 .collect();
-            let alt_ok = !f.alt.is_empty() && f.alt.iter().all(|c| held.contains(c));
             let mut ev = FeatureEval {
                 name: f.name,
-                process: f.process,
+                process: feature_process(f, facts),
                 configured,
                 enabled: false,
                 using: Vec::new(),
@@ -284,10 +322,6 @@ pub fn evaluate(cfg: &AgentConfig, held: &HashSet<Capability>, facts: &KernelFac
             } else if missing.is_empty() {
                 ev.enabled = true;
                 ev.using = needed;
-            } else if alt_ok {
-                ev.enabled = true;
-                ev.using = f.alt.to_vec();
-                ev.reason = format!("reduced: missing {}", names(&missing));
             } else {
                 ev.missing = missing;
                 ev.reason = format!("missing {}", names(&ev.missing));
@@ -384,10 +418,17 @@ impl Evaluation {
 }
 
 /// The minimal capability add-list for the configured features on this kernel, including what
-/// the supervisor needs itself. Independent of what is held now.
-pub fn required_caps(cfg: &AgentConfig, facts: &KernelFacts) -> Vec<Capability> {
-    let mut all: Vec<Capability> = SUPERVISOR_BASE.to_vec();
+/// the supervisor needs itself when started that way. Independent of what is held now.
+pub fn required_caps(cfg: &AgentConfig, facts: &KernelFacts, launch: Launch) -> Vec<Capability> {
+    let mut all: Vec<Capability> = match launch {
+        Launch::Root => SUPERVISOR_BASE.to_vec(),
+        Launch::AgentUser => Vec::new(),
+    };
     for f in FEATURES {
+        let supervisor_only = matches!(f.name, "virtual_root" | "user_switch");
+        if launch == Launch::AgentUser && supervisor_only {
+            continue;
+        }
         if configured(cfg, f.name) && kernel_blocker(f, facts).is_none() {
             all.extend(needed_caps(f, facts));
         }
@@ -443,6 +484,7 @@ mod tests {
             kmsg: true,
             cgroup: "v2".into(),
             unprivileged_userns: Some(true),
+            fd_count_stat: true,
         }
     }
 
@@ -454,26 +496,43 @@ mod tests {
     fn root_enables_every_configured_feature() {
         let ev = evaluate(&AgentConfig::default(), &all_caps(), &facts());
         for f in &ev.features {
-            if f.name == "ebpf_flows_tc" {
-                assert!(!f.enabled && f.reason == "disabled in config");
+            if matches!(
+                f.name,
+                "ebpf_flows_tc" | "process_sockets" | "netns_metrics_setns"
+            ) {
+                assert!(!f.enabled && f.reason == "disabled in config", "{f:?}");
             } else {
                 assert!(f.enabled, "{f:?}");
             }
         }
         assert_eq!(ev.warning(), None);
+        // The default features need only these four in the privhelper.
+        assert_eq!(
+            ev.privhelper_caps(),
+            vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]
+        );
+    }
+
+    #[test]
+    fn opt_in_features_name_their_capabilities() {
+        let mut cfg = AgentConfig::default();
+        cfg.collector.process_sockets = true;
+        cfg.collector.netns_source = "setns".into();
+        let ev = evaluate(&cfg, &all_caps(), &facts());
+        assert!(ev.is_enabled("process_sockets") && ev.is_enabled("netns_metrics_setns"));
+        assert!(
+            !ev.is_enabled("netns_metrics"),
+            "one netns source at a time"
+        );
         let ph = ev.privhelper_caps();
-        for c in [
-            CAP_SYSLOG,
-            CAP_SYS_PTRACE,
-            CAP_SYS_ADMIN,
-            CAP_BPF,
-            CAP_PERFMON,
-            CAP_NET_RAW,
-        ] {
+        for c in [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN] {
             assert!(ph.contains(&c), "{c}");
         }
-        assert!(!ph.contains(&CAP_NET_ADMIN), "tc is not configured");
-        assert!(!ph.contains(&CAP_SETUID));
+        let mut held = all_caps();
+        held.remove(&CAP_SYS_PTRACE);
+        let ev = evaluate(&cfg, &held, &facts());
+        let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(off, vec!["process_sockets", "netns_metrics_setns"]);
     }
 
     #[test]
@@ -493,15 +552,30 @@ mod tests {
     }
 
     #[test]
-    fn dac_read_search_gives_reduced_fd_counts() {
-        let mut held = all_caps();
-        held.remove(&CAP_SYS_PTRACE);
-        let ev = evaluate(&AgentConfig::default(), &held, &facts());
-        assert!(ev.is_enabled("process_fds"));
-        assert!(!ev.is_enabled("netns_metrics"));
-        assert!(ev.privhelper_caps().contains(&CAP_DAC_READ_SEARCH));
-        held.remove(&CAP_DAC_READ_SEARCH);
-        assert!(!evaluate(&AgentConfig::default(), &held, &facts()).is_enabled("process_fds"));
+    fn fd_counts_need_the_privhelper_only_before_linux_6_2() {
+        let none = HashSet::new();
+        let ev = evaluate(&AgentConfig::default(), &none, &facts());
+        let f = ev
+            .features
+            .iter()
+            .find(|f| f.name == "process_fds")
+            .unwrap();
+        assert!(f.enabled && f.process == Proc::Collector && f.using.is_empty());
+        let mut old = facts();
+        old.fd_count_stat = false;
+        let ev = evaluate(&AgentConfig::default(), &none, &old);
+        assert!(!ev.is_enabled("process_fds"));
+        let held: HashSet<_> = [CAP_DAC_READ_SEARCH].into_iter().collect();
+        let ev = evaluate(&AgentConfig::default(), &held, &old);
+        let f = ev
+            .features
+            .iter()
+            .find(|f| f.name == "process_fds")
+            .unwrap();
+        assert!(f.enabled && f.process == Proc::Privhelper);
+        assert_eq!(ev.privhelper_caps(), vec![CAP_DAC_READ_SEARCH]);
+        let add = required_caps(&AgentConfig::default(), &old, Launch::AgentUser);
+        assert!(add.contains(&CAP_DAC_READ_SEARCH));
     }
 
     #[test]
@@ -510,18 +584,14 @@ mod tests {
         for name in [
             "host_metrics",
             "process_metrics",
+            "process_fds",
             "disk_metrics",
             "net_metrics",
+            "netns_metrics",
         ] {
             assert!(ev.is_enabled(name), "{name}");
         }
-        for name in [
-            "kmsg_events",
-            "ebpf_exec",
-            "virtual_root",
-            "user_switch",
-            "netns_metrics",
-        ] {
+        for name in ["kmsg_events", "ebpf_exec", "virtual_root", "user_switch"] {
             assert!(!ev.is_enabled(name), "{name}");
         }
         assert!(ev.privhelper_caps().is_empty());
@@ -548,24 +618,28 @@ mod tests {
     }
 
     #[test]
-    fn add_list_and_renderers() {
-        let caps = required_caps(&AgentConfig::default(), &facts());
-        for c in [
-            CAP_SYS_ADMIN,
-            CAP_SETUID,
-            CAP_SETGID,
-            CAP_SETPCAP,
-            CAP_CHOWN,
-            CAP_KILL,
-            CAP_SYSLOG,
-            CAP_SYS_PTRACE,
-            CAP_BPF,
-            CAP_PERFMON,
-            CAP_NET_RAW,
-        ] {
-            assert!(caps.contains(&c), "{c}");
-        }
-        assert!(!caps.contains(&CAP_NET_ADMIN) && !caps.contains(&CAP_SYS_MODULE));
+    fn add_list_per_launch_and_renderers() {
+        let cfg = AgentConfig::default();
+        let root = required_caps(&cfg, &facts(), Launch::Root);
+        assert_eq!(
+            root,
+            vec![
+                CAP_CHOWN,
+                CAP_KILL,
+                CAP_SETGID,
+                CAP_SETUID,
+                CAP_SETPCAP,
+                CAP_NET_RAW,
+                CAP_SYS_ADMIN,
+                CAP_SYSLOG,
+                CAP_PERFMON,
+                CAP_BPF
+            ]
+        );
+        // Started as the agent user: exactly what the features use, nothing for the
+        // supervisor (no user switch, no chown, no virtual root of its own).
+        let agent = required_caps(&cfg, &facts(), Launch::AgentUser);
+        assert_eq!(agent, vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]);
         let s = render_setcap(&[CAP_BPF, CAP_NET_RAW], "/usr/bin/vigil");
         assert_eq!(s, "setcap cap_bpf,cap_net_raw+ep /usr/bin/vigil");
         let sd = render_systemd(&[CAP_BPF, CAP_NET_RAW]);

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use vigil_ipc_proto::AgentConfig;
 use vigil_policies::features::{
-    self, Evaluation, FEATURES, KernelFacts, names, render_k8s, render_setcap, render_systemd,
-    required_caps,
+    self, Evaluation, FEATURES, KernelFacts, Launch, names, render_k8s, render_setcap,
+    render_systemd, required_caps,
 };
 
 use crate::cli::Emit;
@@ -18,11 +18,14 @@ fn opt(v: Option<i32>) -> String {
 }
 
 pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: Emit) -> String {
-    let add = required_caps(cfg, facts);
+    // A Kubernetes container starts the supervisor as uid 0 with an add list; a systemd unit
+    // (User= + AmbientCapabilities=) or a setcap'd binary starts it as the agent user.
+    let root = required_caps(cfg, facts, Launch::Root);
+    let agent = required_caps(cfg, facts, Launch::AgentUser);
     match emit {
-        Emit::Setcap => return render_setcap(&add, BINARY) + "\n",
-        Emit::Systemd => return render_systemd(&add),
-        Emit::K8s => return render_k8s(&add),
+        Emit::Setcap => return render_setcap(&agent, BINARY) + "\n",
+        Emit::Systemd => return render_systemd(&agent),
+        Emit::K8s => return render_k8s(&root),
         Emit::Text => {}
     }
     let mut s = String::new();
@@ -97,11 +100,20 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     }
     let _ = writeln!(
         s,
-        "\nminimal capability add-list for the configured features: {}",
-        names(&add)
+        "\nminimal capability add-list for the configured features\n  started as root (container add list): {}\n  started as the agent user (systemd User=, setcap): {}",
+        names(&root),
+        names(&agent)
     );
-    let _ = writeln!(s, "\n# file capabilities\n{}", render_setcap(&add, BINARY));
-    let _ = writeln!(s, "\n# systemd unit ([Service])\n{}", render_systemd(&add));
-    let _ = writeln!(s, "# Kubernetes container\n{}", render_k8s(&add));
+    let _ = writeln!(
+        s,
+        "\n# file capabilities (run as the agent user)\n{}",
+        render_setcap(&agent, BINARY)
+    );
+    let _ = writeln!(
+        s,
+        "\n# systemd unit ([Service], User=the agent user)\n{}",
+        render_systemd(&agent)
+    );
+    let _ = writeln!(s, "# Kubernetes container\n{}", render_k8s(&root));
     s
 }

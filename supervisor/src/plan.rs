@@ -66,9 +66,15 @@ pub fn sandbox_plan(
     // processes become EACCES. The privhelper exists to read exactly those, so it goes without
     // Landlock when those features are on; its read-only view, seccomp policy and trimmed
     // capability sets still confine it.
-    if role == Role::Privhelper
-        && (eval.is_enabled("process_fds") || eval.is_enabled("netns_metrics"))
-    {
+    let inspects_others = eval.features.iter().any(|f| {
+        f.enabled
+            && f.process == vigil_policies::features::Proc::Privhelper
+            && matches!(
+                f.name,
+                "process_fds" | "process_sockets" | "netns_metrics_setns"
+            )
+    });
+    if role == Role::Privhelper && inspects_others {
         landlock.enabled = false;
     }
     Ok(SandboxPlan {
@@ -121,6 +127,7 @@ mod tests {
             kmsg: true,
             cgroup: "v2".into(),
             unprivileged_userns: Some(true),
+            fd_count_stat: true,
         }
     }
 
@@ -149,10 +156,11 @@ mod tests {
         let ev = evaluate(&cfg, &all, &facts());
         let ph = sandbox_plan(Role::Privhelper, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert_eq!(ph.ids.as_ref().unwrap().uid, 990);
-        for c in [CAP_SYSLOG, CAP_BPF, CAP_SYS_ADMIN] {
+        for c in [CAP_SYSLOG, CAP_BPF, CAP_PERFMON, CAP_NET_RAW] {
             assert!(ph.keep_caps.contains(&c.index()), "{c}");
         }
         assert!(!ph.keep_caps.contains(&CAP_SETUID.index()));
+        assert!(!ph.keep_caps.contains(&CAP_SYS_ADMIN.index()));
         for role in [Role::Collector, Role::Shipper] {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &run()).unwrap();
             assert!(p.keep_caps.is_empty());
@@ -166,14 +174,19 @@ mod tests {
         );
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
-        // Landlock would hide other processes' fds and namespaces from the privhelper.
-        assert!(!ph.landlock.enabled);
-        let mut cfg2 = cfg.clone();
-        cfg2.collector.process_fds = false;
-        cfg2.collector.netns = false;
-        let ev2 = evaluate(&cfg2, &all, &facts());
-        let ph2 = sandbox_plan(Role::Privhelper, &cfg2, &ev2, Some(&user()), &run()).unwrap();
-        assert!(ph2.landlock.enabled);
+        // By default the privhelper inspects no other process: Landlock stays on.
+        assert!(ph.landlock.enabled);
+        // Socket counts and setns need other processes' fd links and namespaces, which
+        // Landlock would hide from it.
+        for (sockets, source) in [(true, "proc"), (false, "setns")] {
+            let mut cfg2 = cfg.clone();
+            cfg2.collector.process_sockets = sockets;
+            cfg2.collector.netns_source = source.into();
+            let ev2 = evaluate(&cfg2, &all, &facts());
+            let ph2 = sandbox_plan(Role::Privhelper, &cfg2, &ev2, Some(&user()), &run()).unwrap();
+            assert!(!ph2.landlock.enabled, "{sockets} {source}");
+            assert!(ph2.keep_caps.contains(&CAP_SYS_PTRACE.index()));
+        }
     }
 
     #[test]
