@@ -164,6 +164,13 @@ impl Channel {
         Ok((msg, fds))
     }
 
+    /// Receive one datagram carrying no descriptor and lend its bytes (a whole frame, header
+    /// unchecked: see [`frame::payload`]).
+    pub fn recv_bytes(&mut self) -> Result<&[u8], ProtoError> {
+        let (len, _) = self.recv_raw(0)?;
+        Ok(&self.buf[..len])
+    }
+
     /// Receive one datagram into the internal buffer; returns its length and descriptors.
     pub fn recv_raw(&mut self, max_fds: usize) -> Result<(usize, Vec<OwnedFd>), ProtoError> {
         // Room for every descriptor the kernel lets one datagram carry (SCM_MAX_FD = 253), not

@@ -39,9 +39,8 @@ pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, ProtoError> {
         .map_err(ProtoError::Encode)
 }
 
-/// Decode one complete frame. Never panics and never allocates more than the frame holds
-/// (plus serde's own capped pre-allocation), whatever the bytes are.
-pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, ProtoError> {
+/// The payload of one complete frame, its header checked: never panics, whatever the bytes.
+pub fn payload(frame: &[u8]) -> Result<&[u8], ProtoError> {
     if frame.len() < HEADER_LEN {
         return Err(ProtoError::Truncated {
             got: frame.len(),
@@ -64,7 +63,13 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, ProtoError> {
             actual: payload.len(),
         });
     }
-    let (msg, rest) = postcard::take_from_bytes(payload).map_err(ProtoError::Decode)?;
+    Ok(payload)
+}
+
+/// Decode one complete frame. Never panics and never allocates more than the frame holds
+/// (plus serde's own capped pre-allocation), whatever the bytes are.
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, ProtoError> {
+    let (msg, rest) = postcard::take_from_bytes(payload(frame)?).map_err(ProtoError::Decode)?;
     if !rest.is_empty() {
         return Err(ProtoError::TrailingBytes(rest.len()));
     }

@@ -14,6 +14,7 @@
 //! | collector ↔ shipper    | [`CollectorToShipper`]  | [`ShipperToCollector`]   |
 //! | `vigil status` ↔ sup.  | [`ClientRequest`]       | [`ClientResponse`]       |
 
+pub mod batch;
 pub mod channel;
 pub mod config;
 pub mod error;
@@ -28,7 +29,7 @@ pub use messages::*;
 pub use records::*;
 
 /// Bumped on every incompatible change of any message in this crate.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Fixed descriptor numbers a child finds at exec. The supervisor arranges them with `dup2`.
 pub mod fds {

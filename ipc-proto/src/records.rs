@@ -13,7 +13,7 @@ pub struct Batch {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
-    /// Metrics sharing one resource (a process, a container, the host, ...).
+    /// Metrics sharing one resource (a container, the host, a filesystem, ...).
     Metrics {
         resource: Vec<KeyValue>,
         metrics: Vec<Metric>,
@@ -23,6 +23,85 @@ pub enum Record {
         resource: Vec<KeyValue>,
         log: LogRecord,
     },
+    /// One process sampled in one cycle, as numbers and four strings: the bulk of the data
+    /// path (thousands per cycle), so names, units and attribute keys are not carried; the
+    /// shipper expands it into the `process.*` semantic conventions.
+    Process(ProcessRecord),
+}
+
+/// Exactly how [`Record`] is encoded, from borrowed data: the collector encodes each record
+/// once, straight into a batch frame ([`crate::batch::BatchFrame`]), without building owned
+/// values first. The variants mirror [`Record`]'s one for one (postcard encodes an enum as its
+/// variant index followed by the fields, and a slice like a `Vec`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum RecordRef<'a> {
+    Metrics {
+        resource: &'a [KeyValue],
+        metrics: &'a [Metric],
+    },
+    Log {
+        resource: &'a [KeyValue],
+        log: &'a LogRecord,
+    },
+    Process(&'a ProcessRecord<&'a str>),
+}
+
+/// What [`crate::batch::BatchFrame::push`] accepts: a value whose postcard encoding is that of
+/// one [`Record`]. Sealed: only the two types whose encodings are tested to agree.
+pub trait EncodesAsRecord: Serialize + sealed::Sealed {
+    /// A log record (kernel event): batches holding one are never superseded.
+    fn is_log(&self) -> bool;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Record {}
+    impl Sealed for super::RecordRef<'_> {}
+}
+
+impl EncodesAsRecord for Record {
+    fn is_log(&self) -> bool {
+        matches!(self, Record::Log { .. })
+    }
+}
+
+impl EncodesAsRecord for RecordRef<'_> {
+    fn is_log(&self) -> bool {
+        matches!(self, RecordRef::Log { .. })
+    }
+}
+
+/// A process as the collector saw it in one cycle. `S` is `String` when decoded and `&str`
+/// when encoded from the collector's buffers (same bytes either way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord<S = String> {
+    /// When the sample was taken (the cycle's clock).
+    pub time_unix_nano: u64,
+    /// When the process started (boot time + starttime of /proc/PID/stat).
+    pub start_time_unix_nano: u64,
+    pub pid: u32,
+    pub ppid: u32,
+    /// Owner (real uid/gid of the process, from its /proc/PID directory).
+    pub uid: u32,
+    pub gid: u32,
+    /// State letter of /proc/PID/stat (`R`, `S`, `D`, `Z`, ...).
+    pub state: u8,
+    pub threads: u32,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    pub memory_rss_bytes: u64,
+    pub memory_virtual_bytes: u64,
+    /// Open descriptors, when counted (feature `process_fds`).
+    pub open_fds: Option<u32>,
+    /// Sockets among them, when counted (feature `process_sockets`).
+    pub sockets: Option<u32>,
+    /// `comm` (at most 15 bytes, lossy UTF-8).
+    pub executable_name: S,
+    /// Arguments joined by spaces (bounded, lossy UTF-8).
+    pub command_line: S,
+    /// Owner's names from the host's /etc/passwd and /etc/group (the number when unknown).
+    pub user_name: S,
+    pub group_name: S,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +175,142 @@ impl KeyValue {
     }
 }
 
+impl ProcessRecord<&str> {
+    /// The owned record these borrowed strings describe.
+    pub fn to_owned_record(&self) -> ProcessRecord {
+        ProcessRecord {
+            time_unix_nano: self.time_unix_nano,
+            start_time_unix_nano: self.start_time_unix_nano,
+            pid: self.pid,
+            ppid: self.ppid,
+            uid: self.uid,
+            gid: self.gid,
+            state: self.state,
+            threads: self.threads,
+            cpu_user_ns: self.cpu_user_ns,
+            cpu_system_ns: self.cpu_system_ns,
+            memory_rss_bytes: self.memory_rss_bytes,
+            memory_virtual_bytes: self.memory_virtual_bytes,
+            open_fds: self.open_fds,
+            sockets: self.sockets,
+            executable_name: self.executable_name.to_owned(),
+            command_line: self.command_line.to_owned(),
+            user_name: self.user_name.to_owned(),
+            group_name: self.group_name.to_owned(),
+        }
+    }
+}
+
 /// Log attribute (I64) carrying the `/dev/kmsg` sequence number of a kernel event. The shipper
 /// remembers the highest one it journaled and sends it in `ShipperToCollector::Resume`.
 pub const ATTR_KMSG_SEQ: &str = "linux.kmsg.seq";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process() -> ProcessRecord {
+        ProcessRecord {
+            time_unix_nano: 1_700_000_000_000_000_000,
+            start_time_unix_nano: 1_699_999_000_000_000_000,
+            pid: 4242,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            state: b'S',
+            threads: 3,
+            cpu_user_ns: 170_000_000,
+            cpu_system_ns: 50_000_000,
+            memory_rss_bytes: 1 << 20,
+            memory_virtual_bytes: 1 << 30,
+            open_fds: Some(12),
+            sockets: None,
+            executable_name: "sleep".into(),
+            command_line: "sleep 100".into(),
+            user_name: "alice".into(),
+            group_name: "users".into(),
+        }
+    }
+
+    /// The borrowed encoder view and the owned record give the same bytes, variant by variant.
+    #[test]
+    fn record_ref_encodes_like_record() {
+        let p = process();
+        let borrowed = ProcessRecord {
+            executable_name: p.executable_name.as_str(),
+            command_line: p.command_line.as_str(),
+            user_name: p.user_name.as_str(),
+            group_name: p.group_name.as_str(),
+            time_unix_nano: p.time_unix_nano,
+            start_time_unix_nano: p.start_time_unix_nano,
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            gid: p.gid,
+            state: p.state,
+            threads: p.threads,
+            cpu_user_ns: p.cpu_user_ns,
+            cpu_system_ns: p.cpu_system_ns,
+            memory_rss_bytes: p.memory_rss_bytes,
+            memory_virtual_bytes: p.memory_virtual_bytes,
+            open_fds: p.open_fds,
+            sockets: p.sockets,
+        };
+        assert_eq!(borrowed.to_owned_record(), p);
+        let owned = Record::Process(p.clone());
+        let by_ref = RecordRef::Process(&borrowed);
+        assert_eq!(
+            postcard::to_allocvec(&owned).unwrap(),
+            postcard::to_allocvec(&by_ref).unwrap()
+        );
+        let resource = vec![KeyValue::str("host.name", "h")];
+        let metrics = vec![Metric {
+            name: "system.memory.usage".into(),
+            unit: "By".into(),
+            kind: MetricKind::Gauge,
+            start_time_unix_nano: 1,
+            time_unix_nano: 2,
+            value: MetricValue::I64(5),
+            attributes: vec![KeyValue::str("state", "used")],
+        }];
+        let log = LogRecord {
+            time_unix_nano: 3,
+            observed_time_unix_nano: 4,
+            severity_number: 17,
+            severity_text: "ERROR".into(),
+            event_name: "OOMKilling".into(),
+            body: "Out of memory".into(),
+            attributes: vec![KeyValue::i64(ATTR_KMSG_SEQ, 9)],
+        };
+        let m = Record::Metrics {
+            resource: resource.clone(),
+            metrics: metrics.clone(),
+        };
+        let l = Record::Log {
+            resource: resource.clone(),
+            log: log.clone(),
+        };
+        for (r, v) in [
+            (
+                &m,
+                RecordRef::Metrics {
+                    resource: &resource,
+                    metrics: &metrics,
+                },
+            ),
+            (
+                &l,
+                RecordRef::Log {
+                    resource: &resource,
+                    log: &log,
+                },
+            ),
+        ] {
+            assert_eq!(
+                postcard::to_allocvec(r).unwrap(),
+                postcard::to_allocvec(&v).unwrap()
+            );
+            assert_eq!(r.is_log(), v.is_log());
+        }
+    }
+}

@@ -15,6 +15,7 @@ fn try_all(bytes: &[u8]) {
     let _ = decode::<ShipperToCollector>(bytes);
     let _ = decode::<ClientRequest>(bytes);
     let _ = decode::<ClientResponse>(bytes);
+    let _ = vigil_ipc_proto::batch::split_batch(bytes);
 }
 
 fn framed(payload: &[u8]) -> Vec<u8> {
@@ -26,18 +27,40 @@ fn framed(payload: &[u8]) -> Vec<u8> {
 fn sample_batch() -> CollectorToShipper {
     CollectorToShipper::Batch(Batch {
         seq: 7,
-        records: vec![Record::Metrics {
-            resource: vec![KeyValue::i64("process.pid", 42)],
-            metrics: vec![Metric {
-                name: "process.cpu.time".into(),
-                unit: "s".into(),
-                kind: MetricKind::Sum { monotonic: true },
-                start_time_unix_nano: 1,
+        records: vec![
+            Record::Metrics {
+                resource: vec![KeyValue::i64("process.pid", 42)],
+                metrics: vec![Metric {
+                    name: "process.cpu.time".into(),
+                    unit: "s".into(),
+                    kind: MetricKind::Sum { monotonic: true },
+                    start_time_unix_nano: 1,
+                    time_unix_nano: 2,
+                    value: MetricValue::F64(1.5),
+                    attributes: vec![KeyValue::str("cpu.mode", "user")],
+                }],
+            },
+            Record::Process(ProcessRecord {
                 time_unix_nano: 2,
-                value: MetricValue::F64(1.5),
-                attributes: vec![KeyValue::str("cpu.mode", "user")],
-            }],
-        }],
+                start_time_unix_nano: 1,
+                pid: 42,
+                ppid: 1,
+                uid: 1000,
+                gid: 1000,
+                state: b'S',
+                threads: 1,
+                cpu_user_ns: 10,
+                cpu_system_ns: 20,
+                memory_rss_bytes: 4096,
+                memory_virtual_bytes: 8192,
+                open_fds: Some(3),
+                sockets: None,
+                executable_name: "sleep".into(),
+                command_line: "sleep 1".into(),
+                user_name: "alice".into(),
+                group_name: "users".into(),
+            }),
+        ],
     })
 }
 
@@ -56,6 +79,39 @@ proptest! {
         let i = HEADER_LEN + pos % (f.len() - HEADER_LEN);
         f[i] = val;
         try_all(&f);
+    }
+
+    /// Any batch, built record by record, is the serde frame and splits back into its records.
+    #[test]
+    fn batch_frames_agree_with_serde(
+        pids in proptest::collection::vec(any::<u32>(), 0..40),
+        names in proptest::collection::vec(".{0,40}", 1..4),
+        seq in any::<u64>(),
+    ) {
+        let records: Vec<Record> = pids.iter().enumerate().map(|(i, &pid)| {
+            let name = names[i % names.len()].clone();
+            if i % 3 == 0 {
+                Record::Metrics { resource: vec![KeyValue::str(name.clone(), name)], metrics: Vec::new() }
+            } else {
+                Record::Process(ProcessRecord {
+                    time_unix_nano: u64::from(pid) * 7, start_time_unix_nano: 1, pid, ppid: pid / 2,
+                    uid: pid % 7, gid: 0, state: b'R', threads: pid % 100, cpu_user_ns: u64::MAX,
+                    cpu_system_ns: 0, memory_rss_bytes: 1, memory_virtual_bytes: 2,
+                    open_fds: (pid % 2 == 0).then_some(pid), sockets: None,
+                    executable_name: name.clone(), command_line: name.clone(),
+                    user_name: String::new(), group_name: name,
+                })
+            }
+        }).collect();
+        let mut b = vigil_ipc_proto::batch::BatchFrame::new();
+        for r in &records { b.push(r).unwrap(); }
+        let e = b.take(seq);
+        let want = CollectorToShipper::Batch(Batch { seq, records: records.clone() });
+        prop_assert_eq!(&e.frame, &encode(&want).unwrap());
+        let s = vigil_ipc_proto::batch::split_batch(&e.frame).unwrap();
+        prop_assert_eq!(s.seq, seq);
+        let got: Vec<Record> = s.records.iter().map(|(r, _)| r.clone()).collect();
+        prop_assert_eq!(got, records);
     }
 
     #[test]
