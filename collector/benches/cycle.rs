@@ -1,5 +1,6 @@
-//! One full collection cycle (host, processes, containers, disks, network; no privhelper) over
-//! this host's processes plus N sleeping children, N = 100 and 2,000: CPU time per cycle
+//! One full collection cycle (host, processes with fd counts, containers, disks, network; no
+//! privhelper) over this host's processes plus N sleeping children, N = 100 and 2,000, each
+//! record encoded into batch frames as the collector sends them: CPU time per cycle
 //! (getrusage of this process, user + system), wall time, peak RSS (VmHWM). Then the hot path
 //! alone, hand-written /proc/PID/stat vs the `procfs` crate for the same fields.
 //!
@@ -9,6 +10,7 @@ use std::hint::black_box;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vigil_collector::batch::Batcher;
 use vigil_collector::cycle::Cycle;
 use vigil_ipc_proto::{Channel, CollectorConfig, InitConfig, LandlockPlan, Role, SandboxPlan};
 
@@ -39,9 +41,8 @@ fn init() -> InitConfig {
         host_root: "/".into(),
         runtime_dir: "/tmp".into(),
         hostname: "bench".into(),
-        enabled_features: Vec::new(),
+        enabled_features: vec!["process_fds".into()],
         collector: CollectorConfig {
-            process_fds: false,
             netns: false,
             ..Default::default()
         },
@@ -75,19 +76,24 @@ fn main() {
         children.extend(spawn(n - children.len()));
         std::thread::sleep(Duration::from_millis(300));
         let init = init();
-        let mut cy = Cycle::new(&init);
+        let mut cy = Cycle::new(&init).unwrap();
         let (mut ph, _peer) = Channel::pair().unwrap();
-        let mut out = Vec::new();
-        cy.collect(&mut ph, &mut out); // warm caches (command lines, users)
+        let mut batcher = Batcher::new(256, 64);
+        // Warm caches (command lines, users, cached descriptors).
+        batcher.supersede();
+        cy.collect(&mut ph, &mut batcher);
+        batcher.seal();
         let c0 = cpu_time();
         let w0 = Instant::now();
-        let mut records = 0;
+        let r0 = cy.stats.records;
         for _ in 0..k {
-            out.clear();
-            cy.collect(&mut ph, &mut out);
-            records = out.len();
-            black_box(&out);
+            // Each cycle's frames supersede the last ones (nobody sends them here).
+            batcher.supersede();
+            cy.collect(&mut ph, &mut batcher);
+            batcher.seal();
+            black_box(batcher.unsent());
         }
+        let records = (cy.stats.records - r0) / k as u64;
         let cpu = (cpu_time() - c0).as_secs_f64() * 1000.0 / k as f64;
         let wall = w0.elapsed().as_secs_f64() * 1000.0 / k as f64;
         println!(

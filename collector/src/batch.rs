@@ -1,17 +1,18 @@
-//! Chunking records into `Batch` frames that fit in `MAX_FRAME`, and the bounded queue of
-//! batches toward the shipper: at most `max_unacked` sent and not acknowledged; data that could
-//! not be sent when the next cycle's metrics arrive is dropped and counted, oldest first (the
-//! collector never blocks on the shipper). Batches holding log records (kernel events, which
-//! are not produced again) are kept longer (up to `16 × max_unacked` batches).
+//! Records into `Batch` frames that fit in `MAX_FRAME`, each record encoded once as it is
+//! produced, and the bounded queue of frames toward the shipper: at most `max_unacked` sent
+//! and not acknowledged; data that could not be sent when the next cycle's metrics arrive is
+//! dropped and counted, oldest first (the collector never blocks on the shipper). Batches
+//! holding log records (kernel events, which are not produced again) are kept longer (up to
+//! `16 × max_unacked` batches).
 
 use std::collections::VecDeque;
 
-use vigil_ipc_proto::frame::{HEADER_LEN, MAX_FRAME, encoded_len};
-use vigil_ipc_proto::{Batch, Channel, CollectorToShipper, Record, ShipperToCollector};
+use vigil_ipc_proto::batch::{BatchFrame, EncodedBatch, PushError};
+use vigil_ipc_proto::{
+    Channel, EncodesAsRecord, ProcessRecord, Record, RecordRef, ShipperToCollector,
+};
 
-/// Bytes of a `CollectorToShipper::Batch` frame besides its records: header, variant tag, seq
-/// varint (≤ 10), record count varint (≤ 5), with margin.
-pub const BATCH_OVERHEAD: usize = HEADER_LEN + 1 + 10 + 5 + 4;
+use crate::sink::Sink;
 
 /// Hard cap on queued batches (one huge cycle cannot grow the queue without bound).
 pub const MAX_UNSENT: usize = 4096;
@@ -32,7 +33,8 @@ pub struct Batcher {
     next_seq: u64,
     max_records: usize,
     max_unacked: usize,
-    unsent: VecDeque<CollectorToShipper>,
+    current: BatchFrame,
+    unsent: VecDeque<EncodedBatch>,
     unacked: VecDeque<u64>,
     pub stats: BatchStats,
 }
@@ -43,12 +45,14 @@ impl Batcher {
             next_seq: 1,
             max_records: max_records.max(1),
             max_unacked: max_unacked.max(1),
+            current: BatchFrame::new(),
             unsent: VecDeque::new(),
             unacked: VecDeque::new(),
             stats: BatchStats::default(),
         }
     }
 
+    /// Sealed batches waiting to be sent.
     pub fn unsent(&self) -> usize {
         self.unsent.len()
     }
@@ -57,42 +61,31 @@ impl Batcher {
         self.unacked.len()
     }
 
-    /// Split `records` into frames that fit and queue them.
-    pub fn push(&mut self, records: Vec<Record>) {
-        if records.iter().any(|r| matches!(r, Record::Metrics { .. })) {
-            self.supersede();
+    /// Encode one record into the batch being filled (sealing it first when it is full).
+    pub fn push<R: EncodesAsRecord>(&mut self, r: &R) {
+        if self.current.len() >= self.max_records {
+            self.seal();
         }
-        let mut cur: Vec<Record> = Vec::new();
-        let mut cur_bytes = BATCH_OVERHEAD;
-        for r in records {
-            let len = match encoded_len(&r) {
-                Ok(l) => l.saturating_sub(HEADER_LEN),
-                Err(_) => {
-                    self.stats.oversized_records += 1;
-                    continue;
-                }
-            };
-            if len + BATCH_OVERHEAD > MAX_FRAME {
-                self.stats.oversized_records += 1;
-                continue;
+        let res = match self.current.push(r) {
+            Err(PushError::Full) => {
+                self.seal();
+                self.current.push(r)
             }
-            if !cur.is_empty() && (cur_bytes + len > MAX_FRAME || cur.len() >= self.max_records) {
-                self.enqueue(std::mem::take(&mut cur));
-                cur_bytes = BATCH_OVERHEAD;
-            }
-            cur_bytes += len;
-            cur.push(r);
-        }
-        if !cur.is_empty() {
-            self.enqueue(cur);
+            other => other,
+        };
+        if res.is_err() {
+            self.stats.oversized_records += 1;
         }
     }
 
-    fn enqueue(&mut self, records: Vec<Record>) {
+    /// Queue the batch being filled (end of a loop turn): it gets its sequence number now.
+    pub fn seal(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.unsent
-            .push_back(CollectorToShipper::Batch(Batch { seq, records }));
+        self.unsent.push_back(self.current.take(seq));
         let log_cap = self.max_unacked.saturating_mul(16);
         while self.unsent.len() > log_cap.max(MAX_UNSENT) {
             self.drop_at(0);
@@ -100,24 +93,19 @@ impl Batcher {
     }
 
     fn drop_at(&mut self, idx: usize) {
-        if let Some(CollectorToShipper::Batch(b)) = self.unsent.remove(idx) {
+        if let Some(b) = self.unsent.remove(idx) {
             self.stats.dropped_batches += 1;
-            self.stats.dropped_records += b.records.len() as u64;
+            self.stats.dropped_records += u64::from(b.records);
         }
     }
 
-    /// Before fresh metrics are queued: metric-only batches still unsent (the shipper is
+    /// Before fresh metrics are produced: metric-only batches still unsent (the shipper is
     /// behind) are superseded and dropped, oldest data first; batches holding log records
     /// (kernel events, never produced again) stay, bounded by `16 × max_unacked`.
-    fn supersede(&mut self) {
+    pub fn supersede(&mut self) {
         let mut i = 0;
         while i < self.unsent.len() {
-            let has_logs = match &self.unsent[i] {
-                CollectorToShipper::Batch(b) => {
-                    b.records.iter().any(|r| matches!(r, Record::Log { .. }))
-                }
-            };
-            if has_logs {
+            if self.unsent[i].has_logs {
                 i += 1;
             } else {
                 self.drop_at(i);
@@ -132,17 +120,17 @@ impl Batcher {
     /// Send what the window allows; stops at the first would-block.
     pub fn flush(&mut self, ch: &Channel) -> Result<(), vigil_ipc_proto::ProtoError> {
         while self.unacked.len() < self.max_unacked {
-            let Some(msg) = self.unsent.front() else {
+            let Some(b) = self.unsent.front() else {
                 break;
             };
-            match ch.send(msg) {
+            match ch.send_raw(&b.frame) {
                 Ok(()) => {}
                 Err(e) if e.is_would_block() => break,
                 Err(e) => return Err(e),
             }
-            if let Some(CollectorToShipper::Batch(b)) = self.unsent.pop_front() {
+            if let Some(b) = self.unsent.pop_front() {
                 self.stats.batches_sent += 1;
-                self.stats.records_sent += b.records.len() as u64;
+                self.stats.records_sent += u64::from(b.records);
                 self.unacked.push_back(b.seq);
             }
         }
@@ -169,10 +157,21 @@ impl Batcher {
     }
 }
 
+impl Sink for Batcher {
+    fn record(&mut self, r: Record) {
+        self.push(&r);
+    }
+
+    fn process(&mut self, p: &ProcessRecord<&str>) {
+        self.push(&RecordRef::Process(p));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use vigil_ipc_proto::KeyValue;
+    use vigil_ipc_proto::frame::{HEADER_LEN, MAX_FRAME};
 
     fn rec(n: usize) -> Record {
         Record::Metrics {
@@ -181,13 +180,24 @@ mod tests {
         }
     }
 
+    fn push_all(b: &mut Batcher, records: &[Record]) {
+        for r in records {
+            b.push(r);
+        }
+        b.seal();
+    }
+
     #[test]
     fn chunks_fit_and_overflow_drops_oldest() {
         let mut b = Batcher::new(1000, 3);
-        b.push((0..100).map(|_| rec(3000)).collect());
+        push_all(&mut b, &(0..100).map(|_| rec(3000)).collect::<Vec<_>>());
         // 100 × ~3 KB in 64 KiB frames: 5 batches.
         assert_eq!(b.unsent(), 5);
-        b.push(vec![rec(MAX_FRAME)]);
+        for f in &b.unsent {
+            assert!(f.frame.len() <= HEADER_LEN + MAX_FRAME);
+        }
+        b.supersede();
+        push_all(&mut b, &[rec(MAX_FRAME)]);
         assert_eq!(b.stats.oversized_records, 1);
         // Fresh metrics supersede the unsent ones.
         assert_eq!(b.stats.dropped_batches, 5);
@@ -204,19 +214,38 @@ mod tests {
                 attributes: Vec::new(),
             },
         };
-        b.push(vec![log]);
-        b.push((0..100).map(|_| rec(3000)).collect());
-        b.push(vec![rec(1)]);
+        push_all(&mut b, &[log]);
+        b.supersede();
+        push_all(&mut b, &(0..100).map(|_| rec(3000)).collect::<Vec<_>>());
+        b.supersede();
+        push_all(&mut b, &[rec(1)]);
         assert_eq!(
             b.unsent(),
             2,
             "the log batch stays, the metrics are superseded"
         );
-        for m in &b.unsent {
-            assert!(encoded_len(m).unwrap() <= MAX_FRAME);
-        }
+        assert!(b.unsent[0].has_logs);
         let mut c = Batcher::new(7, 100);
-        c.push((0..20).map(|_| rec(1)).collect());
+        push_all(&mut c, &(0..20).map(|_| rec(1)).collect::<Vec<_>>());
         assert_eq!(c.unsent(), 3);
+        // Sequence numbers follow the order of sealing.
+        let seqs: Vec<u64> = c.unsent.iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn window_and_acks() {
+        let (a, mut peer) = Channel::pair().unwrap();
+        let mut b = Batcher::new(1, 2);
+        push_all(&mut b, &[rec(1), rec(2), rec(3)]);
+        b.flush(&a).unwrap();
+        assert_eq!((b.unacked(), b.unsent()), (2, 1), "window of two");
+        let s = vigil_ipc_proto::batch::split_batch(peer.recv_bytes().unwrap())
+            .unwrap()
+            .seq;
+        b.on_answer(&ShipperToCollector::Ack { seq: s });
+        b.flush(&a).unwrap();
+        assert_eq!((b.unacked(), b.unsent()), (2, 0));
+        assert_eq!(b.stats.records_sent, 3);
     }
 }

@@ -1,17 +1,21 @@
-//! One collection cycle: host, processes (+ fd counts from the privhelper), containers, disks,
-//! network interfaces of the host and of other network namespaces.
+//! One collection cycle: host, processes (fd counts by st_size, or from the privhelper with
+//! socket counts), containers, disks, network interfaces of the host and of other network
+//! namespaces (/proc/PID/net/dev, or netlink sockets the privhelper made inside them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use vigil_ipc_proto::{
     Channel, FdKind, InitConfig, KeyValue, MAX_FD_STAT_PIDS, NetnsTarget, PrivRequest,
     PrivResponse, ProcFdStat, Record,
 };
 
+use crate::sink::Sink;
 use crate::util::{Stamp, now_unix_nano};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,6 +30,10 @@ pub struct CycleStats {
     pub netns_errors: u64,
     pub netns_sockets: u64,
     pub peer_errors: u64,
+    /// Processes read by path this cycle (past the descriptor budget).
+    pub uncached: u64,
+    /// Network namespaces read from /proc/PID/net/dev this cycle.
+    pub netns_read: u64,
 }
 
 pub struct Cycle {
@@ -40,6 +48,10 @@ pub struct Cycle {
     /// Network namespace inode → netlink socket inside it (from the privhelper).
     netns: HashMap<u64, (OwnedFd, Option<String>)>,
     own_netns: u64,
+    /// st_ino of our own /proc/self/net/dev (the `netns_metrics` id of our namespace).
+    own_netdev: u64,
+    /// This cycle's records of the small collectors, before they go to the sink.
+    scratch: Vec<Record>,
     nl_buf: Vec<u8>,
     nl_seq: u32,
     pub cfg: vigil_ipc_proto::CollectorConfig,
@@ -49,17 +61,23 @@ pub struct Cycle {
 }
 
 impl Cycle {
-    pub fn new(init: &InitConfig) -> Self {
+    pub fn new(init: &InitConfig) -> std::io::Result<Self> {
         let host_root = PathBuf::from(&init.host_root);
         let proc_root = PathBuf::from("/proc");
-        let own_netns = std::fs::metadata("/proc/self/ns/net")
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        Cycle {
+        let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+        let mut procs = crate::procs::ProcScanner::new(&proc_root)?;
+        let on = |f: &str| init.feature_enabled(f);
+        // fd counts here when the kernel gives them by stat; else (or with socket counts)
+        // the privhelper answers.
+        procs.count_fds = init.collector.process_fds
+            && on("process_fds")
+            && vigil_policies::features::fd_count_by_stat();
+        procs.track_netns = init.collector.netns && on("netns_metrics");
+        Ok(Cycle {
             host_name: init.hostname.clone(),
             host_resource: vec![KeyValue::str("host.name", init.hostname.as_str())],
             host: crate::host::HostCollector::new(&proc_root),
-            procs: crate::procs::ProcScanner::new(&proc_root),
+            procs,
             users: crate::users::Users::new(&host_root),
             cgroups: crate::cgroups::CgroupCollector::new(crate::cgroups::Hierarchies::discover(
                 &proc_root,
@@ -67,30 +85,33 @@ impl Cycle {
             disks: crate::disks::DiskCollector::new(&host_root, &proc_root),
             netdev: crate::netdev::NetDevCollector::new(&proc_root),
             netns: HashMap::new(),
-            own_netns,
+            own_netns: ino("/proc/self/ns/net"),
+            own_netdev: ino("/proc/self/net/dev"),
+            scratch: Vec::new(),
             nl_buf: Vec::new(),
             nl_seq: 0,
             cfg: init.collector.clone(),
             features: init.enabled_features.clone(),
             stats: CycleStats::default(),
             start_ns: now_unix_nano(),
-        }
+        })
     }
 
     fn on(&self, f: &str) -> bool {
         self.features.iter().any(|x| x == f)
     }
 
-    /// Run one cycle, appending its records to `out`.
-    pub fn collect(&mut self, privhelper: &mut Channel, out: &mut Vec<Record>) {
+    /// Run one cycle, handing its records to `sink`.
+    pub fn collect(&mut self, privhelper: &mut Channel, sink: &mut dyn Sink) {
         let t0 = Instant::now();
         let st = Stamp {
             start: self.start_ns,
             now: now_unix_nano(),
         };
-        let before = out.len();
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
         if self.cfg.host {
-            self.stats.parse_errors += self.host.collect(st, &self.host_resource, out);
+            self.stats.parse_errors += self.host.collect(st, &self.host_resource, &mut out);
         }
         if self.cfg.processes {
             self.users.refresh();
@@ -99,44 +120,122 @@ impl Cycle {
                     self.stats.processes = s.processes;
                     self.stats.vanished += s.vanished;
                     self.stats.parse_errors += s.parse_errors;
+                    self.stats.uncached = s.uncached;
                 }
                 Err(_) => self.stats.parse_errors += 1,
             }
-            let fds = if self.cfg.process_fds && self.on("process_fds") {
+            let from_helper =
+                (self.cfg.process_fds && !self.procs.count_fds && self.on("process_fds"))
+                    || (self.cfg.process_sockets && self.on("process_sockets"));
+            let fds = if from_helper {
                 self.fd_stats(privhelper)
             } else {
                 None
             };
             self.procs.records(
                 st,
-                &self.host_name,
                 self.host.boot_time_ns,
-                &self.users,
+                &mut self.users,
                 fds.as_ref(),
-                out,
+                sink,
             );
         }
         if self.cfg.containers {
             let e0 = self.cgroups.parse_errors;
-            self.cgroups.collect(st, &self.host_name, out);
+            self.cgroups.collect(st, &self.host_name, &mut out);
             self.stats.parse_errors += self.cgroups.parse_errors - e0;
         }
         if self.cfg.disks {
             let e0 = self.disks.parse_errors;
-            self.disks.collect(st, &self.host_name, out);
+            self.disks.collect(st, &self.host_name, &mut out);
             self.stats.parse_errors += self.disks.parse_errors - e0;
         }
         if self.cfg.network {
             let e0 = self.netdev.parse_errors;
-            self.netdev.collect(st, &self.host_resource, out);
+            self.netdev.collect(st, &self.host_resource, &mut out);
             self.stats.parse_errors += self.netdev.parse_errors - e0;
             if self.cfg.netns && self.on("netns_metrics") {
-                self.netns_metrics(privhelper, st, out);
+                self.netns_from_proc(st, &mut out);
+            }
+            if self.cfg.netns && self.on("netns_metrics_setns") {
+                self.netns_metrics(privhelper, st, &mut out);
             }
         }
+        self.stats.records += (out.len() + self.procs.samples.len()) as u64;
+        for r in out.drain(..) {
+            sink.record(r);
+        }
+        self.scratch = out;
         self.stats.cycles += 1;
-        let _ = before;
         self.stats.last_cycle_us = t0.elapsed().as_micros() as u64;
+    }
+
+    /// Interface counters of every other network namespace that has a process, read from
+    /// /proc/PID/net/dev of one process living in it (any user may: no capability). The
+    /// namespace's id is st_ino of that file; its container, from the process's cgroup.
+    fn netns_from_proc(&mut self, st: Stamp, out: &mut Vec<Record>) {
+        let mut reps: BTreeMap<u64, u32> = BTreeMap::new();
+        for s in &self.procs.samples {
+            if let Some(id) = self.procs.netns(s.pid)
+                && id != self.own_netdev
+            {
+                reps.entry(id).or_insert(s.pid);
+            }
+        }
+        for (&id, &pid) in reps.iter().take(1024) {
+            let Ok(ifs) = self.read_proc_file(pid, "net/dev") else {
+                // Gone since the scan: next cycle picks another process, or none.
+                continue;
+            };
+            let (ifs, bad) = crate::netdev::parse_net_dev(&ifs);
+            self.stats.parse_errors += bad;
+            let mut resource = vec![
+                KeyValue::str("host.name", self.host_name.as_str()),
+                KeyValue::i64("linux.netns.id", crate::util::i(id)),
+                KeyValue::i64("process.pid", i64::from(pid)),
+            ];
+            if let Ok(cg) = self.read_proc_file(pid, "cgroup") {
+                let id = String::from_utf8_lossy(&cg)
+                    .lines()
+                    .filter_map(|l| l.splitn(3, ':').nth(2))
+                    .map(crate::cgroups::identify)
+                    .find(|i| i.container_id.is_some() || i.pod_uid.is_some());
+                if let Some(i) = id {
+                    if let Some(c) = i.container_id {
+                        resource.push(KeyValue::str("container.id", c));
+                    }
+                    if let Some(p) = i.pod_uid {
+                        resource.push(KeyValue::str("k8s.pod.uid", p));
+                    }
+                }
+            }
+            let mut metrics = Vec::with_capacity(ifs.len() * 8);
+            for s in &ifs {
+                crate::netdev::if_metrics(st, s, &[], &mut metrics);
+            }
+            out.push(Record::Metrics { resource, metrics });
+        }
+        self.stats.netns_read = reps.len() as u64;
+    }
+
+    /// A file under /proc/PID, through the process's cached directory when there is one.
+    fn read_proc_file(&self, pid: u32, file: &str) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let fd = match self.procs.dir_fd(pid) {
+            Some(dir) => nix::fcntl::openat(dir, file, flags, Mode::empty()),
+            None => nix::fcntl::openat(
+                self.procs.proc_fd(),
+                format!("{pid}/{file}").as_str(),
+                flags,
+                Mode::empty(),
+            ),
+        }?;
+        let mut buf = Vec::new();
+        std::fs::File::from(fd)
+            .take(crate::util::MAX_FILE as u64)
+            .read_to_end(&mut buf)?;
+        Ok(buf)
     }
 
     /// fd and socket counts of every sampled pid, in requests of at most MAX_FD_STAT_PIDS.
@@ -261,6 +360,9 @@ impl Cycle {
             ("netns_errors".into(), s.netns_errors),
             ("netns_sockets".into(), self.netns.len() as u64),
             ("peer_errors".into(), s.peer_errors),
+            ("procs_cached".into(), self.procs.cached() as u64),
+            ("procs_uncached".into(), s.uncached),
+            ("netns_read".into(), s.netns_read),
         ]
     }
 }

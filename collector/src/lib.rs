@@ -17,6 +17,7 @@ pub mod mountinfo;
 pub mod netdev;
 pub mod netlink;
 pub mod procs;
+pub mod sink;
 pub mod users;
 pub mod util;
 
@@ -81,7 +82,7 @@ pub fn run(
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(ProtoError::Io)?;
 
-    let mut cycle = cycle::Cycle::new(init);
+    let mut cycle = cycle::Cycle::new(init).map_err(ProtoError::Io)?;
     let host_resource = vec![KeyValue::str("host.name", init.hostname.as_str())];
     let mut sources = Sources::default();
     if init.collector.kmsg && init.feature_enabled("kmsg_events") {
@@ -117,7 +118,9 @@ pub fn run(
     loop {
         let now = Instant::now();
         if now >= next_cycle {
-            cycle.collect(&mut privhelper, &mut pending);
+            // Fresh metrics supersede the ones the shipper has not taken yet.
+            batcher.supersede();
+            cycle.collect(&mut privhelper, &mut batcher);
             next_cycle += interval;
             if next_cycle <= now {
                 next_cycle = now + interval;
@@ -131,10 +134,11 @@ pub fn run(
                 tracing::warn!("eBPF: {e}");
             }
         }
-        if !pending.is_empty() {
-            cycle.stats.records += pending.len() as u64;
-            batcher.push(std::mem::take(&mut pending));
+        cycle.stats.records += pending.len() as u64;
+        for r in pending.drain(..) {
+            batcher.push(&r);
         }
+        batcher.seal();
         batcher.flush(&shipper)?;
 
         let mut deadline = next_cycle;

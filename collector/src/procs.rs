@@ -1,18 +1,30 @@
-//! Processes from /proc: a hand-written `/proc/PID/stat` parser over a reusable buffer (the hot
-//! path), command lines cached per (pid, start time), owner from the /proc/PID inode.
+//! Processes from /proc: the collector's hot path (thousands of processes per cycle).
+//!
+//! Per process and cycle, once it is known: `pread` of its /proc/PID/stat (kept open between
+//! cycles), `fstat` of its /proc/PID directory (kept open: the owner, current even after a
+//! setuid, since procfs computes it at stat time) and, when fd counts are on, `fstatat(dir,
+//! "fd")`, whose st_size is the number of open descriptors (Linux >= 6.2, any user). A new
+//! process also costs two opens and one read of its command line, cached per (pid, start
+//! time). Nothing is allocated per process per cycle: samples are plain numbers, strings are
+//! lent to the record encoder. Descriptors are bounded by `RLIMIT_NOFILE`: past the budget,
+//! processes are read by path (open, read, close) like any other collector.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use vigil_ipc_proto::{KeyValue, ProcFdStat, Record};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fstat, fstatat};
+use vigil_ipc_proto::{ProcFdStat, ProcessRecord};
 
+use crate::sink::Sink;
 use crate::users::Users;
-use crate::util::{
-    Stamp, gauge_f64, gauge_i64, i, parse_i64, parse_u64, read_into, read_into_owner, sum_f64,
-};
+use crate::util::{Stamp, parse_i64, parse_u64};
 
 /// Longest command line kept (bytes); longer ones are cut.
 pub const MAX_CMDLINE: usize = 4096;
+/// Descriptors kept free for everything else the collector opens.
+const FD_RESERVE: u64 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StatError {
@@ -100,21 +112,30 @@ pub fn cmdline_to_string(buf: &[u8]) -> String {
     s.replace('\0', " ")
 }
 
-/// One process as sampled in a cycle.
-#[derive(Debug, Clone, Default)]
+/// One process as sampled in a cycle: numbers only.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ProcSample {
     pub pid: u32,
     pub ppid: u32,
-    pub comm: String,
     pub state: u8,
     pub utime: u64,
     pub stime: u64,
-    pub threads: i64,
+    pub threads: u32,
     pub starttime: u64,
     pub vsize: u64,
     pub rss_bytes: u64,
     pub uid: u32,
     pub gid: u32,
+    /// Open descriptors, when counted here (st_size of /proc/PID/fd).
+    pub fds: Option<u32>,
+    comm: [u8; 16],
+    comm_len: u8,
+}
+
+impl ProcSample {
+    pub fn comm(&self) -> &[u8] {
+        &self.comm[..usize::from(self.comm_len)]
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -123,42 +144,144 @@ pub struct ScanStats {
     /// Processes that exited between the directory listing and the read (normal).
     pub vanished: u64,
     pub parse_errors: u64,
+    /// Processes read by path because the descriptor budget was spent.
+    pub uncached: u64,
 }
 
-/// Scans /proc; keeps its buffers and caches between cycles.
-pub struct ProcScanner {
-    proc_root: PathBuf,
-    buf: Vec<u8>,
-    path: PathBuf,
-    /// pid → (start time, command line).
-    cmdlines: HashMap<u32, (u64, String)>,
-    pub samples: Vec<ProcSample>,
-    page_size: u64,
-    seen_gen: HashMap<u32, u32>,
+/// What the scanner keeps about a process between cycles.
+#[derive(Debug)]
+struct Tracked {
+    starttime: u64,
+    /// /proc/PID (O_PATH) and /proc/PID/stat, while the descriptor budget lasts.
+    fds: Option<(OwnedFd, OwnedFd)>,
+    cmdline: String,
+    /// st_ino of /proc/PID/net/dev: the same for every process of one network namespace.
+    netns: Option<u64>,
     generation: u32,
 }
 
-impl ProcScanner {
-    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
-        ProcScanner {
-            proc_root: proc_root.into(),
-            buf: Vec::with_capacity(4096),
-            path: PathBuf::with_capacity(64),
-            cmdlines: HashMap::new(),
-            samples: Vec::new(),
-            page_size: crate::util::page_size(),
-            seen_gen: HashMap::new(),
-            generation: 0,
+/// Scans /proc; keeps its descriptors, buffers and caches between cycles.
+pub struct ProcScanner {
+    proc_dir: OwnedFd,
+    buf: Vec<u8>,
+    pids: Vec<u32>,
+    tracked: HashMap<u32, Tracked>,
+    pub samples: Vec<ProcSample>,
+    page_size: u64,
+    generation: u32,
+    /// Count fds here (fstatat st_size) instead of asking the privhelper.
+    pub count_fds: bool,
+    /// Learn each new process's network namespace (for netns_metrics).
+    pub track_netns: bool,
+    /// Processes that may hold cached descriptors (two each).
+    fd_budget: usize,
+    cached: usize,
+}
+
+fn err_io(e: Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+/// Read a whole small file at offset 0 into `buf` (cleared first), bounded by `MAX_FILE`.
+fn pread_all(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<usize, Errno> {
+    buf.clear();
+    buf.resize(4096, 0);
+    let mut len = 0;
+    loop {
+        match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+                if buf.len() >= crate::util::MAX_FILE {
+                    break;
+                }
+                let grown = (buf.len() * 2).min(crate::util::MAX_FILE);
+                buf.resize(grown, 0);
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
         }
     }
+    buf.truncate(len);
+    Ok(len)
+}
 
-    fn set_path(&mut self, pid: &str, file: &str) {
-        self.path.clear();
-        self.path.push(&self.proc_root);
-        self.path.push(pid);
-        if !file.is_empty() {
-            self.path.push(file);
+fn open_at(dir: BorrowedFd<'_>, path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
+    openat(dir, path, flags | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// The descriptors this process may open (its soft `RLIMIT_NOFILE`; the child bootstrap
+/// raised it to the hard limit before the sandbox, see [`raise_fd_limit`]).
+fn descriptor_budget() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit (any process may). Called before the
+/// seccomp filter, which allows reading limits only.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(err_io)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(err_io)?;
+    }
+    Ok(hard)
+}
+
+impl ProcScanner {
+    pub fn new(proc_root: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let proc_dir = nix::fcntl::open(
+            proc_root.as_ref(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err_io)?;
+        let limit = descriptor_budget().min(1 << 22);
+        Ok(ProcScanner {
+            proc_dir,
+            buf: Vec::with_capacity(4096),
+            pids: Vec::new(),
+            tracked: HashMap::new(),
+            samples: Vec::new(),
+            page_size: crate::util::page_size(),
+            generation: 0,
+            count_fds: false,
+            track_netns: false,
+            fd_budget: (limit.saturating_sub(FD_RESERVE) / 2) as usize,
+            cached: 0,
+        })
+    }
+
+    /// At most this many processes keep descriptors between cycles (tests use small ones).
+    pub fn set_fd_budget(&mut self, processes: usize) {
+        self.fd_budget = processes;
+    }
+
+    /// Processes holding cached descriptors now.
+    pub fn cached(&self) -> usize {
+        self.cached
+    }
+
+    fn list_pids(&mut self) -> std::io::Result<()> {
+        self.pids.clear();
+        let mut dir = nix::dir::Dir::openat(
+            self.proc_dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err_io)?;
+        for ent in dir.iter().flatten() {
+            let name = ent.file_name().to_bytes();
+            // parse_u64 takes digits only: "." and "self" are not pids.
+            if let Some(pid) = parse_u64(name).and_then(|v| u32::try_from(v).ok()) {
+                self.pids.push(pid);
+            }
         }
+        Ok(())
     }
 
     /// Sample every process into `self.samples`.
@@ -166,160 +289,244 @@ impl ProcScanner {
         let mut stats = ScanStats::default();
         self.samples.clear();
         self.generation = self.generation.wrapping_add(1);
-        let dir = std::fs::read_dir(&self.proc_root)?;
-        for ent in dir.flatten() {
-            let name = ent.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !name.bytes().all(|c| c.is_ascii_digit()) {
-                continue;
-            }
-            self.set_path(name, "stat");
-            let Ok((uid, gid)) = read_into_owner(&self.path, &mut self.buf) else {
-                stats.vanished += 1;
-                continue;
-            };
-            let st = match parse_stat(&self.buf) {
-                Ok(s) => s,
-                Err(_) => {
-                    stats.parse_errors += 1;
-                    continue;
+        self.list_pids()?;
+        let pids = std::mem::take(&mut self.pids);
+        for &pid in &pids {
+            match self.sample(pid, &mut stats) {
+                Ok(Some(s)) => {
+                    self.samples.push(s);
+                    stats.processes += 1;
                 }
-            };
-            let sample = ProcSample {
-                pid: st.pid,
-                ppid: st.ppid,
-                comm: String::from_utf8_lossy(st.comm).into_owned(),
-                state: st.state,
-                utime: st.utime,
-                stime: st.stime,
-                threads: st.num_threads,
-                starttime: st.starttime,
-                vsize: st.vsize,
-                rss_bytes: (st.rss.max(0) as u64).saturating_mul(self.page_size),
-                uid,
-                gid,
-            };
-            let cached =
-                matches!(self.cmdlines.get(&sample.pid), Some((t, _)) if *t == sample.starttime);
-            if !cached {
-                self.set_path(name, "cmdline");
-                let cmd = match read_into(&self.path, &mut self.buf) {
-                    Ok(_) => cmdline_to_string(&self.buf),
-                    Err(_) => String::new(),
-                };
-                self.cmdlines.insert(sample.pid, (sample.starttime, cmd));
+                Ok(None) => stats.parse_errors += 1,
+                Err(_) => stats.vanished += 1,
             }
-            self.seen_gen.insert(sample.pid, self.generation);
-            self.samples.push(sample);
-            stats.processes += 1;
         }
-        // Forget the caches of processes that are gone.
+        self.pids = pids;
+        // Forget processes that are gone (closing their descriptors).
         let g = self.generation;
-        self.seen_gen.retain(|_, v| *v == g);
-        let seen = &self.seen_gen;
-        self.cmdlines.retain(|pid, _| seen.contains_key(pid));
+        let mut freed = 0;
+        self.tracked.retain(|_, t| {
+            let keep = t.generation == g;
+            if !keep && t.fds.is_some() {
+                freed += 1;
+            }
+            keep
+        });
+        self.cached -= freed;
         Ok(stats)
     }
 
+    /// One process: `Ok(None)` for an unparsable stat, `Err` when it vanished.
+    fn sample(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
+        // Known and cached: pread + fstat (+ fstatat for the fd count).
+        if let Some(t) = self.tracked.get_mut(&pid) {
+            if let Some((dir, stat)) = &t.fds {
+                match pread_all(stat.as_fd(), &mut self.buf) {
+                    Ok(n) if n > 0 => {
+                        let owner = fstat(dir.as_fd())?;
+                        let fds = if self.count_fds {
+                            fd_count(dir.as_fd())
+                        } else {
+                            None
+                        };
+                        let Ok(st) = parse_stat(&self.buf) else {
+                            return Ok(None);
+                        };
+                        if st.starttime == t.starttime {
+                            t.generation = self.generation;
+                            return Ok(Some(make_sample(&st, owner, fds, self.page_size)));
+                        }
+                    }
+                    // ESRCH: the process this descriptor belongs to is gone; a new one may
+                    // have its pid. Start over by path below.
+                    _ => {}
+                }
+                self.cached -= 1;
+            }
+            self.tracked.remove(&pid);
+        }
+        self.sample_new(pid, stats)
+    }
+
+    fn sample_new(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
+        let name = itoa_buf(pid);
+        let dir = open_at(
+            self.proc_dir.as_fd(),
+            name.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )?;
+        let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
+        if pread_all(stat.as_fd(), &mut self.buf)? == 0 {
+            return Err(Errno::ESRCH);
+        }
+        let owner = fstat(dir.as_fd())?;
+        let fds = if self.count_fds {
+            fd_count(dir.as_fd())
+        } else {
+            None
+        };
+        let Ok(st) = parse_stat(&self.buf) else {
+            return Ok(None);
+        };
+        let sample = make_sample(&st, owner, fds, self.page_size);
+        let cmdline = match open_at(dir.as_fd(), "cmdline", OFlag::O_RDONLY)
+            .and_then(|f| pread_all(f.as_fd(), &mut self.buf))
+        {
+            Ok(_) => cmdline_to_string(&self.buf),
+            Err(_) => String::new(),
+        };
+        let netns = if self.track_netns {
+            fstatat(dir.as_fd(), "net/dev", AtFlags::empty())
+                .ok()
+                .map(|s| s.st_ino)
+        } else {
+            None
+        };
+        let fds_kept = if self.cached < self.fd_budget {
+            self.cached += 1;
+            Some((dir, stat))
+        } else {
+            stats.uncached += 1;
+            None
+        };
+        self.tracked.insert(
+            pid,
+            Tracked {
+                starttime: sample.starttime,
+                fds: fds_kept,
+                cmdline,
+                netns,
+                generation: self.generation,
+            },
+        );
+        Ok(Some(sample))
+    }
+
     pub fn cmdline(&self, pid: u32) -> &str {
-        self.cmdlines
+        self.tracked
             .get(&pid)
-            .map(|(_, c)| c.as_str())
+            .map(|t| t.cmdline.as_str())
             .unwrap_or("")
     }
 
-    /// Records of the last scan. `boot_time_ns`: wall clock of boot; `fds`: per-pid fd stats
-    /// when the privhelper gave them.
+    /// Network namespace id (st_ino of /proc/PID/net/dev) of a sampled process, if learnt.
+    pub fn netns(&self, pid: u32) -> Option<u64> {
+        self.tracked.get(&pid).and_then(|t| t.netns)
+    }
+
+    /// The /proc/PID directory of a tracked process, when its descriptor is cached.
+    pub fn dir_fd(&self, pid: u32) -> Option<BorrowedFd<'_>> {
+        self.tracked
+            .get(&pid)
+            .and_then(|t| t.fds.as_ref())
+            .map(|(d, _)| d.as_fd())
+    }
+
+    /// /proc itself.
+    pub fn proc_fd(&self) -> BorrowedFd<'_> {
+        self.proc_dir.as_fd()
+    }
+
+    /// Emit the last scan's processes. `boot_time_ns`: wall clock of boot; `fds`: fd and
+    /// socket counts from the privhelper, when it gave them (they win over our own count).
     pub fn records(
         &self,
         st: Stamp,
-        host_name: &str,
         boot_time_ns: u64,
-        users: &Users,
+        users: &mut Users,
         fds: Option<&HashMap<u32, ProcFdStat>>,
-        out: &mut Vec<Record>,
+        sink: &mut dyn Sink,
     ) {
+        const NS_PER_TICK: u64 = 1_000_000_000 / crate::util::USER_HZ;
         for p in &self.samples {
-            let user = users.user_name(p.uid);
-            let group = users.group_name(p.gid);
-            let mut resource = vec![
-                KeyValue::str("host.name", host_name),
-                KeyValue::i64("process.pid", i64::from(p.pid)),
-                KeyValue::i64("process.parent_pid", i64::from(p.ppid)),
-                KeyValue::str("process.executable.name", p.comm.as_str()),
-                KeyValue::str("process.command_line", self.cmdline(p.pid)),
-                KeyValue::str("process.owner", user.clone()),
-                KeyValue::str("process.user.name", user),
-                KeyValue::i64("process.user.id", i64::from(p.uid)),
-                KeyValue::str("process.group.name", group),
-                KeyValue::i64("process.group.id", i64::from(p.gid)),
-                KeyValue::str("process.linux.state", (p.state as char).to_string()),
-            ];
-            let start_ns = boot_time_ns.saturating_add(
-                p.starttime
-                    .saturating_mul(1_000_000_000 / crate::util::USER_HZ),
-            );
-            resource.push(KeyValue::i64("process.start_time_unix_nano", i(start_ns)));
-            let pst = Stamp {
-                start: start_ns,
-                now: st.now,
+            let helper = fds.and_then(|m| m.get(&p.pid));
+            let comm = String::from_utf8_lossy(p.comm());
+            let (user, group) = users.names(p.uid, p.gid);
+            let rec = ProcessRecord {
+                time_unix_nano: st.now,
+                start_time_unix_nano: boot_time_ns
+                    .saturating_add(p.starttime.saturating_mul(NS_PER_TICK)),
+                pid: p.pid,
+                ppid: p.ppid,
+                uid: p.uid,
+                gid: p.gid,
+                state: p.state,
+                threads: p.threads,
+                cpu_user_ns: p.utime.saturating_mul(NS_PER_TICK),
+                cpu_system_ns: p.stime.saturating_mul(NS_PER_TICK),
+                memory_rss_bytes: p.rss_bytes,
+                memory_virtual_bytes: p.vsize,
+                open_fds: helper.and_then(|f| f.fds).or(p.fds),
+                sockets: helper.and_then(|f| f.sockets),
+                executable_name: &*comm,
+                command_line: self.cmdline(p.pid),
+                user_name: user,
+                group_name: group,
             };
-            let hz = crate::util::USER_HZ as f64;
-            let mut metrics = vec![
-                sum_f64(
-                    "process.cpu.time",
-                    "s",
-                    pst,
-                    p.utime as f64 / hz,
-                    vec![KeyValue::str("cpu.mode", "user")],
-                ),
-                sum_f64(
-                    "process.cpu.time",
-                    "s",
-                    pst,
-                    p.stime as f64 / hz,
-                    vec![KeyValue::str("cpu.mode", "system")],
-                ),
-                gauge_i64("process.memory.usage", "By", st, i(p.rss_bytes), Vec::new()),
-                gauge_i64("process.memory.virtual", "By", st, i(p.vsize), Vec::new()),
-                gauge_i64(
-                    "process.thread.count",
-                    "{thread}",
-                    st,
-                    p.threads,
-                    Vec::new(),
-                ),
-                gauge_f64(
-                    "process.uptime",
-                    "s",
-                    st,
-                    st.now.saturating_sub(start_ns) as f64 / 1e9,
-                    Vec::new(),
-                ),
-            ];
-            if let Some(f) = fds.and_then(|m| m.get(&p.pid)) {
-                if let Some(n) = f.fds {
-                    metrics.push(gauge_i64(
-                        "process.open_file_descriptor.count",
-                        "{file_descriptor}",
-                        st,
-                        i64::from(n),
-                        Vec::new(),
-                    ));
-                }
-                if let Some(n) = f.sockets {
-                    metrics.push(gauge_i64(
-                        "process.linux.socket.count",
-                        "{socket}",
-                        st,
-                        i64::from(n),
-                        Vec::new(),
-                    ));
-                }
-            }
-            out.push(Record::Metrics { resource, metrics });
+            sink.process(&rec);
         }
     }
+}
+
+fn make_sample(
+    st: &ProcStat<'_>,
+    owner: nix::sys::stat::FileStat,
+    fds: Option<u32>,
+    page_size: u64,
+) -> ProcSample {
+    let mut comm = [0u8; 16];
+    let n = st.comm.len().min(16);
+    comm[..n].copy_from_slice(&st.comm[..n]);
+    ProcSample {
+        pid: st.pid,
+        ppid: st.ppid,
+        state: st.state,
+        utime: st.utime,
+        stime: st.stime,
+        threads: u32::try_from(st.num_threads.max(0)).unwrap_or(u32::MAX),
+        starttime: st.starttime,
+        vsize: st.vsize,
+        rss_bytes: (st.rss.max(0) as u64).saturating_mul(page_size),
+        uid: owner.st_uid,
+        gid: owner.st_gid,
+        fds,
+        comm,
+        comm_len: n as u8,
+    }
+}
+
+/// st_size of /proc/PID/fd: the number of open descriptors (Linux >= 6.2; 0 before).
+fn fd_count(dir: BorrowedFd<'_>) -> Option<u32> {
+    fstatat(dir, "fd", AtFlags::empty())
+        .ok()
+        .and_then(|s| u32::try_from(s.st_size).ok())
+}
+
+/// A pid as decimal text without allocating per call.
+struct PidName {
+    buf: [u8; 10],
+    len: usize,
+}
+
+impl PidName {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits are ever written.
+        std::str::from_utf8(&self.buf[10 - self.len..]).unwrap_or("0")
+    }
+}
+
+fn itoa_buf(mut v: u32) -> PidName {
+    let mut buf = [0u8; 10];
+    let mut i = 10;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    PidName { buf, len: 10 - i }
 }
 
 #[cfg(test)]
@@ -363,5 +570,61 @@ mod tests {
         assert_eq!(cmdline_to_string(b""), "");
         assert_eq!(cmdline_to_string(b"\xff\x00a").len(), 5);
         assert!(cmdline_to_string(&vec![b'a'; 100_000]).len() <= MAX_CMDLINE);
+    }
+
+    #[test]
+    fn pid_names() {
+        for v in [0u32, 7, 10, 4242, u32::MAX] {
+            assert_eq!(itoa_buf(v).as_str(), v.to_string());
+        }
+    }
+
+    /// The cached path and the by-path path agree with /proc as a plain reader sees it, a
+    /// process that exits is forgotten with its descriptors, and a budget of zero still samples
+    /// everything.
+    #[test]
+    fn cached_and_uncached_scans_agree() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut a = ProcScanner::new("/proc").unwrap();
+        a.count_fds = true;
+        let mut b = ProcScanner::new("/proc").unwrap();
+        b.count_fds = true;
+        b.set_fd_budget(0);
+        for _ in 0..2 {
+            a.scan().unwrap();
+            let st = b.scan().unwrap();
+            assert!(st.uncached > 0 || b.samples.len() < 2);
+        }
+        assert_eq!(b.cached(), 0);
+        assert!(a.cached() >= 2);
+        for s in [&a, &b] {
+            let me = s
+                .samples
+                .iter()
+                .find(|p| p.pid == std::process::id())
+                .unwrap();
+            let want = std::fs::read_dir("/proc/self/fd").unwrap().count() as u32;
+            // The scanner's own descriptors may differ by the ones it opened meanwhile.
+            assert!(me.fds.unwrap().abs_diff(want) < 8, "{:?} vs {want}", me.fds);
+            let c = s.samples.iter().find(|p| p.pid == pid).unwrap();
+            assert_eq!(c.comm(), b"sleep");
+            assert_eq!(c.ppid, std::process::id());
+            assert_eq!(s.cmdline(pid), "sleep 30");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let cached = a.cached();
+        a.scan().unwrap();
+        assert!(a.samples.iter().all(|p| p.pid != pid));
+        assert_eq!(a.cmdline(pid), "");
+        assert!(
+            a.cached() < cached,
+            "the dead child's descriptors are closed"
+        );
     }
 }

@@ -78,19 +78,15 @@ impl Users {
         }
     }
 
-    /// The name, or the number as text when the host does not know it.
-    pub fn user_name(&self, uid: u32) -> String {
-        self.users
-            .get(&uid)
-            .cloned()
-            .unwrap_or_else(|| uid.to_string())
-    }
-
-    pub fn group_name(&self, gid: u32) -> String {
-        self.groups
-            .get(&gid)
-            .cloned()
-            .unwrap_or_else(|| gid.to_string())
+    /// The user's and the group's names, or their numbers as text when the host does not know
+    /// them (remembered until the files change, so a cycle allocates nothing for them).
+    pub fn names(&mut self, uid: u32, gid: u32) -> (&str, &str) {
+        self.users.entry(uid).or_insert_with(|| uid.to_string());
+        self.groups.entry(gid).or_insert_with(|| gid.to_string());
+        (
+            self.users.get(&uid).map_or("", String::as_str),
+            self.groups.get(&gid).map_or("", String::as_str),
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use vigil_collector::cycle::Cycle;
-use vigil_ipc_proto::{AttrValue, Channel, CollectorConfig, MetricValue};
+use vigil_ipc_proto::{Channel, CollectorConfig, MetricValue};
 
 const ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
@@ -71,6 +71,47 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
     std::thread::sleep(std::time::Duration::from_millis(100));
 
     let init = common::init(
+        &["process_fds"],
+        CollectorConfig {
+            netns: false,
+            ..Default::default()
+        },
+    );
+    let mut cy = Cycle::new(&init).unwrap();
+    let (mut ph, _peer) = Channel::pair().unwrap();
+    let mut out = Vec::new();
+    cy.collect(&mut ph, &mut out);
+    assert_eq!(cy.stats.cycles, 1);
+    assert!(cy.stats.processes > 3);
+
+    // The process, another user's, with its fd count read by stat (no privilege).
+    let p = common::process(&out, pid).expect("child sampled");
+    assert_eq!(p.user_name, "nobody");
+    assert_eq!((p.uid, p.gid), (65534, 65534));
+    let (groups, _) = vigil_collector::users::parse_id_file(&std::fs::read("/etc/group").unwrap());
+    let g = groups
+        .get(&65534)
+        .cloned()
+        .unwrap_or_else(|| "65534".into());
+    assert_eq!(p.group_name, g);
+    assert_eq!(p.executable_name, "sleep");
+    assert_eq!(p.command_line, "sleep 30");
+    assert_eq!(p.ppid, std::process::id());
+    assert_eq!(p.state, b'S');
+    assert!(p.memory_rss_bytes > 0 && p.memory_virtual_bytes >= p.memory_rss_bytes);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u32;
+    assert_eq!(p.open_fds, Some(fds));
+    assert_eq!(
+        p.sockets, None,
+        "socket counts are the privhelper's (opt-in)"
+    );
+    let boot = cy.host.boot_time_ns;
+    assert!(p.start_time_unix_nano > boot && p.start_time_unix_nano <= p.time_unix_nano);
+
+    // fd counts off: absent.
+    let init = common::init(
         &[],
         CollectorConfig {
             process_fds: false,
@@ -78,39 +119,10 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
             ..Default::default()
         },
     );
-    let mut cy = Cycle::new(&init);
-    let (mut ph, _peer) = Channel::pair().unwrap();
-    let mut out = Vec::new();
-    cy.collect(&mut ph, &mut out);
-    assert_eq!(cy.stats.cycles, 1);
-    assert!(cy.stats.processes > 3);
-
-    // The process.
-    let p = out
-        .iter()
-        .find(|r| res(r, "process.pid") == Some(&AttrValue::I64(pid.into())))
-        .expect("child sampled");
-    assert_eq!(res(p, "process.owner"), Some(&s("nobody")));
-    let (groups, _) = vigil_collector::users::parse_id_file(&std::fs::read("/etc/group").unwrap());
-    let g = groups
-        .get(&65534)
-        .cloned()
-        .unwrap_or_else(|| "65534".into());
-    assert_eq!(res(p, "process.group.name"), Some(&s(&g)));
-    assert_eq!(res(p, "process.executable.name"), Some(&s("sleep")));
-    assert_eq!(res(p, "process.command_line"), Some(&s("sleep 30")));
-    assert_eq!(
-        res(p, "process.parent_pid"),
-        Some(&AttrValue::I64(std::process::id().into()))
-    );
-    assert!(
-        metric(p, "process.memory.usage")
-            .is_some_and(|m| matches!(m.value, MetricValue::I64(v) if v > 0))
-    );
-    assert!(
-        metric(p, "process.open_file_descriptor.count").is_none(),
-        "fds off: absent"
-    );
+    let mut cy2 = Cycle::new(&init).unwrap();
+    let mut out2 = Vec::new();
+    cy2.collect(&mut ph, &mut out2);
+    assert_eq!(common::process(&out2, pid).unwrap().open_fds, None);
 
     // The v1 container with its limit, and the v2 one.
     let by_version = |v: &str| {

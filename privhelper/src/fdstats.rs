@@ -1,6 +1,6 @@
 //! `PrivRequest::ProcFdStats`: how many descriptors, and how many of them sockets, each process
-//! has open. Needs CAP_SYS_PTRACE (or DAC_READ_SEARCH for the listing) for other users'
-//! processes. A process that vanished, or whose directory cannot be read, is reported with
+//! has open. Listing another user's /proc/PID/fd needs CAP_DAC_READ_SEARCH, reading its links
+//! (to tell sockets apart) CAP_SYS_PTRACE as well. A process that vanished, or whose directory cannot be read, is reported with
 //! `None`: that is normal on a live host, not an error.
 
 use std::fs::File;
@@ -18,9 +18,10 @@ use vigil_ipc_proto::ProcFdStat;
 /// huge table cannot stall the privhelper for long. `fs.nr_open` defaults to 2^20.
 pub const MAX_COUNTED_FDS: u32 = 1 << 20;
 
-/// Count the entries of /proc/PID/fd and how many of them are sockets. Syscalls: openat,
-/// getdents64 and readlinkat relative to the directory (no path re-resolution per entry).
-pub fn fd_stat(pid: u32) -> ProcFdStat {
+/// Count the entries of /proc/PID/fd and, with `sockets`, how many of them are sockets.
+/// Syscalls: openat, getdents64 and readlinkat relative to the directory (no path
+/// re-resolution per entry).
+pub fn fd_stat(pid: u32, sockets_wanted: bool) -> ProcFdStat {
     let unknown = ProcFdStat {
         pid,
         fds: None,
@@ -36,7 +37,7 @@ pub fn fd_stat(pid: u32) -> ProcFdStat {
     };
     let mut fds: u32 = 0;
     let mut sockets: u32 = 0;
-    let mut sockets_known = true;
+    let mut sockets_known = sockets_wanted;
     for entry in dir.iter() {
         let entry = match entry {
             Ok(e) => e,
@@ -79,11 +80,11 @@ pub const FD_STATS_BUDGET: Duration = Duration::from_secs(2);
 
 /// [`fd_stat`] for every pid, in order (the pids are validated and deduplicated by the caller).
 /// Pids not reached before `deadline` are reported unknown (`None`), never skipped.
-pub fn fd_stats(pids: &[u32], deadline: Instant) -> Vec<ProcFdStat> {
+pub fn fd_stats(pids: &[u32], sockets: bool, deadline: Instant) -> Vec<ProcFdStat> {
     pids.iter()
         .map(|&pid| {
             if Instant::now() < deadline {
-                fd_stat(pid)
+                fd_stat(pid, sockets)
             } else {
                 ProcFdStat {
                     pid,
@@ -117,19 +118,21 @@ mod tests {
     #[test]
     fn own_process() {
         let (_a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let s = fd_stat(std::process::id());
+        let s = fd_stat(std::process::id(), true);
         assert!(s.fds.unwrap() >= 3);
         assert!(s.sockets.unwrap() >= 2);
-        let gone = fd_stat(crate::validate::PID_MAX_LIMIT);
+        let counts_only = fd_stat(std::process::id(), false);
+        assert!(counts_only.fds.is_some_and(|n| n >= 3) && counts_only.sockets.is_none());
+        let gone = fd_stat(crate::validate::PID_MAX_LIMIT, true);
         assert_eq!((gone.fds, gone.sockets), (None, None));
     }
 
     #[test]
     fn budget_exhausted_reports_unknown_for_the_rest() {
         let me = std::process::id();
-        let v = fd_stats(&[me, 1], Instant::now() + FD_STATS_BUDGET);
+        let v = fd_stats(&[me, 1], true, Instant::now() + FD_STATS_BUDGET);
         assert!(v.iter().all(|s| s.fds.is_some()), "{v:?}");
-        let v = fd_stats(&[me, 1], Instant::now());
+        let v = fd_stats(&[me, 1], true, Instant::now());
         assert_eq!(v.len(), 2);
         assert!(
             v.iter().all(|s| s.fds.is_none() && s.sockets.is_none()),

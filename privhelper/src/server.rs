@@ -3,9 +3,9 @@
 //! | request                 | feature          | answer                          |
 //! |-------------------------|------------------|---------------------------------|
 //! | `OpenKmsg`              | `kmsg_events`    | `Fd{Kmsg}` + /dev/kmsg          |
-//! | `ProcFdStats{pids}`     | `process_fds`    | `FdStats`                       |
-//! | `ListNetns`             | `netns_metrics`  | `Netns`                         |
-//! | `NetlinkRouteInNetns`   | `netns_metrics`  | `Fd{NetlinkRoute}` + socket     |
+//! | `ProcFdStats{pids}`     | `process_sockets`, or `process_fds` before Linux 6.2 | `FdStats` |
+//! | `ListNetns`             | `netns_metrics_setns` | `Netns`                    |
+//! | `NetlinkRouteInNetns`   | `netns_metrics_setns` | `Fd{NetlinkRoute}` + socket |
 //! | `BpfAttach{program}`    | `ebpf_*`         | `BpfRingbuf` + ring buffer map  |
 //!
 //! Anything else, any malformed frame, any frame carrying descriptors, is answered with
@@ -31,7 +31,8 @@ use crate::{fdstats, kmsg, netns, validate};
 /// Feature names (the supervisor's feature table, `policies/src/features.rs`).
 pub const FEATURE_KMSG: &str = "kmsg_events";
 pub const FEATURE_PROCESS_FDS: &str = "process_fds";
-pub const FEATURE_NETNS: &str = "netns_metrics";
+pub const FEATURE_PROCESS_SOCKETS: &str = "process_sockets";
+pub const FEATURE_NETNS: &str = "netns_metrics_setns";
 
 /// Bad frames in a row after which the collector channel is closed.
 pub const MAX_CONSECUTIVE_BAD: u32 = 16;
@@ -123,6 +124,8 @@ pub type Answer = (PrivResponse, Vec<OwnedFd>);
 pub struct Server {
     init: InitConfig,
     pid_max: u32,
+    /// This kernel gives fd counts by stat: the collector counts them, not us.
+    fd_count_stat: bool,
     home: HomeNetns,
     pub stats: Stats,
 }
@@ -132,10 +135,22 @@ impl Server {
     pub fn new(init: InitConfig) -> Result<Self, PrivhelperError> {
         Ok(Server {
             pid_max: validate::read_pid_max(),
+            fd_count_stat: vigil_policies::features::fd_count_by_stat(),
             home: HomeNetns::open()?,
             init,
             stats: Stats::default(),
         })
+    }
+
+    /// `ProcFdStats` is ours for socket counts, and for fd counts only where the kernel does
+    /// not give them by stat (there the collector counts them itself).
+    fn require_fd_stats(&self) -> Result<bool, RequestError> {
+        let sockets = self.init.feature_enabled(FEATURE_PROCESS_SOCKETS);
+        if sockets || (!self.fd_count_stat && self.init.feature_enabled(FEATURE_PROCESS_FDS)) {
+            Ok(sockets)
+        } else {
+            Err(RequestError::FeatureDisabled(FEATURE_PROCESS_SOCKETS))
+        }
     }
 
     fn require(&self, feature: &'static str) -> Result<(), RequestError> {
@@ -154,11 +169,12 @@ impl Server {
                 let fd = kmsg::open_kmsg()?;
                 Ok((PrivResponse::Fd { kind: FdKind::Kmsg }, vec![fd]))
             }),
-            PrivRequest::ProcFdStats { pids } => self.require(FEATURE_PROCESS_FDS).and_then(|()| {
+            PrivRequest::ProcFdStats { pids } => self.require_fd_stats().and_then(|sockets| {
                 let pids = validate::check_pids(&pids, self.pid_max)?;
                 Ok((
                     PrivResponse::FdStats(fdstats::fd_stats(
                         &pids,
+                        sockets,
                         std::time::Instant::now() + fdstats::FD_STATS_BUDGET,
                     )),
                     Vec::new(),

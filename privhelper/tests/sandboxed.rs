@@ -61,7 +61,7 @@ fn init(landlock_on: bool) -> InitConfig {
         host_root: "/".into(),
         runtime_dir: "/tmp".into(),
         hostname: "test".into(),
-        enabled_features: ["kmsg_events", "process_fds", "netns_metrics"]
+        enabled_features: ["kmsg_events", "process_sockets", "netns_metrics_setns"]
             .iter()
             .map(|s| s.to_string())
             .collect(),

@@ -24,7 +24,7 @@ use vigil_ipc_proto::{
 use vigil_privhelper::PrivhelperError;
 use vigil_privhelper::server::MAX_CONSECUTIVE_BAD;
 
-const ALL: [&str; 3] = ["kmsg_events", "process_fds", "netns_metrics"];
+const ALL: [&str; 3] = ["kmsg_events", "process_sockets", "netns_metrics_setns"];
 
 fn init(features: &[&str]) -> InitConfig {
     InitConfig {
@@ -256,9 +256,27 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// fd counts alone are the collector's own business where the kernel gives them by stat:
+/// the privhelper then refuses `ProcFdStats` unless socket counts are on.
+#[test]
+fn proc_fd_stats_only_for_what_the_privhelper_does() {
+    assert!(
+        vigil_policies::features::fd_count_by_stat(),
+        "this test machine's kernel (>= 6.2) counts fds by stat"
+    );
+    let mut h = Harness::start(&["process_fds"]);
+    let (resp, _) = h.request(&PrivRequest::ProcFdStats {
+        pids: vec![std::process::id()],
+    });
+    assert!(
+        matches!(&resp, PrivResponse::Error(e) if e.code == PrivErrorCode::FeatureDisabled),
+        "{resp:?}"
+    );
+}
+
 #[test]
 fn proc_fd_stats_counts_fds_and_sockets() {
-    let mut h = Harness::start(&["process_fds"]);
+    let mut h = Harness::start(&["process_sockets"]);
     let child = KillOnDrop(child_with_known_fds());
     let pid = child.0.id();
     let mut gone_child = Command::new("true").spawn().unwrap();
@@ -405,7 +423,7 @@ fn dump_links(sock: &OwnedFd) -> Vec<String> {
 #[test]
 fn netns_list_and_netlink_socket_inside() {
     let guard = NetnsGuard::new("a");
-    let mut h = Harness::start(&["netns_metrics"]);
+    let mut h = Harness::start(&["netns_metrics_setns"]);
     let ns_inode = netns_inode_of(&format!("/run/netns/{}", guard.name));
     let host_inode = netns_inode_of("/proc/self/ns/net");
 

@@ -28,6 +28,13 @@ pub fn main(role_name: &str) -> Result<()> {
             )));
         }
     };
+    if role == Role::Collector {
+        // It keeps two descriptors per process between cycles; its filter allows reading
+        // limits only.
+        if let Err(e) = vigil_collector::procs::raise_fd_limit() {
+            tracing::warn!("collector: cannot raise RLIMIT_NOFILE: {e}");
+        }
+    }
     let report = vigil_policies::apply(role, &init.sandbox, fds::CONTROL)?;
     tracing::debug!(%role, ?report, "sandbox applied");
     control.send(&ChildToSupervisor::Ready(report))?;

@@ -17,7 +17,21 @@ use vigil_tests::{Agent, capsh_drop, sh};
 static KMSG: Mutex<()> = Mutex::new(());
 
 fn start(wrapper: Option<&str>) -> Agent {
+    start_with(wrapper, "")
+}
+
+/// As [`start`], with `[collector]` keys of a TOML config file (e.g. `netns_source = "setns"`).
+fn start_with(wrapper: Option<&str>, collector_toml: &str) -> Agent {
     let mut b = Agent::builder().args(["--user", "nobody", "--interval-ms", "500"]);
+    if !collector_toml.is_empty() {
+        let path = std::env::temp_dir().join(format!(
+            "vigil-e2e-{}-{:x}.toml",
+            std::process::id(),
+            collector_toml.len() * 31 + collector_toml.bytes().map(usize::from).sum::<usize>()
+        ));
+        std::fs::write(&path, format!("[collector]\n{collector_toml}\n")).unwrap();
+        b = b.args(["--config".to_string(), path.display().to_string()]);
+    }
     if let Some(caps) = wrapper {
         b = b.wrapper(capsh_drop(caps));
     }
@@ -94,16 +108,36 @@ impl Drop for Netns {
     }
 }
 
-/// [rx bytes, tx bytes, rx packets, tx packets] of `ifname` in the namespace `ns` (None: host)
-/// from the latest cycle in `lines` that has all four.
-fn counters(lines: &[Value], ns: Option<&str>, ifname: &str) -> Option<[i64; 4]> {
+/// Which namespace's records: the host's (no netns attribute), one named by `ip netns`
+/// (netns_source "setns"), one known by its `linux.netns.id` (netns_source "proc").
+#[derive(Debug, Clone, Copy)]
+enum Ns<'a> {
+    Host,
+    Named(&'a str),
+    Id(u64),
+}
+
+impl Ns<'_> {
+    fn matches(&self, res: &Value) -> bool {
+        let named = res["linux.netns.name"].as_str();
+        let id = res["linux.netns.id"].as_u64();
+        match *self {
+            Ns::Host => named.is_none() && id.is_none() && res["linux.netns.inode"].is_null(),
+            Ns::Named(n) => named == Some(n),
+            Ns::Id(i) => id == Some(i),
+        }
+    }
+}
+
+/// [rx bytes, tx bytes, rx packets, tx packets] of `ifname` in the namespace `ns` from the
+/// latest cycle in `lines` that has all four.
+fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str) -> Option<[i64; 4]> {
     let mut by_time: BTreeMap<u64, [Option<i64>; 4]> = BTreeMap::new();
     for v in lines {
         if v["type"] != "metric" || v["attributes"]["network.interface.name"] != ifname {
             continue;
         }
-        let res_ns = v["resource"]["linux.netns.name"].as_str();
-        if res_ns != ns {
+        if !ns.matches(&v["resource"]) {
             continue;
         }
         let rx = v["attributes"]["network.io.direction"] == "receive";
@@ -125,7 +159,7 @@ fn counters(lines: &[Value], ns: Option<&str>, ifname: &str) -> Option<[i64; 4]>
 fn wait_counters(
     agent: &Agent,
     from: usize,
-    ns: Option<&str>,
+    ns: Ns<'_>,
     ifname: &str,
     timeout: Duration,
 ) -> [i64; 4] {
@@ -144,17 +178,57 @@ fn wait_counters(
     }
 }
 
-#[test]
-fn netns_interface_counters_follow_traffic() {
-    let ns = Netns::new("");
-    let agent = start(None);
-    let before = wait_counters(
-        &agent,
-        0,
-        Some(&ns.name),
-        &ns.ns_if,
-        Duration::from_secs(20),
-    );
+/// A process of another user (uid 4242) living in the namespace; its /proc/PID/net/dev inode
+/// is the namespace's `linux.netns.id`.
+fn resident(ns: &Netns) -> (Kill, u64) {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--reuid=4242",
+            "--regid=4242",
+        ])
+        .args(["--clear-groups", "sleep", "120"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let k = Kill(child);
+    let own = std::fs::metadata("/proc/self/net/dev").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // `ip netns exec` execs setpriv, which execs sleep: same pid, namespace entered first.
+        if let (Ok(m), Ok(cmd)) = (
+            std::fs::metadata(format!("/proc/{pid}/net/dev")),
+            std::fs::read(format!("/proc/{pid}/cmdline")),
+        ) && cmd.starts_with(b"sleep\0")
+            && std::os::linux::fs::MetadataExt::st_ino(&m)
+                != std::os::linux::fs::MetadataExt::st_ino(&own)
+        {
+            return (k, std::os::linux::fs::MetadataExt::st_ino(&m));
+        }
+        assert!(Instant::now() < deadline, "no sleep inside {}", ns.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Traffic through the veth pair moves the namespace's counters, attributed to it and never
+/// to the host, and the host end's the other way round. `setns`: the privhelper's netlink
+/// socket inside a named namespace with no process; otherwise /proc/PID/net/dev of a process
+/// living in it (the default, no capability).
+fn counters_follow_traffic(setns: bool) {
+    let ns = Netns::new(if setns { "s" } else { "" });
+    let (_resident, id) = resident(&ns);
+    let (agent, sel) = if setns {
+        (
+            start_with(None, "netns_source = \"setns\""),
+            Ns::Named(&ns.name),
+        )
+    } else {
+        (start(None), Ns::Id(id))
+    };
+    let before = wait_counters(&agent, 0, sel, &ns.ns_if, Duration::from_secs(20));
 
     const N: usize = 50;
     const LEN: usize = 200;
@@ -181,13 +255,7 @@ fn netns_interface_counters_follow_traffic() {
         assert_eq!(n, LEN);
     }
     let mark = agent.json_lines().len();
-    let after = wait_counters(
-        &agent,
-        mark,
-        Some(&ns.name),
-        &ns.ns_if,
-        Duration::from_secs(20),
-    );
+    let after = wait_counters(&agent, mark, sel, &ns.ns_if, Duration::from_secs(20));
     let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     let (n, len) = (N as i64, (N * LEN) as i64);
     assert!(
@@ -202,26 +270,40 @@ fn netns_interface_counters_follow_traffic() {
     assert!(
         !lines.iter().any(
             |v| v["attributes"]["network.interface.name"] == ns.ns_if.as_str()
-                && v["resource"]["linux.netns.name"] != ns.name.as_str()
+                && !sel.matches(&v["resource"])
         ),
         "{} reported outside its namespace",
         ns.ns_if
     );
-    let ns_rec = lines
-        .iter()
-        .find(|v| v["resource"]["linux.netns.name"] == ns.name.as_str())
-        .unwrap();
-    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap();
-    assert_eq!(
-        ns_rec["resource"]["linux.netns.inode"].as_u64(),
-        Some(std::os::linux::fs::MetadataExt::st_ino(&ino))
-    );
-    let host = wait_counters(&agent, mark, None, &ns.host_if, Duration::from_secs(10));
+    let ns_rec = lines.iter().find(|v| sel.matches(&v["resource"])).unwrap();
+    if setns {
+        let ino = std::fs::metadata(format!("/run/netns/{}", ns.name)).unwrap();
+        assert_eq!(
+            ns_rec["resource"]["linux.netns.inode"].as_u64(),
+            Some(std::os::linux::fs::MetadataExt::st_ino(&ino))
+        );
+    } else {
+        assert_eq!(
+            ns_rec["resource"]["process.pid"].as_u64(),
+            Some(u64::from(_resident.0.id()))
+        );
+    }
+    let host = wait_counters(&agent, mark, Ns::Host, &ns.host_if, Duration::from_secs(10));
     assert!(
         host[1] >= len && host[3] >= n && host[0] >= len && host[2] >= n,
         "host end {host:?}"
     );
     drop(agent);
+}
+
+#[test]
+fn netns_interface_counters_follow_traffic() {
+    counters_follow_traffic(false);
+}
+
+#[test]
+fn netns_interface_counters_follow_traffic_setns() {
+    counters_follow_traffic(true);
 }
 
 /// One write per record, and a fresh open per line: /dev/kmsg rate-limits each opener to 10
@@ -574,16 +656,28 @@ fn fd_metrics_of(agent: &Agent, pid: u32) -> (usize, usize) {
 
 #[test]
 fn capabilities_decide_fd_counts() {
-    // (dropped, fd counts of root's process, its socket counts)
-    for (drop, fds, sockets) in [
-        // Reference: with every capability both counts come.
-        ("", true, true),
-        // DAC_READ_SEARCH still lists another user's /proc/PID/fd, reading the links (sockets)
-        // is a ptrace access check.
-        ("cap_sys_ptrace", true, false),
-        ("cap_sys_ptrace,cap_dac_read_search", false, false),
+    // (dropped, socket counts asked for, fd counts of root's process, its socket counts)
+    for (drop, sockets_on, fds, sockets) in [
+        // Default: fd counts by stat, no capability; socket counts are opt-in.
+        ("", false, true, false),
+        (
+            "cap_sys_ptrace,cap_dac_read_search,cap_sys_admin",
+            false,
+            true,
+            false,
+        ),
+        // Socket counts: the privhelper reads the links (DAC_READ_SEARCH + SYS_PTRACE).
+        ("", true, true, true),
+        ("cap_sys_ptrace", true, true, false),
     ] {
-        let agent = start((!drop.is_empty()).then_some(drop));
+        let agent = start_with(
+            (!drop.is_empty()).then_some(drop),
+            if sockets_on {
+                "process_sockets = true"
+            } else {
+                ""
+            },
+        );
         let root = sleeper(None);
         let pid = root.0.id();
         let own = sleeper(Some(65534));
@@ -593,11 +687,9 @@ fn capabilities_decide_fd_counts() {
         });
         let (f, s) = fd_metrics_of(&agent, pid);
         let (of, os) = fd_metrics_of(&agent, own.0.id());
-        // The agent user's own processes: same uid, so the links are readable without
-        // SYS_PTRACE; with the feature off nothing is asked at all.
         assert_eq!(
             (of > 0, os > 0),
-            (fds, fds),
+            (fds, sockets),
             "without {drop}: fd/socket records of the agent user's process {of}/{os}"
         );
         assert_eq!(
@@ -605,15 +697,25 @@ fn capabilities_decide_fd_counts() {
             (fds, sockets),
             "without {drop}: fd/socket records {f}/{s}"
         );
-        assert_eq!(feature_on(&agent, "process_fds"), fds, "{drop}");
-        if !drop.is_empty() {
-            assert!(!feature_on(&agent, "netns_metrics"), "{drop}");
+        assert!(feature_on(&agent, "process_fds"), "{drop}");
+        assert_eq!(feature_on(&agent, "process_sockets"), sockets, "{drop}");
+        // The fd count is the process's: sleep holds stdin..stderr at least.
+        let n = agent
+            .json_lines()
+            .iter()
+            .rev()
+            .find(|v| {
+                v["name"] == "process.open_file_descriptor.count"
+                    && v["resource"]["process.pid"] == i64::from(pid)
+            })
+            .and_then(|v| v["value"].as_i64())
+            .unwrap();
+        assert!((3..64).contains(&n), "{drop}: {n} fds");
+        if sockets_on && !sockets {
             assert!(
-                !agent
-                    .json_lines()
-                    .iter()
-                    .any(|v| v["resource"]["linux.netns.inode"].is_i64()),
-                "netns counters without {drop}"
+                agent.stderr.text().contains("process_sockets (needs"),
+                "one warning names the feature: {}",
+                agent.stderr.text()
             );
         }
         assert!(
@@ -625,27 +727,32 @@ fn capabilities_decide_fd_counts() {
 }
 
 #[test]
-fn without_sys_admin_no_netns_counters_but_host_ones() {
+fn without_sys_admin_netns_counters_still_come_from_proc() {
     let ns = Netns::new("c");
-    let agent = start(Some("cap_sys_admin"));
-    assert!(!feature_on(&agent, "netns_metrics"));
+    let (_resident, id) = resident(&ns);
+    let agent = start(Some("cap_sys_admin,cap_sys_ptrace,cap_dac_read_search"));
+    assert!(feature_on(&agent, "netns_metrics"));
     assert!(feature_on(&agent, "net_metrics"));
+    wait_counters(&agent, 0, Ns::Id(id), &ns.ns_if, Duration::from_secs(20));
+    wait_counters(&agent, 0, Ns::Host, &ns.host_if, Duration::from_secs(20));
+    wait_counters(&agent, 0, Ns::Host, "lo", Duration::from_secs(20));
+    drop(agent);
+
+    // The setns source needs both: without them it is off, said once, and the host's
+    // counters stay.
+    let agent = start_with(Some("cap_sys_admin"), "netns_source = \"setns\"");
+    assert!(!feature_on(&agent, "netns_metrics_setns"));
+    assert!(!feature_on(&agent, "netns_metrics"));
+    assert!(agent.stderr.text().contains("netns_metrics_setns (needs"));
     wait_cycles(&agent, 4, "host interface counters", |v| {
         v["name"] == "system.network.io"
             && v["attributes"]["network.interface.name"] == ns.host_if.as_str()
-            && v["resource"]["linux.netns.inode"].is_null()
-    });
-    wait_cycles(&agent, 4, "lo counters", |v| {
-        v["name"] == "system.network.packets"
-            && v["attributes"]["network.interface.name"] == "lo"
-            && v["resource"]["linux.netns.inode"].is_null()
+            && Ns::Host.matches(&v["resource"])
     });
     let lines = agent.json_lines();
     assert!(
-        !lines
-            .iter()
-            .any(|v| v["resource"]["linux.netns.inode"].is_i64()
-                || v["attributes"]["network.interface.name"] == ns.ns_if.as_str()),
+        !lines.iter().any(|v| !Ns::Host.matches(&v["resource"])
+            && v["attributes"]["network.interface.name"].is_string()),
         "netns counters without cap_sys_admin"
     );
 }

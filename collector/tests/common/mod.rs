@@ -25,8 +25,17 @@ pub fn init(features: &[&str], collector: CollectorConfig) -> InitConfig {
 pub fn res<'a>(r: &'a Record, k: &str) -> Option<&'a AttrValue> {
     let resource = match r {
         Record::Metrics { resource, .. } | Record::Log { resource, .. } => resource,
+        Record::Process(_) => return None,
     };
     resource.iter().find(|a| a.key == k).map(|a| &a.value)
+}
+
+/// The process record of `pid` among `out`.
+pub fn process(out: &[Record], pid: u32) -> Option<&vigil_ipc_proto::ProcessRecord> {
+    out.iter().find_map(|r| match r {
+        Record::Process(p) if p.pid == pid => Some(p),
+        _ => None,
+    })
 }
 
 pub fn metric<'a>(r: &'a Record, name: &str) -> Option<&'a vigil_ipc_proto::Metric> {
