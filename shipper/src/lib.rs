@@ -33,8 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{PollFd, PollFlags, poll};
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, CollectorToShipper, InitConfig, ProtoError, Role,
-    ShipperToCollector, SupervisorToChild,
+    Channel, ChildToSupervisor, InitConfig, ProtoError, Role, ShipperToCollector, SupervisorToChild,
 };
 
 use convert::ResourceDefaults;
@@ -307,11 +306,17 @@ pub fn run(
         let mut replies: Vec<ShipperToCollector> = Vec::new();
         while collector_open && handled < MAX_BATCHES_PER_TURN {
             handled += 1;
-            match collector.recv::<CollectorToShipper>() {
+            // Every record is decoded (validated) and journaled as the very bytes received.
+            let received = collector
+                .recv_bytes()
+                .and_then(vigil_ipc_proto::batch::split_batch);
+            match received {
                 Err(e) if e.is_would_block() => break,
-                Ok(CollectorToShipper::Batch(batch)) => {
+                Ok(batch) => {
                     let n = batch.records.len() as u64;
-                    match journal.append_deferred(&batch.records) {
+                    let kmsg = journal::max_kmsg_seq(batch.records.iter().map(|(r, _)| r));
+                    let payloads: Vec<&[u8]> = batch.records.iter().map(|(_, b)| *b).collect();
+                    match journal.append_encoded_deferred(&payloads, kmsg) {
                         Ok(()) => staged.push((batch.seq, n)),
                         Err(e) => {
                             let (nack, w) =

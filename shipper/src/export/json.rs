@@ -4,7 +4,7 @@ use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
 
-use crate::convert::{ResourceDefaults, json_lines};
+use crate::convert::{ResourceDefaults, json::write_record};
 use crate::journal::Journal;
 use crate::stats::Stats;
 
@@ -12,6 +12,8 @@ use super::{JSON, MAX_READ_BYTES};
 
 pub struct JsonExporter {
     out: BufWriter<Box<dyn Write>>,
+    /// One read batch's lines, rendered before any byte is written.
+    lines: Vec<u8>,
     defaults: ResourceDefaults,
     retry_at: Option<Instant>,
     failing: bool,
@@ -31,6 +33,7 @@ impl JsonExporter {
     pub fn from_writer(w: Box<dyn Write>, defaults: ResourceDefaults) -> Self {
         JsonExporter {
             out: BufWriter::with_capacity(64 * 1024, w),
+            lines: Vec::new(),
             defaults,
             retry_at: None,
             failing: false,
@@ -60,18 +63,14 @@ impl JsonExporter {
                     return self.fail(stats, now);
                 }
             };
-            let mut values = Vec::new();
+            self.lines.clear();
             for (_, r) in &batch.records {
-                json_lines(r, &self.defaults, &mut values);
+                write_record(r, &self.defaults, &mut self.lines);
             }
-            let mut result = Ok(());
-            for v in &values {
-                result = serde_json::to_writer(&mut self.out, v)
-                    .map_err(io::Error::other)
-                    .and_then(|_| self.out.write_all(b"\n"));
-                if result.is_err() {
-                    break;
-                }
+            let result = self.out.write_all(&self.lines);
+            // A large batch's buffer is not kept for the idle time after it.
+            if self.lines.capacity() > 1 << 20 {
+                self.lines = Vec::new();
             }
             if let Err(e) = result.and_then(|_| self.out.flush()) {
                 if !self.failing {

@@ -322,24 +322,28 @@ impl OtlpExporter {
         let seqs_of = |metrics: bool| -> Vec<u64> {
             records
                 .iter()
-                .filter(|(_, r)| matches!(r, Record::Metrics { .. }) == metrics)
+                .filter(|(_, r)| convert::is_metrics(r) == metrics)
                 .map(|(s, _)| *s)
                 .collect()
         };
-        if let Some(m) = convert::metrics_request(records.iter().map(|(_, r)| r), &self.defaults) {
+        let mut raw = Vec::new();
+        if convert::pb::metrics_request(records.iter().map(|(_, r)| r), &self.defaults, &mut raw)
+            > 0
+        {
             let seqs = seqs_of(true);
             requests.push_back(Request {
                 signal: Signal::Metrics,
-                body: self.encode(&m.encode_to_vec()),
+                body: self.encode(raw),
                 records: seqs.len() as u64,
                 seqs,
             });
         }
-        if let Some(l) = convert::logs_request(records.iter().map(|(_, r)| r), &self.defaults) {
+        let mut raw = Vec::new();
+        if convert::pb::logs_request(records.iter().map(|(_, r)| r), &self.defaults, &mut raw) > 0 {
             let seqs = seqs_of(false);
             requests.push_back(Request {
                 signal: Signal::Logs,
-                body: self.encode(&l.encode_to_vec()),
+                body: self.encode(raw),
                 records: seqs.len() as u64,
                 seqs,
             });
@@ -352,15 +356,15 @@ impl OtlpExporter {
         }
     }
 
-    fn encode(&self, raw: &[u8]) -> Vec<u8> {
+    fn encode(&self, raw: Vec<u8>) -> Vec<u8> {
         if !self.cfg.gzip {
-            return raw.to_vec();
+            return raw;
         }
         let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4), Compression::fast());
-        match gz.write_all(raw).and_then(|_| gz.finish()) {
+        match gz.write_all(&raw).and_then(|_| gz.finish()) {
             Ok(v) => v,
             // Writing to a Vec cannot fail; keep the type honest anyway.
-            Err(_) => raw.to_vec(),
+            Err(_) => raw,
         }
     }
 }

@@ -345,13 +345,32 @@ impl Journal {
     /// Append records (one collector batch); durable per the fsync policy when this returns
     /// `Ok`. On error nothing of the batch stays in the journal.
     pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
-        self.append_inner(records, self.cfg.fsync == FsyncPolicy::Batch)
+        let payloads = encode_all(records)?;
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        self.append_inner(
+            &refs,
+            max_kmsg_seq(records),
+            self.cfg.fsync == FsyncPolicy::Batch,
+        )
     }
 
     /// Append without syncing, even under the `batch` policy: several batches are then made
     /// durable by one [`Journal::commit`] (group commit) before any of them is acknowledged.
     pub fn append_deferred(&mut self, records: &[Record]) -> Result<(), JournalError> {
-        self.append_inner(records, false)
+        let payloads = encode_all(records)?;
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        self.append_inner(&refs, max_kmsg_seq(records), false)
+    }
+
+    /// [`Journal::append_deferred`] of records already encoded (the collector's bytes, each
+    /// decoded once by the caller to know it is a valid record: `kmsg` is the highest
+    /// `linux.kmsg.seq` among them).
+    pub fn append_encoded_deferred(
+        &mut self,
+        payloads: &[&[u8]],
+        kmsg: Option<u64>,
+    ) -> Result<(), JournalError> {
+        self.append_inner(payloads, kmsg, false)
     }
 
     /// Under the `batch` policy, make every deferred append durable (one fdatasync).
@@ -371,24 +390,28 @@ impl Journal {
         Ok(())
     }
 
-    fn append_inner(&mut self, records: &[Record], sync: bool) -> Result<(), JournalError> {
-        if records.is_empty() {
+    fn append_inner(
+        &mut self,
+        payloads: &[&[u8]],
+        kmsg: Option<u64>,
+        sync: bool,
+    ) -> Result<(), JournalError> {
+        if payloads.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        let mut offsets = Vec::with_capacity(records.len());
-        let mut kmsg = None;
-        for (i, r) in records.iter().enumerate() {
-            let payload = postcard::to_allocvec(r).map_err(JournalError::Encode)?;
+        let total: usize = payloads
+            .iter()
+            .map(|p| p.len() + record::FRAME_HEADER)
+            .sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
             if payload.len() > record::MAX_PAYLOAD {
                 return Err(JournalError::RecordTooLarge(payload.len()));
             }
             let off = buf.len();
-            record::encode(self.next_seq + i as u64, &payload, &mut buf);
+            record::encode(self.next_seq + i as u64, payload, &mut buf);
             offsets.push((off, buf.len() - off));
-            if let Some(k) = kmsg_seq_of(r) {
-                kmsg = Some(kmsg.map_or(k, |x: u64| x.max(k)));
-            }
         }
         let active_size = self.segments.back().map_or(0, |s| s.size);
         let active_has_records = self.segments.back().is_some_and(|s| !s.index.is_empty());
@@ -425,7 +448,7 @@ impl Journal {
         }
         seg.size += buf.len() as u64;
         self.total_bytes += buf.len() as u64;
-        self.next_seq += records.len() as u64;
+        self.next_seq += payloads.len() as u64;
         if !sync {
             self.unsynced = true;
         }
@@ -686,13 +709,25 @@ impl Drop for Journal {
     }
 }
 
+fn encode_all(records: &[Record]) -> Result<Vec<Vec<u8>>, JournalError> {
+    records
+        .iter()
+        .map(|r| postcard::to_allocvec(r).map_err(JournalError::Encode))
+        .collect()
+}
+
+/// The highest `linux.kmsg.seq` among these records.
+pub fn max_kmsg_seq<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u64> {
+    records.into_iter().filter_map(kmsg_seq_of).max()
+}
+
 fn kmsg_seq_of(r: &Record) -> Option<u64> {
     match r {
         Record::Log { log, .. } => log.attributes.iter().find_map(|kv| match kv.value {
             AttrValue::I64(v) if kv.key == ATTR_KMSG_SEQ && v >= 0 => Some(v as u64),
             _ => None,
         }),
-        Record::Metrics { .. } => None,
+        Record::Metrics { .. } | Record::Process(_) => None,
     }
 }
 

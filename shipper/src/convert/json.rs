@@ -1,0 +1,230 @@
+//! JSON lines: one object per metric point and per log record, written straight from the view
+//! (strings escaped and numbers formatted by serde_json's own writers).
+//!
+//! ```text
+//! {"type":"metric","name":"process.cpu.time","unit":"s","kind":"sum","monotonic":true,
+//!  "value":1.5,"start_time_unix_nano":1,"time_unix_nano":2,"attributes":{"cpu.mode":"user"},
+//!  "resource":{"process.pid":4242,...,"host.name":"h"}}
+//! {"type":"log","time_unix_nano":3,"observed_time_unix_nano":4,"severity_number":17,
+//!  "severity_text":"ERROR","event_name":"OOMKilling","body":"...","attributes":{...},
+//!  "resource":{...}}
+//! ```
+
+use vigil_ipc_proto::{MetricKind, MetricValue, Record};
+
+use super::{Attrs, Resource, ResourceDefaults, Val, View, with_view};
+
+fn raw(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn int(out: &mut Vec<u8>, v: impl serde::Serialize) {
+    let _ = serde_json::to_writer(&mut *out, &v);
+}
+
+/// Finite floats as JSON numbers; NaN and infinities (not JSON) as `null`, like serde_json.
+fn float(out: &mut Vec<u8>, v: f64) {
+    let _ = serde_json::to_writer(&mut *out, &v);
+}
+
+fn value(out: &mut Vec<u8>, v: Val<'_>) {
+    match v {
+        Val::Str(s) => string(out, s),
+        Val::I64(i) => int(out, i),
+        Val::F64(f) => float(out, f),
+        Val::Bool(b) => raw(out, if b { "true" } else { "false" }),
+        Val::StrArray(a) => {
+            out.push(b'[');
+            for (k, s) in a.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                string(out, s);
+            }
+            out.push(b']');
+        }
+    }
+}
+
+fn object_of(out: &mut Vec<u8>, each: impl FnOnce(&mut dyn FnMut(&str, Val<'_>))) {
+    out.push(b'{');
+    let mut first = true;
+    each(&mut |k, v| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        string(out, k);
+        out.push(b':');
+        value(out, v);
+    });
+    out.push(b'}');
+}
+
+fn attrs(out: &mut Vec<u8>, a: Attrs<'_>) {
+    object_of(out, |f| a.for_each(|x| f(x.key, x.val)));
+}
+
+fn resource(out: &mut Vec<u8>, r: Resource<'_>) {
+    object_of(out, |f| r.for_each(|x| f(x.key, x.val)));
+}
+
+/// Append the JSON lines of one record (each ending in `\n`) to `out`. The resource object is
+/// rendered once per record and repeated on each of its lines.
+pub fn write_record(r: &Record, d: &ResourceDefaults, out: &mut Vec<u8>) {
+    with_view(r, d, |v| match v {
+        View::Metrics {
+            resource: res,
+            points,
+        } => {
+            let mut res_json = Vec::with_capacity(256);
+            resource(&mut res_json, res);
+            for p in points {
+                let (kind, monotonic) = match p.kind {
+                    MetricKind::Gauge => ("gauge", false),
+                    MetricKind::Sum { monotonic } => ("sum", monotonic),
+                };
+                raw(out, "{\"type\":\"metric\",\"name\":");
+                string(out, p.name);
+                raw(out, ",\"unit\":");
+                string(out, p.unit);
+                raw(out, ",\"kind\":\"");
+                raw(out, kind);
+                raw(out, "\",\"monotonic\":");
+                raw(out, if monotonic { "true" } else { "false" });
+                raw(out, ",\"value\":");
+                match p.value {
+                    MetricValue::I64(v) => int(out, v),
+                    MetricValue::F64(v) => float(out, v),
+                }
+                raw(out, ",\"start_time_unix_nano\":");
+                int(out, p.start_time_unix_nano);
+                raw(out, ",\"time_unix_nano\":");
+                int(out, p.time_unix_nano);
+                raw(out, ",\"attributes\":");
+                attrs(out, p.attrs);
+                raw(out, ",\"resource\":");
+                out.extend_from_slice(&res_json);
+                raw(out, "}\n");
+            }
+        }
+        View::Log { resource: res, log } => {
+            raw(out, "{\"type\":\"log\",\"time_unix_nano\":");
+            int(out, log.time_unix_nano);
+            raw(out, ",\"observed_time_unix_nano\":");
+            int(out, log.observed_time_unix_nano);
+            raw(out, ",\"severity_number\":");
+            int(out, log.severity_number);
+            raw(out, ",\"severity_text\":");
+            string(out, &log.severity_text);
+            raw(out, ",\"event_name\":");
+            string(out, &log.event_name);
+            raw(out, ",\"body\":");
+            string(out, &log.body);
+            raw(out, ",\"attributes\":");
+            attrs(out, Attrs::Kv(&log.attributes));
+            raw(out, ",\"resource\":");
+            resource(out, res);
+            raw(out, "}\n");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_ipc_proto::{AttrValue, KeyValue, LogRecord, Metric};
+
+    fn lines(r: &Record) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        write_record(r, &ResourceDefaults::new("h"), &mut out);
+        assert!(out.ends_with(b"\n"));
+        out.split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("valid JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn process_lines_parse_and_carry_everything() {
+        let v = lines(&Record::Process(crate::convert::tests::process()));
+        assert_eq!(v.len(), 7);
+        assert_eq!(v[0]["type"], "metric");
+        assert_eq!(v[0]["name"], "process.cpu.time");
+        assert_eq!(v[0]["kind"], "sum");
+        assert_eq!(v[0]["monotonic"], true);
+        assert_eq!(v[0]["value"], 1.5);
+        assert_eq!(v[0]["attributes"]["cpu.mode"], "user");
+        assert_eq!(v[0]["resource"]["process.pid"], 4242);
+        assert_eq!(
+            v[0]["resource"]["process.command_line"],
+            "postgres -D /var/lib/pg \"x\""
+        );
+        assert_eq!(v[0]["resource"]["host.name"], "h");
+        assert_eq!(v[6]["name"], "process.open_file_descriptor.count");
+        assert_eq!(v[6]["value"], 12);
+        assert_eq!(v[6]["kind"], "gauge");
+    }
+
+    #[test]
+    fn hostile_strings_and_values_stay_valid_json() {
+        let r = Record::Metrics {
+            resource: vec![
+                KeyValue::str("k\"\\\n\u{1}", "v\u{7f}\u{2028}é\"\n"),
+                KeyValue {
+                    key: "arr".into(),
+                    value: AttrValue::StrArray(vec!["a\"".into(), String::new()]),
+                },
+                KeyValue {
+                    key: "b".into(),
+                    value: AttrValue::Bool(true),
+                },
+                KeyValue {
+                    key: "host.name".into(),
+                    value: AttrValue::F64(f64::NAN),
+                },
+            ],
+            metrics: vec![Metric {
+                name: "m\u{0}".into(),
+                unit: "".into(),
+                kind: MetricKind::Gauge,
+                start_time_unix_nano: u64::MAX,
+                time_unix_nano: 0,
+                value: MetricValue::F64(f64::INFINITY),
+                attributes: vec![],
+            }],
+        };
+        let v = lines(&r);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0]["name"], "m\u{0}");
+        assert_eq!(v[0]["value"], serde_json::Value::Null);
+        assert_eq!(v[0]["start_time_unix_nano"], u64::MAX);
+        assert_eq!(v[0]["resource"]["k\"\\\n\u{1}"], "v\u{7f}\u{2028}é\"\n");
+        assert_eq!(v[0]["resource"]["arr"][0], "a\"");
+        assert_eq!(v[0]["resource"]["b"], true);
+        // The record sets host.name (to NaN → null): the default does not override it.
+        assert_eq!(v[0]["resource"]["host.name"], serde_json::Value::Null);
+        let log = Record::Log {
+            resource: vec![],
+            log: LogRecord {
+                time_unix_nano: 3,
+                observed_time_unix_nano: 4,
+                severity_number: 17,
+                severity_text: "ERROR".into(),
+                event_name: "OOMKilling".into(),
+                body: "Out of memory: Killed process 12 (python3)".into(),
+                attributes: vec![KeyValue::i64("linux.kmsg.seq", 9)],
+            },
+        };
+        let v = lines(&log);
+        assert_eq!(v[0]["type"], "log");
+        assert_eq!(v[0]["event_name"], "OOMKilling");
+        assert_eq!(v[0]["attributes"]["linux.kmsg.seq"], 9);
+        assert_eq!(v[0]["resource"]["service.name"], "vigil");
+    }
+}
