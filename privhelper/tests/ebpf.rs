@@ -405,7 +405,7 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     let att = mgr
         .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
         .expect("attach socket filter");
-    assert_eq!(att.ring_size, 4 * 1024 * 1024);
+    assert_eq!(att.ring_size, 1024 * 1024);
     let drainer = Drainer::start(EbpfSource::new(att.program, att.fd, att.ring_size).unwrap());
 
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -1074,7 +1074,7 @@ fn flow_ring_wraps_and_sources_service_evicts() {
     assert_eq!(stats(s, &inn), (N * frame, N));
     assert!(s.stats.records >= 2 * N);
     assert!(
-        s.stats.records * 72 > 4 * 1024 * 1024,
+        s.stats.records * 80 > 1024 * 1024,
         "the ring wrapped at least once"
     );
     assert_eq!(s.stats.malformed, 0);
@@ -1202,8 +1202,9 @@ fn full_ring_drops_are_counted_and_reported_in_records() {
     rx.set_nonblocking(true).unwrap();
     let to = rx.local_addr().unwrap();
     let mut buf = [0u8; 64];
-    // 4 MiB / 72-byte records ~ 58k records; 40k datagrams make 80k records on lo.
-    for _ in 0..40_000 {
+    // 1 MiB / 80-byte records (header included) ~ 13k records; 10k datagrams make 20k
+    // records on lo.
+    for _ in 0..10_000 {
         tx.send_to(&[1u8; 8], to).unwrap();
         while rx.recv(&mut buf).is_ok() {}
     }
@@ -1211,7 +1212,8 @@ fn full_ring_drops_are_counted_and_reported_in_records() {
     assert!(dropped > 0, "the undrained ring must have overflowed");
     let mut out = Vec::new();
     src.drain(&mut out, &[]).unwrap();
-    assert!(src.stats.records > 50_000, "{}", src.stats.records);
+    // A full ring: every slot it has was written.
+    assert!(src.stats.records >= 13_000, "{}", src.stats.records);
     // Room again: the next records carry the kernel's count.
     for _ in 0..10 {
         tx.send_to(&[1u8; 8], to).unwrap();

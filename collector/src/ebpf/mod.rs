@@ -32,7 +32,7 @@ pub use flows::FlowTable;
 pub use records::{BpfRecord, FlowEvent, ProcEvent, ProcEventKind};
 pub use ringbuf::{RingBuf, RingBufError};
 
-/// The flow programs wake the consumer only once 256 KiB of records are pending (a wakeup per
+/// The flow programs wake the consumer only once 128 KiB of records are pending (a wakeup per
 /// packet costs more than the record): drain flow sources on a timer at least this often too.
 /// Exec/exit records wake the consumer as soon as it has caught up.
 pub const FLOW_DRAIN_INTERVAL_MS: u64 = 500;
