@@ -22,7 +22,8 @@ fn fd_round_trip(c: &mut Criterion) {
 }
 
 fn batch_stream(c: &mut Criterion) {
-    let per = records_per_frame();
+    let per =
+        records_per_frame().min(vigil_ipc_proto::CollectorConfig::default().max_batch_records);
     let frames = 200u64;
     let mut g = c.benchmark_group("collector_to_shipper");
     g.throughput(Throughput::Elements(per as u64 * frames));

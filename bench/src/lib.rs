@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_ipc_proto::frame::{self, HEADER_LEN, MAX_FRAME};
+use vigil_ipc_proto::batch::{BatchFrame, split_batch};
 use vigil_ipc_proto::{
-    AttrValue, Batch, Channel, CollectorToShipper, KeyValue, Metric, MetricKind, MetricValue,
-    PrivRequest, PrivResponse, ProcFdStat, Record, ShipperToCollector,
+    Channel, PrivRequest, PrivResponse, ProcFdStat, ProcessRecord, Record, RecordRef,
+    ShipperToCollector,
 };
 
 /// A `ProcFdStats` request for `n` pids (what the collector asks the privhelper per cycle for
@@ -34,117 +34,71 @@ pub fn fd_response(req: &PrivRequest) -> PrivResponse {
     }
 }
 
-fn metric(
-    name: &str,
-    unit: &str,
-    kind: MetricKind,
-    v: MetricValue,
-    attrs: Vec<KeyValue>,
-) -> Metric {
-    Metric {
-        name: name.into(),
-        unit: unit.into(),
-        kind,
-        start_time_unix_nano: 1_700_000_000_000_000_000,
+/// One process as the collector samples it (the per-process fields every peer in
+/// `bench/run.py` collects): numbers plus executable, command line, user and group names, with
+/// the string lengths of the load generator's processes.
+pub fn process_record(i: u32) -> ProcessRecord {
+    ProcessRecord {
         time_unix_nano: 1_700_000_010_000_000_000,
-        value: v,
-        attributes: attrs,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i) * 1_000_000,
+        pid: 4000 + i,
+        ppid: 1234,
+        uid: 0,
+        gid: 0,
+        state: b'S',
+        threads: 1,
+        cpu_user_ns: 1_250_000_000 + u64::from(i) * 10_000_000,
+        cpu_system_ns: 500_000_000 + u64::from(i) * 10_000_000,
+        memory_rss_bytes: 1_400_000 + u64::from(i) * 4096,
+        memory_virtual_bytes: 2_600_000 + u64::from(i) * 4096,
+        open_fds: Some(3),
+        sockets: None,
+        executable_name: "lg-busy".into(),
+        command_line: "/tmp/vigil-bench/loadgen 1000 1000 20 1000".into(),
+        user_name: "root".into(),
+        group_name: "root".into(),
     }
 }
 
-/// One process's record as the collector produces it (OpenTelemetry process semantic
-/// conventions): resource attributes plus cpu time (user, system), memory (rss, virtual),
-/// threads, open fds, status — the per-process fields every peer in `bench/run.py` collects.
-pub fn process_record(i: u32) -> Record {
-    let sum = MetricKind::Sum { monotonic: true };
-    let gauge = MetricKind::Gauge;
-    Record::Metrics {
-        resource: vec![
-            KeyValue::i64("process.pid", 4000 + i as i64),
-            KeyValue::i64("process.parent_pid", 1234),
-            KeyValue::str("process.executable.name", "lg-busy"),
-            KeyValue::str(
-                "process.command_line",
-                "/tmp/vigil-bench/loadgen 1000 1000 20 1000",
-            ),
-            KeyValue::str("process.owner", "root"),
-            KeyValue::i64("process.creation.time", 1_700_000_000 + i as i64),
-            KeyValue::str("host.name", "bench-host"),
-        ],
-        metrics: vec![
-            metric(
-                "process.cpu.time",
-                "s",
-                sum,
-                MetricValue::F64(1.25 + i as f64),
-                vec![KeyValue::str("cpu.mode", "user")],
-            ),
-            metric(
-                "process.cpu.time",
-                "s",
-                sum,
-                MetricValue::F64(0.5 + i as f64),
-                vec![KeyValue::str("cpu.mode", "system")],
-            ),
-            metric(
-                "process.memory.usage",
-                "By",
-                gauge,
-                MetricValue::I64(1_400_000 + i as i64),
-                vec![],
-            ),
-            metric(
-                "process.memory.virtual",
-                "By",
-                gauge,
-                MetricValue::I64(2_600_000 + i as i64),
-                vec![],
-            ),
-            metric(
-                "process.thread.count",
-                "{thread}",
-                gauge,
-                MetricValue::I64(1),
-                vec![],
-            ),
-            metric(
-                "process.open_file_descriptor.count",
-                "{file_descriptor}",
-                gauge,
-                MetricValue::I64(3),
-                vec![],
-            ),
-            metric(
-                "process.status",
-                "1",
-                gauge,
-                MetricValue::I64(1),
-                vec![KeyValue {
-                    key: "process.state".into(),
-                    value: AttrValue::Str("S".into()),
-                }],
-            ),
-        ],
+/// Encode `n` process records into one batch frame the way the collector does: each record
+/// lent (`&str` into the owner's strings) and encoded once, straight into the frame.
+pub fn encode_batch(frame: &mut BatchFrame, seq: u64, records: &[ProcessRecord]) -> Vec<u8> {
+    for p in records {
+        let lent = ProcessRecord {
+            executable_name: p.executable_name.as_str(),
+            command_line: p.command_line.as_str(),
+            user_name: p.user_name.as_str(),
+            group_name: p.group_name.as_str(),
+            time_unix_nano: p.time_unix_nano,
+            start_time_unix_nano: p.start_time_unix_nano,
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            gid: p.gid,
+            state: p.state,
+            threads: p.threads,
+            cpu_user_ns: p.cpu_user_ns,
+            cpu_system_ns: p.cpu_system_ns,
+            memory_rss_bytes: p.memory_rss_bytes,
+            memory_virtual_bytes: p.memory_virtual_bytes,
+            open_fds: p.open_fds,
+            sockets: p.sockets,
+        };
+        frame
+            .push(&RecordRef::Process(&lent))
+            .expect("records_per_frame() records fit");
     }
+    frame.take(seq).frame
 }
 
 /// The most process records one `Batch` frame can hold (frames are at most `MAX_FRAME`).
 pub fn records_per_frame() -> usize {
-    let mut n = 1;
-    loop {
-        let b = batch(0, n + 1);
-        if frame::encoded_len(&b).unwrap() > MAX_FRAME - HEADER_LEN {
-            return n;
-        }
+    let mut f = BatchFrame::new();
+    let mut n = 0;
+    while f.push(&Record::Process(process_record(n as u32))).is_ok() {
         n += 1;
     }
-}
-
-pub fn batch(seq: u64, n: usize) -> CollectorToShipper {
-    CollectorToShipper::Batch(Batch {
-        seq,
-        records: (0..n as u32).map(process_record).collect(),
-    })
+    n
 }
 
 /// Spawn a privhelper-like responder: decodes each request, answers with the canned response.
@@ -170,26 +124,28 @@ pub fn round_trip(ch: &mut Channel, req: &PrivRequest) -> PrivResponse {
 }
 
 /// Send `total_batches` frames of `per_batch` records with at most `window` unacknowledged
-/// (the collector's `max_unacked_batches`); the receiver decodes every frame fully and acks.
-/// Returns (records sent, elapsed).
+/// (the collector's `max_unacked_batches`). The sender encodes every batch afresh as the
+/// collector does ([`encode_batch`]); the receiver takes every frame apart and decodes every
+/// record as the shipper does (`split_batch`), then acks. Returns (records sent, elapsed).
 pub fn stream_batches(per_batch: usize, total_batches: u64, window: u64) -> (u64, Duration) {
     let (mut tx, mut rx) = Channel::pair().unwrap();
     let recv = std::thread::spawn(move || {
         let mut records = 0u64;
         loop {
-            let m: CollectorToShipper = match rx.recv() {
-                Ok(m) => m,
+            let seq = match rx.recv_bytes().and_then(split_batch) {
+                Ok(b) => {
+                    records += b.records.len() as u64;
+                    b.seq
+                }
                 Err(_) => return records,
             };
-            let CollectorToShipper::Batch(b) = m;
-            records += b.records.len() as u64;
-            if rx.send(&ShipperToCollector::Ack { seq: b.seq }).is_err() {
+            if rx.send(&ShipperToCollector::Ack { seq }).is_err() {
                 return records;
             }
         }
     });
-    // Records are built once; each send encodes them again (as the collector encodes each batch).
-    let mut msg = batch(0, per_batch);
+    let records: Vec<ProcessRecord> = (0..per_batch as u32).map(process_record).collect();
+    let mut frame = BatchFrame::new();
     let start = Instant::now();
     let mut acked = 0u64;
     for seq in 0..total_batches {
@@ -197,9 +153,8 @@ pub fn stream_batches(per_batch: usize, total_batches: u64, window: u64) -> (u64
             let _: ShipperToCollector = tx.recv().unwrap();
             acked += 1;
         }
-        let CollectorToShipper::Batch(b) = &mut msg;
-        b.seq = seq;
-        tx.send(&msg).unwrap();
+        tx.send_raw(&encode_batch(&mut frame, seq, &records))
+            .unwrap();
     }
     while acked < total_batches {
         let _: ShipperToCollector = tx.recv().unwrap();

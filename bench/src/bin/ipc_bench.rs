@@ -76,8 +76,12 @@ fn main() {
         );
     }
 
-    let per = records_per_frame();
-    let frame_len = frame::encoded_len(&batch(0, per)).unwrap();
+    // As many records per frame as the collector puts in one (its max_batch_records), if they
+    // fit.
+    let per =
+        records_per_frame().min(vigil_ipc_proto::CollectorConfig::default().max_batch_records);
+    let records: Vec<_> = (0..per as u32).map(process_record).collect();
+    let frame_len = encode_batch(&mut vigil_ipc_proto::batch::BatchFrame::new(), 0, &records).len();
     let batches: u64 = if quick { 500 } else { 3000 };
     let mut rates = Vec::new();
     let mut cpu_per_rec = Vec::new();

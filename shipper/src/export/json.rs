@@ -12,7 +12,8 @@ use super::{JSON, MAX_READ_BYTES};
 
 pub struct JsonExporter {
     out: BufWriter<Box<dyn Write>>,
-    /// One read batch's lines, rendered before any byte is written.
+    /// One record's lines, rendered then written (memory stays bounded by the largest record,
+    /// not by the batch).
     lines: Vec<u8>,
     defaults: ResourceDefaults,
     retry_at: Option<Instant>,
@@ -63,14 +64,14 @@ impl JsonExporter {
                     return self.fail(stats, now);
                 }
             };
-            self.lines.clear();
+            let mut result = Ok(());
             for (_, r) in &batch.records {
+                self.lines.clear();
                 write_record(r, &self.defaults, &mut self.lines);
-            }
-            let result = self.out.write_all(&self.lines);
-            // A large batch's buffer is not kept for the idle time after it.
-            if self.lines.capacity() > 1 << 20 {
-                self.lines = Vec::new();
+                result = self.out.write_all(&self.lines);
+                if result.is_err() {
+                    break;
+                }
             }
             if let Err(e) = result.and_then(|_| self.out.flush()) {
                 if !self.failing {
