@@ -1,73 +1,259 @@
-//! Shipper benchmark (run: `cargo bench -p vigil-shipper --bench shipper`).
+//! Shipper benchmark (run: `cargo bench -p vigil-shipper --bench shipper`; `cargo test
+//! --benches` runs a short smoke of every part).
 //!
-//! 1. Throughput: a collector stand-in pushes batches of 200 records (a 64-batch unacked
-//!    window, as the collector's default) into run(); the journal is on ext4, fsync policy
-//!    `batch` (no Ack before an fdatasync covers the batch; group commit: one covers all the
-//!    batches waiting together); the exporter ships OTLP/HTTP gzip protobuf to a loopback
-//!    receiver that decodes every body. Reported: records/s and journal MB/s until every batch is acknowledged, and
-//!    records/s until the receiver has decoded every record.
-//! 2. Latency collector → receiver: one record per batch every 2 ms, `max_batch_delay_ms` 0;
-//!    p50/p99 of (decoded at the receiver) − (sent by the collector).
+//! 1. Encode: the same process records as OTLP protobuf, built with opentelemetry-proto's
+//!    prost types (the well-kept crate: one owned message tree per request) and written by
+//!    `convert::pb` straight from the view: ns per record, and the ratio.
+//! 2. Throughput: a collector stand-in pushes batches of 256 process records plus one kernel
+//!    event (the collector's batch size, a 64-batch unacknowledged window), each batch encoded
+//!    once as the collector encodes it, into run(); the journal is on ext4 under /var/tmp with
+//!    fsync policy `batch` (no Ack before an fdatasync covers the batch; group commit); the
+//!    exporter ships OTLP/HTTP gzip protobuf to a loopback receiver that gunzips and decodes
+//!    every body. Reported: records/s journaled and acknowledged, records/s (and data
+//!    points/s) decoded by the receiver, and the CPU the shipper's own thread spent per record
+//!    (the receiver's decoding runs on the same two cores).
+//! 3. The journal alone, and the disk's raw ceiling for the same bytes.
+//! 4. Latency collector → receiver: one kernel event per batch every 2 ms, default batch
+//!    delay (events are not held back by it); p50/p99 of (decoded at the receiver) − (sent by
+//!    the collector).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1 as pcommon;
+use opentelemetry_proto::tonic::metrics::v1 as pmetrics;
+use opentelemetry_proto::tonic::resource::v1::Resource as PResource;
+use prost::Message;
+use vigil_ipc_proto::batch::BatchFrame;
 use vigil_ipc_proto::*;
+use vigil_shipper::convert::{self, Attr, ResourceDefaults, Val, View};
 
-fn metrics_record(i: i64) -> Record {
-    Record::Metrics {
-        resource: vec![
-            KeyValue::str("host.name", "bench-host"),
-            KeyValue::i64("process.pid", i % 500),
-            KeyValue::str("process.executable.name", "postgres"),
-        ],
-        metrics: (0..4)
-            .map(|k| Metric {
-                name: format!("process.metric.{k}"),
-                unit: "By".into(),
-                kind: MetricKind::Gauge,
-                start_time_unix_nano: 0,
-                time_unix_nano: 1_700_000_000_000_000_000,
-                value: MetricValue::I64(i * k),
-                attributes: vec![],
-            })
-            .collect(),
+const PER_BATCH: usize = 256;
+
+fn process(i: u64) -> ProcessRecord {
+    ProcessRecord {
+        time_unix_nano: 1_700_000_010_000_000_000,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1_000_000,
+        pid: 4000 + (i % 60_000) as u32,
+        ppid: 1234,
+        uid: 0,
+        gid: 0,
+        state: b'S',
+        threads: 1,
+        cpu_user_ns: 1_250_000_000 + i * 10_000_000,
+        cpu_system_ns: 500_000_000 + i * 10_000_000,
+        memory_rss_bytes: 1_400_000 + i * 4096,
+        memory_virtual_bytes: 2_600_000 + i * 4096,
+        open_fds: Some(3),
+        sockets: None,
+        executable_name: "lg-busy".into(),
+        command_line: "/tmp/vigil-bench/loadgen 1000 1000 20 1000".into(),
+        user_name: "root".into(),
+        group_name: "root".into(),
     }
 }
 
-fn throughput(batches: u64, per_batch: i64) {
-    let rx = Receiver::start();
-    rx.received.lock().unwrap().discard = true;
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut cfg = otlp_cfg(rx.endpoint());
-    cfg.max_batch_records = 2048;
-    cfg.max_batch_delay_ms = 50;
-    let init = init(&dir.path().join("journal"), Some(cfg), "");
-    let mut sh = Shipper::start(init);
-    let window = 64u64;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut acked = 0u64;
-    let mut bytes = 0usize;
-    while acked < batches {
-        while sent < batches && sent - acked < window {
-            let base = sent as i64 * per_batch;
-            let records: Vec<Record> = (base..base + per_batch)
-                .map(|i| {
-                    if i % 2 == 0 {
-                        log(i)
-                    } else {
-                        metrics_record(i)
+/// Data points one [`process`] record becomes (7: no socket count).
+const POINTS_PER_PROCESS: usize = 7;
+
+fn cpu_of_thread(tid: i32) -> Duration {
+    // utime + stime (fields 14, 15) of /proc/self/task/TID/stat, in clock ticks (100 Hz).
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// Thread ids of this process besides the calling thread.
+fn other_threads() -> Vec<i32> {
+    let me = nix::unistd::gettid().as_raw();
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|t| *t != me)
+        .collect()
+}
+
+fn any(v: Val<'_>) -> pcommon::AnyValue {
+    use pcommon::any_value::Value;
+    pcommon::AnyValue {
+        value: Some(match v {
+            Val::Str(s) => Value::StringValue(s.to_string()),
+            Val::I64(i) => Value::IntValue(i),
+            Val::F64(f) => Value::DoubleValue(f),
+            Val::Bool(b) => Value::BoolValue(b),
+            Val::StrArray(a) => Value::ArrayValue(pcommon::ArrayValue {
+                values: a
+                    .iter()
+                    .map(|s| pcommon::AnyValue {
+                        value: Some(Value::StringValue(s.clone())),
+                    })
+                    .collect(),
+            }),
+        }),
+    }
+}
+
+fn kv(a: Attr<'_>) -> pcommon::KeyValue {
+    pcommon::KeyValue {
+        key: a.key.to_string(),
+        value: Some(any(a.val)),
+        ..Default::default()
+    }
+}
+
+/// The same request as `convert::pb::metrics_request`, through opentelemetry-proto's types.
+fn prost_request(records: &[Record], d: &ResourceDefaults) -> Vec<u8> {
+    let mut req = ExportMetricsServiceRequest::default();
+    for r in records {
+        convert::with_view(r, d, |v| {
+            let View::Metrics { resource, points } = v else {
+                return;
+            };
+            let mut attrs = Vec::new();
+            resource.for_each(|a| attrs.push(kv(a)));
+            let metrics = points
+                .map(|p| {
+                    let mut pattrs = Vec::new();
+                    p.attrs.for_each(|a| pattrs.push(kv(a)));
+                    let point = pmetrics::NumberDataPoint {
+                        attributes: pattrs,
+                        start_time_unix_nano: p.start_time_unix_nano,
+                        time_unix_nano: p.time_unix_nano,
+                        value: Some(match p.value {
+                            MetricValue::I64(v) => pmetrics::number_data_point::Value::AsInt(v),
+                            MetricValue::F64(v) => {
+                                pmetrics::number_data_point::Value::AsDouble(v)
+                            }
+                        }),
+                        ..Default::default()
+                    };
+                    pmetrics::Metric {
+                        name: p.name.to_string(),
+                        unit: p.unit.to_string(),
+                        data: Some(match p.kind {
+                            MetricKind::Gauge => pmetrics::metric::Data::Gauge(pmetrics::Gauge {
+                                data_points: vec![point],
+                            }),
+                            MetricKind::Sum { monotonic } => {
+                                pmetrics::metric::Data::Sum(pmetrics::Sum {
+                                    data_points: vec![point],
+                                    aggregation_temporality: 2,
+                                    is_monotonic: monotonic,
+                                })
+                            }
+                        }),
+                        ..Default::default()
                     }
                 })
                 .collect();
-            let b = CollectorToShipper::Batch(Batch { seq: sent, records });
-            bytes += vigil_ipc_proto::frame::encoded_len(&b).unwrap();
-            sh.collector.send(&b).unwrap();
+            req.resource_metrics.push(pmetrics::ResourceMetrics {
+                resource: Some(PResource {
+                    attributes: attrs,
+                    ..Default::default()
+                }),
+                scope_metrics: vec![pmetrics::ScopeMetrics {
+                    scope: Some(pcommon::InstrumentationScope {
+                        name: convert::SCOPE_NAME.into(),
+                        version: convert::SCOPE_VERSION.into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        });
+    }
+    req.encode_to_vec()
+}
+
+fn encode(rounds: usize) {
+    let d = ResourceDefaults::new("bench-host");
+    let records: Vec<Record> = (0..2048).map(|i| Record::Process(process(i))).collect();
+    // Same message, both ways (checked once, then timed).
+    let mut direct = Vec::new();
+    convert::pb::metrics_request(&records, &d, &mut direct);
+    let a = ExportMetricsServiceRequest::decode(&direct[..]).unwrap();
+    let b = ExportMetricsServiceRequest::decode(&prost_request(&records, &d)[..]).unwrap();
+    assert_eq!(a, b, "both encoders write the same request");
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        let t = Instant::now();
+        for _ in 0..rounds {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / (rounds * records.len()) as f64
+    };
+    let prost_ns = time(&mut || {
+        black_box(prost_request(&records, &d));
+    });
+    let mut buf = Vec::new();
+    let direct_ns = time(&mut || {
+        buf.clear();
+        convert::pb::metrics_request(&records, &d, &mut buf);
+        black_box(&buf);
+    });
+    let mut json = Vec::new();
+    let json_ns = time(&mut || {
+        json.clear();
+        for r in &records {
+            convert::json::write_record(r, &d, &mut json);
+        }
+        black_box(&json);
+    });
+    println!(
+        "encode {} process records ({} B of protobuf): opentelemetry-proto/prost {prost_ns:.0} ns/record, \
+         direct {direct_ns:.0} ns/record (prost/direct {:.1}x); JSON lines {json_ns:.0} ns/record",
+        records.len(),
+        direct.len(),
+        prost_ns / direct_ns
+    );
+}
+
+fn batch_frame(frame: &mut BatchFrame, seq: u64, base: u64) -> Vec<u8> {
+    for i in base..base + PER_BATCH as u64 {
+        frame.push(&Record::Process(process(i))).unwrap();
+    }
+    frame.push(&log(seq as i64)).unwrap();
+    frame.take(seq).frame
+}
+
+fn throughput(batches: u64) {
+    let rx = Receiver::start();
+    rx.received.lock().unwrap().discard = true;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cfg = otlp_cfg(rx.endpoint());
+    let init = init(&dir.path().join("journal"), Some(cfg), "");
+    let before = other_threads();
+    let mut sh = Shipper::start(init);
+    std::thread::sleep(Duration::from_millis(50));
+    let shipper_tid = other_threads()
+        .into_iter()
+        .find(|t| !before.contains(t))
+        .expect("shipper thread");
+    let window = 64u64;
+    let mut frame = BatchFrame::new();
+    let cpu0 = cpu_of_thread(shipper_tid);
+    let start = Instant::now();
+    let (mut sent, mut acked, mut bytes) = (0u64, 0u64, 0usize);
+    while acked < batches {
+        while sent < batches && sent - acked < window {
+            let f = batch_frame(&mut frame, sent, sent * PER_BATCH as u64);
+            bytes += f.len();
+            sh.collector.send_raw(&f).unwrap();
             sent += 1;
         }
         match sh.collector.recv::<ShipperToCollector>().unwrap() {
@@ -76,38 +262,41 @@ fn throughput(batches: u64, per_batch: i64) {
         }
     }
     let t_ack = start.elapsed();
-    let total = batches as i64 * per_batch;
-    let logs_want = (total / 2) as usize;
+    let processes = batches as usize * PER_BATCH;
+    let records = processes + batches as usize;
+    let points_want = processes * POINTS_PER_PROCESS;
     loop {
         let r = rx.received.lock().unwrap();
-        if r.log_count >= logs_want && r.metric_count >= logs_want * 4 {
+        if r.log_count >= batches as usize && r.metric_count >= points_want {
             break;
         }
         drop(r);
         std::thread::sleep(Duration::from_millis(2));
     }
     let t_ship = start.elapsed();
+    let cpu = cpu_of_thread(shipper_tid) - cpu0;
     let st = sh.stats();
     println!(
-        "throughput: {total} records ({:.1} MB of IPC frames) in {batches} batches, fsync policy batch ({} fdatasyncs: group commit)",
+        "throughput: {records} records ({processes} process records + {batches} kernel events, \
+         {:.1} MB of IPC frames) in {batches} batches of {}, fsync policy batch ({} fdatasyncs: group commit)",
         bytes as f64 / 1e6,
+        PER_BATCH + 1,
         st.get("journal_data_syncs").unwrap_or(0)
     );
     println!(
         "  journaled+acked: {:.0} records/s, {:.1} MB/s ({:.2} s)",
-        total as f64 / t_ack.as_secs_f64(),
+        records as f64 / t_ack.as_secs_f64(),
         bytes as f64 / 1e6 / t_ack.as_secs_f64(),
         t_ack.as_secs_f64()
     );
-    println!(
-        "  journaled+acked batches/s: {:.0}",
-        batches as f64 / t_ack.as_secs_f64()
-    );
     raw_fsync_ceiling(batches, bytes / batches as usize);
     println!(
-        "  shipped to receiver (decoded): {:.0} records/s ({:.2} s); retries {:?}",
-        total as f64 / t_ship.as_secs_f64(),
+        "  shipped to the receiver (gunzipped, decoded): {:.0} records/s = {:.0} data points/s ({:.2} s); \
+         shipper thread CPU {:.2} µs/record; retries {:?}",
+        records as f64 / t_ship.as_secs_f64(),
+        (points_want + batches as usize) as f64 / t_ship.as_secs_f64(),
         t_ship.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / records as f64,
         st.get("retries")
     );
     sh.shutdown();
@@ -133,28 +322,18 @@ fn raw_fsync_ceiling(batches: u64, bytes_per_batch: usize) {
     );
 }
 
-/// The journal alone (no exporter configured): append + fsync + ack.
-fn journal_only(batches: u64, per_batch: i64) {
+/// The journal alone (no exporter configured): validate + append + fsync + ack.
+fn journal_only(batches: u64) {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let mut sh = Shipper::start(init(&dir.path().join("journal"), None, ""));
     let window = 64u64;
+    let mut frame = BatchFrame::new();
     let start = Instant::now();
     let (mut sent, mut acked) = (0u64, 0u64);
     while acked < batches {
         while sent < batches && sent - acked < window {
-            let base = sent as i64 * per_batch;
-            let records: Vec<Record> = (base..base + per_batch)
-                .map(|i| {
-                    if i % 2 == 0 {
-                        log(i)
-                    } else {
-                        metrics_record(i)
-                    }
-                })
-                .collect();
-            sh.collector
-                .send(&CollectorToShipper::Batch(Batch { seq: sent, records }))
-                .unwrap();
+            let f = batch_frame(&mut frame, sent, sent * PER_BATCH as u64);
+            sh.collector.send_raw(&f).unwrap();
             sent += 1;
         }
         match sh.collector.recv::<ShipperToCollector>().unwrap() {
@@ -165,7 +344,7 @@ fn journal_only(batches: u64, per_batch: i64) {
     let t = start.elapsed();
     println!(
         "  journal only (no exporter): {:.0} records/s, {:.0} batches/s",
-        (batches as i64 * per_batch) as f64 / t.as_secs_f64(),
+        (batches as usize * (PER_BATCH + 1)) as f64 / t.as_secs_f64(),
         batches as f64 / t.as_secs_f64()
     );
     sh.shutdown();
@@ -174,9 +353,15 @@ fn journal_only(batches: u64, per_batch: i64) {
 fn latency(n: i64) {
     let rx = Receiver::start();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let mut cfg = otlp_cfg(rx.endpoint());
-    cfg.max_batch_delay_ms = 0;
-    cfg.gzip = true;
+    // The default configuration: gzip, max_batch_delay_ms 1000 (which events do not wait for).
+    let cfg = otlp_cfg(rx.endpoint());
+    let default = OtlpConfig::default();
+    let cfg = OtlpConfig {
+        max_batch_delay_ms: default.max_batch_delay_ms,
+        max_batch_records: default.max_batch_records,
+        gzip: default.gzip,
+        ..cfg
+    };
     let mut sh = Shipper::start(init(&dir.path().join("journal"), Some(cfg), ""));
     let mut sent_at = HashMap::new();
     for i in 0..n {
@@ -198,7 +383,7 @@ fn latency(n: i64) {
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
     println!(
-        "latency collector→receiver ({} records, batch delay 0, fdatasync before each ack, gzip): p50 {:?}, p99 {:?}, max {:?}",
+        "latency collector→receiver ({} kernel events, default batch delay, fdatasync before each ack, gzip): p50 {:?}, p99 {:?}, max {:?}",
         lat.len(),
         p(0.5),
         p(0.99),
@@ -211,12 +396,14 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs a quick smoke.
     let quick = !std::env::args().any(|a| a == "--bench");
     if quick {
-        throughput(20, 50);
-        journal_only(20, 50);
+        encode(1);
+        throughput(8);
+        journal_only(8);
         latency(20);
     } else {
-        throughput(2000, 200);
-        journal_only(2000, 200);
+        encode(20);
+        throughput(1500);
+        journal_only(1500);
         latency(1000);
     }
 }

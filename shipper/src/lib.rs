@@ -315,9 +315,15 @@ pub fn run(
                 Ok(batch) => {
                     let n = batch.records.len() as u64;
                     let kmsg = journal::max_kmsg_seq(batch.records.iter().map(|(r, _)| r));
+                    let events = batch.records.iter().any(|(r, _)| !convert::is_metrics(r));
                     let payloads: Vec<&[u8]> = batch.records.iter().map(|(_, b)| *b).collect();
                     match journal.append_encoded_deferred(&payloads, kmsg) {
-                        Ok(()) => staged.push((batch.seq, n)),
+                        Ok(()) => {
+                            staged.push((batch.seq, n));
+                            if events && let Some(o) = otlp.as_mut() {
+                                o.urge();
+                            }
+                        }
                         Err(e) => {
                             let (nack, w) =
                                 refuse(&mut stats, batch.seq, n, &e, &mut nospace_streak);

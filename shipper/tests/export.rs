@@ -611,3 +611,77 @@ fn hanging_backend_does_not_block_the_collector() {
     stop.send(()).unwrap();
     accepted.join().unwrap();
 }
+
+/// Kernel events do not wait for `max_batch_delay_ms`; metrics wait to share a request. A
+/// compact process record arrives expanded into the `process.*` conventions.
+#[test]
+fn events_go_at_once_metrics_wait_for_company() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = otlp_cfg(rx.endpoint());
+    cfg.max_batch_delay_ms = 5_000;
+    cfg.max_batch_records = 10_000;
+    let mut sh = Shipper::start(init(&dir.path().join("journal"), Some(cfg), ""));
+    let process = Record::Process(ProcessRecord {
+        time_unix_nano: 2_000_000_000,
+        start_time_unix_nano: 1_000_000_000,
+        pid: 4242,
+        ppid: 1,
+        uid: 1000,
+        gid: 1000,
+        state: b'R',
+        threads: 2,
+        cpu_user_ns: 3_000_000_000,
+        cpu_system_ns: 1_000_000_000,
+        memory_rss_bytes: 8192,
+        memory_virtual_bytes: 65536,
+        open_fds: Some(9),
+        sockets: Some(1),
+        executable_name: "postgres".into(),
+        command_line: "postgres -D /data".into(),
+        user_name: "alice".into(),
+        group_name: "alice".into(),
+    });
+    assert!(sh.send(1, vec![process]));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        rx.received.lock().unwrap().metric_count,
+        0,
+        "a metric record alone waits for the batch delay"
+    );
+    let t = std::time::Instant::now();
+    assert!(sh.send(2, vec![log(7)]));
+    let (got, _) = rx.wait_ids(&ids(7..8), Duration::from_secs(3));
+    assert!(got.contains(&7));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the event waited {:?}",
+        t.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while rx.received.lock().unwrap().metric_count < 8 {
+        assert!(std::time::Instant::now() < deadline, "metrics left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = rx.received.lock().unwrap();
+    let names: BTreeSet<&str> = r.metrics.iter().map(|m| m.metric.name.as_str()).collect();
+    for n in [
+        "process.cpu.time",
+        "process.memory.usage",
+        "process.memory.virtual",
+        "process.thread.count",
+        "process.uptime",
+        "process.open_file_descriptor.count",
+        "process.linux.socket.count",
+    ] {
+        assert!(names.contains(n), "{n} missing: {names:?}");
+    }
+    let res = &r.metrics[0].resource;
+    assert_eq!(res["process.pid"], "4242");
+    assert_eq!(res["process.owner"], "alice");
+    assert_eq!(res["process.command_line"], "postgres -D /data");
+    assert_eq!(res["process.linux.state"], "R");
+    assert_eq!(res["service.name"], "vigil");
+    drop(r);
+    sh.shutdown();
+}

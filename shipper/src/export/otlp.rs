@@ -2,7 +2,9 @@
 //! `/v1/logs` (ExportLogsServiceRequest), gzip when configured.
 //!
 //! Batching: a batch is sent when `max_batch_records` journal records are waiting or the
-//! oldest waiting one is `max_batch_delay_ms` old. Outcome of a request:
+//! oldest waiting one is `max_batch_delay_ms` old, or at once when a log record (a kernel
+//! event) is among them ([`OtlpExporter::urge`]): metrics wait to share a request, events do
+//! not wait. Outcome of a request:
 //! - 2xx: shipped; once every request of the batch is done the journal position advances;
 //! - 408, 429, 5xx, connection errors, timeouts: retried with exponential backoff and full
 //!   jitter, or after `Retry-After` when the server gives one;
@@ -73,6 +75,8 @@ pub struct OtlpExporter {
     backoff: Backoff,
     retry_at: Option<Instant>,
     pending_since: Option<Instant>,
+    /// A log record was journaled since the last batch was taken: send without waiting.
+    urgent: bool,
     failing: bool,
     /// Latest export error, for warnings and tests.
     pub last_error: Option<String>,
@@ -96,9 +100,15 @@ impl OtlpExporter {
             backoff,
             retry_at: None,
             pending_since: None,
+            urgent: false,
             failing: false,
             last_error: None,
         })
+    }
+
+    /// Records that should not wait for `max_batch_delay_ms` were journaled (kernel events).
+    pub fn urge(&mut self) {
+        self.urgent = true;
     }
 
     /// The connection to watch for readability while a request is in flight.
@@ -146,9 +156,11 @@ impl OtlpExporter {
                 }
                 let since = *self.pending_since.get_or_insert(now);
                 let due = since + crate::config_ms(self.cfg.max_batch_delay_ms);
-                if (waiting as usize) < self.cfg.max_batch_records.max(1) && now < due {
+                if !self.urgent && (waiting as usize) < self.cfg.max_batch_records.max(1) && now < due
+                {
                     return Some(due);
                 }
+                self.urgent = false;
                 match j.read(from, self.cfg.max_batch_records.max(1), MAX_READ_BYTES) {
                     Ok(b) => {
                         self.pending_since = (b.next < j.next_seq()).then_some(now);
