@@ -76,7 +76,12 @@ fn rootless_start_sandboxes_itself() {
     }
     // Capless features: fd counts (st_size of /proc/PID/fd) and namespace counters
     // (/proc/PID/net/dev) need no privilege at all.
-    for f in ["process_metrics", "host_metrics", "process_fds", "netns_metrics"] {
+    for f in [
+        "process_metrics",
+        "host_metrics",
+        "process_fds",
+        "netns_metrics",
+    ] {
         assert!(on(f), "{f} needs no privilege");
     }
     // Started by nobody with `--user nobody`: nobody to switch to.
