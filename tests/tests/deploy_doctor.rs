@@ -1,7 +1,9 @@
 //! The deployment files grant exactly what `vigil doctor --emit k8s|systemd|setcap` says the
-//! configured features need: the non-privileged DaemonSet's capability add-list, the systemd
-//! unit's AmbientCapabilities= and CapabilityBoundingSet=, and the setcap line all agree with
-//! the binary (target/debug/vigil, next to this test's deps/ directory).
+//! configured features need: the non-privileged DaemonSet's capability add-list (a root
+//! launch), the systemd unit's AmbientCapabilities= and CapabilityBoundingSet= and its other
+//! launch lines (User=, ExecStart=, InaccessiblePaths=, /dev/kmsg) and the setcap line (an
+//! agent-user launch) all agree with the binary (target/debug/vigil, next to this test's
+//! deps/ directory).
 //!
 //! The files are written for a kernel with kernel.dmesg_restrict=1 (the common default), where
 //! kmsg_events needs CAP_SYSLOG; on a host with dmesg_restrict=0 the doctor leaves SYSLOG out,
