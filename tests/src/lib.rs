@@ -544,9 +544,11 @@ pub fn address_family(name: &str) -> u32 {
 /// calls and `socket()` of the listed families, failing everything else with EPERM, then
 /// execs the rest of its command line: what systemd's `SystemCallFilter=`,
 /// `SystemCallErrorNumber=EPERM` and `RestrictAddressFamilies=` install before ExecStart.
+/// With `mdwe` = 1 also what `MemoryDenyWriteExecute=yes` adds (systemd 252 does it with
+/// seccomp): no mmap that is both writable and executable, no mprotect to executable.
 const SECCOMP_EXEC_PY: &str = r#"
 import ctypes, os, sys
-allow_file, families, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+allow_file, families, mdwe, argv = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
 lib.seccomp_init.restype = ctypes.c_void_p
 lib.seccomp_init.argtypes = [ctypes.c_uint32]
@@ -557,18 +559,35 @@ lib.seccomp_load.argtypes = [ctypes.c_void_p]
 class Cmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
                 ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
-ALLOW, EPERM, EQ = 0x7fff0000, 0x00050000 | 1, 4
+ALLOW, EPERM, EQ, MASKED_EQ = 0x7fff0000, 0x00050000 | 1, 4, 7
+PROT_WRITE, PROT_EXEC = 2, 4
 ctx = lib.seccomp_init(EPERM)
 assert ctx, "seccomp_init"
-socket_nr = lib.seccomp_syscall_resolve_name(b"socket")
+nr_of = lambda n: lib.seccomp_syscall_resolve_name(n)
+def allow_if(nr, arg, op, a, b=0):
+    cmp = Cmp(arg, op, a, b)
+    assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 1, ctypes.byref(cmp)) == 0, nr
+special = {nr_of(b"socket")}
+if mdwe:
+    special |= {nr_of(b"mmap"), nr_of(b"mprotect"), nr_of(b"pkey_mprotect")}
+allowed = set()
 for name in open(allow_file).read().split():
-    nr = lib.seccomp_syscall_resolve_name(name.encode())
-    if nr < 0 or nr == socket_nr:
-        continue  # not a syscall of this architecture / socket() below
-    assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 0, None) == 0, name
+    nr = nr_of(name.encode())
+    if nr < 0:
+        continue  # not a syscall of this architecture
+    allowed.add(nr)
+    if nr not in special:
+        assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 0, None) == 0, name
 for fam in families.split(","):
-    cmp = Cmp(0, EQ, int(fam), 0)
-    assert lib.seccomp_rule_add_array(ctx, ALLOW, socket_nr, 1, ctypes.byref(cmp)) == 0, fam
+    allow_if(nr_of(b"socket"), 0, EQ, int(fam))
+if mdwe:
+    # prot is argument 2 of all three: allowed unless writable+executable (mmap) or
+    # executable (mprotect, pkey_mprotect).
+    allow_if(nr_of(b"mmap"), 2, MASKED_EQ, PROT_EXEC, 0)
+    allow_if(nr_of(b"mmap"), 2, MASKED_EQ, PROT_WRITE, 0)
+    for n in (b"mprotect", b"pkey_mprotect"):
+        if nr_of(n) in allowed:
+            allow_if(nr_of(n), 2, MASKED_EQ, PROT_EXEC, 0)
 assert lib.seccomp_load(ctx) == 0, "seccomp_load (NoNewPrivs set?)"
 os.execv(argv[0], argv)
 "#;
@@ -578,7 +597,7 @@ os.execv(argv[0], argv)
 /// `User=`/`Group=` with supplementary groups, with exactly its `AmbientCapabilities=` as
 /// inheritable+ambient and its `CapabilityBoundingSet=` as bounding set (both minus
 /// `without`, e.g. `["CAP_NET_RAW"]`), its `SecureBits=`, `NoNewPrivileges=`, and its
-/// syscall and address-family filters. The mount-namespace settings (ProtectSystem=,
+/// syscall, address-family and `MemoryDenyWriteExecute=` filters. The mount-namespace settings (ProtectSystem=,
 /// InaccessiblePaths=, PrivateDevices=, ...) are not emulated. `dir` receives the filter
 /// files and must be readable by the unit's user.
 pub fn systemd_unit_wrapper(unit_text: &str, without: &[&str], dir: &Path) -> Vec<String> {
@@ -644,12 +663,14 @@ pub fn systemd_unit_wrapper(unit_text: &str, without: &[&str], dir: &Path) -> Ve
     for p in [&allow_file, &script] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
+    let mdwe = unit_directive(unit_text, "MemoryDenyWriteExecute") == ["yes"];
     w.extend([
         // The system interpreter: a user's pyenv shim is not reachable for the unit's user.
         "/usr/bin/python3".into(),
         script.display().to_string(),
         allow_file.display().to_string(),
         families.join(","),
+        if mdwe { "1" } else { "0" }.into(),
     ]);
     w
 }

@@ -2,7 +2,8 @@
 //! harness's `systemd_unit_wrapper` reads the unit and starts the agent the way systemd would
 //! start its ExecStart — as `User=vigil`/`Group=vigil` with exactly the unit's
 //! `AmbientCapabilities=` and `CapabilityBoundingSet=`, its `SecureBits=`, NoNewPrivs, its
-//! `SystemCallFilter=` (EPERM) and `RestrictAddressFamilies=` as a seccomp filter — with the
+//! `SystemCallFilter=` (EPERM), `RestrictAddressFamilies=` and `MemoryDenyWriteExecute=` as a
+//! seccomp filter — with the
 //! unit's ExecStart flags (own runtime dir). What the unit leaves to systemd's mount
 //! namespace (ProtectSystem=, InaccessiblePaths=, PrivateDevices=) is not emulated.
 //!
