@@ -30,18 +30,21 @@ IMAGE = f"vigil:{VERSION}"  # push deploy/container's image to your registry and
 # this list with the binary's output.
 NON_PRIVILEGED_ADD = [
     ("CHOWN", "supervisor: hands the runtime/journal directory to the agent user"),
-    ("DAC_READ_SEARCH", "privhelper: lists /proc/PID/fd of other users' processes (fd counts)"),
     ("KILL", "supervisor: signals children that run as the agent user"),
     ("SETGID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETUID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETPCAP", "supervisor: trims the children's bounding and ambient sets"),
     ("NET_RAW", "privhelper: AF_PACKET socket for the flow socket filter"),
-    ("SYS_PTRACE", "privhelper: reads other users' fd links (socket counts); setns target check"),
-    ("SYS_ADMIN", "supervisor: mount namespace + pivot_root (virtual root); privhelper: setns"),
+    ("SYS_ADMIN", "supervisor only: mount namespace + pivot_root for the read-only host view (virtual root)"),
     ("SYSLOG", "privhelper: /dev/kmsg with kernel.dmesg_restrict=1"),
     ("PERFMON", "privhelper: raw tracepoints (exec/exit) and packet access in BPF"),
     ("BPF", "privhelper: loads the BPF programs and maps; no bpffs, nothing pinned"),
 ]
+# Not needed by the default features: fd counts are the st_size of /proc/PID/fd (Linux >= 6.2)
+# and container network counters come from /proc/PID/net/dev. DAC_READ_SEARCH: fd counts on
+# kernels before 6.2 and, with SYS_PTRACE, the opt-in process_sockets; SYS_PTRACE (and
+# SYS_ADMIN for the privhelper): netns_source = "setns". `vigil doctor --emit k8s` lists them
+# when the kernel or the config asks.
 # Capabilities granted beyond `vigil doctor --emit k8s` (tests/tests/deploy_doctor.rs).
 BEYOND_DOCTOR = []
 
@@ -97,7 +100,7 @@ def skips(mode):
         ("CKV_K8S_40", "runAsUser 0: see CKV_K8S_23; the long-running collector and shipper drop to the agent user"),
         ("CKV_K8S_43", "the image is built locally (deploy/container); pin its digest when you push it"),
         ("CKV_K8S_37", "the supervisor and privhelper need the listed capabilities; everything else is dropped"),
-        ("CKV_K8S_39", "SYS_ADMIN: mount namespace + pivot_root for the read-only host view, setns into container network namespaces"),
+        ("CKV_K8S_39", "SYS_ADMIN: the supervisor's mount namespace + pivot_root for the read-only host view; the children never hold it"),
         ("CKV_K8S_25", "capabilities are added: the minimal add-list of vigil doctor --emit k8s, all others dropped"),
         ("CKV2_K8S_6", "no NetworkPolicy: a hostNetwork pod is not selected by NetworkPolicies; the shipper's Landlock ruleset allows TCP connect to the backend port only"),
         ("CKV_K8S_28", "NET_RAW: the flow socket filter needs an AF_PACKET socket (privhelper only)"),
@@ -311,8 +314,8 @@ metadata:
     spec:
       serviceAccountName: vigil
       automountServiceAccountToken: false
-      # Host PID namespace: /proc shows the host's processes (process metrics, /proc/PID/fd via
-      # the privhelper, container network namespaces through /proc/PID/ns/net).
+      # Host PID namespace: /proc shows the host's processes (process metrics, fd counts from
+      # /proc/PID/fd, container network counters from /proc/PID/net/dev).
       hostPID: true  # checkov CKV_K8S_17 skipped (annotation)
       # Host network namespace: host interface counters, the flow socket filter sees the
       # node's traffic, and 127.0.0.1 reaches a node-local collector.

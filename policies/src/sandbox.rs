@@ -77,10 +77,13 @@ pub fn apply(
             caps::drop(None, CapSet::Bounding, *c).map_err(caps_err("drop bounding"))?;
         }
     } else {
-        // Rootless or a capability list without SETPCAP: the bounding set stays as inherited.
-        // Nothing is gained by it: permitted/effective are set below and NoNewPrivs stops exec
-        // from adding any.
-        tracing::warn!(%role, "no CAP_SETPCAP: bounding set left as inherited");
+        // No CAP_SETPCAP (started as the agent user with the unit's CapabilityBoundingSet=,
+        // rootless, or an add list without it): the bounding set stays as inherited. It is
+        // inert here: below, inheritable and ambient are emptied, permitted is `keep`, and
+        // NoNewPrivs caps whatever an exec could compute at the permitted set we already
+        // have. The supervisor says so once at start (not every child at every restart), and
+        // `vigil status` shows each process's CapBnd.
+        tracing::debug!(%role, "no CAP_SETPCAP: bounding set left as inherited");
     }
 
     // 2. Identity. Keep the permitted set across setresuid only if something must be kept.

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use caps::Capability;
 use vigil_ipc_proto::AgentConfig;
 use vigil_policies::features::{
     self, Evaluation, FEATURES, KernelFacts, Launch, names, render_k8s, render_setcap,
@@ -10,8 +11,43 @@ use vigil_policies::features::{
 };
 
 use crate::cli::Emit;
+use crate::rootfs;
 
 pub const BINARY: &str = "/usr/local/bin/vigil";
+
+/// Where the unit keeps the journal and the status socket (systemd's `RuntimeDirectory=vigil`).
+pub const SYSTEMD_RUNTIME_DIR: &str = "/run/vigil";
+
+/// What the read-only mount mode hides, as systemd `InaccessiblePaths=` entries (`-`: a path
+/// this host lacks is fine): the same list the supervisor's own view prunes.
+pub fn inaccessible_paths() -> String {
+    rootfs::PRUNE_DIRS
+        .iter()
+        .chain(rootfs::PRUNE_FILES_KNOWN)
+        .map(|p| format!("-/{p}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The launch-dependent lines of a systemd unit that starts the supervisor as the agent user
+/// holding only the features' capabilities (deploy/systemd/vigil.service has them verbatim):
+/// systemd builds the read-only view (so `--no-remount-root`), and /dev/kmsg is reachable only
+/// when kernel events are configured.
+pub fn systemd_block(cfg: &AgentConfig, caps: &[Capability]) -> String {
+    let mut s = format!("User={}\n", cfg.user);
+    s.push_str(&render_systemd(caps));
+    s.push_str(&format!(
+        "ExecStart={BINARY} run --user {} --no-remount-root --runtime-dir {SYSTEMD_RUNTIME_DIR}\n",
+        cfg.user
+    ));
+    s.push_str(&format!("InaccessiblePaths={}\n", inaccessible_paths()));
+    if features::configured(cfg, "kmsg_events") {
+        s.push_str("ProtectKernelLogs=no\nDeviceAllow=/dev/kmsg r\n");
+    } else {
+        s.push_str("ProtectKernelLogs=yes\n");
+    }
+    s
+}
 
 fn opt(v: Option<i32>) -> String {
     v.map_or("unknown".into(), |v| v.to_string())
@@ -24,7 +60,7 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     let agent = required_caps(cfg, facts, Launch::AgentUser);
     match emit {
         Emit::Setcap => return render_setcap(&agent, BINARY) + "\n",
-        Emit::Systemd => return render_systemd(&agent),
+        Emit::Systemd => return systemd_block(cfg, &agent),
         Emit::K8s => return render_k8s(&root),
         Emit::Text => {}
     }
@@ -111,9 +147,53 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     );
     let _ = writeln!(
         s,
-        "\n# systemd unit ([Service], User=the agent user)\n{}",
-        render_systemd(&agent)
+        "\n# systemd unit ([Service], started as the agent user)\n{}",
+        systemd_block(cfg, &agent)
     );
     let _ = writeln!(s, "# Kubernetes container\n{}", render_k8s(&root));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caps::Capability::*;
+
+    #[test]
+    fn systemd_block_follows_the_config() {
+        let cfg = AgentConfig {
+            user: "vigil".into(),
+            ..AgentConfig::default()
+        };
+        let b = systemd_block(&cfg, &[CAP_NET_RAW, CAP_BPF]);
+        let lines: Vec<&str> = b.lines().collect();
+        assert_eq!(lines[0], "User=vigil");
+        assert!(lines.contains(&"AmbientCapabilities=CAP_NET_RAW CAP_BPF"));
+        assert!(lines.contains(&"CapabilityBoundingSet=CAP_NET_RAW CAP_BPF"));
+        assert!(lines.contains(
+            &"ExecStart=/usr/local/bin/vigil run --user vigil --no-remount-root --runtime-dir /run/vigil"
+        ));
+        let ip = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("InaccessiblePaths="))
+            .unwrap();
+        for p in [
+            "-/boot",
+            "-/root",
+            "-/home",
+            "-/srv",
+            "-/vmlinuz",
+            "-/initrd.img",
+        ] {
+            assert!(ip.split(' ').any(|x| x == p), "{p} in {ip}");
+        }
+        assert!(lines.contains(&"DeviceAllow=/dev/kmsg r"));
+        assert!(lines.contains(&"ProtectKernelLogs=no"));
+        let mut quiet = cfg.clone();
+        quiet.collector.kmsg = false;
+        quiet.user = "agent".into();
+        let b = systemd_block(&quiet, &[]);
+        assert!(b.starts_with("User=agent\n") && b.contains("--user agent "));
+        assert!(b.contains("ProtectKernelLogs=yes\n") && !b.contains("DeviceAllow"));
+    }
 }

@@ -6,6 +6,7 @@ mod config;
 mod dirs;
 mod doctor;
 mod error;
+mod launch;
 mod plan;
 mod rootfs;
 mod rootless;
@@ -85,7 +86,18 @@ fn main() {
             match config::load(&config, &env) {
                 Ok(cfg) => {
                     let facts = KernelFacts::probe();
-                    let eval = features::evaluate(&cfg, &features::held_capabilities(), &facts);
+                    let held = features::held_capabilities();
+                    let mut eval = features::evaluate(&cfg, &held, &facts);
+                    // Run by the agent user itself, the table says what `vigil run` would.
+                    if let Ok(u) = users::lookup(Path::new(&cfg.host_root), &cfg.user) {
+                        let l = launch::Launch::detect(
+                            nix::unistd::geteuid().as_raw(),
+                            nix::unistd::getuid().as_raw(),
+                            !held.is_empty(),
+                            u.uid,
+                        );
+                        launch::adjust(&mut eval, l);
+                    }
                     print!("{}", doctor::render(&cfg, &facts, &eval, emit));
                     0
                 }
@@ -139,13 +151,22 @@ fn hostname(cfg: &AgentConfig) -> String {
 
 fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let mut cfg = config::load(args, &env)?;
-    let rootless = !nix::unistd::geteuid().is_root();
-    if rootless && args.runtime_dir.is_none() && env("VIGIL_RUNTIME_DIR").is_none() {
+    let held = features::held_capabilities();
+    let host_root = PathBuf::from(&cfg.host_root);
+    let user = users::lookup(&host_root, &cfg.user)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let launch = launch::Launch::detect(
+        euid,
+        nix::unistd::getuid().as_raw(),
+        !held.is_empty(),
+        user.uid,
+    );
+    if launch.rootless && args.runtime_dir.is_none() && env("VIGIL_RUNTIME_DIR").is_none() {
         cfg.runtime_dir = rootless::default_runtime_dir();
     }
     let facts = KernelFacts::probe();
-    let held = features::held_capabilities();
-    let eval = features::evaluate(&cfg, &held, &facts);
+    let mut eval = features::evaluate(&cfg, &held, &facts);
+    launch::adjust(&mut eval, launch);
     if let Some(w) = eval.warning() {
         if cfg.enforce_sys_caps {
             return Err(Error::Enforced(format!(
@@ -159,21 +180,21 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
             )));
         }
         warn!("{w}");
+        info!(
+            "the configured features need, started this way: {}",
+            names(&features::required_caps(&cfg, &facts, launch.policy()))
+        );
     }
 
-    let host_root = PathBuf::from(&cfg.host_root);
-    let user = users::lookup(&host_root, &cfg.user)?;
-    let switch_user = !rootless && cfg.non_root_mode && eval.is_enabled("user_switch");
-    if !rootless && !switch_user {
-        let why = if !cfg.non_root_mode {
-            "non-root mode is off".to_string()
-        } else {
-            "CAP_SETUID/CAP_SETGID are missing (feature user_switch)".to_string()
-        };
-        warn!(
-            "collector, shipper and privhelper run as root (uid 0) instead of {}: {why}; they still drop every capability they do not need",
-            cfg.user
-        );
+    // Already the agent user: nobody to switch, and the journal dir is ours anyway.
+    let switch_user = !launch.rootless
+        && !launch.agent_user
+        && cfg.non_root_mode
+        && eval.is_enabled("user_switch");
+    if let Some(w) =
+        launch::identity_warning(launch, switch_user, cfg.non_root_mode, euid, &cfg.user)
+    {
+        warn!("{w}");
     }
     let journal = PathBuf::from(plan::journal_dir(&cfg));
     let rt = dirs::prepare(&cfg, &journal, switch_user.then_some(&user))?;
@@ -188,7 +209,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     // The trimmed virtual root.
     let mut virtual_root = false;
     let want_root = !cfg.no_remount_root;
-    if want_root && rootless {
+    if want_root && launch.rootless {
         match rootless::enter_user_namespace()
             .and_then(|_| rootfs::unshare_mount_ns())
             .and_then(|_| build_root(&cfg, &host_root, &rt))
@@ -204,8 +225,19 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         warn!(
             "no CAP_SYS_ADMIN: not remounting the host root read-only (NO_REMOUNT_ROOT); Landlock still confines the children"
         );
+    } else if launch.agent_user {
+        info!(
+            "no_remount_root set: the host view is the one the service manager built (ProtectSystem=, InaccessiblePaths=); Landlock still confines the children"
+        );
     } else {
         info!("no_remount_root set: using the host root as it is (NO_REMOUNT_ROOT)");
+    }
+    // What the children inherit is decided now (a rootless user namespace gave us new sets).
+    let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
+    match launch::bounding_note(launch, &features::held_capabilities(), &bounding) {
+        Some((true, note)) => warn!("{note}"),
+        Some((false, note)) => info!("{note}"),
+        None => {}
     }
     info!(
         mode = cfg.mount_mode.as_str(),
@@ -228,7 +260,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let mut states = eval.states();
     if let Some(f) = states.iter_mut().find(|f| f.name == "virtual_root") {
         f.enabled = virtual_root;
-        if virtual_root && rootless {
+        if virtual_root && launch.rootless {
             f.reason = "in a user namespace (rootless)".into();
         }
     }

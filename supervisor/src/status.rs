@@ -25,7 +25,8 @@ pub struct StatusContext {
     pub non_root_mode: bool,
     pub user: String,
     pub features: Vec<FeatureState>,
-    /// Peers with this uid may ask (root, or the invoking user when rootless).
+    /// Besides root, peers with this uid may ask: the supervisor's own (the agent user when
+    /// it was started as that user, the invoking user when rootless).
     pub allowed_uid: u32,
     /// Status clients refused so far.
     pub refused: u64,
@@ -92,7 +93,7 @@ impl StatusServer {
         ctx: &StatusContext,
     ) -> std::result::Result<(), String> {
         let cred = ch.peer_credentials().map_err(|e| e.to_string())?;
-        if cred.uid() != 0 && cred.uid() != ctx.allowed_uid {
+        if !peer_allowed(cred.uid(), ctx.allowed_uid) {
             return Err(format!("uid {} may not read the status", cred.uid()));
         }
         ch.set_read_timeout(Some(Duration::from_secs(2)))
@@ -107,6 +108,12 @@ impl StatusServer {
             }
         }
     }
+}
+
+/// Whether a status client with this uid (SO_PEERCRED, as our user namespace sees it) may read
+/// the report: root, or the uid the supervisor runs as.
+pub fn peer_allowed(peer_uid: u32, allowed_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == allowed_uid
 }
 
 /// An id as the kernel shows it in our user namespace, translated to the parent namespace
@@ -374,6 +381,19 @@ pub fn print_report(r: &StatusReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_and_the_supervisors_own_uid_may_ask() {
+        // Supervisor started as root.
+        assert!(peer_allowed(0, 0));
+        assert!(!peer_allowed(999, 0));
+        // Supervisor started as the agent user (systemd User=vigil): root and vigil.
+        assert!(peer_allowed(0, 999));
+        assert!(peer_allowed(999, 999));
+        assert!(!peer_allowed(1000, 999));
+        // The overflow uid (an unmapped peer seen from a user namespace) is nobody special.
+        assert!(!peer_allowed(65534, 0));
+    }
 
     #[test]
     fn ids_are_translated_to_the_parent_namespace() {

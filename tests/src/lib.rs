@@ -457,3 +457,220 @@ pub fn sh(cmd: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Values of every `KEY=` assignment of a systemd unit's text, in order (comments skipped).
+pub fn unit_directive(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with(';'))
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
+/// The system calls of one `systemd-analyze syscall-filter` group, nested groups expanded.
+pub fn syscall_group(group: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager", group])
+        .output()
+        .expect("systemd-analyze missing: apt-get install systemd (deploy/ci-deps.sh)");
+    assert!(
+        out.status.success(),
+        "systemd-analyze syscall-filter {group}"
+    );
+    let mut set = std::collections::BTreeSet::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let name = t.split_whitespace().next().unwrap_or_default();
+        if name.starts_with('@') {
+            set.extend(syscall_group(name));
+        } else {
+            set.insert(name.to_string());
+        }
+    }
+    assert!(!set.is_empty(), "empty syscall group {group}");
+    set
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines allow, composed as systemd does: the
+/// first line is the allow list (this helper refuses a deny-list unit), later lines add
+/// (plain) or remove (`~`) names and groups.
+pub fn unit_syscall_allowlist(text: &str) -> std::collections::BTreeSet<String> {
+    let lines = unit_directive(text, "SystemCallFilter");
+    assert!(
+        lines.first().is_some_and(|l| !l.starts_with('~')),
+        "the unit's first SystemCallFilter= must be an allow list: {lines:?}"
+    );
+    let mut allowed = std::collections::BTreeSet::new();
+    for l in &lines {
+        let (deny, list) = match l.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, l.as_str()),
+        };
+        for item in list.split_whitespace() {
+            let names = if item.starts_with('@') {
+                syscall_group(item)
+            } else {
+                std::iter::once(item.to_string()).collect()
+            };
+            for n in names {
+                if deny {
+                    allowed.remove(&n);
+                } else {
+                    allowed.insert(n);
+                }
+            }
+        }
+    }
+    allowed
+}
+
+/// Address family numbers (linux/socket.h) of `RestrictAddressFamilies=` names.
+pub fn address_family(name: &str) -> u32 {
+    match name {
+        "AF_UNIX" => 1,
+        "AF_INET" => 2,
+        "AF_INET6" => 10,
+        "AF_NETLINK" => 16,
+        "AF_PACKET" => 17,
+        other => panic!("address family {other} not known to the harness"),
+    }
+}
+
+/// Loads a seccomp filter (libseccomp through ctypes) that allows exactly the listed system
+/// calls and `socket()` of the listed families, failing everything else with EPERM, then
+/// execs the rest of its command line: what systemd's `SystemCallFilter=`,
+/// `SystemCallErrorNumber=EPERM` and `RestrictAddressFamilies=` install before ExecStart.
+/// With `mdwe` = 1 also what `MemoryDenyWriteExecute=yes` adds (systemd 252 does it with
+/// seccomp): no mmap that is both writable and executable, no mprotect to executable.
+const SECCOMP_EXEC_PY: &str = r#"
+import ctypes, os, sys
+allow_file, families, mdwe, argv = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
+lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+lib.seccomp_init.restype = ctypes.c_void_p
+lib.seccomp_init.argtypes = [ctypes.c_uint32]
+lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                       ctypes.c_uint, ctypes.c_void_p]
+lib.seccomp_load.argtypes = [ctypes.c_void_p]
+class Cmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+ALLOW, EPERM, EQ, MASKED_EQ = 0x7fff0000, 0x00050000 | 1, 4, 7
+PROT_WRITE, PROT_EXEC = 2, 4
+ctx = lib.seccomp_init(EPERM)
+assert ctx, "seccomp_init"
+nr_of = lambda n: lib.seccomp_syscall_resolve_name(n)
+def allow_if(nr, arg, op, a, b=0):
+    cmp = Cmp(arg, op, a, b)
+    assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 1, ctypes.byref(cmp)) == 0, nr
+special = {nr_of(b"socket")}
+if mdwe:
+    special |= {nr_of(b"mmap"), nr_of(b"mprotect"), nr_of(b"pkey_mprotect")}
+allowed = set()
+for name in open(allow_file).read().split():
+    nr = nr_of(name.encode())
+    if nr < 0:
+        continue  # not a syscall of this architecture
+    allowed.add(nr)
+    if nr not in special:
+        assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 0, None) == 0, name
+for fam in families.split(","):
+    allow_if(nr_of(b"socket"), 0, EQ, int(fam))
+if mdwe:
+    # prot is argument 2 of all three: allowed unless writable+executable (mmap) or
+    # executable (mprotect, pkey_mprotect).
+    allow_if(nr_of(b"mmap"), 2, MASKED_EQ, PROT_EXEC, 0)
+    allow_if(nr_of(b"mmap"), 2, MASKED_EQ, PROT_WRITE, 0)
+    for n in (b"mprotect", b"pkey_mprotect"):
+        if nr_of(n) in allowed:
+            allow_if(nr_of(n), 2, MASKED_EQ, PROT_EXEC, 0)
+assert lib.seccomp_load(ctx) == 0, "seccomp_load (NoNewPrivs set?)"
+os.execv(argv[0], argv)
+"#;
+
+/// A wrapper (for [`AgentBuilder::wrapper`]) that starts a program the way systemd starts
+/// `unit`'s ExecStart, at the process level (there is no systemd PID 1 to ask): as its
+/// `User=`/`Group=` with supplementary groups, with exactly its `AmbientCapabilities=` as
+/// inheritable+ambient and its `CapabilityBoundingSet=` as bounding set (both minus
+/// `without`, e.g. `["CAP_NET_RAW"]`), its `SecureBits=`, `NoNewPrivileges=`, and its
+/// syscall, address-family and `MemoryDenyWriteExecute=` filters. The mount-namespace settings (ProtectSystem=,
+/// InaccessiblePaths=, PrivateDevices=, ...) are not emulated. `dir` receives the filter
+/// files and must be readable by the unit's user.
+pub fn systemd_unit_wrapper(unit_text: &str, without: &[&str], dir: &Path) -> Vec<String> {
+    let one = |key: &str| -> String {
+        let v = unit_directive(unit_text, key);
+        assert_eq!(v.len(), 1, "expected one {key}= in the unit: {v:?}");
+        v[0].clone()
+    };
+    let caps = |key: &str| -> String {
+        let mut s = String::from("-all");
+        for c in one(key).split_whitespace() {
+            if !without.contains(&c) {
+                s.push_str(&format!(
+                    ",+{}",
+                    c.to_lowercase().trim_start_matches("cap_")
+                ));
+            }
+        }
+        s
+    };
+    let user = one("User");
+    let group = one("Group");
+    let mut w: Vec<String> = vec![
+        "setpriv".into(),
+        format!("--reuid={user}"),
+        format!("--regid={group}"),
+        "--init-groups".into(),
+        format!("--inh-caps={}", caps("AmbientCapabilities")),
+        format!("--ambient-caps={}", caps("AmbientCapabilities")),
+        format!("--bounding-set={}", caps("CapabilityBoundingSet")),
+    ];
+    let bits: Vec<String> = unit_directive(unit_text, "SecureBits")
+        .iter()
+        .flat_map(|l| {
+            l.split_whitespace()
+                .map(|b| format!("+{}", b.replace('-', "_")))
+        })
+        .collect();
+    if !bits.is_empty() {
+        w.push(format!("--securebits={}", bits.join(",")));
+    }
+    if unit_directive(unit_text, "NoNewPrivileges") == ["yes"] {
+        w.push("--no-new-privs".into());
+    }
+    assert_eq!(
+        unit_directive(unit_text, "SystemCallErrorNumber"),
+        ["EPERM"],
+        "the emulated filter fails calls with EPERM"
+    );
+    let allow = unit_syscall_allowlist(unit_text);
+    let allow_file = dir.join("syscalls.allow");
+    std::fs::write(
+        &allow_file,
+        allow.iter().cloned().collect::<Vec<_>>().join("\n"),
+    )
+    .expect("write syscall list");
+    let families: Vec<String> = one("RestrictAddressFamilies")
+        .split_whitespace()
+        .map(|f| address_family(f).to_string())
+        .collect();
+    let script = dir.join("seccomp-exec.py");
+    std::fs::write(&script, SECCOMP_EXEC_PY).expect("write seccomp loader");
+    for p in [&allow_file, &script] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let mdwe = unit_directive(unit_text, "MemoryDenyWriteExecute") == ["yes"];
+    w.extend([
+        // The system interpreter: a user's pyenv shim is not reachable for the unit's user.
+        "/usr/bin/python3".into(),
+        script.display().to_string(),
+        allow_file.display().to_string(),
+        families.join(","),
+        if mdwe { "1" } else { "0" }.into(),
+    ]);
+    w
+}

@@ -59,13 +59,24 @@ fn without_sys_admin_no_remount_and_keep_going() {
     let r = agent.wait_ready(Duration::from_secs(30));
     assert!(!r.virtual_root);
     assert!(!feature(&r, "virtual_root"));
-    // Namespace counters come from /proc/PID/net/dev: no SYS_ADMIN needed.
+    // Namespace counters come from /proc/PID/net/dev (netns_source = "proc"): no SYS_ADMIN.
     assert!(feature(&r, "netns_metrics"));
     assert!(feature(&r, "process_metrics"));
     agent
         .stderr
         .wait_for(Duration::from_secs(5), |l| l.contains("NO_REMOUNT_ROOT"))
         .expect("says it does not remount");
+    // The one missing-capabilities warning names exactly the view.
+    let warn = agent
+        .stderr
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains("required system capabilities not present")
+        })
+        .expect("one warning");
+    assert!(
+        warn.contains("virtual_root (needs CAP_SYS_ADMIN)") && !warn.contains("netns"),
+        "{warn}"
+    );
     // No new mount namespace; the children are still fully sandboxed otherwise.
     let col = pid_of(&r, Role::Collector);
     assert_eq!(ns_of(col, "mnt"), ns_of(std::process::id(), "mnt"));
@@ -125,7 +136,7 @@ fn non_root_mode_false_keeps_children_root() {
 #[test]
 fn enforce_sys_caps_fails_naming_the_missing_ones() {
     let mut agent = Agent::builder()
-        .wrapper(capsh_drop("cap_syslog,cap_net_raw"))
+        .wrapper(capsh_drop("cap_syslog,cap_bpf"))
         .args(["--user", "nobody"])
         .env("VIGIL_ENFORCE_SYS_CAPS", "1")
         .start();
@@ -134,7 +145,11 @@ fn enforce_sys_caps_fails_naming_the_missing_ones() {
         .expect("exits at once");
     assert!(!st.success());
     let err = agent.stderr.text();
-    assert!(err.contains("CAP_NET_RAW"), "{err}");
+    assert!(err.contains("CAP_BPF"), "{err}");
+    assert!(
+        err.contains("ebpf_exec") && err.contains("ebpf_flows_socket"),
+        "{err}"
+    );
     if std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict")
         .unwrap()
         .trim()

@@ -71,23 +71,25 @@ fn rootless_start_sandboxes_itself() {
     // Root outside the agent's user namespace is refused.
     assert!(agent.status().is_err());
     let on = |n: &str| r.features.iter().any(|f| f.name == n && f.enabled);
-    for f in [
-        "user_switch",
-        "kmsg_events",
-        "ebpf_exec",
-        "ebpf_flows_socket",
-    ] {
+    for f in ["kmsg_events", "ebpf_exec", "ebpf_flows_socket"] {
         assert!(!on(f), "{f} is off without privileges");
     }
-    // What needs no capability at all stays on (fd counts by stat, /proc/PID/net/dev).
+    // Capless features: fd counts (st_size of /proc/PID/fd) and namespace counters
+    // (/proc/PID/net/dev) need no privilege at all.
     for f in [
         "process_metrics",
         "host_metrics",
         "process_fds",
         "netns_metrics",
     ] {
-        assert!(on(f), "{f} works without privileges");
+        assert!(on(f), "{f} needs no privilege");
     }
+    // Started by nobody with `--user nobody`: nobody to switch to.
+    let us = r.features.iter().find(|f| f.name == "user_switch").unwrap();
+    assert!(
+        us.enabled && us.reason == "already the agent user",
+        "{us:?}"
+    );
     // The warning names what is off and why.
     agent
         .stderr
@@ -95,6 +97,11 @@ fn rootless_start_sandboxes_itself() {
             l.contains("required system capabilities not present") && l.contains("kmsg_events")
         })
         .expect("one warning with features and capabilities");
+    let warned = agent.stderr.text();
+    assert!(
+        !warned.contains("user_switch (needs") && !warned.contains("virtual_root (needs"),
+        "nothing of the supervisor's own is missing when it is the agent user:\n{warned}"
+    );
 
     let sup = proc_status(agent.pid()).unwrap();
     assert_eq!(sup.uids, [65534; 4]);

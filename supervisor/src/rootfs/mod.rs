@@ -9,4 +9,4 @@ mod remount;
 mod resolve;
 
 pub use apply::{apply, unshare_mount_ns};
-pub use plan::{host_entries, plan};
+pub use plan::{PRUNE_DIRS, PRUNE_FILES_KNOWN, host_entries, plan};

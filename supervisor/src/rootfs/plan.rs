@@ -22,6 +22,10 @@ pub const PRUNE_DIRS: &[&str] = &[
 ];
 /// File name prefixes hidden at the top level (kernel images and initramfs).
 pub const PRUNE_FILE_PREFIXES: &[&str] = &["vmlinuz", "initrd", "initramfs"];
+/// The top-level kernel image and initramfs links distributions install (Debian, Ubuntu), for
+/// a service manager that matches no prefixes: `vigil doctor --emit systemd`'s
+/// `InaccessiblePaths=` (the unit lets systemd build the read-only view).
+pub const PRUNE_FILES_KNOWN: &[&str] = &["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"];
 /// What the minimal view contains from the host (the re-executed binary needs the loader
 /// and libraries: /usr, /lib*; user resolution needs /etc).
 pub const MINIMAL_ENTRIES: &[&str] = &["etc", "usr", "bin", "sbin", "lib", "lib32", "lib64", "run"];
@@ -244,6 +248,16 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
+    }
+
+    #[test]
+    fn known_kernel_files_are_what_the_prefixes_prune() {
+        for f in PRUNE_FILES_KNOWN {
+            assert!(
+                PRUNE_FILE_PREFIXES.iter().any(|p| f.starts_with(p)),
+                "{f} would not be pruned by the view itself"
+            );
+        }
     }
 
     #[test]

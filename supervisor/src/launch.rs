@@ -1,0 +1,326 @@
+//! How the supervisor was started, which decides what it must do itself: as uid 0 (plain root
+//! or a container's add list) it builds the view, switches its children to the agent user and
+//! needs CAP_SETUID/SETGID/SYS_ADMIN/SETPCAP/CHOWN/KILL for that; already as the agent user
+//! (systemd `User=` + `AmbientCapabilities=`, or file capabilities) it holds only the
+//! features' capabilities and switches nobody; as an ordinary user with no capability at all
+//! (rootless) it builds its view in a user namespace.
+
+use std::collections::HashSet;
+
+use caps::Capability;
+use vigil_policies::features::{self, Evaluation, names};
+
+/// Reason shown for `user_switch` when no switch is needed.
+pub const ALREADY_AGENT_USER: &str = "already the agent user";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// Effective uid 0, whatever capabilities it holds.
+    pub root: bool,
+    /// Not root and holding no effective capability: only a user namespace gives a view.
+    /// (Not root but holding capabilities is not rootless: a user namespace would turn them
+    /// into namespaced ones that no longer work on the host.)
+    pub rootless: bool,
+    /// Real and effective uid are the configured agent user's: the children are already who
+    /// they must be.
+    pub agent_user: bool,
+}
+
+impl Launch {
+    pub fn detect(euid: u32, uid: u32, holds_caps: bool, agent_uid: u32) -> Launch {
+        let root = euid == 0;
+        Launch {
+            root,
+            rootless: !root && !holds_caps,
+            agent_user: !root && euid == agent_uid && uid == agent_uid,
+        }
+    }
+
+    /// What the feature table's add-list means for this launch.
+    pub fn policy(self) -> features::Launch {
+        if self.agent_user {
+            features::Launch::AgentUser
+        } else {
+            features::Launch::Root
+        }
+    }
+}
+
+/// Fit the feature evaluation to the launch. Started as the agent user, the supervisor needs
+/// neither CAP_SETUID/SETGID (no switch: `user_switch` is satisfied) nor, by itself, a view
+/// (`virtual_root` is the service manager's or, with CAP_SYS_ADMIN, still ours): neither is a
+/// missing capability, so neither appears in the warning or fails `enforce_sys_caps`.
+/// Launched as root nothing changes.
+pub fn adjust(eval: &mut Evaluation, launch: Launch) {
+    if !launch.agent_user {
+        return;
+    }
+    for f in &mut eval.features {
+        match f.name {
+            "user_switch" if f.configured => {
+                f.enabled = true;
+                f.using.clear();
+                f.missing.clear();
+                f.reason = ALREADY_AGENT_USER.into();
+            }
+            "virtual_root" if !f.configured => {
+                f.reason = "no_remount_root: the host view is the service manager's \
+                            (ProtectSystem=, InaccessiblePaths=)"
+                    .into();
+            }
+            "virtual_root" if !f.missing.is_empty() => {
+                f.missing.clear();
+                f.reason = "started as the agent user without CAP_SYS_ADMIN: not remounted \
+                            (NO_REMOUNT_ROOT)"
+                    .into();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Who the children run as when no switch happens, for the one line that says so. `None`
+/// when they run as the agent user (switched, or the supervisor already is that user).
+pub fn identity_warning(
+    launch: Launch,
+    switch_user: bool,
+    non_root_mode: bool,
+    euid: u32,
+    user: &str,
+) -> Option<String> {
+    // Rootless, the invoking user is as unprivileged as the agent user would be; the feature
+    // table and the missing-capabilities warning already say user_switch is off.
+    if switch_user || launch.agent_user || launch.rootless {
+        return None;
+    }
+    let why = if !non_root_mode {
+        "non-root mode is off"
+    } else {
+        "CAP_SETUID/CAP_SETGID are missing (feature user_switch)"
+    };
+    let who = if euid == 0 {
+        "root (uid 0)".to_string()
+    } else {
+        format!("uid {euid}")
+    };
+    Some(format!(
+        "collector, shipper and privhelper run as {who} instead of {user}: {why}; they still drop every capability they do not need"
+    ))
+}
+
+/// Without CAP_SETPCAP the children cannot trim their bounding sets. After their sandbox they
+/// hold empty inheritable and ambient sets, only their own permitted set, and NoNewPrivs, so
+/// exec cannot raise anything from the bounding set: what it still lists is inert (and
+/// `vigil status` shows it as CapBnd). Said once at start instead of by every child:
+/// `Some((true, ..))` is a warning (a root launch, whose add list includes CAP_SETPCAP),
+/// `Some((false, ..))` information (the agent user's bounding set is the one the service
+/// manager set, e.g. the unit's `CapabilityBoundingSet=`; rootless it is the invoking user's).
+pub fn bounding_note(
+    launch: Launch,
+    held: &HashSet<Capability>,
+    bounding: &HashSet<Capability>,
+) -> Option<(bool, String)> {
+    if held.contains(&Capability::CAP_SETPCAP) {
+        return None;
+    }
+    let list = features::sorted(bounding.iter().copied());
+    let shown = if list.is_empty() {
+        "empty".to_string()
+    } else if list.len() > 12 {
+        format!("{} capabilities", list.len())
+    } else {
+        names(&list)
+    };
+    let text = format!(
+        "no CAP_SETPCAP: the children keep the inherited bounding set ({shown}); nothing in it \
+         can be regained (empty inheritable/ambient sets, NoNewPrivs)"
+    );
+    Some((launch.root, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caps::Capability::*;
+    use vigil_ipc_proto::AgentConfig;
+    use vigil_policies::features::{KernelFacts, evaluate, required_caps};
+
+    fn facts() -> KernelFacts {
+        KernelFacts {
+            perf_event_paranoid: Some(2),
+            dmesg_restrict: Some(1),
+            unprivileged_bpf_disabled: Some(2),
+            btf: true,
+            landlock_abi: 6,
+            kmsg: true,
+            cgroup: "v2".into(),
+            unprivileged_userns: Some(true),
+            fd_count_stat: true,
+        }
+    }
+
+    const VIGIL: u32 = 999;
+
+    #[test]
+    fn detects_the_launch() {
+        let root = Launch::detect(0, 0, true, VIGIL);
+        assert_eq!(
+            (root.root, root.rootless, root.agent_user),
+            (true, false, false)
+        );
+        assert_eq!(root.policy(), features::Launch::Root);
+        // Root with every capability dropped is still root, not rootless.
+        assert!(!Launch::detect(0, 0, false, VIGIL).rootless);
+        // systemd User=vigil + AmbientCapabilities=: capabilities are real, no user namespace.
+        let unit = Launch::detect(VIGIL, VIGIL, true, VIGIL);
+        assert_eq!(
+            (unit.root, unit.rootless, unit.agent_user),
+            (false, false, true)
+        );
+        assert_eq!(unit.policy(), features::Launch::AgentUser);
+        // An ordinary user with nothing: rootless.
+        let plain = Launch::detect(1000, 1000, false, VIGIL);
+        assert_eq!((plain.rootless, plain.agent_user), (true, false));
+        // ... and as the agent user itself (e.g. `--user nobody` run by nobody).
+        let same = Launch::detect(1000, 1000, false, 1000);
+        assert_eq!((same.rootless, same.agent_user), (true, true));
+        // Another user with file capabilities: neither rootless nor the agent user.
+        let other = Launch::detect(1000, 1000, true, VIGIL);
+        assert_eq!((other.rootless, other.agent_user), (false, false));
+        // A real uid that differs (setuid-style) is not "already the agent user".
+        assert!(!Launch::detect(VIGIL, 1000, true, VIGIL).agent_user);
+    }
+
+    fn unit_caps() -> HashSet<Capability> {
+        [CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF].into()
+    }
+
+    #[test]
+    fn agent_user_launch_needs_no_switch_and_warns_about_nothing() {
+        let mut cfg = AgentConfig {
+            no_remount_root: true,
+            ..AgentConfig::default()
+        };
+        // Exactly the agent user's add list of the doctor.
+        let held: HashSet<_> = required_caps(&cfg, &facts(), features::Launch::AgentUser)
+            .into_iter()
+            .collect();
+        assert_eq!(held, unit_caps());
+        let launch = Launch::detect(VIGIL, VIGIL, true, VIGIL);
+        let mut ev = evaluate(&cfg, &held, &facts());
+        assert!(ev.warning().unwrap().contains("user_switch"), "before");
+        adjust(&mut ev, launch);
+        assert_eq!(ev.warning(), None, "{:?}", ev.missing());
+        let f = |n: &str| ev.features.iter().find(|f| f.name == n).unwrap().clone();
+        assert!(f("user_switch").enabled);
+        assert_eq!(f("user_switch").reason, ALREADY_AGENT_USER);
+        assert!(!f("virtual_root").enabled);
+        assert!(f("virtual_root").reason.contains("no_remount_root"));
+        for n in [
+            "kmsg_events",
+            "ebpf_exec",
+            "ebpf_flows_socket",
+            "process_metrics",
+        ] {
+            assert!(f(n).enabled, "{n}");
+        }
+        assert_eq!(
+            ev.privhelper_caps(),
+            vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]
+        );
+
+        // One capability fewer: exactly its feature in the warning, nothing of the
+        // supervisor's (SETUID/SETGID, SYS_ADMIN, SETPCAP, CHOWN, KILL).
+        let mut less = held.clone();
+        less.remove(&CAP_NET_RAW);
+        let mut ev = evaluate(&cfg, &less, &facts());
+        adjust(&mut ev, launch);
+        let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(off, vec!["ebpf_flows_socket"]);
+        let w = ev.warning().unwrap();
+        for c in ["SETUID", "SETGID", "SYS_ADMIN", "SETPCAP", "CHOWN", "KILL"] {
+            assert!(!w.contains(c), "{w}");
+        }
+
+        // Without no_remount_root and without CAP_SYS_ADMIN: no view, but not "missing".
+        cfg.no_remount_root = false;
+        let mut ev = evaluate(&cfg, &held, &facts());
+        adjust(&mut ev, launch);
+        assert_eq!(ev.warning(), None);
+        assert!(!ev.is_enabled("virtual_root"));
+        // With it the supervisor may still build its own view.
+        let mut more = held.clone();
+        more.insert(CAP_SYS_ADMIN);
+        let mut ev = evaluate(&cfg, &more, &facts());
+        adjust(&mut ev, launch);
+        assert!(ev.is_enabled("virtual_root"));
+    }
+
+    #[test]
+    fn root_launch_is_left_as_it_was() {
+        let cfg = AgentConfig::default();
+        let launch = Launch::detect(0, 0, true, VIGIL);
+        for held in [HashSet::new(), unit_caps(), caps::all()] {
+            let before = evaluate(&cfg, &held, &facts());
+            let mut after = before.clone();
+            adjust(&mut after, launch);
+            assert_eq!(before, after);
+        }
+        // non_root_mode off as the agent user: user_switch stays "disabled in config".
+        let cfg = AgentConfig {
+            non_root_mode: false,
+            ..AgentConfig::default()
+        };
+        let mut ev = evaluate(&cfg, &unit_caps(), &facts());
+        adjust(&mut ev, Launch::detect(VIGIL, VIGIL, true, VIGIL));
+        assert!(!ev.is_enabled("user_switch"));
+    }
+
+    #[test]
+    fn identity_warning_only_when_children_end_up_root_or_foreign() {
+        let root = Launch::detect(0, 0, true, VIGIL);
+        assert_eq!(identity_warning(root, true, true, 0, "vigil"), None);
+        let w = identity_warning(root, false, true, 0, "vigil").unwrap();
+        assert!(
+            w.contains("root (uid 0)") && w.contains("CAP_SETUID"),
+            "{w}"
+        );
+        let w = identity_warning(root, false, false, 0, "vigil").unwrap();
+        assert!(w.contains("non-root mode is off"), "{w}");
+        let unit = Launch::detect(VIGIL, VIGIL, true, VIGIL);
+        assert_eq!(identity_warning(unit, false, true, VIGIL, "vigil"), None);
+        let other = Launch::detect(1000, 1000, true, VIGIL);
+        let w = identity_warning(other, false, true, 1000, "vigil").unwrap();
+        assert!(w.contains("uid 1000") && !w.contains("root"), "{w}");
+        let plain = Launch::detect(1000, 1000, false, VIGIL);
+        assert_eq!(identity_warning(plain, false, true, 1000, "vigil"), None);
+    }
+
+    #[test]
+    fn bounding_note_once_and_at_the_right_level() {
+        let root = Launch::detect(0, 0, true, VIGIL);
+        let unit = Launch::detect(VIGIL, VIGIL, true, VIGIL);
+        let all: HashSet<_> = caps::all();
+        assert_eq!(
+            bounding_note(root, &all, &all),
+            None,
+            "trimmed by the children"
+        );
+        let (warn, text) = bounding_note(unit, &unit_caps(), &unit_caps()).unwrap();
+        assert!(
+            !warn,
+            "the unit's CapabilityBoundingSet= is the normal case"
+        );
+        assert!(
+            text.contains("CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF"),
+            "{text}"
+        );
+        let mut no_setpcap = all.clone();
+        no_setpcap.remove(&CAP_SETPCAP);
+        let (warn, text) = bounding_note(root, &no_setpcap, &no_setpcap).unwrap();
+        assert!(warn, "root without the SETPCAP of its add list");
+        assert!(text.contains("capabilities"), "{text}");
+        let (_, text) = bounding_note(unit, &unit_caps(), &HashSet::new()).unwrap();
+        assert!(text.contains("(empty)"), "{text}");
+    }
+}
