@@ -76,12 +76,14 @@ fn run_batches_acks_resume_stats_shutdown() {
         max_unacked_batches: 4,
         ebpf_exec: false,
         ebpf_flows: false,
+        process_sockets: true,
         ..Default::default()
     };
     let init = common::init(
         &[
             "kmsg_events",
             "process_fds",
+            "process_sockets",
             "netns_metrics",
             "host_metrics",
         ],
@@ -160,15 +162,15 @@ fn run_batches_acks_resume_stats_shutdown() {
             .iter()
             .any(|a| a.key == "linux.kmsg.seq" && a.value == AttrValue::I64(101))
     );
-    // fd counts came from the fake privhelper.
+    // Socket counts (and with them fd counts) came from the fake privhelper.
     let p = all
         .iter()
-        .find(|r| res(r, "process.pid").is_some())
+        .find_map(|r| match r {
+            Record::Process(p) => Some(p),
+            _ => None,
+        })
         .expect("process records");
-    assert_eq!(
-        metric(p, "process.open_file_descriptor.count").map(|m| m.value),
-        Some(vigil_ipc_proto::MetricValue::I64(3))
-    );
+    assert_eq!((p.open_fds, p.sockets), (Some(3), Some(1)));
     assert!(all.iter().any(|r| metric(r, "system.cpu.time").is_some()));
 
     // Stats.

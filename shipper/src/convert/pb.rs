@@ -147,16 +147,19 @@ fn metric(out: &mut Vec<u8>, p: &Point<'_>) {
     });
 }
 
-/// A stable grouping key for a `Record::Metrics` resource (its postcard bytes).
+/// A stable grouping key for the resource of a `Record::Metrics` or `Record::Log` (its
+/// postcard bytes); process records are each their own resource.
 fn resource_key(r: &Record) -> Option<Vec<u8>> {
     match r {
-        Record::Metrics { resource, .. } => postcard::to_allocvec(resource).ok(),
-        _ => None,
+        Record::Metrics { resource, .. } | Record::Log { resource, .. } => {
+            postcard::to_allocvec(resource).ok()
+        }
+        Record::Process(_) => None,
     }
 }
 
-/// Records of one signal in output order, those of a `Record::Metrics` sharing a resource
-/// merged into one group (the collector sends the host's metrics in several records).
+/// Records of one signal in output order, those sharing a resource merged into one group (the
+/// collector sends the host's metrics in several records; kernel events share the host's).
 fn groups<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     metrics: bool,

@@ -156,7 +156,9 @@ impl OtlpExporter {
                 }
                 let since = *self.pending_since.get_or_insert(now);
                 let due = since + crate::config_ms(self.cfg.max_batch_delay_ms);
-                if !self.urgent && (waiting as usize) < self.cfg.max_batch_records.max(1) && now < due
+                if !self.urgent
+                    && (waiting as usize) < self.cfg.max_batch_records.max(1)
+                    && now < due
                 {
                     return Some(due);
                 }

@@ -72,6 +72,9 @@ pub struct RecvMetric {
 pub struct Received {
     /// Keep every record (false: only count them; the benchmark's lean receiver).
     pub discard: bool,
+    /// Count the items of each body by walking its protobuf fields, without decoding it into
+    /// messages (the throughput benchmark: the receiver shares the machine's two cores).
+    pub count_only: bool,
     pub log_count: usize,
     pub metric_count: usize,
     pub logs: Vec<RecvLog>,
@@ -194,6 +197,47 @@ impl Drop for Receiver {
     }
 }
 
+/// Items (metrics or log records) of an OTLP export request: the length-delimited field 2
+/// inside field 2 inside field 1 (ResourceX → ScopeX → Metric / LogRecord), counted by
+/// skipping over every other field.
+pub fn count_items(buf: &[u8]) -> usize {
+    fn fields(mut b: &[u8], mut f: impl FnMut(u32, &[u8])) {
+        use prost::encoding::{decode_key, decode_varint};
+        while !b.is_empty() {
+            let Ok((field, wire)) = decode_key(&mut b) else {
+                return;
+            };
+            match wire as u8 {
+                0 => {
+                    let _ = decode_varint(&mut b);
+                }
+                1 => b = &b[8.min(b.len())..],
+                2 => {
+                    let Ok(len) = decode_varint(&mut b) else {
+                        return;
+                    };
+                    let len = (len as usize).min(b.len());
+                    f(field, &b[..len]);
+                    b = &b[len..];
+                }
+                5 => b = &b[4.min(b.len())..],
+                _ => return,
+            }
+        }
+    }
+    let mut n = 0;
+    fields(buf, |f1, res| {
+        if f1 == 1 {
+            fields(res, |f2, scope| {
+                if f2 == 2 {
+                    fields(scope, |f3, _| n += usize::from(f3 == 2));
+                }
+            })
+        }
+    });
+    n
+}
+
 fn serve(
     conn: TcpStream,
     received: Arc<Mutex<Received>>,
@@ -258,49 +302,81 @@ fn serve(
             } else {
                 body
             };
-            let mut r = received.lock().unwrap();
-            match path.as_str() {
-                "/v1/logs" => {
-                    let req = ExportLogsServiceRequest::decode(&raw[..]).unwrap();
-                    for rl in req.resource_logs {
-                        let res = attr_map(&rl.resource.unwrap_or_default().attributes);
-                        for sl in rl.scope_logs {
-                            assert_eq!(sl.scope.as_ref().unwrap().name, "vigil");
-                            r.log_count += sl.log_records.len();
-                            if r.discard {
-                                continue;
-                            }
-                            for log in sl.log_records {
-                                r.logs.push(RecvLog {
-                                    arrived: Instant::now(),
-                                    resource: res.clone(),
-                                    log,
-                                });
+            if received.lock().unwrap().count_only {
+                // Checked against the full decode on the first body of each kind.
+                let n = count_items(&raw);
+                let mut r = received.lock().unwrap();
+                let first = !r.requests.iter().any(|q| q.0 == path);
+                if first {
+                    let full = match path.as_str() {
+                        "/v1/logs" => ExportLogsServiceRequest::decode(&raw[..])
+                            .unwrap()
+                            .resource_logs
+                            .iter()
+                            .flat_map(|rl| &rl.scope_logs)
+                            .map(|sl| sl.log_records.len())
+                            .sum::<usize>(),
+                        _ => ExportMetricsServiceRequest::decode(&raw[..])
+                            .unwrap()
+                            .resource_metrics
+                            .iter()
+                            .flat_map(|rm| &rm.scope_metrics)
+                            .map(|sm| sm.metrics.len())
+                            .sum::<usize>(),
+                    };
+                    assert_eq!(n, full, "protobuf walk and decode disagree");
+                }
+                if path == "/v1/logs" {
+                    r.log_count += n;
+                } else {
+                    r.metric_count += n;
+                }
+                r.requests.push((path.clone(), 200, Instant::now(), gzip));
+            } else {
+                let mut r = received.lock().unwrap();
+                match path.as_str() {
+                    "/v1/logs" => {
+                        let req = ExportLogsServiceRequest::decode(&raw[..]).unwrap();
+                        for rl in req.resource_logs {
+                            let res = attr_map(&rl.resource.unwrap_or_default().attributes);
+                            for sl in rl.scope_logs {
+                                assert_eq!(sl.scope.as_ref().unwrap().name, "vigil");
+                                r.log_count += sl.log_records.len();
+                                if r.discard {
+                                    continue;
+                                }
+                                for log in sl.log_records {
+                                    r.logs.push(RecvLog {
+                                        arrived: Instant::now(),
+                                        resource: res.clone(),
+                                        log,
+                                    });
+                                }
                             }
                         }
                     }
-                }
-                "/v1/metrics" => {
-                    let req = ExportMetricsServiceRequest::decode(&raw[..]).unwrap();
-                    for rm in req.resource_metrics {
-                        let res = attr_map(&rm.resource.unwrap_or_default().attributes);
-                        for sm in rm.scope_metrics {
-                            r.metric_count += sm.metrics.len();
-                            if r.discard {
-                                continue;
-                            }
-                            for metric in sm.metrics {
-                                r.metrics.push(RecvMetric {
-                                    resource: res.clone(),
-                                    metric,
-                                });
+                    "/v1/metrics" => {
+                        let req = ExportMetricsServiceRequest::decode(&raw[..]).unwrap();
+                        for rm in req.resource_metrics {
+                            let res = attr_map(&rm.resource.unwrap_or_default().attributes);
+                            for sm in rm.scope_metrics {
+                                r.metric_count += sm.metrics.len();
+                                if r.discard {
+                                    continue;
+                                }
+                                for metric in sm.metrics {
+                                    r.metrics.push(RecvMetric {
+                                        resource: res.clone(),
+                                        metric,
+                                    });
+                                }
                             }
                         }
                     }
+                    other => panic!("unexpected path {other}"),
                 }
-                other => panic!("unexpected path {other}"),
+                r.requests.push((path.clone(), 200, Instant::now(), gzip));
             }
-            r.requests.push((path.clone(), 200, Instant::now(), gzip));
         } else {
             received.lock().unwrap().requests.push((
                 path.clone(),
