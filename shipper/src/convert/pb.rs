@@ -160,11 +160,23 @@ fn resource_key(r: &Record) -> Option<Vec<u8>> {
 
 /// Records of one signal in output order, those sharing a resource merged into one group (the
 /// collector sends the host's metrics in several records; kernel events share the host's).
-fn groups<'a>(
-    records: impl IntoIterator<Item = &'a Record>,
-    metrics: bool,
-) -> Vec<Vec<&'a Record>> {
-    let mut groups: Vec<Vec<&Record>> = Vec::new();
+/// Process records are each their own resource: no key, no allocation for them.
+enum Group<'a> {
+    One(&'a Record),
+    Shared(Vec<&'a Record>),
+}
+
+impl<'a> Group<'a> {
+    fn records(&self) -> &[&'a Record] {
+        match self {
+            Group::One(r) => std::slice::from_ref(r),
+            Group::Shared(v) => v,
+        }
+    }
+}
+
+fn groups<'a>(records: impl IntoIterator<Item = &'a Record>, metrics: bool) -> Vec<Group<'a>> {
+    let mut groups: Vec<Group<'a>> = Vec::new();
     let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
     for r in records {
         if super::is_metrics(r) != metrics {
@@ -172,13 +184,17 @@ fn groups<'a>(
         }
         match resource_key(r) {
             Some(k) => match by_key.get(&k) {
-                Some(&i) => groups[i].push(r),
+                Some(&i) => {
+                    if let Group::Shared(v) = &mut groups[i] {
+                        v.push(r);
+                    }
+                }
                 None => {
                     by_key.insert(k, groups.len());
-                    groups.push(vec![r]);
+                    groups.push(Group::Shared(vec![r]));
                 }
             },
-            None => groups.push(vec![r]),
+            None => groups.push(Group::One(r)),
         }
     }
     groups
@@ -193,6 +209,7 @@ pub fn metrics_request<'a>(
 ) -> usize {
     let mut points = 0;
     for group in groups(records, true) {
+        let group = group.records();
         message(out, 1, |out| {
             if let Some(r) = group.first() {
                 with_view(r, d, |v| {
@@ -203,7 +220,7 @@ pub fn metrics_request<'a>(
             }
             message(out, 2, |out| {
                 scope(out);
-                for r in &group {
+                for r in group {
                     with_view(r, d, |v| {
                         if let View::Metrics { points: ps, .. } = v {
                             for p in ps {
@@ -256,6 +273,7 @@ pub fn logs_request<'a>(
 ) -> usize {
     let mut n = 0;
     for group in groups(records, false) {
+        let group = group.records();
         message(out, 1, |out| {
             if let Some(r) = group.first() {
                 with_view(r, d, |v| {
@@ -266,7 +284,7 @@ pub fn logs_request<'a>(
             }
             message(out, 2, |out| {
                 scope(out);
-                for r in &group {
+                for r in group {
                     with_view(r, d, |v| {
                         if let View::Log { log, .. } = v {
                             log_record(out, log);

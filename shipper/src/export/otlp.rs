@@ -12,7 +12,9 @@
 //!   (`records_dropped.http_4xx`), never retried.
 //!
 //! The request is written blocking (bounded by `timeout_ms`), the response is read when the
-//! run loop's poll says the socket is readable, so the loop keeps journaling batches meanwhile.
+//! run loop's poll says the socket is readable, so the loop keeps journaling batches meanwhile;
+//! while a request is in flight the next full batch is read and encoded already (one ahead),
+//! so the shipper's encoding overlaps the backend's decoding.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -71,6 +73,8 @@ pub struct OtlpExporter {
     defaults: ResourceDefaults,
     conn: Option<Conn>,
     batch: Option<Pending>,
+    /// The batch after `batch`, encoded while `batch`'s request was in flight.
+    ahead: Option<Pending>,
     inflight_deadline: Option<Instant>,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -96,6 +100,7 @@ impl OtlpExporter {
             defaults,
             conn: None,
             batch: None,
+            ahead: None,
             inflight_deadline: None,
             backoff,
             retry_at: None,
@@ -136,7 +141,10 @@ impl OtlpExporter {
                         self.on_response(resp, j, stats, now);
                         continue;
                     }
-                    Ok(None) if now < deadline => return Some(deadline),
+                    Ok(None) if now < deadline => {
+                        self.prefetch(j);
+                        return Some(deadline);
+                    }
                     Ok(None) => self.fail("request timed out".into(), None, stats, now),
                     Err(e) => self.fail(e.to_string(), None, stats, now),
                 }
@@ -184,6 +192,7 @@ impl OtlpExporter {
                 && a > b.from
             {
                 self.batch = None;
+                self.ahead = None;
                 continue;
             }
             let Some(batch) = self.batch.as_mut() else {
@@ -191,7 +200,7 @@ impl OtlpExporter {
             };
             let Some(req) = batch.requests.front() else {
                 let next = batch.next;
-                self.batch = None;
+                self.batch = self.ahead.take();
                 j.ack(OTLP, next);
                 continue;
             };
@@ -307,8 +316,28 @@ impl OtlpExporter {
             && b.requests.is_empty()
         {
             let next = b.next;
-            self.batch = None;
+            self.batch = self.ahead.take();
             j.ack(OTLP, next);
+        }
+    }
+
+    /// While a request is in flight: read and encode the next batch if a full one is waiting
+    /// (a partial one waits for its delay as usual). At most one batch ahead.
+    fn prefetch(&mut self, j: &mut Journal) {
+        let Some(b) = &self.batch else {
+            return;
+        };
+        if self.ahead.is_some() {
+            return;
+        }
+        let max = self.cfg.max_batch_records.max(1);
+        if (j.next_seq().saturating_sub(b.next) as usize) < max {
+            return;
+        }
+        if let Ok(rb) = j.read(b.next, max, MAX_READ_BYTES)
+            && !rb.records.is_empty()
+        {
+            self.ahead = Some(self.build(&rb.records, rb.next));
         }
     }
 
