@@ -207,12 +207,25 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 	bpf_ringbuf_submit(e, wakeup_flags());
 }
 
+/* On the packet socket of every interface that ignores outgoing packets (PACKET_IGNORE_OUTGOING:
+ * the kernel then does not clone each transmitted packet for it): everything received, loopback
+ * traffic included, once. */
 SEC("socket")
 int vigil_flow_sock(struct __sk_buff *skb)
 {
 	__u8 dir = skb->pkt_type == PACKET_OUTGOING ? VIGIL_DIR_EGRESS : VIGIL_DIR_INGRESS;
 	handle(skb, dir, VIGIL_SRC_SOCKET, 0);
 	return 0; /* never queue anything on the packet socket */
+}
+
+/* On one packet socket per non-loopback interface: what it transmits (what it receives is the
+ * other program's). */
+SEC("socket")
+int vigil_flow_sock_eg(struct __sk_buff *skb)
+{
+	if (skb->pkt_type == PACKET_OUTGOING)
+		handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_SOCKET, 0);
+	return 0;
 }
 
 SEC("classifier")

@@ -46,6 +46,8 @@ pub struct RecvLog {
     pub resource: BTreeMap<String, String>,
     pub scope: String,
     pub log: LogRecord,
+    /// When its request was decoded.
+    pub arrived: Instant,
 }
 
 impl RecvLog {
@@ -299,6 +301,7 @@ fn serve(
                                     resource: res.clone(),
                                     scope: scope.clone(),
                                     log,
+                                    arrived: Instant::now(),
                                 });
                             }
                         }

@@ -64,13 +64,14 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
     for _ in 0..25 {
         tx.send_to(&[3u8; 200], rx.local_addr().unwrap()).unwrap();
     }
-    // Flows are emitted on eviction (collector.flow_evict_ms, 1 s here).
+    // Flows are emitted on eviction (collector.flow_evict_ms, 1 s here). Loopback packets are
+    // counted once, as received.
     let m = agent
         .wait_json(Duration::from_secs(40), |v| {
             v["type"] == "metric"
                 && v["name"] == "network.flow.packets"
                 && *attr(v, "source.port") == port
-                && *attr(v, "network.io.direction") == "transmit"
+                && *attr(v, "network.io.direction") == "receive"
         })
         .unwrap_or_else(|| panic!("no flow metric: {}", agent.stderr.text()));
     assert_eq!(m["value"], 25);
@@ -80,9 +81,18 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
         .wait_json(Duration::from_secs(5), |v| {
             v["name"] == "network.flow.bytes"
                 && *attr(v, "source.port") == port
-                && *attr(v, "network.io.direction") == "transmit"
+                && *attr(v, "network.io.direction") == "receive"
         })
         .expect("bytes metric");
+    assert!(
+        !agent
+            .json_lines()
+            .iter()
+            .any(|v| v["name"] == "network.flow.packets"
+                && *attr(v, "source.port") == port
+                && *attr(v, "network.io.direction") == "transmit"),
+        "a loopback packet is not counted twice"
+    );
     assert_eq!(b["value"], 25 * (14 + 20 + 8 + 200));
 
     // Nothing pinned: once the agent stops, the kernel has unloaded every program it attached.
@@ -101,7 +111,11 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
                 .collect::<Vec<u32>>()
         })
         .collect();
-    assert_eq!(ids.len(), 3, "exec, exit, socket filter: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        4,
+        "exec, exit, socket filter (received, transmitted): {ids:?}"
+    );
     let loaded = |id: u32| {
         Command::new("bpftool")
             .args(["prog", "show", "id", &id.to_string()])

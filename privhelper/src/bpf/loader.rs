@@ -25,8 +25,9 @@ struct Loaded {
     drops_map: &'static str,
     /// Interfaces the tc programs are attached to (tc only).
     interfaces: Vec<String>,
-    /// The packet socket carrying the socket filter (socket filter only). Closing it detaches.
-    _socket: Option<OwnedFd>,
+    /// The packet sockets carrying the socket filters (socket filter only). Closing them
+    /// detaches.
+    _sockets: Vec<OwnedFd>,
     /// tcx links (tc only). Closing them detaches.
     _links: Vec<OwnedFd>,
     /// Programs, links and maps; dropping it detaches and unloads everything.
@@ -209,37 +210,77 @@ fn load_exec() -> Result<Loaded, BpfError> {
         prog_ids,
         drops_map: PROC_DROPS,
         interfaces: Vec::new(),
-        _socket: None,
+        _sockets: Vec::new(),
         _links: Vec::new(),
         ebpf,
         ring_map: PROC_RING,
     })
 }
 
+/// The socket filter on packet sockets: one on every interface that ignores outgoing packets
+/// (everything received, loopback traffic once), and one per other interface for what it
+/// transmits — so no interface's transmit path clones packets for loopback traffic, the larger
+/// part of what a packet tap costs. Interfaces that appear later are seen receiving, not
+/// transmitting (as tc, attached to the interfaces present at the first request).
 fn load_flows_socket() -> Result<Loaded, BpfError> {
-    const NAME: &str = "vigil_flow_sock";
+    const ALL: &str = "vigil_flow_sock";
+    const EGRESS: &str = "vigil_flow_sock_eg";
     let mut ebpf = EbpfLoader::new().load(FLOWS_OBJ)?;
-    let sock = packet_socket::open()?;
-    let p = ebpf.program_mut(NAME).ok_or(BpfError::Missing(NAME))?;
-    let sf: &mut SocketFilter = p.try_into().map_err(prog_err(NAME))?;
-    sf.load().map_err(prog_err(NAME))?;
-    sf.attach(sock.as_fd()).map_err(prog_err(NAME))?;
-    // Only now start receiving: no packet ever reaches the socket unfiltered.
-    packet_socket::bind_all(&sock)?;
-    let p = ebpf.program(NAME).ok_or(BpfError::Missing(NAME))?;
-    let prog_ids = vec![program_id(p, NAME)?];
+    for name in [ALL, EGRESS] {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+        let sf: &mut SocketFilter = p.try_into().map_err(prog_err(name))?;
+        sf.load().map_err(prog_err(name))?;
+    }
+    let mut sockets = Vec::new();
+    let all = packet_socket::open()?;
+    packet_socket::ignore_outgoing(&all)?;
+    attach_socket(&mut ebpf, ALL, &all)?;
+    // Only now start receiving: no packet ever reaches a socket unfiltered.
+    packet_socket::bind(&all, 0)?;
+    sockets.push(all);
+    let mut interfaces = Vec::new();
+    for iface in default_interfaces()? {
+        // Gone since the listing: nothing to watch there.
+        let Ok(index) = tcx::ifindex(&iface) else {
+            continue;
+        };
+        let s = packet_socket::open()?;
+        attach_socket(&mut ebpf, EGRESS, &s)?;
+        match packet_socket::bind(&s, index) {
+            Ok(()) => {}
+            // Removed since the listing.
+            Err(BpfError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        sockets.push(s);
+        interfaces.push(iface);
+    }
+    let mut prog_ids = Vec::new();
+    for name in [ALL, EGRESS] {
+        let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
+        prog_ids.push(program_id(p, name)?);
+    }
     let ring_size = ring_size(&ebpf, FLOW_RING)?;
     Ok(Loaded {
         program: BpfProgram::FlowsSocketFilter,
         ring_size,
         prog_ids,
         drops_map: FLOW_DROPS,
-        interfaces: Vec::new(),
-        _socket: Some(sock),
+        interfaces,
+        _sockets: sockets,
         _links: Vec::new(),
         ebpf,
         ring_map: FLOW_RING,
     })
+}
+
+fn attach_socket(ebpf: &mut Ebpf, name: &'static str, sock: &OwnedFd) -> Result<(), BpfError> {
+    let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+    let sf: &mut SocketFilter = p.try_into().map_err(prog_err(name))?;
+    sf.attach(sock.as_fd()).map_err(prog_err(name))?;
+    Ok(())
 }
 
 fn load_flows_tc(configured: &[String]) -> Result<Loaded, BpfError> {
@@ -323,7 +364,7 @@ fn load_flows_tc(configured: &[String]) -> Result<Loaded, BpfError> {
         prog_ids,
         drops_map: FLOW_DROPS,
         interfaces: attached,
-        _socket: None,
+        _sockets: Vec::new(),
         _links: links,
         ebpf,
         ring_map: FLOW_RING,

@@ -15,9 +15,12 @@
 //! (Measured as uid 65534 with exactly those capabilities, `privhelper/tests/ebpf.rs`; tc needs
 //! no PERFMON because the programs read packets with `bpf_skb_load_bytes` only.)
 //!
-//! The socket filter sees every interface of the privhelper's network namespace; the tc programs
-//! attach (ingress + egress) to `collector.flow_interfaces`, or every interface but `lo` present
-//! at the first request. A program is loaded once: later requests get a new descriptor of the
+//! The socket filter sees every interface of the privhelper's network namespace: one packet
+//! socket for what every interface receives (`PACKET_IGNORE_OUTGOING`: no per-packet clone on
+//! any transmit path, loopback traffic counted once, as received) and one per non-loopback
+//! interface present at the first request for what it transmits. The tc programs attach
+//! (ingress + egress) to `collector.flow_interfaces`, or every interface but `lo` present at
+//! the first request. A program is loaded once: later requests get a new descriptor of the
 //! same ring. Records: `privhelper/bpf/vigil_records.h`.
 
 mod loader;
