@@ -67,45 +67,56 @@ fn main() {
         return;
     }
     let k = 20;
+    // As the collector does at start (its seccomp filter only reads limits afterwards).
+    let limit = vigil_collector::procs::raise_fd_limit().unwrap_or(1024);
     let mut children = Vec::new();
     println!(
-        "{:>6} {:>6} {:>14} {:>14} {:>8} {:>12}",
-        "extra", "procs", "cpu_ms/cycle", "wall_ms/cycle", "records", "VmHWM_kB"
+        "{:>6} {:>6} {:>10} {:>14} {:>14} {:>8} {:>12}",
+        "extra", "procs", "fds_kept", "cpu_ms/cycle", "wall_ms/cycle", "records", "VmHWM_kB"
     );
     for n in [100usize, 2000] {
         children.extend(spawn(n - children.len()));
         std::thread::sleep(Duration::from_millis(300));
-        let init = init();
-        let mut cy = Cycle::new(&init).unwrap();
-        let (mut ph, _peer) = Channel::pair().unwrap();
-        let mut batcher = Batcher::new(256, 64);
-        // Warm caches (command lines, users, cached descriptors).
-        batcher.supersede();
-        cy.collect(&mut ph, &mut batcher);
-        batcher.seal();
-        let c0 = cpu_time();
-        let w0 = Instant::now();
-        let r0 = cy.stats.records;
-        for _ in 0..k {
-            // Each cycle's frames supersede the last ones (nobody sends them here).
+        // Descriptors kept between cycles (the default, as the RLIMIT_NOFILE allows), then
+        // none: every process opened, read and closed by path each cycle.
+        for cached in [true, false] {
+            let init = init();
+            let mut cy = Cycle::new(&init).unwrap();
+            if !cached {
+                cy.procs.set_fd_budget(0);
+            }
+            let (mut ph, _peer) = Channel::pair().unwrap();
+            let mut batcher = Batcher::new(256, 64);
+            // Warm caches (command lines, users, cached descriptors).
             batcher.supersede();
             cy.collect(&mut ph, &mut batcher);
             batcher.seal();
-            black_box(batcher.unsent());
+            let c0 = cpu_time();
+            let w0 = Instant::now();
+            let r0 = cy.stats.records;
+            for _ in 0..k {
+                // Each cycle's frames supersede the last ones (nobody sends them here).
+                batcher.supersede();
+                cy.collect(&mut ph, &mut batcher);
+                batcher.seal();
+                black_box(batcher.unsent());
+            }
+            let records = (cy.stats.records - r0) / k as u64;
+            let cpu = (cpu_time() - c0).as_secs_f64() * 1000.0 / k as f64;
+            let wall = w0.elapsed().as_secs_f64() * 1000.0 / k as f64;
+            println!(
+                "{:>6} {:>6} {:>10} {:>14.2} {:>14.2} {:>8} {:>12}",
+                n,
+                cy.stats.processes,
+                cy.procs.cached(),
+                cpu,
+                wall,
+                records,
+                vm_hwm_kb()
+            );
         }
-        let records = (cy.stats.records - r0) / k as u64;
-        let cpu = (cpu_time() - c0).as_secs_f64() * 1000.0 / k as f64;
-        let wall = w0.elapsed().as_secs_f64() * 1000.0 / k as f64;
-        println!(
-            "{:>6} {:>6} {:>14.2} {:>14.2} {:>8} {:>12}",
-            n,
-            cy.stats.processes,
-            cpu,
-            wall,
-            records,
-            vm_hwm_kb()
-        );
     }
+    println!("(RLIMIT_NOFILE {limit})");
 
     // Hot path: the stat fields of every process, hand-written vs procfs.
     let rounds = 20;

@@ -318,29 +318,46 @@ impl ProcScanner {
 
     /// One process: `Ok(None)` for an unparsable stat, `Err` when it vanished.
     fn sample(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
-        // Known and cached: pread + fstat (+ fstatat for the fd count).
         if let Some(t) = self.tracked.get_mut(&pid) {
-            if let Some((dir, stat)) = &t.fds {
-                match pread_all(stat.as_fd(), &mut self.buf) {
-                    Ok(n) if n > 0 => {
-                        let owner = fstat(dir.as_fd())?;
-                        let fds = if self.count_fds {
-                            fd_count(dir.as_fd())
-                        } else {
-                            None
-                        };
-                        let Ok(st) = parse_stat(&self.buf) else {
-                            return Ok(None);
-                        };
-                        if st.starttime == t.starttime {
-                            t.generation = self.generation;
-                            return Ok(Some(make_sample(&st, owner, fds, self.page_size)));
-                        }
-                    }
-                    // ESRCH: the process this descriptor belongs to is gone; a new one may
-                    // have its pid. Start over by path below.
-                    _ => {}
+            // Known: pread + fstat (+ fstatat for the fd count) through its kept descriptors;
+            // past the descriptor budget, through descriptors opened for this cycle, kept if
+            // the budget has room again. Its command line and namespace stay cached either way.
+            let read = match &t.fds {
+                Some((dir, stat)) => {
+                    read_sample(dir, stat, &mut self.buf, self.count_fds, self.page_size)
                 }
+                None => {
+                    stats.uncached += 1;
+                    match open_process(self.proc_dir.as_fd(), pid) {
+                        Ok((dir, stat)) => {
+                            let r = read_sample(
+                                &dir,
+                                &stat,
+                                &mut self.buf,
+                                self.count_fds,
+                                self.page_size,
+                            );
+                            if self.cached < self.fd_budget && matches!(r, Ok(Some(_))) {
+                                self.cached += 1;
+                                t.fds = Some((dir, stat));
+                            }
+                            r
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match read {
+                Ok(Some(s)) if s.starttime == t.starttime => {
+                    t.generation = self.generation;
+                    return Ok(Some(s));
+                }
+                Ok(None) => return Ok(None),
+                // ESRCH: the process this descriptor belongs to is gone; a new one may have
+                // its pid. Start over below.
+                _ => {}
+            }
+            if t.fds.is_some() {
                 self.cached -= 1;
             }
             self.tracked.remove(&pid);
@@ -349,26 +366,11 @@ impl ProcScanner {
     }
 
     fn sample_new(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
-        let name = itoa_buf(pid);
-        let dir = open_at(
-            self.proc_dir.as_fd(),
-            name.as_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-        )?;
-        let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
-        if pread_all(stat.as_fd(), &mut self.buf)? == 0 {
-            return Err(Errno::ESRCH);
-        }
-        let owner = fstat(dir.as_fd())?;
-        let fds = if self.count_fds {
-            fd_count(dir.as_fd())
-        } else {
-            None
-        };
-        let Ok(st) = parse_stat(&self.buf) else {
+        let (dir, stat) = open_process(self.proc_dir.as_fd(), pid)?;
+        let Some(sample) = read_sample(&dir, &stat, &mut self.buf, self.count_fds, self.page_size)?
+        else {
             return Ok(None);
         };
-        let sample = make_sample(&st, owner, fds, self.page_size);
         let cmdline = match open_at(dir.as_fd(), "cmdline", OFlag::O_RDONLY)
             .and_then(|f| pread_all(f.as_fd(), &mut self.buf))
         {
@@ -466,6 +468,38 @@ impl ProcScanner {
             sink.process(&rec);
         }
     }
+}
+
+/// /proc/PID (`O_PATH`) and /proc/PID/stat of one process.
+fn open_process(proc_dir: BorrowedFd<'_>, pid: u32) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let name = itoa_buf(pid);
+    let dir = open_at(proc_dir, name.as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
+    Ok((dir, stat))
+}
+
+/// One sample through a process's /proc/PID directory and its open stat file: `pread` of the
+/// stat line, `fstat` of the directory (owner), `fstatat(dir, "fd")` (fd count) when asked.
+/// `Err(ESRCH)` when the process is gone, `Ok(None)` when its stat line does not parse.
+fn read_sample(
+    dir: &OwnedFd,
+    stat: &OwnedFd,
+    buf: &mut Vec<u8>,
+    count_fds: bool,
+    page_size: u64,
+) -> Result<Option<ProcSample>, Errno> {
+    if pread_all(stat.as_fd(), buf)? == 0 {
+        return Err(Errno::ESRCH);
+    }
+    let owner = fstat(dir.as_fd())?;
+    let fds = if count_fds {
+        fd_count(dir.as_fd())
+    } else {
+        None
+    };
+    Ok(parse_stat(buf)
+        .ok()
+        .map(|st| make_sample(&st, owner, fds, page_size)))
 }
 
 fn make_sample(

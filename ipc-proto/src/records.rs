@@ -175,6 +175,32 @@ impl KeyValue {
     }
 }
 
+impl ProcessRecord {
+    /// The same record with its strings lent (what the collector encodes).
+    pub fn lend(&self) -> ProcessRecord<&str> {
+        ProcessRecord {
+            time_unix_nano: self.time_unix_nano,
+            start_time_unix_nano: self.start_time_unix_nano,
+            pid: self.pid,
+            ppid: self.ppid,
+            uid: self.uid,
+            gid: self.gid,
+            state: self.state,
+            threads: self.threads,
+            cpu_user_ns: self.cpu_user_ns,
+            cpu_system_ns: self.cpu_system_ns,
+            memory_rss_bytes: self.memory_rss_bytes,
+            memory_virtual_bytes: self.memory_virtual_bytes,
+            open_fds: self.open_fds,
+            sockets: self.sockets,
+            executable_name: &self.executable_name,
+            command_line: &self.command_line,
+            user_name: &self.user_name,
+            group_name: &self.group_name,
+        }
+    }
+}
+
 impl ProcessRecord<&str> {
     /// The owned record these borrowed strings describe.
     pub fn to_owned_record(&self) -> ProcessRecord {
@@ -236,26 +262,7 @@ mod tests {
     #[test]
     fn record_ref_encodes_like_record() {
         let p = process();
-        let borrowed = ProcessRecord {
-            executable_name: p.executable_name.as_str(),
-            command_line: p.command_line.as_str(),
-            user_name: p.user_name.as_str(),
-            group_name: p.group_name.as_str(),
-            time_unix_nano: p.time_unix_nano,
-            start_time_unix_nano: p.start_time_unix_nano,
-            pid: p.pid,
-            ppid: p.ppid,
-            uid: p.uid,
-            gid: p.gid,
-            state: p.state,
-            threads: p.threads,
-            cpu_user_ns: p.cpu_user_ns,
-            cpu_system_ns: p.cpu_system_ns,
-            memory_rss_bytes: p.memory_rss_bytes,
-            memory_virtual_bytes: p.memory_virtual_bytes,
-            open_fds: p.open_fds,
-            sockets: p.sockets,
-        };
+        let borrowed = p.lend();
         assert_eq!(borrowed.to_owned_record(), p);
         let owned = Record::Process(p.clone());
         let by_ref = RecordRef::Process(&borrowed);
