@@ -97,6 +97,19 @@ def rss_kib(pid):
     return 0
 
 
+def pss_kib(pid):
+    """Proportional set size: shared pages (the binary, libc) divided among the processes
+    mapping them, so the four vigil processes' sum counts each page once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, PermissionError):
+        pass
+    return 0
+
+
 class MachineLoad:
     """Busy share of all CPUs between start() and stop() (/proc/stat), to document noise."""
 
@@ -278,6 +291,7 @@ def measure_proc_floor(k, mode):
     r = json.loads(subprocess.run([exe, str(k)] + ([mode] if mode else []), check=True,
                                   capture_output=True, text=True).stdout)
     return {"cpu_ms": r["cycle_cpu_ms"], "rss_kib": r["max_rss_kib"], "processes": r["processes"],
+            "read_by_path_per_cycle": r.get("read_by_path_per_cycle", 0),
             "machine_busy_pct": ml.busy_pct()}
 
 
@@ -354,6 +368,22 @@ def find_collector_counter(doc, names):
     return walk(doc)
 
 
+# The collector keeps two descriptors per process open between cycles, as RLIMIT_NOFILE allows
+# (past it, processes are read by path: slower, not wrong). The systemd unit sets this limit
+# (LimitNOFILE=); container runtimes give 1048576 by default. Raising the hard limit needs
+# CAP_SYS_RESOURCE: where the harness lacks it, vigil runs with the limit it inherits (logged).
+NOFILE = 1 << 20
+
+
+def nofile_limit():
+    import resource
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Vigil:
     def __init__(self, binary, interval_ms, runtime):
         self.binary, self.interval_ms, self.runtime = binary, interval_ms, runtime
@@ -367,7 +397,7 @@ class Vigil:
              "--interval-ms", str(interval_ms)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=open(f"{WORK}/vigil-{interval_ms}.stderr", "w"),
-            env=dict(os.environ, RUST_LOG="warn"))
+            env=dict(os.environ, RUST_LOG="warn"), preexec_fn=nofile_limit)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -442,9 +472,11 @@ class Vigil:
         per_role = {role: (cpu_ns(pid) - roles0.get(role, 0)) / 1e6 / ncyc
                     for role, pid in r.items()}
         rss = {role: rss_kib(pid) for role, pid in self.roles().items()}
+        pss = {role: pss_kib(pid) for role, pid in self.roles().items()}
         return {"cpu_ms": samples, "mean_cpu_ms_per_cycle": per, "cycles_from": src,
                 "per_role_cpu_ms_per_cycle": per_role, "stdout_lines": self.stdout_lines,
                 "rss_kib": rss, "rss_total_kib": sum(rss.values()),
+                "pss_kib": pss, "pss_total_kib": sum(pss.values()),
                 "machine_busy_pct": ml.busy_pct()}
 
     def all_cpu_ns(self):
@@ -495,6 +527,9 @@ def main():
     vigil_bin = find_vigil(a.vigil)
 
     results = {"machine": machine(), "args": vars(a), "runs": [], "idle": None}
+    import resource
+    log(f"RLIMIT_NOFILE for vigil: wanted {NOFILE}, this harness may give "
+        f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} (hard)")
     netns_proc = netns_up()
     exporters = {}
     load = None
@@ -608,7 +643,8 @@ def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return {"nproc": os.cpu_count(), "kernel": os.uname().release, "cpu": cpu,
             "loadavg": open("/proc/loadavg").read().split()[:3],
-            "mem_kib": int(open("/proc/meminfo").readline().split()[1])}
+            "mem_kib": int(open("/proc/meminfo").readline().split()[1]),
+            "nofile_hard": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]}
 
 
 PER_PROCESS_PEERS = ("process-exporter", "psutil", "apps.plugin")
@@ -637,6 +673,11 @@ def print_table(results):
             out.append(f"{name:28} {run['n']:>6} {s['median']:>14.2f} ({s['min']:.2f}-{s['max']:.2f})"
                        f"{'':>4} {ratio:>14} {rss / 1024:>8.1f} {r.get('machine_busy_pct', 0):>10.0f}"
                        f" {1000 * s['median'] / run['processes_on_host']:>8.1f}")
+            if name == "vigil" and "per_role_cpu_ms_per_cycle" in r:
+                roles = ", ".join(f"{k} {v:.2f}" for k, v in r["per_role_cpu_ms_per_cycle"].items())
+                out.append(f"{'':28}        per role, ms/cycle by the cycles counter: {roles}; "
+                           f"RSS sum {r['rss_total_kib'] / 1024:.1f} MiB, "
+                           f"PSS sum {r.get('pss_total_kib', 0) / 1024:.1f} MiB")
     idle = results.get("idle")
     if idle:
         if "error" in idle:

@@ -64,26 +64,7 @@ pub fn process_record(i: u32) -> ProcessRecord {
 /// lent (`&str` into the owner's strings) and encoded once, straight into the frame.
 pub fn encode_batch(frame: &mut BatchFrame, seq: u64, records: &[ProcessRecord]) -> Vec<u8> {
     for p in records {
-        let lent = ProcessRecord {
-            executable_name: p.executable_name.as_str(),
-            command_line: p.command_line.as_str(),
-            user_name: p.user_name.as_str(),
-            group_name: p.group_name.as_str(),
-            time_unix_nano: p.time_unix_nano,
-            start_time_unix_nano: p.start_time_unix_nano,
-            pid: p.pid,
-            ppid: p.ppid,
-            uid: p.uid,
-            gid: p.gid,
-            state: p.state,
-            threads: p.threads,
-            cpu_user_ns: p.cpu_user_ns,
-            cpu_system_ns: p.cpu_system_ns,
-            memory_rss_bytes: p.memory_rss_bytes,
-            memory_virtual_bytes: p.memory_virtual_bytes,
-            open_fds: p.open_fds,
-            sockets: p.sockets,
-        };
+        let lent = p.lend();
         frame
             .push(&RecordRef::Process(&lent))
             .expect("records_per_frame() records fit");

@@ -129,10 +129,13 @@ fn cycle(buf: &mut [u8], parts: u32) -> (usize, u64) {
 
 /// The cheapest variant with descriptors kept open across cycles: per known pid, `pread` of a
 /// still-open /proc/PID/stat (no open/close) and `fstatat(dirfd, "fd")`; new pids are opened
-/// once, vanished ones closed. Costs two descriptors per process (RLIMIT_NOFILE is raised).
+/// once, vanished ones closed. Costs two descriptors per process (RLIMIT_NOFILE is raised as
+/// far as it goes; past it, processes are read by path and counted in `by_path`).
 fn cycle_cached(
     buf: &mut [u8],
     open: &mut std::collections::HashMap<u32, (i32, i32)>,
+    by_path: &mut u64,
+    budget: usize,
 ) -> (usize, u64) {
     let mut seen = std::collections::HashSet::with_capacity(open.len());
     let mut sink = 0u64;
@@ -141,25 +144,65 @@ fn cycle_cached(
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let (dirfd, statfd) = *open.entry(pid).or_insert_with(|| {
+        let kept = match open.get(&pid) {
+            Some(&fds) => Some(fds),
+            // As vigil's collector: two descriptors per process while that leaves 256 free.
+            None if open.len() >= budget => None,
+            None => {
+                let path = CString::new(format!("/proc/{pid}")).unwrap();
+                // SAFETY: NUL-terminated paths; descriptors closed when the pid vanishes.
+                let (d, s) = unsafe {
+                    let d = libc::open(
+                        path.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    );
+                    let s = if d >= 0 {
+                        libc::openat(d, c"stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+                    } else {
+                        -1
+                    };
+                    (d, s)
+                };
+                if d >= 0 && s >= 0 {
+                    open.insert(pid, (d, s));
+                    Some((d, s))
+                } else {
+                    // SAFETY: closing what we opened.
+                    unsafe {
+                        if d >= 0 {
+                            libc::close(d);
+                        }
+                    }
+                    None
+                }
+            }
+        };
+        let Some((dirfd, statfd)) = kept else {
+            // Out of descriptors (RLIMIT_NOFILE): read by path this cycle, as vigil does, so
+            // every process is still counted.
             let path = CString::new(format!("/proc/{pid}")).unwrap();
-            // SAFETY: NUL-terminated paths; descriptors closed when the pid vanishes.
-            unsafe {
-                let d = libc::open(
+            // SAFETY: NUL-terminated path; the descriptor is closed below.
+            let d = unsafe {
+                libc::open(
                     path.as_ptr(),
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                );
-                let s = if d >= 0 {
-                    libc::openat(d, c"stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
-                } else {
-                    -1
-                };
-                (d, s)
+                )
+            };
+            if d < 0 {
+                continue;
             }
-        });
-        if dirfd < 0 || statfd < 0 {
+            sink += read_at(d, b"stat\0", buf) as u64;
+            let mut fst: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstatat into our struct; closing our descriptor.
+            unsafe {
+                libc::fstatat(d, c"fd".as_ptr(), &mut fst, 0);
+                libc::close(d);
+            }
+            sink += fst.st_size as u64;
+            seen.insert(pid);
+            *by_path += 1;
             continue;
-        }
+        };
         // SAFETY: reads into our buffer / struct on descriptors we own.
         let n = unsafe { libc::pread(statfd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
         if n <= 0 {
@@ -236,9 +279,16 @@ fn main() {
     };
     let cached = std::env::args().any(|a| a == "--cached-fds");
     let mut open = std::collections::HashMap::new();
+    let mut by_path = 0u64;
+    let budget = {
+        let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: getrlimit fills the struct we own.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+        (rl.rlim_cur.saturating_sub(256) / 2) as usize
+    };
     let mut run = |buf: &mut [u8]| {
         if cached {
-            cycle_cached(buf, &mut open)
+            cycle_cached(buf, &mut open, &mut by_path, budget)
         } else {
             cycle(buf, parts)
         }
@@ -260,8 +310,10 @@ fn main() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
+    let by_path = by_path / (k as u64 + 1);
     println!(
         "{}",
-        serde_json::json!({"cycle_cpu_ms": ms, "processes": procs, "max_rss_kib": rss})
+        serde_json::json!({"cycle_cpu_ms": ms, "processes": procs, "max_rss_kib": rss,
+            "read_by_path_per_cycle": by_path})
     );
 }
