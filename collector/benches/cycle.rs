@@ -135,7 +135,7 @@ fn main() {
             path.push("/proc");
             path.push(name);
             path.push("stat");
-            if vigil_collector::util::read_into_owner(&path, &mut buf).is_ok()
+            if vigil_collector::util::read_into(&path, &mut buf).is_ok()
                 && let Ok(s) = vigil_collector::procs::parse_stat(&buf)
             {
                 sum = sum.wrapping_add(

@@ -18,30 +18,6 @@ pub fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     f.take(MAX_FILE as u64).read_to_end(buf)
 }
 
-/// [`read_into`] that also returns the owner (uid, gid) of the file, from fstat of the open
-/// descriptor (no second path walk): for /proc/PID/* it is the process's owner.
-pub fn read_into_owner(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    buf.clear();
-    let f = File::open(path)?;
-    let m = f.metadata()?;
-    // /proc/PID/stat and friends are produced whole by the first read: one read() into a
-    // 4 KiB buffer, more only when it came back full.
-    buf.resize(4096, 0);
-    let mut f = f;
-    let mut len = 0;
-    loop {
-        let n = f.read(&mut buf[len..])?;
-        len += n;
-        if n == 0 || len < buf.len() || len >= MAX_FILE {
-            break;
-        }
-        buf.resize((buf.len() * 2).min(MAX_FILE), 0);
-    }
-    buf.truncate(len);
-    Ok((m.uid(), m.gid()))
-}
-
 /// Parse an unsigned decimal number (ASCII digits only).
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
