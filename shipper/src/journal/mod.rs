@@ -345,21 +345,22 @@ impl Journal {
     /// Append records (one collector batch); durable per the fsync policy when this returns
     /// `Ok`. On error nothing of the batch stays in the journal.
     pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
-        let payloads = encode_all(records)?;
-        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        self.append_inner(
-            &refs,
-            max_kmsg_seq(records),
-            self.cfg.fsync == FsyncPolicy::Batch,
-        )
+        self.append_records(records, self.cfg.fsync == FsyncPolicy::Batch)
     }
 
     /// Append without syncing, even under the `batch` policy: several batches are then made
     /// durable by one [`Journal::commit`] (group commit) before any of them is acknowledged.
     pub fn append_deferred(&mut self, records: &[Record]) -> Result<(), JournalError> {
-        let payloads = encode_all(records)?;
+        self.append_records(records, false)
+    }
+
+    fn append_records(&mut self, records: &[Record], sync: bool) -> Result<(), JournalError> {
+        let payloads = records
+            .iter()
+            .map(|r| postcard::to_allocvec(r).map_err(JournalError::Encode))
+            .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        self.append_inner(&refs, max_kmsg_seq(records), false)
+        self.append_inner(&refs, max_kmsg_seq(records), sync)
     }
 
     /// [`Journal::append_deferred`] of records already encoded (the collector's bytes, each
@@ -707,13 +708,6 @@ impl Drop for Journal {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-fn encode_all(records: &[Record]) -> Result<Vec<Vec<u8>>, JournalError> {
-    records
-        .iter()
-        .map(|r| postcard::to_allocvec(r).map_err(JournalError::Encode))
-        .collect()
 }
 
 /// The highest `linux.kmsg.seq` among these records.
