@@ -36,6 +36,17 @@ impl Launch {
         }
     }
 
+    /// This process's launch: its real and effective uids, whether it holds any capability,
+    /// against the agent user's uid.
+    pub fn current(held: &HashSet<Capability>, agent_uid: u32) -> Launch {
+        Launch::detect(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getuid().as_raw(),
+            !held.is_empty(),
+            agent_uid,
+        )
+    }
+
     /// What the feature table's add-list means for this launch.
     pub fn policy(self) -> features::Launch {
         if self.agent_user {

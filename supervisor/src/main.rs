@@ -90,13 +90,7 @@ fn main() {
                     let mut eval = features::evaluate(&cfg, &held, &facts);
                     // Run by the agent user itself, the table says what `vigil run` would.
                     if let Ok(u) = users::lookup(Path::new(&cfg.host_root), &cfg.user) {
-                        let l = launch::Launch::detect(
-                            nix::unistd::geteuid().as_raw(),
-                            nix::unistd::getuid().as_raw(),
-                            !held.is_empty(),
-                            u.uid,
-                        );
-                        launch::adjust(&mut eval, l);
+                        launch::adjust(&mut eval, launch::Launch::current(&held, u.uid));
                     }
                     print!("{}", doctor::render(&cfg, &facts, &eval, emit));
                     0
@@ -155,12 +149,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let host_root = PathBuf::from(&cfg.host_root);
     let user = users::lookup(&host_root, &cfg.user)?;
     let euid = nix::unistd::geteuid().as_raw();
-    let launch = launch::Launch::detect(
-        euid,
-        nix::unistd::getuid().as_raw(),
-        !held.is_empty(),
-        user.uid,
-    );
+    let launch = launch::Launch::current(&held, user.uid);
     if launch.rootless && args.runtime_dir.is_none() && env("VIGIL_RUNTIME_DIR").is_none() {
         cfg.runtime_dir = rootless::default_runtime_dir();
     }
