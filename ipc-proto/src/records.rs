@@ -175,9 +175,9 @@ impl KeyValue {
     }
 }
 
-impl ProcessRecord {
-    /// The same record with its strings lent (what the collector encodes).
-    pub fn lend(&self) -> ProcessRecord<&str> {
+impl<S> ProcessRecord<S> {
+    /// The same numbers with each string mapped by `f`.
+    pub fn map_strings<'a, T>(&'a self, f: impl Fn(&'a S) -> T) -> ProcessRecord<T> {
         ProcessRecord {
             time_unix_nano: self.time_unix_nano,
             start_time_unix_nano: self.start_time_unix_nano,
@@ -193,37 +193,25 @@ impl ProcessRecord {
             memory_virtual_bytes: self.memory_virtual_bytes,
             open_fds: self.open_fds,
             sockets: self.sockets,
-            executable_name: &self.executable_name,
-            command_line: &self.command_line,
-            user_name: &self.user_name,
-            group_name: &self.group_name,
+            executable_name: f(&self.executable_name),
+            command_line: f(&self.command_line),
+            user_name: f(&self.user_name),
+            group_name: f(&self.group_name),
         }
+    }
+}
+
+impl ProcessRecord {
+    /// The same record with its strings lent (what the collector encodes).
+    pub fn lend(&self) -> ProcessRecord<&str> {
+        self.map_strings(String::as_str)
     }
 }
 
 impl ProcessRecord<&str> {
     /// The owned record these borrowed strings describe.
     pub fn to_owned_record(&self) -> ProcessRecord {
-        ProcessRecord {
-            time_unix_nano: self.time_unix_nano,
-            start_time_unix_nano: self.start_time_unix_nano,
-            pid: self.pid,
-            ppid: self.ppid,
-            uid: self.uid,
-            gid: self.gid,
-            state: self.state,
-            threads: self.threads,
-            cpu_user_ns: self.cpu_user_ns,
-            cpu_system_ns: self.cpu_system_ns,
-            memory_rss_bytes: self.memory_rss_bytes,
-            memory_virtual_bytes: self.memory_virtual_bytes,
-            open_fds: self.open_fds,
-            sockets: self.sockets,
-            executable_name: self.executable_name.to_owned(),
-            command_line: self.command_line.to_owned(),
-            user_name: self.user_name.to_owned(),
-            group_name: self.group_name.to_owned(),
-        }
+        self.map_strings(|s| (*s).to_owned())
     }
 }
 

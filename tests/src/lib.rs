@@ -674,3 +674,19 @@ pub fn systemd_unit_wrapper(unit_text: &str, without: &[&str], dir: &Path) -> Ve
     ]);
     w
 }
+
+/// The features on in the default configuration on this kernel whatever the launch (the
+/// supervisor's virtual_root and user_switch depend on it): fd counts and network namespace
+/// counters need no capability at all.
+pub const DEFAULT_ON: &[&str] = &[
+    "host_metrics",
+    "process_metrics",
+    "process_fds",
+    "container_metrics",
+    "disk_metrics",
+    "net_metrics",
+    "netns_metrics",
+    "kmsg_events",
+    "ebpf_exec",
+    "ebpf_flows_socket",
+];

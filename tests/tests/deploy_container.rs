@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
+use vigil_tests::DEFAULT_ON;
 
 const IMAGE: &str = "localhost/vigil:deploytest";
 
@@ -359,22 +360,6 @@ impl Drop for Container {
         let _ = run(podman().args(["rm", "-f", &self.name]));
     }
 }
-
-/// On in the default configuration (vigil.toml of deploy/kubernetes) on this kernel, besides
-/// the supervisor's virtual_root and user_switch: fd counts and network namespace counters
-/// need no capability at all.
-const DEFAULT_ON: &[&str] = &[
-    "host_metrics",
-    "process_metrics",
-    "process_fds",
-    "container_metrics",
-    "disk_metrics",
-    "net_metrics",
-    "netns_metrics",
-    "kmsg_events",
-    "ebpf_exec",
-    "ebpf_flows_socket",
-];
 
 fn names<'a>(it: impl IntoIterator<Item = &'a &'a str>) -> BTreeSet<String> {
     it.into_iter().map(|s| s.to_string()).collect()

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use vigil_ipc_proto::{Role, StatusReport};
 use vigil_tests::{
-    Agent, cap, cap_bit, ns_of, proc_status, systemd_unit_wrapper, unit_directive, vigil_bin,
+    Agent, DEFAULT_ON, cap, cap_bit, ns_of, proc_status, systemd_unit_wrapper, unit_directive,
+    vigil_bin,
 };
 
 fn unit_text() -> String {
@@ -160,20 +161,6 @@ fn feature<'a>(r: &'a StatusReport, name: &str) -> &'a vigil_ipc_proto::FeatureS
         .find(|f| f.name == name)
         .unwrap_or_else(|| panic!("{name} not in {:?}", r.features))
 }
-
-/// On in the default configuration, whatever the launch.
-const DEFAULT_ON: &[&str] = &[
-    "host_metrics",
-    "process_metrics",
-    "process_fds",
-    "container_metrics",
-    "disk_metrics",
-    "net_metrics",
-    "netns_metrics",
-    "kmsg_events",
-    "ebpf_exec",
-    "ebpf_flows_socket",
-];
 
 /// What holds whatever the capability set: the agent user everywhere, no namespace of its
 /// own, NoNewPrivs and a seccomp filter on every process (the supervisor's is the unit's),
