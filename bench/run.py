@@ -24,8 +24,9 @@ resolution) of ONE collection cycle:
   apps.plugin       netdata's collector run standalone (`apps.plugin 1`), delta per cycle
   vigil             `vigil run --user nobody --interval-ms I`: collector CPU delta per cycle;
                     RSS of all four processes; idle cost at 10 s / 500 processes
-Prints a table; --json writes every sample. Needs: prometheus-process-exporter,
-prometheus-node-exporter, python3-psutil, netdata-core (apps.plugin), gcc.
+Prints a table; --json writes every sample. Installs what it needs with apt-get when missing:
+prometheus-process-exporter, prometheus-node-exporter, python3-psutil, netdata-core
+(apps.plugin), gcc.
 """
 import argparse
 import glob
@@ -502,6 +503,30 @@ def find_vigil(arg):
     return None
 
 
+# Debian package of each tool the harness runs (gcc builds the load generator).
+PACKAGES = {
+    "process-exporter": "prometheus-process-exporter",
+    "process-exporter(defaults)": "prometheus-process-exporter",
+    "node-exporter": "prometheus-node-exporter",
+    "psutil": "python3-psutil",
+    "apps.plugin": "netdata-core",
+}
+
+
+def install_peers(tools):
+    """Install the peers' Debian packages that are missing (and gcc), with apt-get."""
+    want = sorted({PACKAGES[t] for t in tools if t in PACKAGES} | {"gcc"})
+    missing = [p for p in want
+               if "install ok installed" not in sh("dpkg-query", "-W", "-f=${Status}", p,
+                                                     check=False).stdout]
+    if missing:
+        log(f"installing {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", default="100,2000,10000", help="comma-separated N (N sleeping + N busy)")
@@ -520,6 +545,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root (cgroups, netns, other users' /proc)")
     tools = a.tools.split(",")
+    install_peers(tools)
     os.makedirs(WORK, exist_ok=True)
     subprocess.run(["gcc", "-O2", "-o", f"{WORK}/loadgen", os.path.join(HERE, "loadgen.c")], check=True)
     with open(f"{WORK}/pe.yml", "w") as f:
