@@ -239,14 +239,6 @@ fn unit_keeps_the_settings_the_agent_relies_on() {
     assert!(problems.is_empty(), "systemd-analyze verify:\n{err}");
 }
 
-/// Allowed by a role's policy but not by the unit, each with the reason the agent started by
-/// the unit never makes the call.
-const NOT_IN_UNIT: &[(&str, &str)] = &[(
-    "perf_event_open",
-    "no perf events: exec/exit use raw tracepoints and flows a socket filter, both attached \
-     with bpf() alone (privhelper.policy allows it; nothing calls it)",
-)];
-
 /// The outer filter (the unit's) must not deny what an inner one (a role's) allows.
 #[test]
 fn unit_syscall_filter_allows_what_the_roles_allow() {
@@ -296,7 +288,7 @@ fn unit_syscall_filter_allows_what_the_roles_allow() {
             }
             let name = line.split(':').next().unwrap().trim();
             checked += 1;
-            if !allowed.contains(name) && !NOT_IN_UNIT.iter().any(|(n, _)| *n == name) {
+            if !allowed.contains(name) {
                 missing.push(format!("{name} ({})", path.display()));
             }
         }
