@@ -94,13 +94,6 @@ impl<'a> Attrs<'a> {
             Attrs::Fixed(a) => a.iter().any(|a| a.key == key),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        match *self {
-            Attrs::Kv(kvs) => kvs.is_empty(),
-            Attrs::Fixed(a) => a.is_empty(),
-        }
-    }
 }
 
 /// A resource: the record's attributes, then the defaults it does not set.
