@@ -120,6 +120,19 @@ pub fn sum_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyVal
     }
 }
 
+/// An UpDownCounter of the conventions: a cumulative, non-monotonic sum.
+pub fn updown_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyValue>) -> Metric {
+    Metric {
+        kind: MetricKind::Sum { monotonic: false },
+        ..gauge_i64(name, unit, st, v, attributes)
+    }
+}
+
+/// `Some(s)` unless empty.
+pub fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// Saturating u64 → i64 for metric values.
 pub fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
