@@ -540,7 +540,7 @@ pub fn resource(
         resource.push(KeyValue::str("k8s.pod.uid", p.as_str()));
     }
     if let Some(q) = id.qos {
-        resource.push(KeyValue::str("k8s.pod.qos_class", q));
+        resource.push(KeyValue::str("vigil.k8s.pod.qos_class", q));
     }
     resource.extend(names.attributes(id.pod_uid.as_deref(), id.container_id.as_deref()));
     resource

@@ -2,6 +2,7 @@
 //! operator would (`vigil status` over its socket, its stdout JSON lines), and read the real
 //! kernel state of each of its processes from /proc.
 
+pub mod conformance;
 pub mod otlp;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -686,6 +687,11 @@ pub const DEFAULT_ON: &[&str] = &[
     "disk_metrics",
     "net_metrics",
     "netns_metrics",
+    "disk_io",
+    "paging_metrics",
+    "pressure_metrics",
+    "connection_metrics",
+    "k8s_names",
     "kmsg_events",
     "ebpf_exec",
     "ebpf_flows_socket",

@@ -241,7 +241,7 @@ impl FlowTable {
             match ifname {
                 Some(n) => attrs.push(KeyValue::str("network.interface.name", n)),
                 None => attrs.push(KeyValue::i64(
-                    "network.interface.index",
+                    "vigil.network.interface.index",
                     i64::from(k.ifindex),
                 )),
             }

@@ -267,8 +267,8 @@ pub fn process_resource<'a>(
     push("process.owner", Val::Str(&p.user_name));
     push("process.user.name", Val::Str(&p.user_name));
     push("process.user.id", Val::I64(p.uid.into()));
-    push("process.group.name", Val::Str(&p.group_name));
-    push("process.group.id", Val::I64(p.gid.into()));
+    push("vigil.process.group.name", Val::Str(&p.group_name));
+    push("vigil.process.group.id", Val::I64(p.gid.into()));
     push("process.state", Val::Str(process_state(p.state)));
     push("process.creation.time", Val::Str(created));
     push("container.id", Val::Str(&p.container_id));
