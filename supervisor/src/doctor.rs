@@ -107,6 +107,26 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     let _ = writeln!(s, "  cgroups                         {}", facts.cgroup);
     let _ = writeln!(
         s,
+        "  pressure stall information      {}",
+        if facts.psi {
+            "present (/proc/pressure)"
+        } else {
+            "absent: pressure_metrics is off"
+        }
+    );
+    let kubelet = std::path::Path::new(&cfg.host_root).join("var/log/pods");
+    let _ = writeln!(
+        s,
+        "  kubelet logs                    {} {}",
+        kubelet.display(),
+        if kubelet.is_dir() {
+            "present: k8s_names reads pod and container names there"
+        } else {
+            "absent (not a Kubernetes node, or not mounted): no Kubernetes names"
+        }
+    );
+    let _ = writeln!(
+        s,
         "  /dev/kmsg                       {}",
         if facts.kmsg { "present" } else { "absent" }
     );

@@ -140,7 +140,25 @@ impl Drop for Pressured {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(200));
+        // The shell's current `cat` outlives it: kill whatever is left in the cgroups.
+        for _ in 0..50 {
+            let mut left = false;
+            for d in &self.dirs {
+                let procs =
+                    std::fs::read_to_string(format!("{d}/cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                    left = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            if !left {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         for d in self.dirs.iter().rev() {
             let _ = std::fs::remove_dir(d);
         }
