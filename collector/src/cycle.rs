@@ -192,16 +192,22 @@ impl Cycle {
             if self.sockdiag.is_none() {
                 self.sockdiag = crate::sockets::SockDiag::open().ok();
             }
-            match self.sockdiag.as_mut().map(|d| d.counts()) {
-                Some(Ok(c)) => crate::sockets::metrics(st, &c, &mut m),
-                _ => {
+            let mut buf = Vec::new();
+            let proc = std::path::Path::new("/proc");
+            let ss = crate::sockets::read_sockstat(proc, &mut buf);
+            let counts = match (self.sockdiag.as_mut(), ss) {
+                (Some(d), Some(ss)) => d.counts(&ss).ok(),
+                _ => None,
+            };
+            match counts {
+                Some(c) => crate::sockets::metrics(st, &c, &mut m),
+                None => {
                     // Open a new socket next cycle.
                     self.stats.sockdiag_errors += 1;
                     self.sockdiag = None;
                 }
             }
-            let mut buf = Vec::new();
-            crate::sockets::conntrack(std::path::Path::new("/proc"), st, &mut buf, &mut m);
+            crate::sockets::conntrack(proc, st, &mut buf, &mut m);
         }
         if !m.is_empty() {
             out.push(Record::Metrics {

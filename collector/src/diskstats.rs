@@ -62,19 +62,7 @@ pub fn parse_line(line: &[u8]) -> Option<DiskStat> {
 
 /// Every well-formed line and the count of malformed ones.
 pub fn parse(buf: &[u8]) -> (Vec<DiskStat>, u64) {
-    let mut v = Vec::new();
-    let mut bad = 0;
-    for line in buf.split(|&c| c == b'\n') {
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        match parse_line(line) {
-            Some(d) if v.len() < MAX_DEVICES => v.push(d),
-            Some(_) => {}
-            None => bad += 1,
-        }
-    }
-    (v, bad)
+    crate::util::parse_lines(buf, MAX_DEVICES, parse_line)
 }
 
 /// The metrics of one device.

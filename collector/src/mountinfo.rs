@@ -76,18 +76,7 @@ pub fn parse_line(line: &[u8]) -> Option<Mount> {
 
 /// Every well-formed line, and the count of malformed ones.
 pub fn parse(buf: &[u8]) -> (Vec<Mount>, u64) {
-    let mut v = Vec::new();
-    let mut bad = 0;
-    for line in buf.split(|&c| c == b'\n') {
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        match parse_line(line) {
-            Some(m) => v.push(m),
-            None => bad += 1,
-        }
-    }
-    (v, bad)
+    crate::util::parse_lines(buf, usize::MAX, parse_line)
 }
 
 #[cfg(test)]

@@ -186,6 +186,28 @@ pub struct ScanStats {
     pub uncached: u64,
 }
 
+/// Hashes a pid for the process table: one multiply (Fibonacci hashing). Pids are small,
+/// dense and not attacker-chosen in a way that matters here (the kernel assigns them), so
+/// SipHash's flooding resistance buys nothing on the hot path.
+#[derive(Default)]
+pub struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
+
 /// Descriptors kept for a process: /proc/PID (O_PATH), /proc/PID/stat and, with context
 /// switches on, /proc/PID/schedstat.
 #[derive(Debug)]
@@ -217,6 +239,10 @@ struct Tracked {
     /// schedstat `pcount` and the switch counts read when it was last seen to move.
     pcount: Option<u64>,
     switches: Option<(u64, u64)>,
+    /// Threads, fd count and owner of the last sample.
+    threads: u32,
+    fd_count: Option<u32>,
+    owner: (u32, u32),
     /// /proc/PID/io from the privhelper this cycle.
     io: Option<vigil_ipc_proto::ProcessIo>,
     generation: u32,
@@ -227,7 +253,7 @@ pub struct ProcScanner {
     proc_dir: OwnedFd,
     buf: Vec<u8>,
     pids: Vec<u32>,
-    tracked: HashMap<u32, Tracked>,
+    tracked: PidMap<Tracked>,
     pub samples: Vec<ProcSample>,
     page_size: u64,
     generation: u32,
@@ -311,7 +337,7 @@ impl ProcScanner {
             proc_dir,
             buf: Vec::with_capacity(4096),
             pids: Vec::new(),
-            tracked: HashMap::new(),
+            tracked: PidMap::default(),
             samples: Vec::new(),
             page_size: crate::util::page_size(),
             generation: 0,
@@ -410,15 +436,36 @@ impl ProcScanner {
                 self.open_process(pid).map(|f| (f, false))
             }
         };
+        let mut idle = false;
         let read = opened.and_then(|(f, kept)| {
-            let r = read_sample(&f, &mut self.buf, self.count_fds, self.page_size);
+            // Whether the main thread ran since the last cycle (schedstat's pcount). A
+            // single-threaded process that did not run cannot have opened or closed a
+            // descriptor nor changed its credentials: its last fd count and owner stand.
+            let pcount = if self.switches {
+                self.pcount(pid, &f)
+            } else {
+                None
+            };
+            idle = pcount.is_some() && pcount == t.pcount;
+            t.pcount = pcount;
+            let reuse = idle && t.threads == 1 && (t.fd_count.is_some() || !self.count_fds);
+            let count = self.count_fds && !reuse;
+            let owner = reuse.then_some(t.owner);
+            let r = read_sample(&f, &mut self.buf, count, owner, self.page_size);
             if kept {
                 t.fds = Some(f);
             } else if self.cached < self.fd_budget && matches!(r, Ok(Some(_))) {
                 self.cached += 1;
                 t.fds = Some(f);
             }
-            r
+            r.map(|o| {
+                o.map(|mut s| {
+                    if reuse {
+                        s.fds = t.fd_count;
+                    }
+                    s
+                })
+            })
         });
         match read {
             Ok(Some(mut s)) if s.starttime == t.starttime => {
@@ -427,8 +474,11 @@ impl ProcScanner {
                     self.describe(pid, &mut t, &s);
                 }
                 if self.switches {
-                    s.switches = self.switches_of(pid, &mut t);
+                    s.switches = self.switches_of(pid, &mut t, idle);
                 }
+                t.threads = s.threads;
+                t.fd_count = s.fds;
+                t.owner = (s.uid, s.gid);
                 t.generation = self.generation;
                 self.tracked.insert(pid, t);
                 Ok(Some(s))
@@ -451,7 +501,8 @@ impl ProcScanner {
 
     fn sample_new(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
         let fds = self.open_process(pid)?;
-        let Some(mut sample) = read_sample(&fds, &mut self.buf, self.count_fds, self.page_size)?
+        let Some(mut sample) =
+            read_sample(&fds, &mut self.buf, self.count_fds, None, self.page_size)?
         else {
             return Ok(None);
         };
@@ -474,13 +525,23 @@ impl ProcScanner {
             netns,
             pcount: None,
             switches: None,
+            threads: 0,
+            fd_count: None,
+            owner: (0, 0),
             io: None,
             generation: self.generation,
         };
         self.describe(pid, &mut t, &sample);
         if self.switches {
-            sample.switches = self.switches_of(pid, &mut t);
+            if let Some(f) = t.fds.take() {
+                t.pcount = self.pcount(pid, &f);
+                t.fds = Some(f);
+            }
+            sample.switches = self.switches_of(pid, &mut t, false);
         }
+        t.threads = sample.threads;
+        t.fd_count = sample.fds;
+        t.owner = (sample.uid, sample.gid);
         if self.cached < self.fd_budget {
             self.cached += 1;
         } else {
@@ -531,19 +592,21 @@ impl ProcScanner {
         (cmdline, id)
     }
 
-    /// Switch counts of the main thread: schedstat's `pcount` first; /proc/PID/status only
-    /// when it moved (or was never read).
-    fn switches_of(&mut self, pid: u32, t: &mut Tracked) -> Option<(u64, u64)> {
-        let kept = t.fds.as_ref().and_then(|f| f.schedstat.as_ref());
-        let pcount = match kept {
+    /// schedstat's `pcount` of the main thread, through the kept descriptor or by path.
+    fn pcount(&mut self, pid: u32, f: &ProcFds) -> Option<u64> {
+        match &f.schedstat {
             Some(fd) => pread_all(fd.as_fd(), &mut self.buf).ok(),
             None => self.read_by_path(pid, "schedstat").ok(),
         }
-        .and_then(|_| parse_schedstat_pcount(&self.buf));
-        if pcount.is_some() && pcount == t.pcount && t.switches.is_some() {
+        .and_then(|_| parse_schedstat_pcount(&self.buf))
+    }
+
+    /// Switch counts of the main thread: the last ones when it did not run (`idle`), else
+    /// /proc/PID/status.
+    fn switches_of(&mut self, pid: u32, t: &mut Tracked, idle: bool) -> Option<(u64, u64)> {
+        if idle && t.switches.is_some() {
             return t.switches;
         }
-        t.pcount = pcount;
         self.status_reads += 1;
         let dir = t.fds.as_ref().map(|f| f.dir.as_fd());
         let read = match dir {
@@ -555,14 +618,19 @@ impl ProcScanner {
         t.switches
     }
 
-    /// /proc/PID/`file` opened, read and closed.
-    fn read_by_path(&mut self, pid: u32, file: &str) -> Result<usize, Errno> {
+    /// /proc/PID (`O_PATH`).
+    fn open_dir(&self, pid: u32) -> Result<OwnedFd, Errno> {
         let name = itoa_buf(pid);
-        let dir = open_at(
+        open_at(
             self.proc_dir.as_fd(),
             name.as_str(),
             OFlag::O_PATH | OFlag::O_DIRECTORY,
-        )?;
+        )
+    }
+
+    /// /proc/PID/`file` opened, read and closed.
+    fn read_by_path(&mut self, pid: u32, file: &str) -> Result<usize, Errno> {
+        let dir = self.open_dir(pid)?;
         let f = open_at(dir.as_fd(), file, OFlag::O_RDONLY)?;
         pread_all(f.as_fd(), &mut self.buf)
     }
@@ -570,12 +638,7 @@ impl ProcScanner {
     /// The descriptors of one process: /proc/PID (`O_PATH`), /proc/PID/stat and, with context
     /// switches on, /proc/PID/schedstat.
     fn open_process(&self, pid: u32) -> Result<ProcFds, Errno> {
-        let name = itoa_buf(pid);
-        let dir = open_at(
-            self.proc_dir.as_fd(),
-            name.as_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-        )?;
+        let dir = self.open_dir(pid)?;
         let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
         let schedstat = if self.switches {
             open_at(dir.as_fd(), "schedstat", OFlag::O_RDONLY).ok()
@@ -734,18 +797,25 @@ pub fn identity_of(cgroup_file: &[u8]) -> crate::cgroups::Identity {
 }
 
 /// One sample through a process's descriptors: `pread` of the stat line, `fstat` of the
-/// directory (owner), `fstatat(dir, "fd")` (fd count) when asked. `Err(ESRCH)` when the
-/// process is gone, `Ok(None)` when its stat line does not parse.
+/// directory (owner) unless `known` gives it, `fstatat(dir, "fd")` (fd count) when asked.
+/// `Err(ESRCH)` when the process is gone, `Ok(None)` when its stat line does not parse.
 fn read_sample(
     f: &ProcFds,
     buf: &mut Vec<u8>,
     count_fds: bool,
+    known: Option<(u32, u32)>,
     page_size: u64,
 ) -> Result<Option<ProcSample>, Errno> {
     if pread_all(f.stat.as_fd(), buf)? == 0 {
         return Err(Errno::ESRCH);
     }
-    let owner = fstat(f.dir.as_fd())?;
+    let owner = match known {
+        Some(o) => o,
+        None => {
+            let st = fstat(f.dir.as_fd())?;
+            (st.st_uid, st.st_gid)
+        }
+    };
     let fds = if count_fds {
         fd_count(f.dir.as_fd())
     } else {
@@ -758,7 +828,7 @@ fn read_sample(
 
 fn make_sample(
     st: &ProcStat<'_>,
-    owner: nix::sys::stat::FileStat,
+    owner: (u32, u32),
     fds: Option<u32>,
     page_size: u64,
 ) -> ProcSample {
@@ -775,8 +845,8 @@ fn make_sample(
         starttime: st.starttime,
         vsize: st.vsize,
         rss_bytes: (st.rss.max(0) as u64).saturating_mul(page_size),
-        uid: owner.st_uid,
-        gid: owner.st_gid,
+        uid: owner.0,
+        gid: owner.1,
         fds,
         minflt: st.minflt,
         majflt: st.majflt,
