@@ -36,6 +36,7 @@ fn init() -> InitConfig {
             ids: None,
             keep_caps: Vec::new(),
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -47,6 +48,7 @@ fn init() -> InitConfig {
             ..Default::default()
         },
         shipper: Default::default(),
+        attached: Vec::new(),
     }
 }
 

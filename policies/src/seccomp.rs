@@ -9,6 +9,11 @@ const COMMON: &str = include_str!("../seccomp/common.policy");
 const COLLECTOR: &str = include_str!("../seccomp/collector.policy");
 const SHIPPER: &str = include_str!("../seccomp/shipper.policy");
 const PRIVHELPER: &str = include_str!("../seccomp/privhelper.policy");
+const SHIPPER_DNS: &str = include_str!("../seccomp/shipper-dns.policy");
+const SHIPPER_LISTEN: &str = include_str!("../seccomp/shipper-listen.policy");
+
+/// Policy files a run may add to a role's own (see `SandboxPlan::seccomp_extra`).
+pub const EXTRAS: &[&str] = &["shipper-dns", "shipper-listen"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -50,7 +55,8 @@ pub enum Value {
 /// The policy of a role, all includes resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    pub name: &'static str,
+    /// The files it was built from, `+`-joined (`shipper+shipper-dns`).
+    pub name: String,
     pub rules: Vec<Rule>,
 }
 
@@ -60,6 +66,8 @@ fn source(name: &str) -> Option<(&'static str, &'static str)> {
         "collector" => ("collector.policy", COLLECTOR),
         "shipper" => ("shipper.policy", SHIPPER),
         "privhelper" => ("privhelper.policy", PRIVHELPER),
+        "shipper-dns" => ("shipper-dns.policy", SHIPPER_DNS),
+        "shipper-listen" => ("shipper-listen.policy", SHIPPER_LISTEN),
         _ => return None,
     })
 }
@@ -90,7 +98,26 @@ impl Policy {
         })?;
         let mut rules = Vec::new();
         parse_into(file, text, &mut rules, 0)?;
-        Ok(Policy { name: file, rules })
+        Ok(Policy {
+            name: file.trim_end_matches(".policy").to_string(),
+            rules,
+        })
+    }
+
+    /// The role's policy plus the run's extra files (a syscall listed twice is an error).
+    pub fn for_plan(role: Role, extras: &[String]) -> Result<Policy, PolicyError> {
+        let mut p = Self::for_role(role)?;
+        for name in extras {
+            let (file, text) = source(name)
+                .filter(|_| EXTRAS.contains(&name.as_str()))
+                .ok_or_else(|| PolicyError::Include {
+                    file: "plan",
+                    name: name.clone(),
+                })?;
+            parse_into(file, text, &mut p.rules, 0)?;
+            p.name = format!("{}+{name}", p.name);
+        }
+        Ok(p)
     }
 
     pub fn allows(&self, syscall: &str) -> bool {
@@ -246,6 +273,18 @@ mod tests {
             }
             p.compile().unwrap();
         }
+        let p = Policy::for_plan(
+            Role::Shipper,
+            &["shipper-dns".into(), "shipper-listen".into()],
+        )
+        .unwrap();
+        assert_eq!(p.name, "shipper+shipper-dns+shipper-listen");
+        assert!(p.allows("bind") && p.allows("accept4"));
+        assert!(!Policy::for_role(Role::Shipper).unwrap().allows("bind"));
+        assert!(!Policy::for_role(Role::Shipper).unwrap().allows("accept4"));
+        p.compile().unwrap();
+        assert!(Policy::for_plan(Role::Shipper, &["collector".into()]).is_err());
+        assert!(Policy::for_plan(Role::Shipper, &["nope".into()]).is_err());
     }
 
     #[test]
@@ -289,9 +328,14 @@ mod tests {
             "reboot",
             "swapon",
             "acct",
+            "listen",
         ];
-        for role in [Role::Collector, Role::Shipper] {
-            let p = Policy::for_role(role).unwrap();
+        let all_extras: Vec<String> = EXTRAS.iter().map(|s| s.to_string()).collect();
+        for p in [
+            Policy::for_role(Role::Collector).unwrap(),
+            Policy::for_plan(Role::Shipper, &all_extras).unwrap(),
+        ] {
+            let role = &p.name;
             for f in forbidden {
                 assert!(!p.allows(f), "{role} allows {f}");
             }
@@ -336,7 +380,7 @@ mod tests {
     #[test]
     fn misspelled_syscall_fails_to_compile() {
         let p = Policy {
-            name: "t",
+            name: "t".into(),
             rules: vec![Rule {
                 syscall: "raed".into(),
                 arg: None,

@@ -368,7 +368,7 @@ fn latency(n: i64) {
     let cfg = OtlpConfig {
         max_batch_delay_ms: default.max_batch_delay_ms,
         max_batch_records: default.max_batch_records,
-        gzip: default.gzip,
+        compression: default.compression,
         ..cfg
     };
     let mut sh = Shipper::start(init(&dir.path().join("journal"), Some(cfg), ""));

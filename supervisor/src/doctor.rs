@@ -41,6 +41,12 @@ pub fn systemd_block(cfg: &AgentConfig, caps: &[Capability]) -> String {
         cfg.user
     ));
     s.push_str(&format!("InaccessiblePaths={}\n", inaccessible_paths()));
+    let (allow, notes) = crate::delivery::ip_address_allow(cfg);
+    for n in notes {
+        s.push_str(&format!("# {n}\n"));
+    }
+    s.push_str(&allow);
+    s.push('\n');
     if features::configured(cfg, "kmsg_events") {
         s.push_str("ProtectKernelLogs=no\nDeviceAllow=/dev/kmsg r\n");
     } else {
@@ -134,6 +140,17 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     if let Some(w) = eval.warning() {
         let _ = writeln!(s, "\nmissing: {w}");
     }
+    let _ = writeln!(s, "\ndelivery");
+    for l in crate::delivery::describe(cfg) {
+        let _ = writeln!(s, "  {l}");
+    }
+    if !cfg.shipper.prometheus.listen.is_empty() {
+        let _ = writeln!(
+            s,
+            "  Prometheus endpoint: http://{}/metrics",
+            cfg.shipper.prometheus.listen
+        );
+    }
     let _ = writeln!(
         s,
         "\nminimal capability add-list for the configured features\n  started as root (container add list): {}\n  started as the agent user (systemd User=, setcap): {}",
@@ -188,6 +205,17 @@ mod tests {
             assert!(ip.split(' ').any(|x| x == p), "{p} in {ip}");
         }
         assert!(lines.contains(&"DeviceAllow=/dev/kmsg r"));
+        assert!(lines.contains(&"IPAddressAllow=localhost"));
+        let mut remote = cfg.clone();
+        remote.shipper.otlp = Some(vigil_ipc_proto::OtlpConfig {
+            endpoint: "https://192.0.2.10:4318".into(),
+            ..Default::default()
+        });
+        assert!(
+            systemd_block(&remote, &[])
+                .lines()
+                .any(|l| l == "IPAddressAllow=localhost 192.0.2.10")
+        );
         assert!(lines.contains(&"ProtectKernelLogs=no"));
         let mut quiet = cfg.clone();
         quiet.collector.kmsg = false;

@@ -427,6 +427,7 @@ pub fn init(journal: &Path, otlp: Option<OtlpConfig>, json_lines: &str) -> InitC
             ids: None,
             keep_caps: vec![],
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -440,6 +441,7 @@ pub fn init(journal: &Path, otlp: Option<OtlpConfig>, json_lines: &str) -> InitC
             otlp,
             ..ShipperConfig::default()
         },
+        attached: Vec::new(),
     }
 }
 
@@ -466,8 +468,9 @@ impl Shipper {
     pub fn start(init: InitConfig) -> Shipper {
         let (control, ship_control) = Channel::pair().unwrap();
         let (mut collector, ship_collector) = Channel::pair().unwrap();
-        let thread =
-            std::thread::spawn(move || vigil_shipper::run(&init, ship_control, ship_collector));
+        let thread = std::thread::spawn(move || {
+            vigil_shipper::run(&init, ship_control, ship_collector, Default::default())
+        });
         let resume = handshake(&mut collector);
         Shipper {
             control,
