@@ -307,6 +307,8 @@ pub struct ProcessStatus {
     pub seccomp: u8,
     /// As reported by the child (the kernel does not show Landlock in /proc).
     pub landlock: String,
+    /// The seccomp policy files the child loaded (`shipper+shipper-dns`), as it reported.
+    pub seccomp_policy: String,
     pub restarts: u32,
     pub last_exit: Option<String>,
 }

@@ -177,7 +177,6 @@ fn warn(control: &Channel, msg: String) {
 /// A configuration that cannot work: told to the supervisor (which stops instead of restarting
 /// us), then returned.
 fn config_error(control: &Channel, msg: String) -> ShipperError {
-    tracing::error!("{msg}");
     let _ = control.send(&ChildToSupervisor::ConfigError(msg.clone()));
     ShipperError::Config(msg)
 }

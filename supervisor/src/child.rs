@@ -67,8 +67,13 @@ pub fn main(role_name: &str) -> Result<()> {
             inherited(fds::PEER_B),
         )
         .map_err(|e| e.to_string()),
-        Role::Shipper => vigil_shipper::run(&init, control, inherited(fds::PEER_A), attachments)
-            .map_err(|e| e.to_string()),
+        Role::Shipper => {
+            match vigil_shipper::run(&init, control, inherited(fds::PEER_A), attachments) {
+                // Already told to the supervisor, which reports it once and stops the agent.
+                Err(vigil_shipper::ShipperError::Config(_)) => std::process::exit(1),
+                r => r.map_err(|e| e.to_string()),
+            }
+        }
         _ => unreachable!("checked above"),
     };
     res.map_err(|e| Error::Other(format!("{role}: {e}")))

@@ -2,6 +2,7 @@
 //! operator would (`vigil status` over its socket, its stdout JSON lines), and read the real
 //! kernel state of each of its processes from /proc.
 
+pub mod backends;
 pub mod otlp;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

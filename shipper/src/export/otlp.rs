@@ -259,7 +259,9 @@ impl OtlpExporter {
     fn send(&mut self, signal: Signal, now: Instant) -> Result<(), NetError> {
         let i = idx(signal);
         let lane = self.lane[i];
-        if self.conns[lane].as_mut().is_some_and(|c| c.is_stale()) {
+        if let Some(c) = self.conns[lane].as_mut()
+            && (c.is_stale() || !net::still_current(c, &self.targets[i], &mut self.resolver, now))
+        {
             self.conns[lane] = None;
         }
         let timeout = self.timeout(signal);

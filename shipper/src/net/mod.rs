@@ -69,6 +69,8 @@ pub struct Conn {
     /// Requests completed on this connection (a stale keep-alive connection fails its next one).
     pub completed: u32,
     endpoint: String,
+    /// When the name behind `peer` was last looked up.
+    resolved_at: Instant,
 }
 
 impl std::fmt::Debug for Conn {
@@ -149,7 +151,36 @@ pub fn connect(
         peer,
         completed: 0,
         endpoint: t.endpoint.origin(),
+        resolved_at: now,
     })
+}
+
+/// Whether a kept-alive connection still goes where the name points: at most every
+/// [`resolve::MAX_AGE`] the name is looked up again, and a connection to an address it no
+/// longer has is given up (the backend moved; the next request connects to the new one).
+pub fn still_current(c: &mut Conn, t: &Target, resolver: &mut Resolver, now: Instant) -> bool {
+    if now.duration_since(c.resolved_at) < resolve::MAX_AGE {
+        return true;
+    }
+    let host = t.proxy.as_ref().map_or(&t.endpoint.host, |p| &p.host);
+    match resolver.lookup(host, now) {
+        Ok(addrs) if addrs.contains(&c.peer.ip()) => {
+            c.resolved_at = now;
+            true
+        }
+        Ok(addrs) => {
+            tracing::info!(
+                "{host} now resolves to {addrs:?}, not {}: reconnecting",
+                c.peer.ip()
+            );
+            false
+        }
+        // Resolution failing now is no reason to drop a working connection.
+        Err(_) => {
+            c.resolved_at = now;
+            true
+        }
+    }
 }
 
 fn handshake(
