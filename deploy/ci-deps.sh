@@ -1,6 +1,6 @@
 #!/bin/sh
 # Tools the deployment and delivery tests (tests/tests/deploy_*.rs, delivery_e2e.rs) call.
-# a fresh Debian 12 machine (apt: ~15 s, pip: ~60 s).
+# Idempotent; about 1.5 minutes on a fresh Debian 12 machine (apt: ~15 s, pip: ~60 s).
 #
 #   apt: systemd (systemd-analyze security --offline, 252), podman + buildah + runc (image
 #        build and run; runc because crun 1.8 refuses hybrid cgroup hierarchies), binutils
