@@ -11,9 +11,18 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
 use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::{Hosts, Resolver as Hickory, TokioResolver};
+use hickory_resolver::net::runtime::iocompat::AsyncIoTokioAsStd;
+use hickory_resolver::net::runtime::{
+    RuntimeProvider, TokioHandle, TokioRuntimeProvider, TokioTime,
+};
+use hickory_resolver::{Hosts, Resolver as Hickory};
+
+type StubResolver = Hickory<UnboundUdp>;
 
 /// Longest an answer is used before it is asked for again.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
@@ -33,7 +42,7 @@ pub enum ResolveError {
 pub struct Resolver {
     /// The stub resolver and its runtime; `None` when resolv.conf names no nameserver
     /// (/etc/hosts only), and then no runtime (epoll, eventfd) exists either.
-    dns: Option<(tokio::runtime::Runtime, TokioResolver)>,
+    dns: Option<(tokio::runtime::Runtime, StubResolver)>,
     hosts: Arc<Hosts>,
     cache: HashMap<String, (Vec<IpAddr>, Instant)>,
     /// Lookups that went to the nameservers (not answered from /etc/hosts or the cache).
@@ -130,7 +139,7 @@ fn build(
     config: ResolverConfig,
     mut opts: ResolverOpts,
     hosts: Arc<Hosts>,
-) -> Result<(tokio::runtime::Runtime, TokioResolver), ResolveError> {
+) -> Result<(tokio::runtime::Runtime, StubResolver), ResolveError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -146,13 +155,63 @@ fn build(
     let mut r = {
         // The runtime's reactor must be entered while the resolver is built.
         let _g = rt.enter();
-        Hickory::builder_with_config(config, TokioRuntimeProvider::default())
+        Hickory::builder_with_config(config, UnboundUdp::default())
             .with_options(opts)
             .build()
             .map_err(|e| ResolveError::Runtime(std::io::Error::other(e.to_string())))?
     };
     r.set_hosts(hosts);
     Ok((rt, r))
+}
+
+/// hickory's tokio provider, except that UDP query sockets are not bound: hickory binds each to
+/// a random port of its choosing, which needs `bind` in the seccomp filter and is refused by
+/// systemd's `SocketBindDeny=any`; an unbound socket gets a random ephemeral port from the
+/// kernel at its first send (Linux randomises those), without any bind.
+#[derive(Clone, Default)]
+pub struct UnboundUdp(TokioRuntimeProvider);
+
+impl RuntimeProvider for UnboundUdp {
+    type Handle = TokioHandle;
+    type Timer = TokioTime;
+    type Udp = tokio::net::UdpSocket;
+    type Tcp = AsyncIoTokioAsStd<tokio::net::TcpStream>;
+
+    fn create_handle(&self) -> Self::Handle {
+        self.0.create_handle()
+    }
+
+    fn connect_tcp(
+        &self,
+        server_addr: SocketAddr,
+        bind_addr: Option<SocketAddr>,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Send + Future<Output = std::io::Result<Self::Tcp>>>> {
+        self.0.connect_tcp(server_addr, bind_addr, timeout)
+    }
+
+    fn bind_udp(
+        &self,
+        _local_addr: SocketAddr,
+        server_addr: SocketAddr,
+    ) -> Pin<Box<dyn Send + Future<Output = std::io::Result<Self::Udp>>>> {
+        Box::pin(async move { unbound_udp(server_addr) })
+    }
+}
+
+fn unbound_udp(server: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let family = match server {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(
+        family,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd))
 }
 
 /// Addresses of `host` in /etc/hosts alone (no nameserver configured).
