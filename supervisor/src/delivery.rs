@@ -317,8 +317,13 @@ pub fn ip_address_allow(cfg: &AgentConfig) -> (String, Vec<String>) {
             }
         }
     }
+    // `localhost` already covers 127.0.0.0/8 and ::1.
     let mut seen = std::collections::BTreeSet::new();
-    allow.retain(|a| seen.insert(a.clone()));
+    allow.retain(|a| {
+        !a.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+            && seen.insert(a.clone())
+    });
     (format!("IPAddressAllow={}", allow.join(" ")), notes)
 }
 

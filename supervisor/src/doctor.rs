@@ -47,6 +47,10 @@ pub fn systemd_block(cfg: &AgentConfig, caps: &[Capability]) -> String {
     }
     s.push_str(&allow);
     s.push('\n');
+    // The unit denies every bind (SocketBindDeny=any): the Prometheus port is the exception.
+    if let Ok(sa) = vigil_ipc_proto::delivery::parse_listen("", &cfg.shipper.prometheus.listen) {
+        s.push_str(&format!("SocketBindAllow=tcp:{}\n", sa.port()));
+    }
     if features::configured(cfg, "kmsg_events") {
         s.push_str("ProtectKernelLogs=no\nDeviceAllow=/dev/kmsg r\n");
     } else {
@@ -211,11 +215,14 @@ mod tests {
             endpoint: "https://192.0.2.10:4318".into(),
             ..Default::default()
         });
+        remote.shipper.prometheus.listen = "0.0.0.0:9464".into();
+        let b = systemd_block(&remote, &[]);
         assert!(
-            systemd_block(&remote, &[])
-                .lines()
+            b.lines()
                 .any(|l| l == "IPAddressAllow=localhost 192.0.2.10")
         );
+        assert!(b.lines().any(|l| l == "SocketBindAllow=tcp:9464"));
+        assert!(!systemd_block(&cfg, &[]).contains("SocketBindAllow"));
         assert!(lines.contains(&"ProtectKernelLogs=no"));
         let mut quiet = cfg.clone();
         quiet.collector.kmsg = false;
