@@ -464,12 +464,26 @@ pub struct Shipper {
     pub thread: Option<JoinHandle<Result<(), vigil_shipper::ShipperError>>>,
 }
 
+/// A sealed-enough memfd of shipper inputs, as the supervisor hands them over.
+pub fn inputs_fd(inputs: &vigil_ipc_proto::delivery::ShipperInputs) -> std::os::fd::OwnedFd {
+    use std::io::Write;
+    let fd = nix::sys::memfd::memfd_create(c"test-inputs", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(&inputs.encode().unwrap()).unwrap();
+    f.into()
+}
+
 impl Shipper {
     pub fn start(init: InitConfig) -> Shipper {
+        Self::start_with(init, Default::default())
+    }
+
+    pub fn start_with(init: InitConfig, attachments: vigil_shipper::Attachments) -> Shipper {
         let (control, ship_control) = Channel::pair().unwrap();
         let (mut collector, ship_collector) = Channel::pair().unwrap();
         let thread = std::thread::spawn(move || {
-            vigil_shipper::run(&init, ship_control, ship_collector, Default::default())
+            vigil_shipper::run(&init, ship_control, ship_collector, attachments)
         });
         let resume = handshake(&mut collector);
         Shipper {
