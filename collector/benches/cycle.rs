@@ -62,6 +62,7 @@ fn init(all: bool) -> InitConfig {
             ids: None,
             keep_caps: Vec::new(),
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -73,6 +74,7 @@ fn init(all: bool) -> InitConfig {
             ..Default::default()
         },
         shipper: Default::default(),
+        attached: Vec::new(),
     }
 }
 

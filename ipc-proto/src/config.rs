@@ -1,8 +1,11 @@
 //! Configuration: the TOML file of the supervisor deserializes into [`AgentConfig`], and each
 //! child receives what it needs of it in [`InitConfig`]. One definition for both.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::Secret;
 use crate::messages::Role;
 
 /// How much of the host the virtual root shows (the SmartAgent seed's three modes).
@@ -182,6 +185,10 @@ pub struct ShipperConfig {
     /// JSON lines: `stdout`, a file path, or empty to disable.
     pub json_lines: String,
     pub otlp: Option<OtlpConfig>,
+    pub prometheus: PrometheusConfig,
+    /// Resource attributes added to everything shipped (`OTEL_RESOURCE_ATTRIBUTES`;
+    /// `service.name` also from `OTEL_SERVICE_NAME`). A record's own attributes win.
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 impl Default for ShipperConfig {
@@ -194,18 +201,50 @@ impl Default for ShipperConfig {
             fsync_interval_ms: 1000,
             json_lines: "stdout".into(),
             otlp: None,
+            prometheus: PrometheusConfig::default(),
+            resource_attributes: BTreeMap::new(),
         }
     }
 }
 
+/// Request body compression (`OTEL_EXPORTER_OTLP_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+/// The OTLP/HTTP exporter. Every key mirrors an `OTEL_EXPORTER_OTLP_*` setting; the per-signal
+/// tables (`[shipper.otlp.metrics]`, `[shipper.otlp.logs]`) override the common values for
+/// one signal as the `OTEL_EXPORTER_OTLP_{METRICS,LOGS}_*` variables do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
-    /// Base URL, e.g. `http://127.0.0.1:4318`; `/v1/metrics` and `/v1/logs` are appended.
+    /// Base URL, e.g. `https://otlp.example.com:4318`; `v1/metrics` and `v1/logs` are appended.
     pub endpoint: String,
-    pub headers: Vec<(String, String)>,
-    pub gzip: bool,
+    /// Request headers (credentials: never logged, never shown by `vigil status`).
+    pub headers: BTreeMap<String, Secret>,
+    /// A file of `Name: value` lines merged into `headers` (read by the supervisor at start).
+    pub headers_file: Option<String>,
+    pub compression: Compression,
     pub timeout_ms: u64,
+    /// PEM CA bundle to verify the server with (default: the host's bundle).
+    pub ca_file: Option<String>,
+    /// PEM client certificate and key for mutual TLS.
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+    /// Name sent as SNI and checked against the certificate (default: the endpoint's host).
+    pub server_name: Option<String>,
+    /// Proxy for https:// endpoints (HTTP CONNECT); default `HTTPS_PROXY`. "" for none.
+    pub https_proxy: Option<Secret>,
+    /// Proxy for http:// endpoints; default `HTTP_PROXY`. "" for none.
+    pub http_proxy: Option<Secret>,
+    /// Hosts reached without the proxy; default `NO_PROXY`.
+    pub no_proxy: Option<String>,
+    pub metrics: SignalConfig,
+    pub logs: SignalConfig,
     pub max_batch_records: usize,
     pub max_batch_delay_ms: u64,
     pub retry_initial_ms: u64,
@@ -215,16 +254,48 @@ pub struct OtlpConfig {
 impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig {
-            endpoint: "http://127.0.0.1:4318".into(),
-            headers: Vec::new(),
-            gzip: true,
+            endpoint: "http://localhost:4318".into(),
+            headers: BTreeMap::new(),
+            headers_file: None,
+            compression: Compression::Gzip,
             timeout_ms: 10_000,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            server_name: None,
+            https_proxy: None,
+            http_proxy: None,
+            no_proxy: None,
+            metrics: SignalConfig::default(),
+            logs: SignalConfig::default(),
             max_batch_records: 2048,
             max_batch_delay_ms: 1000,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
         }
     }
+}
+
+/// Per-signal overrides of [`OtlpConfig`]; unset values come from the common ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalConfig {
+    /// The signal's full URL, used as is (no path appended).
+    pub endpoint: Option<String>,
+    pub headers: BTreeMap<String, Secret>,
+    pub compression: Option<Compression>,
+    pub timeout_ms: Option<u64>,
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+/// Pull-based export: the latest value of every metric in the Prometheus text format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// `IP:PORT` to serve `GET /metrics` on (`VIGIL_PROMETHEUS_LISTEN`); empty: off.
+    pub listen: String,
 }
 
 /// Sent by the supervisor to each child right after the hello.
@@ -240,6 +311,17 @@ pub struct InitConfig {
     pub enabled_features: Vec<String>,
     pub collector: CollectorConfig,
     pub shipper: ShipperConfig,
+    /// Descriptors sent with this Init frame, in this order.
+    pub attached: Vec<Attached>,
+}
+
+/// A descriptor the supervisor opened for a child before the view was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attached {
+    /// Sealed memfd holding [`crate::delivery::ShipperInputs`] (postcard).
+    ShipperInputs,
+    /// Listening TCP socket of the Prometheus endpoint.
+    PrometheusListener,
 }
 
 impl InitConfig {
@@ -259,6 +341,9 @@ pub struct SandboxPlan {
     pub keep_caps: Vec<u8>,
     /// Apply the role's seccomp policy.
     pub seccomp: bool,
+    /// Further policy files (`policies/seccomp/NAME.policy`) this run's configuration needs on
+    /// top of the role's, e.g. `shipper-dns` for a backend reached by name.
+    pub seccomp_extra: Vec<String>,
     pub landlock: LandlockPlan,
 }
 

@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod channel;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod frame;
 pub mod messages;
@@ -29,7 +30,7 @@ pub use messages::*;
 pub use records::*;
 
 /// Bumped on every incompatible change of any message in this crate.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Fixed descriptor numbers a child finds at exec. The supervisor arranges them with `dup2`.
 pub mod fds {

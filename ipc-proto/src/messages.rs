@@ -98,6 +98,10 @@ pub enum ChildToSupervisor {
         #[serde(with = "postcard::fixint::le")]
         arch: u32,
     },
+    /// The configuration cannot work and restarting will not change that (a certificate that
+    /// does not parse, a key that does not match its certificate, ...). Sent before the child
+    /// exits; the supervisor then stops the agent with this message instead of restarting.
+    ConfigError(String),
 }
 
 /// What a child actually applied to itself, as it saw it.
@@ -330,6 +334,8 @@ pub struct ProcessStatus {
     pub seccomp: u8,
     /// As reported by the child (the kernel does not show Landlock in /proc).
     pub landlock: String,
+    /// The seccomp policy files the child loaded (`shipper+shipper-dns`), as it reported.
+    pub seccomp_policy: String,
     pub restarts: u32,
     pub last_exit: Option<String>,
 }

@@ -37,8 +37,9 @@ pub struct LandlockVars {
     pub host_root: String,
     pub runtime_dir: String,
     pub journal_dir: String,
-    /// Port of the configured OTLP endpoint, if any.
-    pub otlp_port: Option<u16>,
+    /// TCP ports the shipper connects to: its OTLP endpoints (or their proxy), 53 when a
+    /// name must be resolved (DNS over TCP after a truncated UDP answer).
+    pub connect_ports: Vec<u16>,
 }
 
 fn template(role: Role) -> Option<&'static str> {
@@ -50,17 +51,16 @@ fn template(role: Role) -> Option<&'static str> {
     }
 }
 
-fn subst(s: &str, v: &LandlockVars) -> Option<String> {
-    if s.contains("{otlp_port}") {
-        return v
-            .otlp_port
-            .map(|p| s.replace("{otlp_port}", &p.to_string()));
+/// One template entry → zero or more values (`{connect_ports}` is a list).
+fn subst(s: &str, v: &LandlockVars) -> Vec<String> {
+    if s == "{connect_ports}" {
+        return v.connect_ports.iter().map(u16::to_string).collect();
     }
-    Some(
+    vec![
         s.replace("{host_root}", &v.host_root)
             .replace("{runtime_dir}", &v.runtime_dir)
             .replace("{journal_dir}", &v.journal_dir),
-    )
+    ]
 }
 
 /// The plan of a role for this run (pure: templates + variables).
@@ -73,9 +73,9 @@ pub fn landlock_plan(role: Role, vars: &LandlockVars) -> Result<LandlockPlan, La
         role,
         msg: e.to_string(),
     })?;
-    let paths = |v: &[String]| v.iter().filter_map(|s| subst(s, vars)).collect::<Vec<_>>();
+    let paths = |v: &[String]| v.iter().flat_map(|s| subst(s, vars)).collect::<Vec<_>>();
     let mut connect_tcp = Vec::new();
-    for p in t.connect_tcp.iter().filter_map(|s| subst(s, vars)) {
+    for p in t.connect_tcp.iter().flat_map(|s| subst(s, vars)) {
         connect_tcp.push(p.parse().map_err(|_| LandlockError::Template {
             role,
             msg: format!("bad port {p}"),
@@ -166,7 +166,7 @@ mod tests {
             host_root: "/".into(),
             runtime_dir: "/run/vigil".into(),
             journal_dir: "/run/vigil/journal".into(),
-            otlp_port: Some(4318),
+            connect_ports: vec![53, 4318],
         }
     }
 
@@ -177,9 +177,9 @@ mod tests {
         assert!(c.read_only.contains(&"/proc".to_string()));
         let s = landlock_plan(Role::Shipper, &vars()).unwrap();
         assert_eq!(s.read_write, vec!["/run/vigil/journal".to_string()]);
-        assert_eq!(s.connect_tcp, vec![4318]);
+        assert_eq!(s.connect_tcp, vec![53, 4318]);
         let mut v = vars();
-        v.otlp_port = None;
+        v.connect_ports.clear();
         assert!(
             landlock_plan(Role::Shipper, &v)
                 .unwrap()

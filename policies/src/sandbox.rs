@@ -124,11 +124,11 @@ pub fn apply(
 
     // 6. Seccomp last (it must allow everything above has already done).
     let seccomp = if plan.seccomp {
-        let policy = Policy::for_role(role)?;
+        let policy = Policy::for_plan(role, &plan.seccomp_extra)?;
         let filter = policy.compile()?;
         crate::report::install(report_fd)?;
         filter.load().map_err(PolicyError::from)?;
-        policy.name.trim_end_matches(".policy").to_string()
+        policy.name
     } else {
         "off".into()
     };

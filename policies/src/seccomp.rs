@@ -9,6 +9,11 @@ const COMMON: &str = include_str!("../seccomp/common.policy");
 const COLLECTOR: &str = include_str!("../seccomp/collector.policy");
 const SHIPPER: &str = include_str!("../seccomp/shipper.policy");
 const PRIVHELPER: &str = include_str!("../seccomp/privhelper.policy");
+const SHIPPER_DNS: &str = include_str!("../seccomp/shipper-dns.policy");
+const SHIPPER_LISTEN: &str = include_str!("../seccomp/shipper-listen.policy");
+
+/// Policy files a run may add to a role's own (see `SandboxPlan::seccomp_extra`).
+pub const EXTRAS: &[&str] = &["shipper-dns", "shipper-listen"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -26,11 +31,13 @@ pub enum PolicyError {
     UnknownSyscall(String),
 }
 
-/// One allowed syscall, optionally only for some values of one argument.
+/// One allowed syscall, optionally only for some values of some arguments (every filter must
+/// hold: `(arg0 == 2 || arg0 == 10) && arg1 == 0x80001`). Several rules for one syscall
+/// (from different files: a run's extra policy widening the role's) allow their union.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub syscall: String,
-    pub arg: Option<ArgFilter>,
+    pub args: Vec<ArgFilter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +57,8 @@ pub enum Value {
 /// The policy of a role, all includes resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    pub name: &'static str,
+    /// The files it was built from, `+`-joined (`shipper+shipper-dns`).
+    pub name: String,
     pub rules: Vec<Rule>,
 }
 
@@ -60,6 +68,8 @@ fn source(name: &str) -> Option<(&'static str, &'static str)> {
         "collector" => ("collector.policy", COLLECTOR),
         "shipper" => ("shipper.policy", SHIPPER),
         "privhelper" => ("privhelper.policy", PRIVHELPER),
+        "shipper-dns" => ("shipper-dns.policy", SHIPPER_DNS),
+        "shipper-listen" => ("shipper-listen.policy", SHIPPER_LISTEN),
         _ => return None,
     })
 }
@@ -90,7 +100,29 @@ impl Policy {
         })?;
         let mut rules = Vec::new();
         parse_into(file, text, &mut rules, 0)?;
-        Ok(Policy { name: file, rules })
+        Ok(Policy {
+            name: file.trim_end_matches(".policy").to_string(),
+            rules,
+        })
+    }
+
+    /// The role's policy plus the run's extra files (a syscall listed twice is an error).
+    pub fn for_plan(role: Role, extras: &[String]) -> Result<Policy, PolicyError> {
+        let mut p = Self::for_role(role)?;
+        for name in extras {
+            let (file, text) = source(name)
+                .filter(|_| EXTRAS.contains(&name.as_str()))
+                .ok_or_else(|| PolicyError::Include {
+                    file: "plan",
+                    name: name.clone(),
+                })?;
+            // An extra file may list a syscall of the role's again: its rules widen them.
+            let mut rules = Vec::new();
+            parse_into(file, text, &mut rules, 0)?;
+            p.rules.extend(rules);
+            p.name = format!("{}+{name}", p.name);
+        }
+        Ok(p)
     }
 
     pub fn allows(&self, syscall: &str) -> bool {
@@ -99,8 +131,16 @@ impl Policy {
 
     /// Build the filter (default action: trap) for the calling process.
     pub fn compile(&self) -> Result<ScmpFilterContext, PolicyError> {
+        self.compile_with_default(ScmpAction::Trap)
+    }
+
+    /// Build the filter with another action for what it does not allow (tests: ENOSYS).
+    pub fn compile_with_default(
+        &self,
+        default: ScmpAction,
+    ) -> Result<ScmpFilterContext, PolicyError> {
         let pid = std::process::id() as u64;
-        let mut ctx = ScmpFilterContext::new(ScmpAction::Trap)?;
+        let mut ctx = ScmpFilterContext::new(default)?;
         // We set NoNewPrivs ourselves before, and report it; keep libseccomp from hiding it.
         ctx.set_ctl_nnp(true)?;
         for rule in &self.rules {
@@ -113,23 +153,30 @@ impl Policy {
                 tracing::debug!(syscall = %rule.syscall, "not on this architecture, skipped");
                 continue;
             }
-            match &rule.arg {
-                None => {
-                    ctx.add_rule(ScmpAction::Allow, sc)?;
-                }
-                Some(f) => {
+            if rule.args.is_empty() {
+                ctx.add_rule(ScmpAction::Allow, sc)?;
+                continue;
+            }
+            // One libseccomp rule per combination of allowed values: rules OR, the
+            // comparisons inside one rule AND.
+            let mut combos: Vec<Vec<ScmpArgCompare>> = vec![Vec::new()];
+            for f in &rule.args {
+                let mut next = Vec::new();
+                for c in &combos {
                     for v in &f.values {
                         let val = match v {
                             Value::Const(c) => *c,
                             Value::OwnPid => pid,
                         };
-                        ctx.add_rule_conditional(
-                            ScmpAction::Allow,
-                            sc,
-                            &[ScmpArgCompare::new(f.index, ScmpCompareOp::Equal, val)],
-                        )?;
+                        let mut c = c.clone();
+                        c.push(ScmpArgCompare::new(f.index, ScmpCompareOp::Equal, val));
+                        next.push(c);
                     }
                 }
+                combos = next;
+            }
+            for c in combos {
+                ctx.add_rule_conditional(ScmpAction::Allow, sc, &c)?;
             }
         }
         Ok(ctx)
@@ -175,22 +222,42 @@ fn parse_into(
         {
             return Err(err(format!("bad syscall name {name:?}")));
         }
-        let arg = match cond {
-            None => None,
-            Some(c) => Some(parse_cond(c).map_err(err)?),
+        let args = match cond {
+            None => Vec::new(),
+            Some(c) => parse_conds(c).map_err(err)?,
         };
+        // Within one file and what it includes a syscall is listed once.
         if out.iter().any(|r| r.syscall == name) {
             return Err(err(format!("{name} listed twice")));
         }
         out.push(Rule {
             syscall: name.to_string(),
-            arg,
+            args,
         });
     }
     Ok(())
 }
 
-/// `argN == V || argN == V ...` (one argument per rule).
+/// `(argN == V || argN == V) && argM == W ...`: each `&&` part lists the allowed values of one
+/// argument, all parts must hold, one part per argument.
+fn parse_conds(c: &str) -> Result<Vec<ArgFilter>, String> {
+    let mut out: Vec<ArgFilter> = Vec::new();
+    for part in c.split("&&") {
+        let part = part.trim();
+        let part = part
+            .strip_prefix('(')
+            .and_then(|p| p.strip_suffix(')'))
+            .unwrap_or(part);
+        let f = parse_cond(part)?;
+        if out.iter().any(|o| o.index == f.index) {
+            return Err(format!("arg{} appears in two && parts", f.index));
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// `argN == V || argN == V ...` (one argument).
 fn parse_cond(c: &str) -> Result<ArgFilter, String> {
     let mut index = None;
     let mut values = Vec::new();
@@ -246,6 +313,18 @@ mod tests {
             }
             p.compile().unwrap();
         }
+        let p = Policy::for_plan(
+            Role::Shipper,
+            &["shipper-dns".into(), "shipper-listen".into()],
+        )
+        .unwrap();
+        assert_eq!(p.name, "shipper+shipper-dns+shipper-listen");
+        assert!(p.allows("accept4") && !p.allows("bind") && !p.allows("listen"));
+        assert_eq!(p.rules.iter().filter(|r| r.syscall == "socket").count(), 2);
+        assert!(!Policy::for_role(Role::Shipper).unwrap().allows("accept4"));
+        p.compile().unwrap();
+        assert!(Policy::for_plan(Role::Shipper, &["collector".into()]).is_err());
+        assert!(Policy::for_plan(Role::Shipper, &["nope".into()]).is_err());
     }
 
     #[test]
@@ -289,9 +368,14 @@ mod tests {
             "reboot",
             "swapon",
             "acct",
+            "listen",
         ];
-        for role in [Role::Collector, Role::Shipper] {
-            let p = Policy::for_role(role).unwrap();
+        let all_extras: Vec<String> = EXTRAS.iter().map(|s| s.to_string()).collect();
+        for p in [
+            Policy::for_role(Role::Collector).unwrap(),
+            Policy::for_plan(Role::Shipper, &all_extras).unwrap(),
+        ] {
+            let role = &p.name;
             for f in forbidden {
                 assert!(!p.allows(f), "{role} allows {f}");
             }
@@ -331,15 +415,79 @@ mod tests {
         assert!(parse_into("t", "Bad-Name\n", &mut v, 0).is_err());
         assert!(parse_into("t", "read\nread\n", &mut v, 0).is_err());
         assert!(parse_into("t", "@include nope\n", &mut Vec::new(), 0).is_err());
+        let f = parse_conds("(arg0 == 2 || arg0 == 10) && arg1 == 0x80001").unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].index, f[0].values.len()), (0, 2));
+        assert_eq!(
+            (f[1].index, f[1].values.clone()),
+            (1, vec![Value::Const(0x80001)])
+        );
+        assert!(parse_conds("arg0 == 1 && arg0 == 2").is_err());
+    }
+
+    /// The shipper's socket rule, with and without the DNS extra, enforced by a real filter
+    /// in a forked child (ENOSYS instead of a trap, so the child can tell).
+    #[test]
+    fn socket_types_follow_the_extra_policies() {
+        fn try_in_child(extras: &[String]) -> [bool; 4] {
+            let p = Policy::for_plan(Role::Shipper, extras).unwrap();
+            let filter = p
+                .compile_with_default(ScmpAction::Errno(libc::ENOSYS))
+                .unwrap();
+            let (r, w) = nix::unistd::pipe().unwrap();
+            // SAFETY: the child only makes raw syscalls and exits; no allocation after fork.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    let _ = filter.load();
+                    let mut out = [0u8; 4];
+                    let kinds = [
+                        (libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC),
+                        (
+                            libc::AF_INET6,
+                            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        ),
+                        (
+                            libc::AF_INET,
+                            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        ),
+                        (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC),
+                    ];
+                    for (i, (fam, ty)) in kinds.iter().enumerate() {
+                        // SAFETY: plain syscalls on our own descriptors.
+                        let fd = unsafe { libc::socket(*fam, *ty, 0) };
+                        out[i] = u8::from(fd >= 0);
+                    }
+                    // SAFETY: write to our pipe end, then leave without unwinding.
+                    unsafe {
+                        libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), out.as_ptr().cast(), 4);
+                        libc::_exit(0);
+                    }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    drop(w);
+                    let mut out = [0u8; 4];
+                    nix::unistd::read(&r, &mut out).unwrap();
+                    nix::sys::wait::waitpid(child, None).unwrap();
+                    out.map(|b| b == 1)
+                }
+            }
+        }
+        // TCP client sockets only; no UDP, no AF_UNIX.
+        assert_eq!(try_in_child(&[]), [true, false, false, false]);
+        // With a name to resolve: the resolver's UDP and non-blocking TCP sockets too.
+        assert_eq!(
+            try_in_child(&["shipper-dns".into()]),
+            [true, true, true, false]
+        );
     }
 
     #[test]
     fn misspelled_syscall_fails_to_compile() {
         let p = Policy {
-            name: "t",
+            name: "t".into(),
             rules: vec![Rule {
                 syscall: "raed".into(),
-                arg: None,
+                args: Vec::new(),
             }],
         };
         assert!(matches!(p.compile(), Err(PolicyError::UnknownSyscall(n)) if n == "raed"));

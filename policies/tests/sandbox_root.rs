@@ -24,9 +24,11 @@ fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
     let vars = LandlockVars {
         host_root: host_root.to_string(),
         journal_dir: format!("{host_root}/journal"),
-        otlp_port: std::env::var(ALLOWED_PORT)
+        connect_ports: std::env::var(ALLOWED_PORT)
             .ok()
-            .and_then(|p| p.parse().ok()),
+            .and_then(|p| p.parse().ok())
+            .into_iter()
+            .collect(),
         ..LandlockVars::default()
     };
     let landlock: LandlockPlan = landlock_plan(role, &vars).expect("landlock template");
@@ -38,6 +40,7 @@ fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
         }),
         keep_caps: keep,
         seccomp: true,
+        seccomp_extra: Vec::new(),
         landlock,
     }
 }

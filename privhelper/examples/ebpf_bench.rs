@@ -25,6 +25,7 @@ fn init() -> InitConfig {
             ids: None,
             keep_caps: Vec::new(),
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -33,6 +34,7 @@ fn init() -> InitConfig {
         enabled_features: vec!["ebpf_flows_socket".into(), "ebpf_exec".into()],
         collector: CollectorConfig::default(),
         shipper: ShipperConfig::default(),
+        attached: Vec::new(),
     }
 }
 

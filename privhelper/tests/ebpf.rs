@@ -26,6 +26,7 @@ fn init(features: &[&str], ifaces: &[&str]) -> InitConfig {
             ids: None,
             keep_caps: Vec::new(),
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -37,6 +38,7 @@ fn init(features: &[&str], ifaces: &[&str]) -> InitConfig {
             ..CollectorConfig::default()
         },
         shipper: ShipperConfig::default(),
+        attached: Vec::new(),
     }
 }
 

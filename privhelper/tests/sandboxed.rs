@@ -39,7 +39,7 @@ fn init(landlock_on: bool) -> InitConfig {
             host_root: "/usr".into(),
             runtime_dir: "/tmp".into(),
             journal_dir: "/tmp".into(),
-            otlp_port: None,
+            connect_ports: Vec::new(),
         },
     )
     .expect("privhelper landlock template");
@@ -53,6 +53,7 @@ fn init(landlock_on: bool) -> InitConfig {
             }),
             keep_caps: KEEP_CAPS.to_vec(),
             seccomp: true,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan {
                 enabled: landlock.enabled && landlock_on,
                 ..landlock
@@ -67,6 +68,7 @@ fn init(landlock_on: bool) -> InitConfig {
             .collect(),
         collector: CollectorConfig::default(),
         shipper: ShipperConfig::default(),
+        attached: Vec::new(),
     }
 }
 

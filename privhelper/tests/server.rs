@@ -33,6 +33,7 @@ fn init(features: &[&str]) -> InitConfig {
             ids: None,
             keep_caps: Vec::new(),
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -41,6 +42,7 @@ fn init(features: &[&str]) -> InitConfig {
         enabled_features: features.iter().map(|s| s.to_string()).collect(),
         collector: CollectorConfig::default(),
         shipper: ShipperConfig::default(),
+        attached: Vec::new(),
     }
 }
 

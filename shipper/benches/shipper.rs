@@ -13,6 +13,9 @@
 //!    same two cores, would measure the receiver: it is done for the first body of each
 //!    signal, to check the count). Reported: records/s journaled and acknowledged, records/s
 //!    (and data points/s) received, and the CPU the shipper's own thread spent per record.
+//!    The same over HTTPS (rustls, TLS 1.3): the receiver behind stunnel4 on the same
+//!    machine, with certificates openssl makes for the run; printed beside plain HTTP, with
+//!    the ratio (stunnel's decryption shares the two cores with the shipper).
 //! 3. The journal alone, and the disk's raw ceiling for the same bytes.
 //! 4. Latency collector → receiver: one kernel event per batch every 2 ms, default batch
 //!    delay (events are not held back by it); p50/p99 of (decoded at the receiver) − (sent by
@@ -251,14 +254,36 @@ fn batch_frame(frame: &mut BatchFrame, seq: u64, base: u64) -> Vec<u8> {
     frame.take(seq).frame
 }
 
-fn throughput(batches: u64) {
+/// Journal + OTLP throughput in records/s shipped; `tls`: through stunnel4 with a test CA.
+fn throughput(batches: u64, tls: bool) -> f64 {
     let rx = Receiver::start();
     rx.received.lock().unwrap().count_only = true;
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let cfg = otlp_cfg(rx.endpoint());
+    let mut attachments = vigil_shipper::Attachments::default();
+    let (cfg, _tls) = if tls {
+        let pki = vigil_tests::backends::Pki::new(&["localhost"], &["127.0.0.1"]);
+        let port = vigil_tests::otlp::free_port();
+        let st = vigil_tests::backends::Stunnel::start(
+            &pki,
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", rx.port),
+            None,
+        );
+        let mut inputs = vigil_ipc_proto::delivery::ShipperInputs::default();
+        let ca = pki.path("ca.pem");
+        inputs.files.insert(ca.clone(), std::fs::read(&ca).unwrap());
+        inputs.default_ca = Some(ca);
+        attachments.inputs = Some(inputs_fd(&inputs));
+        (
+            otlp_cfg(format!("https://127.0.0.1:{port}")),
+            Some((pki, st)),
+        )
+    } else {
+        (otlp_cfg(rx.endpoint()), None)
+    };
     let init = init(&dir.path().join("journal"), Some(cfg), "");
     let before = other_threads();
-    let mut sh = Shipper::start(init);
+    let mut sh = Shipper::start_with(init, attachments);
     std::thread::sleep(Duration::from_millis(50));
     let shipper_tid = other_threads()
         .into_iter()
@@ -297,8 +322,13 @@ fn throughput(batches: u64) {
     let cpu = cpu_of_thread(shipper_tid) - cpu0;
     let st = sh.stats();
     println!(
-        "throughput: {records} records ({processes} process records + {batches} kernel events, \
+        "throughput{}: {records} records ({processes} process records + {batches} kernel events, \
          {:.1} MB of IPC frames) in {batches} batches of {}, fsync policy batch ({} fdatasyncs: group commit)",
+        if tls {
+            " over HTTPS (stunnel4 in front of the receiver)"
+        } else {
+            ""
+        },
         bytes as f64 / 1e6,
         PER_BATCH + 1,
         st.get("journal_data_syncs").unwrap_or(0)
@@ -320,6 +350,7 @@ fn throughput(batches: u64) {
         st.get("retries")
     );
     sh.shutdown();
+    records as f64 / t_ship.as_secs_f64()
 }
 
 /// The disk's ceiling for the same work: append `batches` chunks of `bytes_per_batch` bytes to
@@ -379,7 +410,7 @@ fn latency(n: i64) {
     let cfg = OtlpConfig {
         max_batch_delay_ms: default.max_batch_delay_ms,
         max_batch_records: default.max_batch_records,
-        gzip: default.gzip,
+        compression: default.compression,
         ..cfg
     };
     let mut sh = Shipper::start(init(&dir.path().join("journal"), Some(cfg), ""));
@@ -415,15 +446,17 @@ fn latency(n: i64) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs a quick smoke.
     let quick = !std::env::args().any(|a| a == "--bench");
-    if quick {
-        encode(1);
-        throughput(8);
-        journal_only(8);
-        latency(20);
-    } else {
-        encode(20);
-        throughput(1500);
-        journal_only(1500);
-        latency(1000);
-    }
+    let (rounds, batches, events): (usize, u64, i64) =
+        if quick { (1, 8, 20) } else { (20, 1500, 1000) };
+    encode(rounds);
+    let plain = throughput(batches, false);
+    let https = throughput(batches, true);
+    println!(
+        "  HTTPS / plain HTTP shipped records/s: {:.0} / {:.0} = {:.2}",
+        https,
+        plain,
+        https / plain
+    );
+    journal_only(batches);
+    latency(events);
 }

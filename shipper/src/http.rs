@@ -1,108 +1,25 @@
-//! A small HTTP/1.1 client over `std::net::TcpStream`, enough for OTLP/HTTP.
+//! HTTP/1.1 for OTLP: the request head (origin-form, or absolute-form through a proxy) and an
+//! incremental response parser (Content-Length, chunked, close-delimited; interim 1xx skipped;
+//! `Retry-After` as seconds or HTTP date). The connections themselves are in [`crate::net`].
 //!
-//! Why not ureq: under the shipper's Landlock ruleset nothing but the journal directory is
-//! readable, so a resolver reading /etc/hosts or /etc/resolv.conf cannot work, and the run loop
-//! needs a request whose response it can wait for *in its own poll loop* (sending is blocking
-//! with a timeout, the response is read non-blocking when the socket is readable) so that
-//! batches from the collector keep being journaled and acknowledged while the backend is slow.
-//! Keep-alive connections are reused; `Retry-After` (seconds or HTTP date) is parsed.
+//! Why not a client crate: the run loop needs a request whose response it can wait for *in its
+//! own poll loop* (sending is blocking with a timeout, the response is read non-blocking when
+//! the socket is readable) so that batches from the collector keep being journaled and
+//! acknowledged while the backend is slow, and everything it opens must fit the shipper's
+//! seccomp and Landlock rules.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 4 * 1024 * 1024;
+use vigil_ipc_proto::Compression;
+use vigil_ipc_proto::delivery::{Scheme, Target, valid_header_name, valid_header_value};
+
+pub const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("bad endpoint URL {0:?}: {1}")]
-    BadUrl(String, &'static str),
-    #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: io::Error },
-    #[error("connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: io::Error },
-    #[error("I/O: {0}")]
-    Io(#[from] io::Error),
     #[error("malformed response: {0}")]
     BadResponse(&'static str),
-    #[error("connection closed before a complete response")]
-    Closed,
-}
-
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash ("" or "/otlp").
-    pub base_path: String,
-}
-
-impl Endpoint {
-    pub fn parse(url: &str) -> Result<Endpoint, HttpError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| HttpError::BadUrl(url.into(), "only http:// is supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, p) = v6
-                .split_once(']')
-                .ok_or_else(|| HttpError::BadUrl(url.into(), "unclosed ["))?;
-            (h, p.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p
-                .parse()
-                .map_err(|_| HttpError::BadUrl(url.into(), "bad port"))?,
-            None => 80,
-        };
-        if host.is_empty() {
-            return Err(HttpError::BadUrl(url.into(), "no host"));
-        }
-        Ok(Endpoint {
-            host: host.to_string(),
-            port,
-            base_path: path.trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// Addresses to connect to. IP literals and `localhost` need no resolver (none is usable
-    /// inside the sandbox); other names go through the system resolver.
-    pub fn addrs(&self) -> Result<Vec<SocketAddr>, HttpError> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.port)]);
-        }
-        if self.host.eq_ignore_ascii_case("localhost") {
-            return Ok(vec![
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port),
-            ]);
-        }
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map(|a| a.collect())
-            .map_err(|source| HttpError::Resolve {
-                host: self.host.clone(),
-                source,
-            })
-    }
-
-    pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,128 +30,39 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// One connection; at most one request in flight.
-#[derive(Debug)]
-pub struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// Requests completed on this connection (a stale keep-alive connection fails its next one).
-    pub completed: u32,
-}
-
-impl Conn {
-    pub fn connect(ep: &Endpoint, timeout: Duration) -> Result<Conn, HttpError> {
-        let mut last = None;
-        for addr in ep.addrs()? {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(Conn {
-                        stream,
-                        buf: Vec::new(),
-                        completed: 0,
-                    });
-                }
-                Err(source) => last = Some(HttpError::Connect { addr, source }),
-            }
-        }
-        Err(last.unwrap_or(HttpError::BadUrl(ep.host.clone(), "no address")))
-    }
-
-    /// True when a kept-alive connection was closed by the server meanwhile (idle timeout):
-    /// it would fail the next request, so it is replaced before sending.
-    pub fn is_stale(&self) -> bool {
-        let mut b = [0u8; 1];
-        if self.stream.set_nonblocking(true).is_err() {
-            return true;
-        }
-        !matches!(self.stream.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Write one request (blocking, bounded by `timeout`); the response is then read with
-    /// [`Conn::poll_response`] when the socket is readable.
-    pub fn send(&mut self, head: &[u8], body: &[u8], timeout: Duration) -> Result<(), HttpError> {
-        self.stream.set_nonblocking(false)?;
-        self.stream
-            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        self.stream.write_all(head)?;
-        self.stream.write_all(body)?;
-        self.stream.set_nonblocking(true)?;
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Read what is available; `Some` once the response is complete.
-    pub fn poll_response(&mut self) -> Result<Option<Response>, HttpError> {
-        let mut chunk = [0u8; 16 * 1024];
-        let mut eof = false;
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    if self.buf.len() > MAX_HEAD + MAX_BODY {
-                        return Err(HttpError::BadResponse("response too large"));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        match parse_response(&self.buf, eof)? {
-            Some(mut r) => {
-                self.completed += 1;
-                if eof {
-                    r.keep_alive = false;
-                }
-                self.buf.clear();
-                Ok(Some(r))
-            }
-            None if eof => Err(HttpError::Closed),
-            None => Ok(None),
-        }
-    }
-}
-
-impl AsFd for Conn {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
-    }
-}
-
-/// Request head for a POST of `body_len` bytes.
-pub fn request_head(
-    ep: &Endpoint,
-    path: &str,
-    content_type: &str,
-    gzip: bool,
-    headers: &[(String, String)],
-    body_len: usize,
-) -> Vec<u8> {
+/// Request head for a POST of `body_len` bytes to `t`. Through a proxy, an http:// target gets
+/// the absolute-form request line and the proxy's credentials (an https:// one goes through a
+/// CONNECT tunnel and looks direct).
+pub fn request_head(t: &Target, content_type: &str, body_len: usize) -> Vec<u8> {
+    let ep = &t.endpoint;
+    let via_proxy = t.proxy.as_ref().filter(|_| ep.scheme == Scheme::Http);
+    let target = match via_proxy {
+        Some(_) => format!("{}{}", ep.origin(), ep.path),
+        None => ep.path.clone(),
+    };
     let mut h = format!(
-        "POST {}{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vigil/{}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        ep.base_path,
-        path,
-        ep.host_header(),
+        "POST {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vigil/{}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        ep.authority(),
         env!("CARGO_PKG_VERSION"),
         content_type,
         body_len
     );
-    if gzip {
+    if t.compression == Compression::Gzip {
         h.push_str("Content-Encoding: gzip\r\n");
     }
-    for (k, v) in headers {
-        // Header injection from config is refused silently (no CR/LF in names or values).
-        if k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
+    if let Some(a) = via_proxy.and_then(|p| p.authorization.as_ref()) {
+        h.push_str("Proxy-Authorization: ");
+        h.push_str(a.expose());
+        h.push_str("\r\n");
+    }
+    for (k, v) in &t.headers {
+        // Checked when the configuration was loaded; never inject CR/LF whatever happens.
+        if !valid_header_name(k) || !valid_header_value(v.expose()) {
             continue;
         }
         h.push_str(k);
         h.push_str(": ");
-        h.push_str(v);
+        h.push_str(v.expose());
         h.push_str("\r\n");
     }
     h.push_str("\r\n");
@@ -427,22 +255,44 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 mod tests {
     use super::*;
 
+    use vigil_ipc_proto::OtlpConfig;
+    use vigil_ipc_proto::delivery::Secret;
+
+    fn head_of(cfg: OtlpConfig, i: usize) -> String {
+        let t = cfg.targets().unwrap().remove(i);
+        String::from_utf8(request_head(&t, "application/x-protobuf", 10)).unwrap()
+    }
+
     #[test]
-    fn endpoints() {
-        let e = Endpoint::parse("http://127.0.0.1:4318").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.port, e.base_path.as_str()),
-            ("127.0.0.1", 4318, "")
+    fn heads() {
+        let mut cfg = OtlpConfig {
+            endpoint: "http://[::1]:9/otlp/".into(),
+            ..Default::default()
+        };
+        cfg.headers
+            .insert("Authorization".into(), Secret::new("Bearer t"));
+        let h = head_of(cfg.clone(), 0);
+        assert!(
+            h.starts_with("POST /otlp/v1/metrics HTTP/1.1\r\nHost: [::1]:9\r\n"),
+            "{h}"
         );
-        let e = Endpoint::parse("http://[::1]:9/otlp/").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.port, e.base_path.as_str()),
-            ("::1", 9, "/otlp")
+        assert!(h.contains("Content-Length: 10\r\nContent-Encoding: gzip\r\n"));
+        assert!(h.contains("Authorization: Bearer t\r\n") && h.ends_with("\r\n\r\n"));
+        // Plain HTTP through a proxy: absolute-form and the proxy's credentials.
+        cfg.endpoint = "http://otlp.example:4318".into();
+        cfg.http_proxy = Some(Secret::new("http://u:p@proxy:3128"));
+        cfg.compression = Compression::None;
+        let h = head_of(cfg.clone(), 1);
+        assert!(
+            h.starts_with("POST http://otlp.example:4318/v1/logs HTTP/1.1\r\n"),
+            "{h}"
         );
-        assert_eq!(e.host_header(), "[::1]:9");
-        assert!(Endpoint::parse("https://x").is_err());
-        assert!(Endpoint::parse("http://:80").is_err());
-        assert!(Endpoint::parse("http://h:99999").is_err());
+        assert!(h.contains("Proxy-Authorization: Basic dTpw\r\n") && !h.contains("gzip"));
+        // HTTPS through a proxy is tunnelled: origin-form, no proxy credentials.
+        cfg.endpoint = "https://otlp.example:4318".into();
+        cfg.https_proxy = cfg.http_proxy.clone();
+        let h = head_of(cfg, 0);
+        assert!(h.starts_with("POST /v1/metrics HTTP/1.1\r\n") && !h.contains("Proxy-"));
     }
 
     #[test]

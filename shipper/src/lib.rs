@@ -11,8 +11,12 @@
 //!   journaled as `vigil.shipper.*` metrics once per collection interval.
 //!
 //! Sandbox contract: single-threaded (no clone); files only under the journal directory
-//! (plus the JSON-lines file when it is not stdout); TCP connect only to the OTLP endpoint
-//! (IP literal or `localhost`: no resolver files needed). Syscalls run() makes on x86_64, as
+//! (plus the JSON-lines file when it is not stdout); TCP connect only to the ports of the OTLP
+//! endpoints (or their proxy) and 53; everything else it needs for delivery (CA bundles,
+//! client certificates, resolv.conf, hosts) arrives in one sealed memfd the supervisor filled
+//! before the view was built, and the Prometheus listening socket is bound by the supervisor.
+//! Names are resolved here (UDP to the nameservers: the `shipper-dns` policy, only when a name
+//! must be resolved). Syscalls run() makes on x86_64, as
 //! traced under Landlock (`strace -f` of `tests/sandboxed.rs`) plus the error paths:
 //! poll, recvmsg, sendmsg, recvfrom (MSG_PEEK), sendto, read, write, pread64, pwrite64, openat,
 //! close, fcntl, ioctl (FIONBIO), fsync, fdatasync, ftruncate, rename, unlink, mkdir,
@@ -25,13 +29,15 @@ pub mod convert;
 pub mod export;
 pub mod http;
 pub mod journal;
+pub mod net;
 pub mod stats;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{PollFd, PollFlags, poll};
+use vigil_ipc_proto::delivery::ShipperInputs;
 use vigil_ipc_proto::{
     Channel, ChildToSupervisor, InitConfig, ProtoError, Role, ShipperToCollector, SupervisorToChild,
 };
@@ -52,6 +58,37 @@ pub enum ShipperError {
     Poll(#[from] nix::Error),
     #[error("socket setup: {0}")]
     Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Descriptors the supervisor attached to the Init frame.
+#[derive(Debug, Default)]
+pub struct Attachments {
+    /// Sealed memfd of [`ShipperInputs`] (OTLP on).
+    pub inputs: Option<OwnedFd>,
+    /// Listening socket of the Prometheus endpoint.
+    pub prometheus: Option<OwnedFd>,
+}
+
+/// Read the sealed memfd the supervisor filled (bounded, from offset 0 whatever its position).
+pub fn read_inputs(fd: &OwnedFd) -> Result<ShipperInputs, String> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| format!("shipper inputs: fstat: {e}"))?;
+    let len = usize::try_from(st.st_size).unwrap_or(usize::MAX);
+    if len > ShipperInputs::MAX_BYTES {
+        return Err(format!("shipper inputs: {len} bytes is too large"));
+    }
+    let mut buf = vec![0u8; len];
+    let mut off = 0;
+    while off < len {
+        match nix::sys::uio::pread(fd, &mut buf[off..], off as libc::off_t) {
+            Ok(0) => return Err("shipper inputs: short read".into()),
+            Ok(n) => off += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("shipper inputs: read: {e}")),
+        }
+    }
+    ShipperInputs::decode(&buf).map_err(|e| format!("shipper inputs: decode: {e}"))
 }
 
 /// Syscalls [`run`] makes on x86_64 (see the module documentation); `tests/sandboxed.rs` runs
@@ -137,14 +174,22 @@ fn warn(control: &Channel, msg: String) {
     let _ = control.send(&ChildToSupervisor::Warning(msg));
 }
 
+/// A configuration that cannot work: told to the supervisor (which stops instead of restarting
+/// us), then returned.
+fn config_error(control: &Channel, msg: String) -> ShipperError {
+    let _ = control.send(&ChildToSupervisor::ConfigError(msg.clone()));
+    ShipperError::Config(msg)
+}
+
 /// Journal every batch from the collector, acknowledge it, export it, until shut down.
 pub fn run(
     init: &InitConfig,
     mut control: Channel,
     mut collector: Channel,
+    attachments: Attachments,
 ) -> Result<(), ShipperError> {
     let cfg = &init.shipper;
-    let defaults = ResourceDefaults::new(&init.hostname);
+    let defaults = ResourceDefaults::with_attributes(&init.hostname, &cfg.resource_attributes);
 
     let mut json = None;
     if !cfg.json_lines.is_empty() {
@@ -161,10 +206,13 @@ pub fn run(
     }
     let mut otlp = None;
     if let Some(o) = &cfg.otlp {
-        match OtlpExporter::new(o.clone(), defaults.clone()) {
-            Ok(x) => otlp = Some(x),
-            Err(e) => warn(&control, format!("shipper: OTLP exporter off: {e}")),
-        }
+        let inputs = match &attachments.inputs {
+            Some(fd) => read_inputs(fd).map_err(|e| config_error(&control, e))?,
+            None => ShipperInputs::default(),
+        };
+        let x = OtlpExporter::new(o.clone(), defaults.clone(), &inputs)
+            .map_err(|e| config_error(&control, format!("shipper: OTLP exporter: {e}")))?;
+        otlp = Some(x);
     }
     let mut names: Vec<&'static str> = Vec::new();
     if json.is_some() {

@@ -26,6 +26,12 @@ pub struct Stats {
     pub append_errors: u64,
     /// Log records / data points a backend rejected in a 2xx `partial_success` answer.
     pub otlp_rejected_items: u64,
+    /// Failed export attempts by cause (`dns`, `connect`, `proxy`, `tls`, `io`, `timeout`,
+    /// `http_retry`, ...); every one of them is retried, nothing is dropped.
+    pub export_errors: BTreeMap<&'static str, u64>,
+    /// Scrapes answered by the Prometheus endpoint, and requests refused there.
+    pub prometheus_scrapes: u64,
+    pub prometheus_refused: u64,
 }
 
 impl Stats {
@@ -34,6 +40,9 @@ impl Stats {
     }
     pub fn add_dropped(&mut self, reason: &'static str, n: u64) {
         *self.dropped.entry(reason).or_default() += n;
+    }
+    pub fn add_export_error(&mut self, cause: &'static str) {
+        *self.export_errors.entry(cause).or_default() += 1;
     }
 
     fn dropped_all(&self, j: &Journal) -> BTreeMap<&'static str, u64> {
@@ -72,6 +81,11 @@ impl Stats {
         for (reason, n) in self.dropped_all(j) {
             c.push((format!("records_dropped.{reason}"), n));
         }
+        for (cause, n) in &self.export_errors {
+            c.push((format!("export_errors.{cause}"), *n));
+        }
+        c.push(("prometheus_scrapes".into(), self.prometheus_scrapes));
+        c.push(("prometheus_refused".into(), self.prometheus_refused));
         RoleStats { counters: c }
     }
 
@@ -133,6 +147,14 @@ impl Stats {
                 "{record}",
                 n,
                 vec![KeyValue::str("reason", reason)],
+            ));
+        }
+        for (cause, n) in &self.export_errors {
+            m.push(sum(
+                "export.errors",
+                "{attempt}",
+                *n,
+                vec![KeyValue::str("cause", *cause)],
             ));
         }
         Record::Metrics {

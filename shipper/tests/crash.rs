@@ -34,7 +34,7 @@ fn crash_child() {
         Some(otlp_cfg(parts[3].to_string())),
         "",
     );
-    vigil_shipper::run(&init, control, collector).unwrap();
+    vigil_shipper::run(&init, control, collector, Default::default()).unwrap();
 }
 
 struct Running {

@@ -360,7 +360,9 @@ fn corrupt_segments_detected_counted_rest_replayed() {
     let (control, ship_control) = vigil_ipc_proto::Channel::pair().unwrap();
     let (mut collector, ship_collector) = vigil_ipc_proto::Channel::pair().unwrap();
     let init2 = init1.clone();
-    let t = std::thread::spawn(move || vigil_shipper::run(&init2, ship_control, ship_collector));
+    let t = std::thread::spawn(move || {
+        vigil_shipper::run(&init2, ship_control, ship_collector, Default::default())
+    });
     handshake(&mut collector);
     // Warnings about the damage reach the supervisor.
     let mut control = control;
@@ -525,7 +527,9 @@ fn shutdown_before_the_collector_says_hello() {
     let init = init(&dir.path().join("journal"), None, "");
     let (control, ship_control) = Channel::pair().unwrap();
     let (_collector, ship_collector) = Channel::pair().unwrap();
-    let t = std::thread::spawn(move || vigil_shipper::run(&init, ship_control, ship_collector));
+    let t = std::thread::spawn(move || {
+        vigil_shipper::run(&init, ship_control, ship_collector, Default::default())
+    });
     let mut control = control;
     control.send(&SupervisorToChild::StatsRequest).unwrap();
     control

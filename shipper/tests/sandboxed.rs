@@ -76,7 +76,7 @@ fn run_under_landlock_journal_dir_and_otlp_port_only() {
     let jd = journal.clone();
     let t = std::thread::spawn(move || {
         sandbox_this_thread(&jd, port);
-        vigil_shipper::run(&init, ship_control, ship_collector)
+        vigil_shipper::run(&init, ship_control, ship_collector, Default::default())
     });
     handshake(&mut collector);
     for b in 0..10 {
@@ -137,7 +137,7 @@ fn agent_user_child() {
     );
     init.shipper.journal_segment_bytes = 8192;
     sandbox_this_thread(&journal, port);
-    vigil_shipper::run(&init, control, collector).unwrap();
+    vigil_shipper::run(&init, control, collector, Default::default()).unwrap();
 }
 
 /// The deployment shape: a separate process running as nobody (no capabilities), Landlock and

@@ -2,7 +2,7 @@
 //! the Init (what to drop, what to run), apply the sandbox to ourselves, say Ready, then run the
 //! role. Nothing from a peer is read before the sandbox is in place.
 
-use vigil_ipc_proto::{Channel, ChildToSupervisor, Role, SupervisorToChild, fds};
+use vigil_ipc_proto::{Attached, Channel, ChildToSupervisor, Role, SupervisorToChild, fds};
 
 use crate::error::{Error, Result};
 
@@ -20,7 +20,9 @@ pub fn main(role_name: &str) -> Result<()> {
     };
     let mut control = inherited(fds::CONTROL);
     control.handshake(role, Some(Role::Supervisor))?;
-    let init = match control.recv::<SupervisorToChild>()? {
+    let (msg, fds) =
+        control.recv_with_fds::<SupervisorToChild>(vigil_ipc_proto::channel::MAX_FDS)?;
+    let init = match msg {
         SupervisorToChild::Init(init) if init.role == role => *init,
         other => {
             return Err(Error::Other(format!(
@@ -28,6 +30,20 @@ pub fn main(role_name: &str) -> Result<()> {
             )));
         }
     };
+    if fds.len() != init.attached.len() {
+        return Err(Error::Other(format!(
+            "Init for {role} lists {} descriptors but carries {}",
+            init.attached.len(),
+            fds.len()
+        )));
+    }
+    let mut attachments = vigil_shipper::Attachments::default();
+    for (a, fd) in init.attached.iter().zip(fds) {
+        match a {
+            Attached::ShipperInputs => attachments.inputs = Some(fd),
+            Attached::PrometheusListener => attachments.prometheus = Some(fd),
+        }
+    }
     if role == Role::Collector {
         // It keeps two descriptors per process between cycles; its filter allows reading
         // limits only.
@@ -40,20 +56,25 @@ pub fn main(role_name: &str) -> Result<()> {
     control.send(&ChildToSupervisor::Ready(report))?;
     crate::selftest::run_from_env(role, &init, &control);
 
-    let res =
-        match role {
-            Role::Privhelper => vigil_privhelper::run(&init, control, inherited(fds::PEER_A))
-                .map_err(|e| e.to_string()),
-            Role::Collector => vigil_collector::run(
-                &init,
-                control,
-                inherited(fds::PEER_A),
-                inherited(fds::PEER_B),
-            )
-            .map_err(|e| e.to_string()),
-            Role::Shipper => vigil_shipper::run(&init, control, inherited(fds::PEER_A))
-                .map_err(|e| e.to_string()),
-            _ => unreachable!("checked above"),
-        };
+    let res = match role {
+        Role::Privhelper => {
+            vigil_privhelper::run(&init, control, inherited(fds::PEER_A)).map_err(|e| e.to_string())
+        }
+        Role::Collector => vigil_collector::run(
+            &init,
+            control,
+            inherited(fds::PEER_A),
+            inherited(fds::PEER_B),
+        )
+        .map_err(|e| e.to_string()),
+        Role::Shipper => {
+            match vigil_shipper::run(&init, control, inherited(fds::PEER_A), attachments) {
+                // Already told to the supervisor, which reports it once and stops the agent.
+                Err(vigil_shipper::ShipperError::Config(_)) => std::process::exit(1),
+                r => r.map_err(|e| e.to_string()),
+            }
+        }
+        _ => unreachable!("checked above"),
+    };
     res.map_err(|e| Error::Other(format!("{role}: {e}")))
 }

@@ -83,7 +83,10 @@ pub struct ConfigArgs {
     /// JSON lines: `stdout`, a file path, or "" for off.
     #[arg(long)]
     pub json_lines: Option<String>,
-    /// OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318.
+    /// OTLP/HTTP endpoint, e.g. https://otlp.example.com:4318 ("" for off).
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// Serve the latest metrics for Prometheus on IP:PORT, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    pub prometheus_listen: Option<String>,
 }

@@ -1,5 +1,6 @@
 //! Configuration layering: embedded defaults ← TOML file ← `VIGIL_*` environment ← flags.
 
+use vigil_ipc_proto::delivery::{self, Secret};
 use vigil_ipc_proto::{AgentConfig, MountMode};
 
 use crate::cli::ConfigArgs;
@@ -25,8 +26,12 @@ fn parse_mode(v: &str) -> Option<MountMode> {
     })
 }
 
-/// Build the configuration from all layers. `env` is passed in so tests need not touch the
-/// process environment.
+/// Largest headers file read (it holds a few credentials, not data).
+const MAX_HEADERS_FILE: u64 = 64 * 1024;
+
+/// Build the configuration from all layers: embedded defaults ← TOML file (and its
+/// `headers_file`) ← `OTEL_*` environment ← `VIGIL_*` environment ← flags. `env` is passed in
+/// so tests need not touch the process environment.
 pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentConfig> {
     let mut cfg = match &args.config {
         Some(path) => {
@@ -41,6 +46,8 @@ pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<A
         }
         None => AgentConfig::default(),
     };
+    merge_headers_file(&mut cfg)?;
+    crate::otel_env::apply(&mut cfg, env)?;
 
     if let Some(v) = env("VIGIL_USER") {
         cfg.user = v;
@@ -78,6 +85,9 @@ pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<A
     if let Some(v) = env("VIGIL_OTLP_ENDPOINT") {
         set_otlp(&mut cfg, v);
     }
+    if let Some(v) = env("VIGIL_PROMETHEUS_LISTEN") {
+        cfg.shipper.prometheus.listen = v;
+    }
 
     if let Some(v) = &args.user {
         cfg.user = v.clone();
@@ -108,6 +118,9 @@ pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<A
     }
     if let Some(v) = &args.otlp_endpoint {
         set_otlp(&mut cfg, v.clone());
+    }
+    if let Some(v) = &args.prometheus_listen {
+        cfg.shipper.prometheus.listen = v.clone();
     }
     validate(&cfg)?;
     Ok(cfg)
@@ -147,23 +160,36 @@ fn validate(cfg: &AgentConfig) -> Result<()> {
     if cfg.collector.interval_ms < 100 {
         return Err(bad("collector.interval_ms must be at least 100".into()));
     }
-    if let Some(o) = &cfg.shipper.otlp
-        && otlp_port(&o.endpoint).is_none()
-    {
-        return Err(bad(format!(
-            "otlp endpoint {:?} must look like http://HOST:PORT",
-            o.endpoint
-        )));
+    if let Some(o) = &cfg.shipper.otlp {
+        o.targets().map_err(|e| bad(e.to_string()))?;
+    }
+    if !cfg.shipper.prometheus.listen.is_empty() {
+        delivery::parse_listen("shipper.prometheus.listen", &cfg.shipper.prometheus.listen)
+            .map_err(|e| bad(e.to_string()))?;
     }
     Ok(())
 }
 
-/// Port of an `http://host:port[/path]` endpoint (80 when absent), parsed exactly as the
-/// shipper will parse it, so the Landlock rule and the connection agree.
-pub fn otlp_port(endpoint: &str) -> Option<u16> {
-    vigil_shipper::http::Endpoint::parse(endpoint)
-        .ok()
-        .map(|e| e.port)
+/// Merge `shipper.otlp.headers_file` (`Name: value` lines) into the headers; the file wins
+/// over inline headers of the same name. Its values are secrets: errors name lines, not text.
+fn merge_headers_file(cfg: &mut AgentConfig) -> Result<()> {
+    let Some(o) = cfg.shipper.otlp.as_mut() else {
+        return Ok(());
+    };
+    let Some(path) = o.headers_file.clone().filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let bad = |msg: String| Error::Config {
+        path: path.clone().into(),
+        msg: format!("shipper.otlp.headers_file: {msg}"),
+    };
+    let text = crate::files::read_bounded(std::path::Path::new(&path), MAX_HEADERS_FILE)
+        .map_err(|e| bad(e.to_string()))?;
+    let text = String::from_utf8(text).map_err(|_| bad("not UTF-8 text".into()))?;
+    let headers = delivery::parse_headers_file(&path, &text).map_err(|e| bad(e.msg))?;
+    o.headers
+        .extend(headers.into_iter().map(|(k, v)| (k, Secret::new(v))));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -236,7 +262,8 @@ mod tests {
         assert!(e(&[("VIGIL_ENFORCE_SYS_CAPS", "maybe")]));
         assert!(e(&[("VIGIL_INTERVAL_MS", "10")]));
         assert!(e(&[("VIGIL_RUNTIME_DIR", "relative/dir")]));
-        assert!(e(&[("VIGIL_OTLP_ENDPOINT", "https://x")]));
+        assert!(e(&[("VIGIL_OTLP_ENDPOINT", "ftp://x")]));
+        assert!(e(&[("VIGIL_OTLP_ENDPOINT", "http://h:99999")]));
         assert!(e(&[("VIGIL_USER", "a:b")]));
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("v.toml");
@@ -260,10 +287,92 @@ mod tests {
     }
 
     #[test]
-    fn ports() {
-        assert_eq!(otlp_port("http://127.0.0.1:4318"), Some(4318));
-        assert_eq!(otlp_port("http://collector/v1"), Some(80));
-        assert_eq!(otlp_port("http://[::1]:9"), Some(9));
-        assert_eq!(otlp_port("ftp://x"), None);
+    fn otel_layer_sits_between_file_and_vigil_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "[shipper.otlp]\nendpoint = \"http://file:4318\"\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        let ep = |pairs: &[(&str, &str)], args: &ConfigArgs| {
+            load(args, &env_of(pairs))
+                .unwrap()
+                .shipper
+                .otlp
+                .unwrap()
+                .endpoint
+        };
+        assert_eq!(ep(&[], &args), "http://file:4318");
+        let otel = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel:4318");
+        assert_eq!(ep(&[otel], &args), "https://otel:4318");
+        let vigil = ("VIGIL_OTLP_ENDPOINT", "https://vigil:4318");
+        assert_eq!(ep(&[otel, vigil], &args), "https://vigil:4318");
+        let flag = ConfigArgs {
+            otlp_endpoint: Some("https://flag:4318".into()),
+            ..args.clone()
+        };
+        assert_eq!(ep(&[otel, vigil], &flag), "https://flag:4318");
+        // An OTEL endpoint alone turns the exporter on.
+        let c = load(&ConfigArgs::default(), &env_of(&[otel])).unwrap();
+        assert_eq!(c.shipper.otlp.unwrap().endpoint, "https://otel:4318");
+    }
+
+    #[test]
+    fn headers_file_merges_and_errors_hide_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("headers");
+        std::fs::write(&h, "# team credentials\nAuthorization: Bearer s3cret\n").unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[shipper.otlp]\nendpoint = \"https://c:4318\"\nheaders_file = \"{}\"\n[shipper.otlp.headers]\nAuthorization = \"inline\"\nx-org = \"7\"\n",
+                h.display()
+            ),
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        let o = load(&args, &env_of(&[])).unwrap().shipper.otlp.unwrap();
+        assert_eq!(o.headers["Authorization"].expose(), "Bearer s3cret");
+        assert_eq!(o.headers["x-org"].expose(), "7");
+        // The environment wins over the file.
+        let o = load(
+            &args,
+            &env_of(&[("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20env")]),
+        )
+        .unwrap()
+        .shipper
+        .otlp
+        .unwrap();
+        assert_eq!(o.headers["Authorization"].expose(), "Bearer env");
+
+        std::fs::write(&h, "Authorization Bearer s3cret\n").unwrap();
+        let e = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("headers_file") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        std::fs::remove_file(&h).unwrap();
+        let e = load(&args, &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("headers_file"), "{e}");
+    }
+
+    #[test]
+    fn prometheus_listen() {
+        let c = load(
+            &ConfigArgs::default(),
+            &env_of(&[("VIGIL_PROMETHEUS_LISTEN", "127.0.0.1:9464")]),
+        )
+        .unwrap();
+        assert_eq!(c.shipper.prometheus.listen, "127.0.0.1:9464");
+        let e = load(
+            &ConfigArgs::default(),
+            &env_of(&[("VIGIL_PROMETHEUS_LISTEN", "localhost:9464")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("shipper.prometheus.listen"), "{e}");
     }
 }

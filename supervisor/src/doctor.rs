@@ -41,6 +41,16 @@ pub fn systemd_block(cfg: &AgentConfig, caps: &[Capability]) -> String {
         cfg.user
     ));
     s.push_str(&format!("InaccessiblePaths={}\n", inaccessible_paths()));
+    let (allow, notes) = crate::delivery::ip_address_allow(cfg);
+    for n in notes {
+        s.push_str(&format!("# {n}\n"));
+    }
+    s.push_str(&allow);
+    s.push('\n');
+    // The unit denies every bind (SocketBindDeny=any): the Prometheus port is the exception.
+    if let Ok(sa) = vigil_ipc_proto::delivery::parse_listen("", &cfg.shipper.prometheus.listen) {
+        s.push_str(&format!("SocketBindAllow=tcp:{}\n", sa.port()));
+    }
     if features::configured(cfg, "kmsg_events") {
         s.push_str("ProtectKernelLogs=no\nDeviceAllow=/dev/kmsg r\n");
     } else {
@@ -160,6 +170,17 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     if let Some(w) = eval.warning() {
         let _ = writeln!(s, "\nmissing: {w}");
     }
+    let _ = writeln!(s, "\ndelivery");
+    for l in crate::delivery::describe(cfg) {
+        let _ = writeln!(s, "  {l}");
+    }
+    if !cfg.shipper.prometheus.listen.is_empty() {
+        let _ = writeln!(
+            s,
+            "  Prometheus endpoint: http://{}/metrics",
+            cfg.shipper.prometheus.listen
+        );
+    }
     let _ = writeln!(
         s,
         "\nminimal capability add-list for the configured features\n  started as root (container add list): {}\n  started as the agent user (systemd User=, setcap): {}",
@@ -214,6 +235,20 @@ mod tests {
             assert!(ip.split(' ').any(|x| x == p), "{p} in {ip}");
         }
         assert!(lines.contains(&"DeviceAllow=/dev/kmsg r"));
+        assert!(lines.contains(&"IPAddressAllow=localhost"));
+        let mut remote = cfg.clone();
+        remote.shipper.otlp = Some(vigil_ipc_proto::OtlpConfig {
+            endpoint: "https://192.0.2.10:4318".into(),
+            ..Default::default()
+        });
+        remote.shipper.prometheus.listen = "0.0.0.0:9464".into();
+        let b = systemd_block(&remote, &[]);
+        assert!(
+            b.lines()
+                .any(|l| l == "IPAddressAllow=localhost 192.0.2.10")
+        );
+        assert!(b.lines().any(|l| l == "SocketBindAllow=tcp:9464"));
+        assert!(!systemd_block(&cfg, &[]).contains("SocketBindAllow"));
         assert!(lines.contains(&"ProtectKernelLogs=no"));
         let mut quiet = cfg.clone();
         quiet.collector.kmsg = false;

@@ -3,10 +3,13 @@
 mod child;
 mod cli;
 mod config;
+mod delivery;
 mod dirs;
 mod doctor;
 mod error;
+mod files;
 mod launch;
+mod otel_env;
 mod plan;
 mod rootfs;
 mod rootless;
@@ -185,6 +188,10 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     {
         warn!("{w}");
     }
+    // Delivery files, resolver files and the Prometheus socket: read and bound while the
+    // paths are the ones the user wrote (before the view), checked before anything starts.
+    let prepared = delivery::prepare(&cfg, &host_root, &env)?;
+
     let journal = PathBuf::from(plan::journal_dir(&cfg));
     let rt = dirs::prepare(&cfg, &journal, switch_user.then_some(&user))?;
     cfg.runtime_dir = rt.display().to_string();
@@ -241,6 +248,9 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         virtual_root,
         hostname: hostname(&cfg),
         journal_dir: journal.display().to_string(),
+        net: prepared.needs.clone(),
+        shipper_inputs: prepared.inputs.is_some(),
+        prometheus: prepared.listener.is_some(),
     };
     let inits = Role::CHILDREN
         .iter()
@@ -263,7 +273,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         refused: 0,
     };
     let sock = status.path.clone();
-    let mut sup = supervise::Supervisor::new(exe, inits, status, ctx, signals);
+    let mut sup = supervise::Supervisor::new(exe, inits, prepared, status, ctx, signals);
     let code = sup.run()?;
     let _ = std::fs::remove_file(&sock);
     Ok(code)

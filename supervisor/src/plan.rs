@@ -2,7 +2,8 @@
 //! the feature evaluation and the agent user. Applied by the child itself
 //! (`vigil_policies::apply`) before it reads any peer input.
 
-use vigil_ipc_proto::{AgentConfig, Ids, InitConfig, Role, SandboxPlan};
+use vigil_ipc_proto::delivery::NetNeeds;
+use vigil_ipc_proto::{AgentConfig, Attached, Ids, InitConfig, Role, SandboxPlan};
 use vigil_policies::LandlockVars;
 use vigil_policies::features::Evaluation;
 
@@ -18,6 +19,40 @@ pub struct RunFacts {
     pub virtual_root: bool,
     pub hostname: String,
     pub journal_dir: String,
+    /// What the shipper's delivery settings need from its sandbox.
+    pub net: NetNeeds,
+    /// The supervisor holds a memfd of shipper inputs (OTLP on).
+    pub shipper_inputs: bool,
+    /// The supervisor holds the Prometheus endpoint's listening socket.
+    pub prometheus: bool,
+}
+
+/// Extra seccomp policy files the shipper needs for this run: `shipper-dns` (UDP to the
+/// nameservers) only when a name must be resolved, `shipper-listen` (accept4 on the socket the
+/// supervisor bound) only with the Prometheus endpoint.
+fn shipper_seccomp_extra(facts: &RunFacts) -> Vec<String> {
+    let mut v = Vec::new();
+    if facts.net.dns {
+        v.push("shipper-dns".to_string());
+    }
+    if facts.prometheus {
+        v.push("shipper-listen".to_string());
+    }
+    v
+}
+
+/// Descriptors sent with a role's Init, in order.
+pub fn attached(role: Role, facts: &RunFacts) -> Vec<Attached> {
+    let mut v = Vec::new();
+    if role == Role::Shipper {
+        if facts.shipper_inputs {
+            v.push(Attached::ShipperInputs);
+        }
+        if facts.prometheus {
+            v.push(Attached::PrometheusListener);
+        }
+    }
+    v
 }
 
 pub fn journal_dir(cfg: &AgentConfig) -> String {
@@ -54,11 +89,7 @@ pub fn sandbox_plan(
         },
         runtime_dir: cfg.runtime_dir.clone(),
         journal_dir: facts.journal_dir.clone(),
-        otlp_port: cfg
-            .shipper
-            .otlp
-            .as_ref()
-            .and_then(|o| crate::config::otlp_port(&o.endpoint)),
+        connect_ports: facts.net.connect_tcp.clone(),
     };
     let mut landlock = vigil_policies::landlock_plan(role, &vars)?;
     // A Landlock domain may not inspect processes outside it (ptrace access mode checks, which
@@ -81,6 +112,10 @@ pub fn sandbox_plan(
         ids,
         keep_caps,
         seccomp: true,
+        seccomp_extra: match role {
+            Role::Shipper => shipper_seccomp_extra(facts),
+            _ => Vec::new(),
+        },
         landlock,
     })
 }
@@ -107,6 +142,7 @@ pub fn init_config(
         enabled_features: eval.enabled_names(),
         collector: cfg.collector.clone(),
         shipper,
+        attached: attached(role, facts),
     })
 }
 
@@ -138,6 +174,13 @@ mod tests {
             virtual_root: true,
             hostname: "h".into(),
             journal_dir: "/run/vigil/journal".into(),
+            net: NetNeeds {
+                connect_tcp: vec![4318],
+                dns: false,
+                tls: false,
+            },
+            shipper_inputs: true,
+            prometheus: false,
         }
     }
 
@@ -173,8 +216,11 @@ mod tests {
             s.landlock.read_write,
             vec!["/run/vigil/journal".to_string()]
         );
+        assert_eq!(s.landlock.connect_tcp, vec![4318]);
+        assert!(s.seccomp_extra.is_empty());
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
+        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp_extra.is_empty());
         // By default the privhelper inspects no other process: Landlock stays on.
         assert!(ph.landlock.enabled);
         // Socket counts and setns need other processes' fd links and namespaces, which
@@ -187,6 +233,32 @@ mod tests {
             let ph2 = sandbox_plan(Role::Privhelper, &cfg2, &ev2, Some(&user()), &run()).unwrap();
             assert!(!ph2.landlock.enabled, "{sockets} {source}");
             assert!(ph2.keep_caps.contains(&CAP_SYS_PTRACE.index()));
+        }
+    }
+
+    #[test]
+    fn delivery_needs_shape_the_shipper_sandbox_only() {
+        let cfg = AgentConfig::default();
+        let all: HashSet<_> = caps::all().into_iter().collect();
+        let ev = evaluate(&cfg, &all, &facts());
+        let mut r = run();
+        r.net = NetNeeds {
+            connect_tcp: vec![53, 443, 3128],
+            dns: true,
+            tls: true,
+        };
+        r.prometheus = true;
+        let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &r).unwrap();
+        assert_eq!(s.landlock.connect_tcp, vec![53, 443, 3128]);
+        assert_eq!(s.seccomp_extra, vec!["shipper-dns", "shipper-listen"]);
+        assert_eq!(
+            attached(Role::Shipper, &r),
+            vec![Attached::ShipperInputs, Attached::PrometheusListener]
+        );
+        for role in [Role::Collector, Role::Privhelper] {
+            let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &r).unwrap();
+            assert!(p.seccomp_extra.is_empty() && p.landlock.connect_tcp.is_empty());
+            assert!(attached(role, &r).is_empty());
         }
     }
 

@@ -172,6 +172,7 @@ pub fn read_proc_status(pid: u32) -> Option<ProcessStatus> {
         no_new_privs: field("NoNewPrivs") == Some("1"),
         seccomp: field("Seccomp").and_then(|v| v.parse().ok()).unwrap_or(0),
         landlock: String::new(),
+        seccomp_policy: String::new(),
         restarts: 0,
         last_exit: None,
     })
@@ -191,6 +192,7 @@ fn not_running() -> ProcessStatus {
         no_new_privs: false,
         seccomp: 0,
         landlock: String::new(),
+        seccomp_policy: String::new(),
         restarts: 0,
         last_exit: None,
     }
@@ -211,6 +213,11 @@ pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusRepor
             .ready
             .as_ref()
             .map(|r| r.landlock.clone())
+            .unwrap_or_default();
+        p.seccomp_policy = c
+            .ready
+            .as_ref()
+            .map(|r| r.seccomp.clone())
             .unwrap_or_default();
         p.restarts = c.restarts;
         p.last_exit = c.last_exit.clone();

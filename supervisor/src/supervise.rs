@@ -8,7 +8,7 @@
 //! doubles from 0.5 s to 30 s and resets once the group has run for a minute. Every role
 //! restarted this way has its `restarts` counted; `last_exit` says why.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -22,6 +22,7 @@ use vigil_ipc_proto::{
     SupervisorToChild,
 };
 
+use crate::delivery::Prepared;
 use crate::error::{Error, Result};
 use crate::spawn::{ChildFds, spawn};
 use crate::status::{StatusContext, StatusServer};
@@ -31,6 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_secs(5);
 const STATS_EVERY: Duration = Duration::from_secs(2);
+/// Exit status when a child reports a configuration that cannot work (sysexits' EX_CONFIG; the
+/// systemd unit does not restart on it).
+pub const EXIT_CONFIG: i32 = 78;
 
 pub struct ChildState {
     pub role: Role,
@@ -41,6 +45,8 @@ pub struct ChildState {
     pub ready: Option<SandboxReport>,
     pub stats: RoleStats,
     violation: Option<u32>,
+    /// The child said its configuration cannot work (no restart will help).
+    config_error: Option<String>,
     pub bad_frames: u64,
 }
 
@@ -55,6 +61,7 @@ impl ChildState {
             ready: None,
             stats: RoleStats::default(),
             violation: None,
+            config_error: None,
             bad_frames: 0,
         }
     }
@@ -63,6 +70,8 @@ impl ChildState {
 pub struct Supervisor {
     exe: OwnedFd,
     inits: Vec<InitConfig>,
+    /// Descriptors opened at start for the children's Init frames.
+    prepared: Prepared,
     pub children: Vec<ChildState>,
     status: StatusServer,
     pub ctx: StatusContext,
@@ -94,6 +103,7 @@ impl Supervisor {
     pub fn new(
         exe: OwnedFd,
         inits: Vec<InitConfig>,
+        prepared: Prepared,
         status: StatusServer,
         ctx: StatusContext,
         signals: SignalFd,
@@ -101,6 +111,7 @@ impl Supervisor {
         Supervisor {
             exe,
             inits,
+            prepared,
             children: Role::CHILDREN.iter().map(|r| ChildState::new(*r)).collect(),
             status,
             ctx,
@@ -157,7 +168,20 @@ impl Supervisor {
                     source: e,
                 })?;
             let hello = mine.handshake(Role::Supervisor, Some(*role));
-            let init = self.init_for(*role)?.clone();
+            let init = self.init_for(*role)?;
+            let fds: Vec<BorrowedFd<'_>> = init
+                .attached
+                .iter()
+                .filter_map(|a| self.prepared.fd_for(*a))
+                .collect();
+            if fds.len() != init.attached.len() {
+                return Err(Error::Other(format!(
+                    "{role}: a descriptor of its Init is missing"
+                )));
+            }
+            let sent = hello.and_then(|_| {
+                mine.send_with_fds(&SupervisorToChild::Init(Box::new(init.clone())), &fds)
+            });
             let st = self
                 .children
                 .iter_mut()
@@ -166,7 +190,7 @@ impl Supervisor {
             st.pid = Some(pid);
             st.ready = None;
             st.violation = None;
-            match hello.and_then(|_| mine.send(&SupervisorToChild::Init(Box::new(init)))) {
+            match sent {
                 Ok(()) => {
                     mine.set_nonblocking(true).map_err(|e| Error::Sys {
                         step: "nonblocking",
@@ -353,7 +377,20 @@ impl Supervisor {
                 }
             }
             let expected = self.stopping.map(|_| "shutdown");
-            if let Some(role) = self.reap(expected)
+            let failed = self.reap(expected);
+            if let Some((role, msg)) = self
+                .children
+                .iter()
+                .find_map(|c| c.config_error.clone().map(|m| (c.role, m)))
+            {
+                self.stop_group(GRACE, "configuration error");
+                error!("{role}: {msg}");
+                error!(
+                    "not restarting: the configuration cannot work; fix it and start vigil again"
+                );
+                return Ok(EXIT_CONFIG);
+            }
+            if let Some(role) = failed
                 && self.stopping.is_none()
             {
                 self.on_failure(role);
@@ -376,6 +413,7 @@ fn drain_control(c: &mut ChildState) {
             }
             Ok(ChildToSupervisor::Stats(s)) => c.stats = s,
             Ok(ChildToSupervisor::Warning(w)) => warn!(role = %c.role, "{}: {w}", c.role),
+            Ok(ChildToSupervisor::ConfigError(m)) => c.config_error = Some(m),
             Ok(ChildToSupervisor::SeccompViolation { syscall, .. }) => {
                 c.violation = Some(syscall);
                 error!(

@@ -3,6 +3,7 @@
 //! kernel state of each of its processes from /proc.
 
 pub mod conformance;
+pub mod backends;
 pub mod otlp;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -69,6 +69,8 @@ pub struct Received {
     pub metrics: Vec<RecvMetric>,
     /// (path, status answered, gzip)
     pub requests: Vec<(String, u16, bool)>,
+    /// The request headers of each request, in arrival order (names lower-cased).
+    pub headers: Vec<Vec<(String, String)>>,
 }
 
 pub struct Receiver {
@@ -245,6 +247,7 @@ fn serve(
         let mut len = 0usize;
         let mut gzip = false;
         let mut ctype = String::new();
+        let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             match rd.read_line(&mut h) {
@@ -261,6 +264,7 @@ fn serve(
             let Some((k, v)) = h.split_once(':') else {
                 return;
             };
+            headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
             match k.to_ascii_lowercase().as_str() {
                 "content-length" => len = v.trim().parse().unwrap_or(0),
                 "content-encoding" => gzip = v.trim() == "gzip",
@@ -272,6 +276,7 @@ fn serve(
         if !conn_read_exact(&mut rd, &mut body, &stop) {
             return;
         }
+        received.lock().unwrap().headers.push(headers);
         let reply = script
             .lock()
             .unwrap()

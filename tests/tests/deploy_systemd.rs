@@ -299,3 +299,93 @@ fn unit_syscall_filter_allows_what_the_roles_allow() {
         "the unit denies what a role allows: {missing:?}"
     );
 }
+
+/// `vigil doctor --emit systemd` for a config that reaches `otlp.example.test` (resolved
+/// through a mount namespace's /etc/hosts to `backend`, with `nameserver` in resolv.conf) and
+/// serves Prometheus on 9464; returns its IPAddressAllow= line and the unit widened by it.
+fn widened_unit(dir: &Path, backend: &str, nameserver: &str) -> (String, String) {
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n{backend} otlp.example.test\n"),
+    )
+    .unwrap();
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {nameserver}\n")).unwrap();
+    let cfg = dir.join("vigil.toml");
+    std::fs::write(
+        &cfg,
+        "user = \"vigil\"\n[shipper.otlp]\nendpoint = \"https://otlp.example.test:4318\"\n\
+         [shipper.prometheus]\nlisten = \"0.0.0.0:9464\"\n",
+    )
+    .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let vigil = exe.parent().unwrap().parent().unwrap().join("vigil");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/hosts && mount --bind {} /etc/resolv.conf && exec {} doctor --emit systemd --config {}",
+            hosts.display(),
+            resolv.display(),
+            vigil.display(),
+            cfg.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let block = String::from_utf8(out.stdout).unwrap();
+    let allow = block
+        .lines()
+        .find(|l| l.starts_with("IPAddressAllow="))
+        .unwrap()
+        .to_string();
+    assert!(
+        block.lines().any(|l| l == "SocketBindAllow=tcp:9464"),
+        "{block}"
+    );
+    let text = std::fs::read_to_string(unit()).unwrap();
+    let widened = text.replace(
+        "IPAddressAllow=localhost\n",
+        &format!("{allow}\nSocketBindAllow=tcp:9464\n"),
+    );
+    assert_ne!(widened, text);
+    (allow, widened)
+}
+
+/// Delivery widens the unit exactly as `vigil doctor --emit systemd` says: HTTPS by name to a
+/// node-local collector or egress proxy with the host's stub resolver (127.0.0.53) keeps the
+/// allow list on loopback and the score at 2.0; a remote backend's address is the one change
+/// systemd rates (its IPAddressDeny= item: an allow list with non-localhost entries, badness 5
+/// instead of 2), 2.1, and adds no other exposure item.
+#[test]
+fn unit_widened_for_delivery_as_the_doctor_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (allow, widened) = widened_unit(dir.path(), "127.0.0.1", "127.0.0.53");
+    assert_eq!(allow, "IPAddressAllow=localhost");
+    let p = dir.path().join("vigil.service");
+    std::fs::write(&p, widened).unwrap();
+    let a = analyze(&p);
+    assert!(a.score <= MAX_EXPOSURE, "exposure {}:\n{}", a.score, a.text);
+    assert!(unexpected(&a).is_empty(), "{}", a.text);
+
+    let (allow, widened) = widened_unit(dir.path(), "192.0.2.10", "10.0.0.53");
+    assert_eq!(allow, "IPAddressAllow=localhost 192.0.2.10 10.0.0.53");
+    std::fs::write(&p, widened).unwrap();
+    let b = analyze(&p);
+    assert!(
+        b.score <= MAX_EXPOSURE + 0.1,
+        "exposure {}:\n{}",
+        b.score,
+        b.text
+    );
+    assert!(unexpected(&b).is_empty(), "{}", b.text);
+    assert_eq!(
+        a.exposed, b.exposed,
+        "the same items, one of them rated higher"
+    );
+    assert!(b.text.contains("with non-localhost entries"), "{}", b.text);
+}

@@ -11,6 +11,7 @@ pub fn init(features: &[&str], collector: CollectorConfig) -> InitConfig {
             ids: None,
             keep_caps: Vec::new(),
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -19,6 +20,7 @@ pub fn init(features: &[&str], collector: CollectorConfig) -> InitConfig {
         enabled_features: features.iter().map(|s| s.to_string()).collect(),
         collector,
         shipper: ShipperConfig::default(),
+        attached: Vec::new(),
     }
 }
 

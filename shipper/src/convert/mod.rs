@@ -27,12 +27,25 @@ pub struct ResourceDefaults {
 
 impl ResourceDefaults {
     pub fn new(hostname: &str) -> Self {
+        Self::with_attributes(hostname, &Default::default())
+    }
+
+    /// Defaults plus the configured resource attributes (`OTEL_RESOURCE_ATTRIBUTES`,
+    /// `OTEL_SERVICE_NAME`), which replace vigil's own defaults of the same key.
+    pub fn with_attributes(
+        hostname: &str,
+        extra: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
         let mut attrs = vec![
             KeyValue::str("service.name", SERVICE_NAME),
             KeyValue::str("service.version", env!("CARGO_PKG_VERSION")),
         ];
         if !hostname.is_empty() {
             attrs.push(KeyValue::str("host.name", hostname));
+        }
+        for (k, v) in extra {
+            attrs.retain(|a| &a.key != k);
+            attrs.push(KeyValue::str(k, v));
         }
         ResourceDefaults { attrs }
     }

@@ -1,13 +1,18 @@
 //! OTLP/HTTP protobuf exporter: `POST <endpoint>/v1/metrics` (ExportMetricsServiceRequest) and
-//! `/v1/logs` (ExportLogsServiceRequest), gzip when configured.
+//! `/v1/logs` (ExportLogsServiceRequest), or each signal's own URL; gzip when configured;
+//! http:// or https:// (rustls), by address or by name (resolved in the shipper, re-resolved
+//! after a failed connection and at least every minute), directly or through a proxy. The two
+//! signals share one connection when their targets allow it.
 //!
 //! Batching: a batch is sent when `max_batch_records` journal records are waiting or the
 //! oldest waiting one is `max_batch_delay_ms` old, or at once when a log record (a kernel
 //! event) is among them ([`OtlpExporter::urge`]): metrics wait to share a request, events do
 //! not wait. Outcome of a request:
 //! - 2xx: shipped; once every request of the batch is done the journal position advances;
-//! - 408, 429, 5xx, connection errors, timeouts: retried with exponential backoff and full
-//!   jitter, or after `Retry-After` when the server gives one;
+//! - 408, 429, 5xx, resolution, connection, proxy and TLS errors (a certificate that does not
+//!   verify included), timeouts: retried with exponential backoff and full jitter, or after
+//!   `Retry-After` when the server gives one; counted by cause (`export_errors.<cause>`), the
+//!   records stay in the journal until the backend takes them;
 //! - other 4xx (and 3xx): permanent, the records of that request are dropped and counted
 //!   (`records_dropped.http_4xx`), never retried.
 //!
@@ -21,15 +26,20 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use flate2::Compression;
+use std::sync::Arc;
+
 use flate2::write::GzEncoder;
 use prost::Message;
-use vigil_ipc_proto::{OtlpConfig, Record};
+use rustls::ClientConfig;
+use vigil_ipc_proto::delivery::{Scheme, ShipperInputs, Signal, Target};
+use vigil_ipc_proto::{Compression, OtlpConfig, Record};
 
 use crate::backoff::{self, Backoff};
 use crate::convert::{self, ResourceDefaults};
-use crate::http::{self, Conn, Endpoint, HttpError, Response};
+use crate::http::{self, Response};
 use crate::journal::Journal;
+use crate::net::resolve::Resolver;
+use crate::net::{self, Conn, NetError};
 use crate::stats::Stats;
 
 use super::{MAX_READ_BYTES, OTLP};
@@ -37,18 +47,11 @@ use super::{MAX_READ_BYTES, OTLP};
 /// Longest `Retry-After` honoured as given.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
-    Metrics,
-    Logs,
-}
-
-impl Signal {
-    fn path(self) -> &'static str {
-        match self {
-            Signal::Metrics => "/v1/metrics",
-            Signal::Logs => "/v1/logs",
-        }
+/// Index of a signal in the exporter's per-signal arrays.
+fn idx(s: Signal) -> usize {
+    match s {
+        Signal::Metrics => 0,
+        Signal::Logs => 1,
     }
 }
 
@@ -69,9 +72,17 @@ struct Pending {
 
 pub struct OtlpExporter {
     cfg: OtlpConfig,
-    ep: Endpoint,
+    /// Per signal (metrics, logs): where and how to send.
+    targets: [Target; 2],
+    tls: [Option<Arc<ClientConfig>>; 2],
+    /// Connection slot of each signal: the logs use the metrics' slot when both targets can
+    /// share a connection.
+    lane: [usize; 2],
+    conns: [Option<Conn>; 2],
+    /// Signal of the request in flight.
+    inflight: Option<Signal>,
+    resolver: Resolver,
     defaults: ResourceDefaults,
-    conn: Option<Conn>,
     batch: Option<Pending>,
     /// The batch after `batch`, encoded while `batch`'s request was in flight.
     ahead: Option<Pending>,
@@ -87,8 +98,28 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    pub fn new(cfg: OtlpConfig, defaults: ResourceDefaults) -> Result<Self, HttpError> {
-        let ep = Endpoint::parse(&cfg.endpoint)?;
+    /// The exporter for `cfg`, with the files the supervisor handed over. An error here is a
+    /// configuration that cannot work (restarting will not fix it).
+    pub fn new(
+        cfg: OtlpConfig,
+        defaults: ResourceDefaults,
+        inputs: &ShipperInputs,
+    ) -> Result<Self, String> {
+        let [m, l]: [Target; 2] = cfg
+            .targets()
+            .map_err(|e| e.to_string())?
+            .try_into()
+            .map_err(|_| "expected one target per signal".to_string())?;
+        let tls_of = |t: &Target| match t.endpoint.scheme {
+            Scheme::Https => net::tls::client_config(t, inputs)
+                .map(Some)
+                .map_err(|e| format!("{} ({} endpoint): {e}", t.endpoint.url(), t.signal.as_str())),
+            Scheme::Http => Ok(None),
+        };
+        let tls = [tls_of(&m)?, tls_of(&l)?];
+        let lane = [0, if l.same_connection(&m) { 0 } else { 1 }];
+        let resolver = Resolver::new(inputs.resolv_conf.as_deref(), inputs.hosts.as_deref())
+            .map_err(|e| e.to_string())?;
         let backoff = Backoff::new(
             crate::config_ms(cfg.retry_initial_ms),
             crate::config_ms(cfg.retry_max_ms),
@@ -96,9 +127,13 @@ impl OtlpExporter {
         );
         Ok(OtlpExporter {
             cfg,
-            ep,
+            targets: [m, l],
+            tls,
+            lane,
+            conns: [None, None],
+            inflight: None,
+            resolver,
             defaults,
-            conn: None,
             batch: None,
             ahead: None,
             inflight_deadline: None,
@@ -119,34 +154,41 @@ impl OtlpExporter {
     /// The connection to watch for readability while a request is in flight.
     pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inflight_deadline?;
-        self.conn.as_ref().map(|c| c.as_fd())
+        let s = self.inflight?;
+        self.conns[self.lane[idx(s)]].as_ref().map(|c| c.as_fd())
     }
 
-    fn timeout(&self) -> Duration {
-        crate::config_ms(self.cfg.timeout_ms.max(1))
+    fn timeout(&self, s: Signal) -> Duration {
+        crate::config_ms(self.targets[idx(s)].timeout_ms.max(1))
+    }
+
+    /// Lookups that went to a nameserver (for stats).
+    pub fn dns_queries(&self) -> u64 {
+        self.resolver.queries
     }
 
     /// Advance: read a response, start the next request, take a new batch. Returns when to be
     /// called again at the latest (besides readability of [`Self::poll_fd`]).
     pub fn step(&mut self, j: &mut Journal, stats: &mut Stats, now: Instant) -> Option<Instant> {
         loop {
-            if let Some(deadline) = self.inflight_deadline {
-                let polled = match self.conn.as_mut() {
+            if let (Some(deadline), Some(sig)) = (self.inflight_deadline, self.inflight) {
+                let polled = match self.conns[self.lane[idx(sig)]].as_mut() {
                     Some(c) => c.poll_response(),
-                    None => Err(HttpError::Closed),
+                    None => Err(NetError::Closed),
                 };
                 match polled {
                     Ok(Some(resp)) => {
                         self.inflight_deadline = None;
-                        self.on_response(resp, j, stats, now);
+                        self.inflight = None;
+                        self.on_response(sig, resp, j, stats, now);
                         continue;
                     }
                     Ok(None) if now < deadline => {
                         self.prefetch(j);
                         return Some(deadline);
                     }
-                    Ok(None) => self.fail("request timed out".into(), None, stats, now),
-                    Err(e) => self.fail(e.to_string(), None, stats, now),
+                    Ok(None) => self.fail("timeout", "request timed out".into(), None, stats, now),
+                    Err(e) => self.fail(e.reason(), e.to_string(), None, stats, now),
                 }
             }
             if let Some(t) = self.retry_at {
@@ -181,7 +223,7 @@ impl OtlpExporter {
                         self.batch = Some(self.build(&b.records, b.next));
                     }
                     Err(e) => {
-                        self.fail(format!("journal read: {e}"), None, stats, now);
+                        self.fail("journal", format!("journal read: {e}"), None, stats, now);
                         continue;
                     }
                 }
@@ -206,60 +248,69 @@ impl OtlpExporter {
             };
             let signal = req.signal;
             if let Err(e) = self.send(signal, now) {
-                self.fail(e.to_string(), None, stats, now);
+                self.fail(e.reason(), e.to_string(), None, stats, now);
                 continue;
             }
         }
     }
 
-    /// Write the request at the head of the batch; a reused keep-alive connection that turns
-    /// out closed gets one fresh connection at once.
-    fn send(&mut self, signal: Signal, now: Instant) -> Result<(), HttpError> {
-        if self.conn.as_ref().is_some_and(|c| c.is_stale()) {
-            self.conn = None;
+    /// Write the request at the head of the batch on its signal's connection; a reused
+    /// keep-alive connection that turns out closed gets one fresh connection at once.
+    fn send(&mut self, signal: Signal, now: Instant) -> Result<(), NetError> {
+        let i = idx(signal);
+        let lane = self.lane[i];
+        if let Some(c) = self.conns[lane].as_mut()
+            && (c.is_stale() || !net::still_current(c, &self.targets[i], &mut self.resolver, now))
+        {
+            self.conns[lane] = None;
         }
+        let timeout = self.timeout(signal);
         for _ in 0..2 {
-            let fresh = self.conn.is_none();
+            let fresh = self.conns[lane].is_none();
             if fresh {
-                self.conn = Some(Conn::connect(
-                    &self.ep,
-                    self.timeout().min(Duration::from_secs(5)),
-                )?);
+                let c = net::connect(
+                    &self.targets[i],
+                    self.tls[i].as_ref(),
+                    &mut self.resolver,
+                    now,
+                )?;
+                self.conns[lane] = Some(c);
             }
             let Some(req) = self.batch.as_ref().and_then(|b| b.requests.front()) else {
                 return Ok(());
             };
-            let head = http::request_head(
-                &self.ep,
-                signal.path(),
-                "application/x-protobuf",
-                self.cfg.gzip,
-                &self.cfg.headers,
-                req.body.len(),
-            );
-            let timeout = self.timeout();
-            let Some(conn) = self.conn.as_mut() else {
+            let head =
+                http::request_head(&self.targets[i], "application/x-protobuf", req.body.len());
+            let Some(conn) = self.conns[lane].as_mut() else {
                 continue;
             };
             match conn.send(&head, &req.body, timeout) {
                 Ok(()) => {
                     self.inflight_deadline = Some(now + timeout);
+                    self.inflight = Some(signal);
                     return Ok(());
                 }
                 Err(e) => {
-                    self.conn = None;
+                    self.conns[lane] = None;
                     if fresh {
                         return Err(e);
                     }
                 }
             }
         }
-        Err(HttpError::Closed)
+        Err(NetError::Closed)
     }
 
-    fn on_response(&mut self, resp: Response, j: &mut Journal, stats: &mut Stats, now: Instant) {
+    fn on_response(
+        &mut self,
+        sig: Signal,
+        resp: Response,
+        j: &mut Journal,
+        stats: &mut Stats,
+        now: Instant,
+    ) {
         if !resp.keep_alive {
-            self.conn = None;
+            self.conns[self.lane[idx(sig)]] = None;
         }
         let status = resp.status;
         if (200..300).contains(&status) {
@@ -276,8 +327,8 @@ impl OtlpExporter {
                 if rejected > 0 {
                     stats.otlp_rejected_items += rejected;
                     tracing::warn!(
-                        "otlp exporter: backend accepted {} partially, rejecting {rejected} items",
-                        req.signal.path()
+                        "otlp exporter: {} accepted the request partially, rejecting {rejected} items",
+                        self.targets[idx(req.signal)].endpoint.url()
                     );
                 }
             }
@@ -289,6 +340,7 @@ impl OtlpExporter {
             self.finish_if_done(j);
         } else if status == 408 || status == 429 || status >= 500 {
             self.fail(
+                "http_retry",
                 format!("HTTP {status}"),
                 resp.retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
                 stats,
@@ -301,8 +353,8 @@ impl OtlpExporter {
             {
                 stats.add_dropped("http_4xx", req.records);
                 tracing::warn!(
-                    "otlp exporter: HTTP {status} for {}: {} records dropped: {}",
-                    req.signal.path(),
+                    "otlp exporter: HTTP {status} from {}: {} records dropped: {}",
+                    self.targets[idx(req.signal)].endpoint.url(),
                     req.records,
                     String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)])
                 );
@@ -341,22 +393,34 @@ impl OtlpExporter {
         }
     }
 
+    /// A failed attempt: counted by cause, logged when a failing streak starts or its cause
+    /// changes (naming the endpoint), retried after a backoff; the journal keeps the records.
     fn fail(
         &mut self,
+        cause: &'static str,
         why: String,
         retry_after: Option<Duration>,
         stats: &mut Stats,
         now: Instant,
     ) {
         stats.retries += 1;
-        self.conn = None;
+        stats.add_export_error(cause);
+        let endpoint = self
+            .batch
+            .as_ref()
+            .and_then(|b| b.requests.front())
+            .map(|r| self.targets[idx(r.signal)].endpoint.url())
+            .unwrap_or_else(|| self.cfg.endpoint.clone());
+        self.conns = [None, None];
         self.inflight_deadline = None;
+        self.inflight = None;
         let delay = retry_after.unwrap_or_else(|| self.backoff.next_delay());
-        if !self.failing {
-            tracing::warn!("otlp exporter: {why}; retrying in {delay:?} (journal keeps the data)");
+        let msg = format!("otlp exporter: {endpoint}: {why}");
+        if !self.failing || self.last_error.as_deref() != Some(msg.as_str()) {
+            tracing::warn!("{msg}; retrying in {delay:?} (journal keeps the data)");
         }
         self.failing = true;
-        self.last_error = Some(why);
+        self.last_error = Some(msg);
         self.retry_at = Some(now + delay);
     }
 
@@ -376,7 +440,7 @@ impl OtlpExporter {
             let seqs = seqs_of(true);
             requests.push_back(Request {
                 signal: Signal::Metrics,
-                body: self.encode(raw),
+                body: self.encode(Signal::Metrics, raw),
                 records: seqs.len() as u64,
                 seqs,
             });
@@ -386,7 +450,7 @@ impl OtlpExporter {
             let seqs = seqs_of(false);
             requests.push_back(Request {
                 signal: Signal::Logs,
-                body: self.encode(raw),
+                body: self.encode(Signal::Logs, raw),
                 records: seqs.len() as u64,
                 seqs,
             });
@@ -399,11 +463,14 @@ impl OtlpExporter {
         }
     }
 
-    fn encode(&self, raw: Vec<u8>) -> Vec<u8> {
-        if !self.cfg.gzip {
+    fn encode(&self, s: Signal, raw: Vec<u8>) -> Vec<u8> {
+        if self.targets[idx(s)].compression == Compression::None {
             return raw;
         }
-        let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4), Compression::fast());
+        let mut gz = GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
         match gz.write_all(&raw).and_then(|_| gz.finish()) {
             Ok(v) => v,
             // Writing to a Vec cannot fail; keep the type honest anyway.

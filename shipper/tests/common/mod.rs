@@ -427,6 +427,7 @@ pub fn init(journal: &Path, otlp: Option<OtlpConfig>, json_lines: &str) -> InitC
             ids: None,
             keep_caps: vec![],
             seccomp: false,
+            seccomp_extra: Vec::new(),
             landlock: LandlockPlan::default(),
         },
         host_root: "/".into(),
@@ -440,6 +441,7 @@ pub fn init(journal: &Path, otlp: Option<OtlpConfig>, json_lines: &str) -> InitC
             otlp,
             ..ShipperConfig::default()
         },
+        attached: Vec::new(),
     }
 }
 
@@ -462,12 +464,27 @@ pub struct Shipper {
     pub thread: Option<JoinHandle<Result<(), vigil_shipper::ShipperError>>>,
 }
 
+/// A sealed-enough memfd of shipper inputs, as the supervisor hands them over.
+pub fn inputs_fd(inputs: &vigil_ipc_proto::delivery::ShipperInputs) -> std::os::fd::OwnedFd {
+    use std::io::Write;
+    let fd = nix::sys::memfd::memfd_create(c"test-inputs", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(&inputs.encode().unwrap()).unwrap();
+    f.into()
+}
+
 impl Shipper {
     pub fn start(init: InitConfig) -> Shipper {
+        Self::start_with(init, Default::default())
+    }
+
+    pub fn start_with(init: InitConfig, attachments: vigil_shipper::Attachments) -> Shipper {
         let (control, ship_control) = Channel::pair().unwrap();
         let (mut collector, ship_collector) = Channel::pair().unwrap();
-        let thread =
-            std::thread::spawn(move || vigil_shipper::run(&init, ship_control, ship_collector));
+        let thread = std::thread::spawn(move || {
+            vigil_shipper::run(&init, ship_control, ship_collector, attachments)
+        });
         let resume = handshake(&mut collector);
         Shipper {
             control,
