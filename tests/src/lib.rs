@@ -2,8 +2,8 @@
 //! operator would (`vigil status` over its socket, its stdout JSON lines), and read the real
 //! kernel state of each of its processes from /proc.
 
-pub mod conformance;
 pub mod backends;
+pub mod conformance;
 pub mod otlp;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
