@@ -946,6 +946,44 @@ mod tests {
         assert_eq!(parse_schedstat_pcount(b"1 2\n"), None);
     }
 
+    /// A process that did not run keeps its counts without its status being read again; one
+    /// that ran (and opened descriptors) is counted again.
+    #[test]
+    fn idle_processes_keep_their_counts_and_busy_ones_are_recounted() {
+        let mut idle = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut busy = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 0.4; exec 3</dev/null 4</dev/null 5</dev/null sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut s = ProcScanner::new("/proc").unwrap();
+        s.count_fds = true;
+        s.set_switches(true);
+        let get = |s: &ProcScanner, pid: u32| *s.samples.iter().find(|p| p.pid == pid).unwrap();
+        s.scan().unwrap();
+        let (i0, b0) = (get(&s, idle.id()), get(&s, busy.id()));
+        let reads0 = s.status_reads;
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        s.scan().unwrap();
+        let (i1, b1) = (get(&s, idle.id()), get(&s, busy.id()));
+        assert_eq!((i1.fds, i1.switches), (i0.fds, i0.switches));
+        assert!(i0.switches.is_some());
+        assert!(s.status_reads < reads0, "{} vs {reads0}", s.status_reads);
+        assert_eq!(b1.fds, b0.fds.map(|n| n + 3), "{b0:?} → {b1:?}");
+        assert_eq!(b1.comm(), b"sleep");
+        assert_ne!(b1.switches, b0.switches);
+        for c in [&mut idle, &mut busy] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
     #[test]
     fn pid_names() {
         for v in [0u32, 7, 10, 4242, u32::MAX] {
