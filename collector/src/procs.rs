@@ -8,7 +8,8 @@
 //! time, read again after an exec: the `comm` changed), and of its cgroup (container id, pod
 //! UID). With context switches on, /proc/PID/schedstat (kept open too) tells whether the
 //! main thread ran since the last cycle — its `pcount` moved — and only then is its
-//! /proc/PID/status read for the switch counts (they cannot change while it does not run).
+//! /proc/PID/status (kept open as well) read for the switch counts (they cannot change while
+//! it does not run); a single-threaded process that did not run keeps its fd count and owner.
 //! Nothing is allocated per process per cycle: samples are plain numbers, strings are
 //! lent to the record encoder. Descriptors are bounded by `RLIMIT_NOFILE`: past the budget,
 //! processes are read by path (open, read, close) like any other collector.
@@ -209,12 +210,13 @@ impl std::hash::Hasher for PidHasher {
 type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
 
 /// Descriptors kept for a process: /proc/PID (O_PATH), /proc/PID/stat and, with context
-/// switches on, /proc/PID/schedstat.
+/// switches on, /proc/PID/schedstat and /proc/PID/status.
 #[derive(Debug)]
 struct ProcFds {
     dir: OwnedFd,
     stat: OwnedFd,
     schedstat: Option<OwnedFd>,
+    status: Option<OwnedFd>,
 }
 
 /// What the scanner keeps about a process between cycles.
@@ -263,7 +265,7 @@ pub struct ProcScanner {
     pub track_netns: bool,
     /// Read context switches (schedstat-gated /proc/PID/status).
     pub switches: bool,
-    /// Processes that may hold cached descriptors (two each, three with `switches`).
+    /// Processes that may hold cached descriptors (two each, four with `switches`).
     fd_budget: usize,
     descriptor_limit: u64,
     cached: usize,
@@ -351,11 +353,11 @@ impl ProcScanner {
         })
     }
 
-    /// Read context switches: a third descriptor per process (schedstat), so the budget of
-    /// processes keeping descriptors shrinks to a third of the limit.
+    /// Read context switches: two more descriptors per process (schedstat, status), so the
+    /// budget of processes keeping descriptors shrinks to a quarter of the limit.
     pub fn set_switches(&mut self, on: bool) {
         self.switches = on;
-        let per = if on { 3 } else { 2 };
+        let per = if on { 4 } else { 2 };
         self.fd_budget = (self.descriptor_limit.saturating_sub(FD_RESERVE) / per) as usize;
     }
 
@@ -608,10 +610,9 @@ impl ProcScanner {
             return t.switches;
         }
         self.status_reads += 1;
-        let dir = t.fds.as_ref().map(|f| f.dir.as_fd());
-        let read = match dir {
-            Some(d) => open_at(d, "status", OFlag::O_RDONLY)
-                .and_then(|f| pread_all(f.as_fd(), &mut self.buf)),
+        let kept = t.fds.as_ref().and_then(|f| f.status.as_ref());
+        let read = match kept {
+            Some(fd) => pread_all(fd.as_fd(), &mut self.buf),
             None => self.read_by_path(pid, "status"),
         };
         t.switches = read.ok().and_then(|_| parse_status_switches(&self.buf));
@@ -640,15 +641,17 @@ impl ProcScanner {
     fn open_process(&self, pid: u32) -> Result<ProcFds, Errno> {
         let dir = self.open_dir(pid)?;
         let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
-        let schedstat = if self.switches {
-            open_at(dir.as_fd(), "schedstat", OFlag::O_RDONLY).ok()
+        let (schedstat, status) = if self.switches {
+            let open = |f| open_at(dir.as_fd(), f, OFlag::O_RDONLY).ok();
+            (open("schedstat"), open("status"))
         } else {
-            None
+            (None, None)
         };
         Ok(ProcFds {
             dir,
             stat,
             schedstat,
+            status,
         })
     }
 
