@@ -91,6 +91,8 @@ pub struct AgentBuilder {
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
     runtime_dir: Option<PathBuf>,
+    /// Leave the runtime dir's mode as the test made it.
+    runtime_dir_as_is: bool,
 }
 
 impl AgentBuilder {
@@ -131,6 +133,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Use this runtime directory exactly as the test made it (mode and all).
+    pub fn runtime_dir_as_is(mut self, p: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(p.into());
+        self.runtime_dir_as_is = true;
+        self
+    }
+
     pub fn start(self) -> Agent {
         let (runtime_dir, tmp) = match self.runtime_dir {
             Some(p) => (p, None),
@@ -142,10 +151,12 @@ impl AgentBuilder {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
-        // The agent user must be able to traverse to its journal directory.
-        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod runtime dir");
+        if !self.runtime_dir_as_is {
+            std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
+            // The agent user must be able to traverse to its journal directory.
+            std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod runtime dir");
+        }
         let bin = vigil_bin();
         let mut cmd = if self.wrapper.is_empty() {
             Command::new(&bin)
