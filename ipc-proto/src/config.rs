@@ -56,7 +56,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            user: "nobody".into(),
+            user: "vigil".into(),
             non_root_mode: true,
             mount_mode: MountMode::ReadOnly,
             host_root: "/".into(),

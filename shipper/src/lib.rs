@@ -298,8 +298,17 @@ pub fn run(
         if now >= next_self_metrics {
             next_self_metrics = now + metrics_every;
             let rec = stats.self_metrics(&journal, &names, start_ns, now_ns());
-            if journal.append(std::slice::from_ref(&rec)).is_err() {
+            if let Err(e) = journal.append(std::slice::from_ref(&rec)) {
                 stats.append_errors += 1;
+                if let Some(more) = stats.append_warn.allow(now) {
+                    warn(
+                        &control,
+                        format!(
+                            "shipper: own metrics not journaled: {e} (append_errors {}{more})",
+                            stats.append_errors
+                        ),
+                    );
+                }
             }
         }
         let mut wake = Some(next_self_metrics);
@@ -461,8 +470,16 @@ fn refuse(
     };
     stats.add_dropped(reason, n);
     let first = !std::mem::replace(nospace_streak, reason == "enospc");
-    let w =
-        (reason != "enospc" || first).then(|| format!("shipper: batch {seq} not journaled: {e}"));
+    let w = match reason {
+        "enospc" => first.then(|| format!("shipper: batch {seq} not journaled: {e}")),
+        "journal_io" => stats.append_warn.allow(Instant::now()).map(|more| {
+            format!(
+                "shipper: batch {seq} not journaled: {e} (append_errors {}{more})",
+                stats.append_errors
+            )
+        }),
+        _ => Some(format!("shipper: batch {seq} not journaled: {e}")),
+    };
     (
         ShipperToCollector::Nack {
             seq,
