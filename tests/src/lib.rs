@@ -458,6 +458,33 @@ pub fn ns_of(pid: u32, ns: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A name no other run (or earlier boot record still in the kernel ring) uses: `vg<tag>` and 24
+/// bits of time and pid, short enough for a process name (15 bytes).
+pub fn unique_name(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let x = (nanos as u64) ^ (u64::from(std::process::id()) << 20);
+    format!("vg{tag}{:06x}", x & 0xff_ffff)
+}
+
+/// One line into the kernel log. A fresh open per line: /dev/kmsg rate-limits each opener to
+/// 10 lines per 5 s when `kernel.printk_devkmsg=ratelimit` (the default). The trailing newline
+/// matters: without it the kernel keeps the record open for a continuation and readers do not
+/// see it until some other message is logged.
+pub fn kmsg(line: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/kmsg")
+        .expect("open /dev/kmsg");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write /dev/kmsg");
+}
+
 /// Run a command, panic with its output if it fails.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
