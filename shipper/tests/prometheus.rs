@@ -234,6 +234,10 @@ fn scrapes_text_and_openmetrics_refuses_the_rest_and_expires() {
         text.contains("# TYPE vigil_shipper_records_accepted_total counter\n"),
         "{text}"
     );
+    assert!(
+        text.contains("\nvigil_shipper_prometheus_refused_total 3\n"),
+        "{text}"
+    );
     s.shutdown();
 }
 
