@@ -435,3 +435,155 @@ fn render_piece(store: &mut Store, j: &mut Job, out: &mut String) -> bool {
     }
     done
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    fn endpoint() -> (Endpoint, u16, Instant) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let now = Instant::now();
+        let ep = Endpoint::new(
+            OwnedFd::from(l),
+            &ResourceDefaults::new("h"),
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+        (ep, port, now)
+    }
+
+    /// A few turns of the run loop's part for the endpoint (poll, then handle).
+    fn pump(ep: &mut Endpoint, stats: &mut Stats, turns: usize) {
+        for _ in 0..turns {
+            let mut fds = Vec::new();
+            ep.poll_fds(&mut fds);
+            let _ = nix::poll::poll(&mut fds, 20u16);
+            let ready: Vec<PollFlags> = fds
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            drop(fds);
+            ep.handle(&ready, Instant::now(), stats);
+        }
+    }
+
+    fn connect(port: u16) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    #[test]
+    fn slow_heads_and_idle_connections_are_cut() {
+        let (mut ep, port, t0) = endpoint();
+        let mut stats = Stats::default();
+        let mut slow = connect(port);
+        let _idle = connect(port);
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nX: ").unwrap();
+        pump(&mut ep, &mut stats, 5);
+        assert_eq!(ep.connections(), 2);
+        ep.step(t0 + HEAD_TIMEOUT / 2, &mut stats);
+        assert_eq!(ep.connections(), 2);
+        // Both past the head timeout: the one mid-request was refused, the idle one is not
+        // counted.
+        ep.step(t0 + HEAD_TIMEOUT + Duration::from_secs(1), &mut stats);
+        assert_eq!(ep.connections(), 0);
+        assert_eq!(stats.prometheus_refused, 1);
+        let mut rest = Vec::new();
+        assert_eq!(slow.read_to_end(&mut rest).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_cut_after_the_answer_timeout() {
+        let (mut ep, port, t0) = endpoint();
+        for pid in 1..20_000 {
+            let mut p = crate::convert::tests::process();
+            p.pid = pid;
+            ep.ingest(Record::Process(p), t0);
+        }
+        let mut stats = Stats::default();
+        let mut c = connect(port);
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        // The socket fills up; every turn returns (non-blocking) with the answer unfinished.
+        pump(&mut ep, &mut stats, 50);
+        assert_eq!(stats.prometheus_scrapes, 1);
+        assert!(matches!(
+            ep.conns[0].state,
+            State::Writing { job: Some(_), .. }
+        ));
+        ep.step(t0 + ANSWER_TIMEOUT + Duration::from_secs(1), &mut stats);
+        assert_eq!(ep.connections(), 0);
+        assert_eq!(stats.prometheus_refused, 1);
+    }
+
+    #[test]
+    fn a_full_house_replaces_the_idle_longest_or_refuses() {
+        let (mut ep, port, _) = endpoint();
+        let mut stats = Stats::default();
+        let mut first = connect(port);
+        pump(&mut ep, &mut stats, 2);
+        let _rest: Vec<TcpStream> = (1..MAX_CONNECTIONS)
+            .map(|_| {
+                let c = connect(port);
+                pump(&mut ep, &mut stats, 2);
+                c
+            })
+            .collect();
+        assert_eq!(ep.connections(), MAX_CONNECTIONS);
+        // All idle: a newcomer replaces the first (its end of stream shows it).
+        let newcomer = connect(port);
+        pump(&mut ep, &mut stats, 3);
+        assert_eq!(ep.connections(), MAX_CONNECTIONS);
+        let mut buf = Vec::new();
+        assert_eq!(first.read_to_end(&mut buf).unwrap(), 0);
+        assert_eq!(stats.prometheus_refused, 0);
+        // All mid-request: the next one is told 503.
+        let mut busy = vec![newcomer];
+        busy.extend(_rest);
+        for c in &mut busy {
+            c.write_all(b"GET /met").unwrap();
+        }
+        pump(&mut ep, &mut stats, 3);
+        let mut late = connect(port);
+        pump(&mut ep, &mut stats, 3);
+        let mut answer = String::new();
+        late.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert_eq!(stats.prometheus_refused, 1);
+        assert_eq!(ep.connections(), MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn chunks_frame_the_body() {
+        let t0 = Instant::now();
+        let mut store = Store::new(&ResourceDefaults::new("h"), Duration::from_secs(9), t0);
+        for pid in 1..3000 {
+            let mut p = crate::convert::tests::process();
+            p.pid = pid;
+            store.ingest(Record::Process(p), t0);
+        }
+        let mut job = Job {
+            format: Format::Text,
+            cursor: Cursor::Start,
+            chunked: true,
+        };
+        let mut out = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut pieces = 0;
+        while !render_piece(&mut store, &mut job, &mut out) {
+            pieces += 1;
+        }
+        assert!(pieces > 3, "{pieces}");
+        let r = crate::http::parse_response(out.as_bytes(), false)
+            .unwrap()
+            .unwrap();
+        let body = String::from_utf8(r.body).unwrap();
+        let mut cur = Cursor::Start;
+        let mut whole = String::new();
+        assert!(store.render(Format::Text, &mut cur, &mut whole, usize::MAX));
+        assert_eq!(body, whole);
+    }
+}

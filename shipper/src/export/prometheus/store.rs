@@ -513,6 +513,7 @@ impl Store {
             procs,
             labels,
             skip,
+            line,
             ..
         } = self;
         let f = &families[fi];
@@ -546,7 +547,7 @@ impl Store {
                 let from = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let mut last = None;
                 for (&pid, p) in procs.range((from, Bound::Unbounded)) {
-                    Self::write_process(&name, f, &p.rec, labels, skip, out);
+                    Self::write_process(&name, f, &p.rec, (labels, line), skip, out);
                     if out.len() >= limit {
                         last = Some(pid);
                         break;
@@ -566,12 +567,11 @@ impl Store {
         name: &str,
         f: &Family,
         p: &ProcessRecord,
-        labels: &mut LabelBuf,
+        (labels, text): (&mut LabelBuf, &mut String),
         skip: &[String],
         out: &mut String,
     ) {
         let resource = process_resource(p);
-        let mut text = String::new();
         for pt in process_points(p) {
             if type_of(pt.kind) != f.ty
                 || !f
@@ -587,8 +587,8 @@ impl Store {
                 labels.push(a.key, a.val);
             }
             text.clear();
-            labels.write(&mut text);
-            push_line(name, f.ty, &text, pt.value, out);
+            labels.write(text);
+            push_line(name, f.ty, text, pt.value, out);
         }
     }
 }
