@@ -1,9 +1,10 @@
 //! The latest value of every metric series the shipper journaled, and its rendering in the
 //! Prometheus text format 0.0.4 or OpenMetrics 1.0.0.
 //!
-//! Process records (the bulk: thousands per cycle) are kept as they came, one per pid, their
-//! command line and group name dropped, and expanded into series only when a scrape renders
-//! them; every other metric is kept per series as its label text and latest value. Entries
+//! Process records (the bulk: thousands per cycle) are kept as they came, one per pid in a
+//! table sorted by pid, their command line and group name dropped and their other strings
+//! shared (interned), and expanded into series only when a scrape renders them; every other
+//! metric is kept per series as its label text and latest value. Entries
 //! not refreshed within the TTL (two collection intervals and a second) expire, so the series
 //! of a process that exited, a flow that ended or a container that was removed disappear.
 //!
@@ -15,8 +16,10 @@
 //! [`NOT_LABELS`]. Rendering walks families in name order and can stop after any series and
 //! resume later ([`Cursor`]), so a scrape is written in bounded pieces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use vigil_ipc_proto::{KeyValue, Metric, MetricKind, MetricValue, ProcessRecord, Record};
@@ -95,8 +98,18 @@ struct Family {
 }
 
 struct Proc {
-    rec: ProcessRecord,
+    rec: ProcessRecord<Rc<str>>,
     seen: u32,
+}
+
+/// The one shared copy of `s`.
+fn intern(strings: &mut HashSet<Rc<str>>, s: &str) -> Rc<str> {
+    if let Some(r) = strings.get(s) {
+        return r.clone();
+    }
+    let r: Rc<str> = Rc::from(s);
+    strings.insert(r.clone());
+    r
 }
 
 /// One series' labels being assembled: names mapped, sorted, equal names merged.
@@ -221,7 +234,10 @@ pub struct Store {
     by_name: BTreeMap<String, usize>,
     /// `name \x1f unit \x1f type` → family (`None`: no usable name, or a clash).
     names: HashMap<String, Option<usize>>,
-    procs: BTreeMap<u32, Proc>,
+    /// Sorted by pid.
+    procs: Vec<Proc>,
+    /// The processes' strings, one copy each.
+    strings: HashSet<Rc<str>>,
     series: usize,
     epoch: Instant,
     ttl: u32,
@@ -249,7 +265,8 @@ impl Store {
             families: Vec::new(),
             by_name: BTreeMap::new(),
             names: HashMap::new(),
-            procs: BTreeMap::new(),
+            procs: Vec::new(),
+            strings: HashSet::new(),
             series: 0,
             epoch: now,
             ttl: u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX),
@@ -397,14 +414,17 @@ impl Store {
                 }
             }
         }
-        if self.procs.len() >= MAX_PROCESSES && !self.procs.contains_key(&p.pid) {
-            self.dropped += 1;
-            return;
-        }
         // Not labels, and the command line is the record's largest part.
-        p.command_line = String::new();
-        p.group_name = String::new();
-        self.procs.insert(p.pid, Proc { rec: p, seen: t });
+        p.command_line.clear();
+        p.group_name.clear();
+        let strings = RefCell::new(&mut self.strings);
+        let rec = p.map_strings(|s| intern(&mut strings.borrow_mut(), s));
+        let proc = Proc { rec, seen: t };
+        match self.procs.binary_search_by_key(&p.pid, |q| q.rec.pid) {
+            Ok(i) => self.procs[i] = proc,
+            Err(i) if self.procs.len() < MAX_PROCESSES => self.procs.insert(i, proc),
+            Err(_) => self.dropped += 1,
+        }
     }
 
     /// Forget what was not refreshed within the TTL.
@@ -412,7 +432,11 @@ impl Store {
         let t = self.secs(now);
         let ttl = self.ttl;
         let fresh = move |seen: u32| t.saturating_sub(seen) <= ttl;
-        self.procs.retain(|_, p| fresh(p.seen));
+        self.procs.retain(|p| fresh(p.seen));
+        if self.procs.capacity() > 2 * self.procs.len() + 64 {
+            self.procs.shrink_to_fit();
+        }
+        self.strings.retain(|s| Rc::strong_count(s) > 1);
         let mut n = 0;
         for f in &mut self.families {
             f.series.retain(|_, s| fresh(s.seen));
@@ -544,12 +568,12 @@ impl Store {
             }
             Stage::Procs(_) if !has_procs => None,
             Stage::Procs(after) => {
-                let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let from = after.map_or(0, |pid| procs.partition_point(|q| q.rec.pid <= pid));
                 let mut last = None;
-                for (&pid, p) in procs.range((from, Bound::Unbounded)) {
+                for p in &procs[from..] {
                     Self::write_process(&name, f, &p.rec, (labels, line), skip, out);
                     if out.len() >= limit {
-                        last = Some(pid);
+                        last = Some(p.rec.pid);
                         break;
                     }
                 }
@@ -566,7 +590,7 @@ impl Store {
     fn write_process(
         name: &str,
         f: &Family,
-        p: &ProcessRecord,
+        p: &ProcessRecord<Rc<str>>,
         (labels, text): (&mut LabelBuf, &mut String),
         skip: &[String],
         out: &mut String,
@@ -777,6 +801,10 @@ mod tests {
         assert!(!text.contains("process_"), "{text}");
         s.expire(t0 + Duration::from_secs(10));
         assert!(s.is_empty());
+        assert!(
+            s.strings.is_empty(),
+            "interned names outlive their processes"
+        );
         let text = render_all(&mut s, Format::Text, 1 << 20);
         assert_eq!(text.lines().count(), 3, "only target_info: {text}");
     }
