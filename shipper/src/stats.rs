@@ -190,6 +190,21 @@ impl Stats {
                 vec![KeyValue::str("cause", *cause)],
             ));
         }
+        // The scrape endpoint's, once it has seen a request.
+        if self.prometheus_scrapes + self.prometheus_refused > 0 {
+            m.push(sum(
+                "prometheus.scrapes",
+                "{scrape}",
+                self.prometheus_scrapes,
+                vec![],
+            ));
+            m.push(sum(
+                "prometheus.refused",
+                "{request}",
+                self.prometheus_refused,
+                vec![],
+            ));
+        }
         Record::Metrics {
             resource: vec![KeyValue::str("service.name", "vigil")],
             metrics: m,

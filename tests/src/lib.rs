@@ -343,6 +343,23 @@ impl Drop for Agent {
     }
 }
 
+/// SIGTERM a child we started, by its pid; SIGKILL it if it is still there after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Connect to a supervisor's status socket and ask for its report.
 pub fn status_at(path: &Path) -> Result<StatusReport, String> {
     let mut ch = connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;

@@ -191,8 +191,8 @@ fn i(v: u64) -> i64 {
 }
 
 /// The `process.*` resource attributes of a process record (host.name comes from the
-/// defaults).
-pub fn process_resource(p: &ProcessRecord) -> [Attr<'_>; 11] {
+/// defaults), whatever holds its strings.
+pub fn process_resource<S: AsRef<str>>(p: &ProcessRecord<S>) -> [Attr<'_>; 11] {
     [
         Attr {
             key: "process.pid",
@@ -204,19 +204,19 @@ pub fn process_resource(p: &ProcessRecord) -> [Attr<'_>; 11] {
         },
         Attr {
             key: "process.executable.name",
-            val: Val::Str(&p.executable_name),
+            val: Val::Str(p.executable_name.as_ref()),
         },
         Attr {
             key: "process.command_line",
-            val: Val::Str(&p.command_line),
+            val: Val::Str(p.command_line.as_ref()),
         },
         Attr {
             key: "process.owner",
-            val: Val::Str(&p.user_name),
+            val: Val::Str(p.user_name.as_ref()),
         },
         Attr {
             key: "process.user.name",
-            val: Val::Str(&p.user_name),
+            val: Val::Str(p.user_name.as_ref()),
         },
         Attr {
             key: "process.user.id",
@@ -224,7 +224,7 @@ pub fn process_resource(p: &ProcessRecord) -> [Attr<'_>; 11] {
         },
         Attr {
             key: "process.group.name",
-            val: Val::Str(&p.group_name),
+            val: Val::Str(p.group_name.as_ref()),
         },
         Attr {
             key: "process.group.id",
@@ -243,7 +243,7 @@ pub fn process_resource(p: &ProcessRecord) -> [Attr<'_>; 11] {
 
 /// The `process.*` metrics of a process record, in a fixed order; fd and socket counts only
 /// when they were counted.
-pub fn process_points<'a>(p: &'a ProcessRecord) -> impl Iterator<Item = Point<'a>> + 'a {
+pub fn process_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Point<'a>> + 'a {
     let sum: Point<'a> = Point {
         name: "process.cpu.time",
         unit: "s",
