@@ -110,6 +110,7 @@ pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<A
         set_otlp(&mut cfg, v.clone());
     }
     validate(&cfg)?;
+    crate::kmsg_rules::load(&mut cfg)?;
     Ok(cfg)
 }
 

@@ -6,6 +6,7 @@ mod config;
 mod dirs;
 mod doctor;
 mod error;
+mod kmsg_rules;
 mod launch;
 mod plan;
 mod rootfs;

@@ -386,7 +386,7 @@ fn every_kmsg_event_kind() {
     assert_eq!(attr(&ev, "linux.oom.anon_rss_kb"), 65432);
     assert_eq!(attr(&ev, "linux.oom.score_adj"), 900);
 
-    let ev = wait_event(&agent, &pids, "ReadonlyFilesystem", |v| {
+    let ev = wait_event(&agent, &pids, "FilesystemIsReadOnly", |v| {
         v["attributes"]["system.device"] == dev.as_str()
     });
     assert_eq!(attr(&ev, "system.filesystem.type"), "ext4");

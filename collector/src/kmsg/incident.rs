@@ -110,6 +110,8 @@ pub struct Incident {
     last: Instant,
     lines: u32,
     in_trace: bool,
+    /// Past its `---[ end trace ... ]---`: a die header now is another oops.
+    ended: bool,
     stack: Vec<String>,
     task: Vec<KeyValue>,
 }
@@ -122,6 +124,7 @@ impl Incident {
             last: now,
             lines: 0,
             in_trace: false,
+            ended: false,
             stack: Vec::new(),
             task: Vec::new(),
         }
@@ -129,6 +132,11 @@ impl Incident {
 
     pub fn is_oom_report(&self) -> bool {
         self.event.is_none()
+    }
+
+    /// Does a die header belong to this incident: an oops or BUG not yet at its end?
+    pub fn takes_die_header(&self) -> bool {
+        !self.ended && matches!(self.name(), "KernelOops" | "KernelBug")
     }
 
     /// The event's name ("" for an OOM report).
@@ -164,6 +172,7 @@ impl Incident {
         }
         if t.starts_with("---[ end trace") || t.starts_with("Modules linked in:") {
             self.in_trace = false;
+            self.ended |= t.starts_with("---[ end trace");
         } else if self.in_trace && is_stack_line(t) && self.stack.len() < MAX_STACK_LINES {
             self.stack.push(t.to_string());
         }

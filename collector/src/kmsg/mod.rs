@@ -40,10 +40,11 @@ use crate::util::{Stamp, now_unix_nano};
 
 /// Records read per wake-up at most (one busy kernel cannot starve the loop).
 pub const READ_BUDGET: usize = 4096;
-/// Events of one reason at once, then [`EVENT_RATE`] per second (kernel time); the counters
-/// and conditions still see every match.
-pub const EVENT_BURST: u32 = 200;
-pub const EVENT_RATE: u32 = 20;
+/// Events of one reason at once, then [`EVENT_RATE`] per second (kernel time): generous, a
+/// bound for a storm (a dying disk's I/O errors), not a filter; the counters and conditions
+/// still see every match.
+pub const EVENT_BURST: u32 = 5000;
+pub const EVENT_RATE: u32 = 500;
 /// How long a continued line waits for its next fragment.
 pub const JOIN_WAIT: Duration = Duration::from_millis(100);
 /// Memory-cgroup summaries kept for the OOM kill lines that follow them.
@@ -319,7 +320,7 @@ impl KmsgParser {
         let takes = if hits.is_empty() {
             self.detail.is_detail(&l.msg)
         } else {
-            matches!(p.name(), "KernelOops" | "KernelBug") && self.detail.is_die_header(t)
+            p.takes_die_header() && self.detail.is_die_header(t)
         };
         if takes {
             p.absorb(&l.msg, now);
