@@ -23,5 +23,8 @@ fn main() {
         }
         std::hint::black_box(p.stats.records);
     });
-    corpus::report("KmsgParser::feed (the collector's whole kernel-line path)", per_s);
+    corpus::report(
+        "KmsgParser::feed (the collector's whole kernel-line path)",
+        per_s,
+    );
 }

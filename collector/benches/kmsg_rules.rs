@@ -76,7 +76,10 @@ fn main() {
 
     let mut p = parser(builtin, KmsgOptions::default());
     let per_s = corpus::rate(&records, 3, |rs| feed(&mut p, rs));
-    corpus::report("feed: the whole path (plain lines >= warning, limited)", per_s);
+    corpus::report(
+        "feed: the whole path (plain lines >= warning, limited)",
+        per_s,
+    );
 
     let npd = (
         "kernel-monitor.json".to_string(),
@@ -86,5 +89,8 @@ fn main() {
     let n = more.rules.len();
     let mut p = parser(more, KmsgOptions::default());
     let per_s = corpus::rate(&records, 3, |rs| feed(&mut p, rs));
-    corpus::report(&format!("feed: the whole path, {n} rules (NPD's file again)"), per_s);
+    corpus::report(
+        &format!("feed: the whole path, {n} rules (NPD's file again)"),
+        per_s,
+    );
 }

@@ -430,7 +430,8 @@ fn every_kmsg_event_kind() {
     for (event, head, func) in [
         (
             "KernelBug",
-            "<1>BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            // A NULL pointer dereference is a KernelOops (NPD's name): tests/kernel_events_e2e.rs.
+            "<3>BUG: scheduling while atomic: swapper/0/0/0x00000002",
             "vigil_bug",
         ),
         ("KernelOops", "<0>Oops: 0002 [#1] PREEMPT SMP", "vigil_oops"),
