@@ -927,3 +927,25 @@ fn real_dev_kmsg_line_becomes_an_event() {
             .any(|(k, v)| k == "kmsg_records" && *v >= 1)
     );
 }
+
+/// `kmsg_builtin_rules = false` and no file of one's own: no events, no kernel metrics, the
+/// plain lines still.
+#[test]
+fn no_rules_at_all() {
+    let p = KmsgParser::with_rules(
+        Vec::new(),
+        0,
+        None,
+        RuleSet::load(false, &[]).unwrap(),
+        KmsgOptions::default(),
+    )
+    .unwrap();
+    let mut f = Feed::with(p);
+    let out = f
+        .lines(&["<2>EXT4-fs (sda1): Remounting filesystem read-only"])
+        .done();
+    assert_eq!(names(&out), [""]);
+    let mut cycle = Vec::new();
+    f.p.on_cycle(Stamp { start: 1, now: 2 }, &mut cycle);
+    assert!(cycle.is_empty());
+}
