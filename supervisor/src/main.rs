@@ -8,6 +8,7 @@ mod dirs;
 mod doctor;
 mod error;
 mod files;
+mod kmsg_rules;
 mod launch;
 mod otel_env;
 mod plan;

@@ -278,11 +278,11 @@ fn unit_launch_runs_every_default_feature_as_the_agent_user() {
     assert!(
         l.agent
             .wait_json(Duration::from_secs(20), |v| {
-                v["event_name"] == "ReadonlyFilesystem"
+                v["event_name"] == "FilesystemIsReadOnly"
                     && v["attributes"]["system.device"] == dev.as_str()
             })
             .is_some(),
-        "no ReadonlyFilesystem event for {dev}: {}",
+        "no FilesystemIsReadOnly event for {dev}: {}",
         l.agent.stderr.text()
     );
 
