@@ -4,8 +4,6 @@
 //! collector in its Init. A bad file is one error naming file, rule and reason, and `vigil run`
 //! exits: nothing a user writes reaches a sandboxed role that would fail and be restarted.
 
-use std::io::Read;
-
 use vigil_collector::kmsg::{KmsgOptions, RuleSet, rules::MAX_FILE_BYTES};
 use vigil_ipc_proto::{AgentConfig, RuleFileText};
 
@@ -41,15 +39,9 @@ pub fn load(cfg: &mut AgentConfig) -> Result<()> {
 
 fn read(path: &str) -> Result<String> {
     let err = |msg: String| Error::Other(format!("kmsg rule file {path}: {msg}"));
-    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let mut text = String::new();
-    f.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_string(&mut text)
+    let bytes = crate::files::read_bounded(std::path::Path::new(path), MAX_FILE_BYTES as u64)
         .map_err(|e| err(e.to_string()))?;
-    if text.len() > MAX_FILE_BYTES {
-        return Err(err(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))
 }
 
 #[cfg(test)]
