@@ -59,6 +59,13 @@ impl Output {
         self.lines().join("\n")
     }
 
+    /// The newest line for which `f` answers, without copying the lines (an agent at a busy
+    /// host prints tens of thousands of lines a cycle).
+    pub fn find_last<T>(&self, f: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        let mut f = f;
+        self.lines.lock().unwrap().iter().rev().find_map(|l| f(l))
+    }
+
     /// Wait until some line satisfies `pred`; returns it.
     pub fn wait_for(
         &self,
@@ -278,6 +285,18 @@ impl Agent {
         self.stdout
             .lines()
             .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The JSON objects of the stdout lines that contain `needle` (only those are parsed).
+    pub fn json_lines_with(&self, needle: &str) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }

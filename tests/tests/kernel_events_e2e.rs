@@ -77,9 +77,9 @@ fn start(collector_toml: &str, otlp: Option<&str>, dir: Option<&std::path::Path>
 
 fn logs_with(agent: &Agent, marker: &str) -> Vec<Value> {
     agent
-        .json_lines()
+        .json_lines_with(marker)
         .into_iter()
-        .filter(|v| v["type"] == "log" && v.to_string().contains(marker))
+        .filter(|v| v["type"] == "log")
         .collect()
 }
 
@@ -104,16 +104,18 @@ fn wait_event(agent: &Agent, name: &str, pred: impl Fn(&Value) -> bool) -> Value
 
 /// The latest value of a metric with these attributes in the JSON lines.
 fn metric(agent: &Agent, name: &str, attrs: &[(&str, &str)]) -> Option<i64> {
-    agent
-        .json_lines()
-        .iter()
-        .rev()
-        .find(|v| {
-            v["type"] == "metric"
-                && v["name"] == name
-                && attrs.iter().all(|(k, val)| v["attributes"][*k] == *val)
-        })
-        .and_then(|v| v["value"].as_i64())
+    let quoted = format!("\"{name}\"");
+    agent.stdout.find_last(|l| {
+        if !l.contains(&quoted) {
+            return None;
+        }
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["type"] == "metric"
+            && v["name"] == name
+            && attrs.iter().all(|(k, val)| v["attributes"][*k] == *val))
+        .then(|| v["value"].as_i64())
+        .flatten()
+    })
 }
 
 fn wait_metric(agent: &Agent, name: &str, attrs: &[(&str, &str)], at_least: i64) -> i64 {
@@ -961,7 +963,7 @@ fn burst_of_100000_lines() {
     // The cycle kept its pace: every 500 ms (the kernel counters go out with each cycle), no
     // gap over 3 s around the burst.
     let times: Vec<u64> = a
-        .json_lines()
+        .json_lines_with("vigil.kernel.problems")
         .iter()
         .filter(|v| {
             v["name"] == "vigil.kernel.problems" && v["attributes"]["reason"] == "OOMKilling"
