@@ -25,15 +25,24 @@ BUILD_PKGS="libseccomp-dev pkg-config clang-19 libbpf-dev"
 # Tests: real kernel tooling the end-to-end tests drive.
 TEST_PKGS="iproute2 libcap2-bin bpftool iperf3 util-linux procps passwd python3"
 
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+# apt_install [--no-install-recommends] PKG...: install those not installed yet.
 apt_install() {
-    local missing=()
+    local opts=() missing=()
+    if [ "${1:-}" = --no-install-recommends ]; then
+        opts+=("$1")
+        shift
+    fi
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        installed "$p" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "dev.sh: installing ${missing[*]}" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
     fi
 }
 
@@ -52,6 +61,13 @@ run)
     ;;
 test)
     apt_install $BUILD_PKGS $TEST_PKGS
+    # The Prometheus server that tests/tests/prometheus_e2e.rs runs itself (/usr/bin/prometheus
+    # on free ports): without its Recommends (node-exporter), and the service the package
+    # starts on a systemd host (:9090) stopped and disabled when we are the ones installing it.
+    if ! installed prometheus; then
+        apt_install --no-install-recommends prometheus
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
     [ -x deploy/ci-deps.sh ] && deploy/ci-deps.sh
     ensure_user
     cargo test --workspace --locked

@@ -24,6 +24,9 @@ resolution) of ONE collection cycle:
   apps.plugin       netdata's collector run standalone (`apps.plugin 1`), delta per cycle
   vigil             `vigil run --user nobody --interval-ms I`: collector CPU delta per cycle;
                     RSS of all four processes; idle cost at 10 s / 500 processes
+--vigil-otlp http|https also ships everything over OTLP to a real collector (rotel from the
+/opt/vigil-deploy-venv of deploy/ci-deps.sh, blackhole exporter), for https behind stunnel4 with
+a CA made by openssl for the run: the PSS and CPU of the four processes with TLS on.
 Prints a table; --json writes every sample. Installs what it needs with apt-get when missing:
 prometheus-process-exporter, prometheus-node-exporter, python3-psutil, netdata-core
 (apps.plugin), gcc.
@@ -385,8 +388,53 @@ def nofile_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class OtlpBackend:
+    """rotel (blackhole) on loopback; for https, stunnel4 in front with a fresh test CA.
+    `args`/`env` are what vigil needs to ship there."""
+
+    def __init__(self, scheme):
+        d = f"{WORK}/otlp"
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        rotel = glob.glob("/opt/vigil-deploy-venv/lib/python3*/site-packages/rotel/rotel-agent")
+        if not rotel:
+            sys.exit("rotel-agent missing: run deploy/ci-deps.sh")
+        self.procs = [subprocess.Popen(
+            [rotel[0], "start", "--otlp-http-endpoint", "127.0.0.1:19318",
+             "--otlp-grpc-endpoint", "127.0.0.1:19317", "--exporter", "blackhole",
+             "--pid-file", f"{d}/rotel.pid", "--log-file", f"{d}/rotel.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        self.env = {}
+        if scheme == "https":
+            for c in (
+                f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {d}/ca.key "
+                f"-out {d}/ca.pem -days 2 -subj /CN=bench-ca",
+                f"openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {d}/srv.key "
+                f"-out {d}/srv.csr -subj /CN=localhost",
+                f"printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > {d}/ext && "
+                f"openssl x509 -req -in {d}/srv.csr -CA {d}/ca.pem -CAkey {d}/ca.key -CAcreateserial "
+                f"-out {d}/srv.pem -days 2 -extfile {d}/ext",
+            ):
+                subprocess.run(c, shell=True, check=True, capture_output=True)
+            with open(f"{d}/stunnel.conf", "w") as f:
+                f.write(f"foreground = yes\npid =\n[otlp]\naccept = 127.0.0.1:19443\n"
+                        f"connect = 127.0.0.1:19318\ncert = {d}/srv.pem\nkey = {d}/srv.key\n")
+            self.procs.append(subprocess.Popen(["stunnel4", f"{d}/stunnel.conf"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.args = ["--otlp-endpoint", "https://localhost:19443"]
+            self.env = {"SSL_CERT_FILE": f"{d}/ca.pem"}
+        else:
+            self.args = ["--otlp-endpoint", "http://127.0.0.1:19318"]
+        time.sleep(1)
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
 class Vigil:
-    def __init__(self, binary, interval_ms, runtime):
+    def __init__(self, binary, interval_ms, runtime, extra_args=(), extra_env=None):
         self.binary, self.interval_ms, self.runtime = binary, interval_ms, runtime
         shutil.rmtree(runtime, ignore_errors=True)
         os.makedirs(runtime, mode=0o755)
@@ -395,10 +443,10 @@ class Vigil:
         self.process_lines = 0
         self.proc = subprocess.Popen(
             [binary, "run", "--runtime-dir", runtime, "--user", "nobody",
-             "--interval-ms", str(interval_ms)],
+             "--interval-ms", str(interval_ms), *extra_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=open(f"{WORK}/vigil-{interval_ms}.stderr", "w"),
-            env=dict(os.environ, RUST_LOG="warn"), preexec_fn=nofile_limit)
+            env=dict(os.environ, RUST_LOG="warn", **(extra_env or {})), preexec_fn=nofile_limit)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -537,6 +585,8 @@ def main():
                     help="from this N on, start no busy processes (0: always start them)")
     ap.add_argument("--vigil", default=None, help="vigil binary (default target/release/vigil)")
     ap.add_argument("--vigil-interval-ms", type=int, default=1000)
+    ap.add_argument("--vigil-otlp", choices=["none", "http", "https"], default="none",
+                    help="also ship over OTLP to rotel (https: behind stunnel4)")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement")
     ap.add_argument("--idle-seconds", type=int, default=60)
     ap.add_argument("--tools", default="process-exporter,process-exporter(defaults),node-exporter,psutil,proc-floor,proc-floor(lean),proc-floor(cached-fds),apps.plugin,vigil")
@@ -627,15 +677,21 @@ def main():
 def measure_vigil(vigil_bin, a, k):
     if not vigil_bin:
         return {"error": "no vigil binary (cargo build --release -p vigil-supervisor)"}
-    log(f"vigil: {vigil_bin} --interval-ms {a.vigil_interval_ms}, {k} cycles")
-    v = Vigil(vigil_bin, a.vigil_interval_ms, f"{WORK}/vigil-rt")
+    log(f"vigil: {vigil_bin} --interval-ms {a.vigil_interval_ms}, {k} cycles, OTLP {a.vigil_otlp}")
+    backend = OtlpBackend(a.vigil_otlp) if a.vigil_otlp != "none" else None
+    v = Vigil(vigil_bin, a.vigil_interval_ms, f"{WORK}/vigil-rt",
+              backend.args if backend else (), backend.env if backend else None)
     try:
         err = v.wait_collecting()
         if err:
             return {"error": err}
-        return v.measure(k)
+        r = v.measure(k)
+        r["otlp"] = a.vigil_otlp
+        return r
     finally:
         v.stop()
+        if backend:
+            backend.stop()
 
 
 def measure_idle(vigil_bin, a):

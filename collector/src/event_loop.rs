@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use vigil_ipc_proto::Record;
 
+use crate::util::Stamp;
+
 /// A pollable input of the collector (the kmsg descriptor, BPF ring buffers, ...). Register one
 /// with [`Sources::add`]; the loop polls [`Source::raw_fd`] for readability.
 pub trait Source {
@@ -13,6 +15,8 @@ pub trait Source {
     fn on_readable(&mut self, out: &mut Vec<Record>);
     /// Called on every loop turn (timers: flush windows, evictions).
     fn on_tick(&mut self, _now: Instant, _out: &mut Vec<Record>) {}
+    /// Called after every collection cycle (metrics the source keeps: counters, gauges).
+    fn on_cycle(&mut self, _st: Stamp, _out: &mut Vec<Record>) {}
     /// Latest time the loop must call [`Source::on_tick`].
     fn deadline(&self) -> Option<Instant> {
         None

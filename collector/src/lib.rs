@@ -89,15 +89,14 @@ pub fn run(
     let mut cycle = cycle::Cycle::new(init).map_err(ProtoError::Io)?;
     let host_resource = vec![KeyValue::str("host.name", init.hostname.as_str())];
     let mut sources = Sources::default();
+    let mut pending: Vec<Record> = Vec::new();
     if init.collector.kmsg && init.feature_enabled("kmsg_events") {
-        match open_kmsg(&mut privhelper) {
-            Ok(fd) => {
-                let p = kmsg::KmsgParser::new(
-                    host_resource.clone(),
-                    cycle.host.boot_time_ns,
-                    last_kmsg_seq,
-                );
-                sources.add(Box::new(kmsg::KmsgSource::new(fd, p)));
+        let source = kmsg_parser(init, &host_resource, cycle.host.boot_time_ns, last_kmsg_seq)
+            .and_then(|p| open_kmsg(&mut privhelper).map(|fd| kmsg::KmsgSource::new(fd, p)));
+        match source {
+            Ok(mut s) => {
+                s.drain(&mut pending);
+                sources.add(Box::new(s));
             }
             Err(e) => {
                 tracing::warn!("kmsg events unavailable: {e}");
@@ -117,7 +116,7 @@ pub fn run(
     );
     let interval = Duration::from_millis(init.collector.interval_ms.max(10));
     let mut next_cycle = Instant::now();
-    let mut pending: Vec<Record> = Vec::new();
+    let start_ns = util::now_unix_nano();
 
     loop {
         let now = Instant::now();
@@ -125,6 +124,13 @@ pub fn run(
             // Fresh metrics supersede the ones the shipper has not taken yet.
             batcher.supersede();
             cycle.collect(&mut privhelper, &mut batcher);
+            let st = util::Stamp {
+                start: start_ns,
+                now: util::now_unix_nano(),
+            };
+            for s in &mut sources.list {
+                s.on_cycle(st, &mut pending);
+            }
             next_cycle += interval;
             if next_cycle <= now {
                 next_cycle = now + interval;
@@ -244,6 +250,26 @@ pub fn run(
             }
         }
     }
+}
+
+/// The kernel-line pipeline as configured: built-in and user rules (the supervisor read and
+/// checked the files at start), lookback, plain-line threshold and limit.
+fn kmsg_parser(
+    init: &InitConfig,
+    resource: &[KeyValue],
+    boot_time_ns: u64,
+    resume_after: Option<u64>,
+) -> Result<kmsg::KmsgParser, String> {
+    let c = &init.collector;
+    let opts = kmsg::KmsgOptions::from_config(c).map_err(|e| e.to_string())?;
+    let files: Vec<(String, String)> = c
+        .kmsg_rule_files
+        .iter()
+        .map(|f| (f.path.clone(), f.text.clone()))
+        .collect();
+    let rules = kmsg::RuleSet::load(c.kmsg_builtin_rules, &files).map_err(|e| e.to_string())?;
+    kmsg::KmsgParser::with_rules(resource.to_vec(), boot_time_ns, resume_after, rules, opts)
+        .map_err(|e| e.to_string())
 }
 
 fn batch_counters(b: &batch::Batcher) -> Vec<(String, u64)> {

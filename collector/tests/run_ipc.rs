@@ -155,7 +155,7 @@ fn run_batches_acks_resume_stats_shutdown() {
         })
         .collect();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].event_name, "ReadonlyFilesystem");
+    assert_eq!(events[0].event_name, "FilesystemIsReadOnly");
     assert!(
         events[0]
             .attributes

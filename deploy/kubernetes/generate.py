@@ -79,7 +79,12 @@ runtime_dir = "/run/vigil"
 json_lines = ""
 
 [shipper.otlp]
-# hostNetwork: 127.0.0.1 is the node; point this at your node-local OpenTelemetry collector.
+# hostNetwork: 127.0.0.1 is the node; point this at your node-local OpenTelemetry collector,
+# or at a backend by name over HTTPS (cluster DNS works with dnsPolicy ClusterFirstWithHostNet):
+#   endpoint = "https://otlp.example.com:4318"
+#   headers_file = "/etc/vigil-secrets/otlp-headers"   # `Authorization: Bearer ...`, a Secret
+#   ca_file = "/etc/vigil-secrets/ca.pem"              # default: the host's CA bundle
+# The OTEL_EXPORTER_OTLP_* variables work too (see the container's env).
 endpoint = "http://127.0.0.1:4318"
 """
 
@@ -353,6 +358,10 @@ metadata:
             # Set to "1" to fail at start instead of running with features disabled.
             - name: VIGIL_ENFORCE_SYS_CAPS
               value: "0"
+            # Credentials for the backend, never in argv or logs:
+            # - name: OTEL_EXPORTER_OTLP_HEADERS
+            #   valueFrom:
+            #     secretKeyRef: {{name: vigil-otlp, key: headers}}  # "api-key=..."
           resources:
             requests:
               cpu: 50m

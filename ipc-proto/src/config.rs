@@ -56,7 +56,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            user: "nobody".into(),
+            user: "vigil".into(),
             non_root_mode: true,
             mount_mode: MountMode::ReadOnly,
             host_root: "/".into(),
@@ -115,6 +115,26 @@ pub struct CollectorConfig {
     /// namespaces without a process).
     pub netns_source: String,
     pub kmsg: bool,
+    /// node-problem-detector rule files (kernel-monitor.json format, the counter plugin's
+    /// form too) applied to kernel lines besides the built-in rules.
+    pub kmsg_rules: Vec<String>,
+    /// Apply the built-in rules: NPD's kernel-monitor, readonly-monitor and counter rules, and
+    /// vigil's own.
+    pub kmsg_builtin_rules: bool,
+    /// On a first start (nothing journaled yet), kernel lines older than this are not shipped:
+    /// a Go duration as NPD's `lookback` (`"5m"`). After a restart the journal says where to
+    /// resume.
+    pub kmsg_lookback: String,
+    /// Plain kernel lines at or above this syslog severity are shipped as logs (`"warning"`;
+    /// `"off"`: none).
+    pub kmsg_log_level: String,
+    /// Plain lines per second per source, after a burst of `kmsg_log_burst`; more are dropped
+    /// and counted.
+    pub kmsg_log_rate: u32,
+    pub kmsg_log_burst: u32,
+    /// The contents of `kmsg_rules`, read by the supervisor at start (before any sandbox) and
+    /// handed to the collector; a value set in a configuration file is replaced.
+    pub kmsg_rule_files: Vec<RuleFileText>,
     pub ebpf_exec: bool,
     pub ebpf_flows: bool,
     /// `socket` (CAP_BPF + CAP_NET_RAW) or `tc` (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
@@ -150,6 +170,13 @@ impl Default for CollectorConfig {
             process_io: false,
             k8s_names: true,
             kmsg: true,
+            kmsg_rules: Vec::new(),
+            kmsg_builtin_rules: true,
+            kmsg_lookback: "5m".into(),
+            kmsg_log_level: "warning".into(),
+            kmsg_log_rate: 10,
+            kmsg_log_burst: 100,
+            kmsg_rule_files: Vec::new(),
             ebpf_exec: true,
             ebpf_flows: true,
             flows_source: "socket".into(),
@@ -159,6 +186,14 @@ impl Default for CollectorConfig {
             max_unacked_batches: 64,
         }
     }
+}
+
+/// One rule file as read by the supervisor: its path (for messages) and its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFileText {
+    pub path: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

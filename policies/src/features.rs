@@ -163,8 +163,10 @@ pub const FEATURES: &[Feature] = &[
         name: "kmsg_events",
         process: Proc::Privhelper,
         caps: &[CAP_SYSLOG],
-        what: "kernel events from /dev/kmsg: OOMKilling, PodOOMKilling, TaskHung, \
-               ReadonlyFilesystem, oops/panic/segfault (CAP_SYSLOG only when dmesg_restrict=1)",
+        what: "kernel events from /dev/kmsg: node-problem-detector's rules and vigil's \
+               (OOMKilling, PodOOMKilling, TaskHung, KernelOops, FilesystemIsReadOnly, ...), \
+               their conditions and counters, plain lines >= warning (CAP_SYSLOG only when \
+               dmesg_restrict=1)",
     },
     Feature {
         name: "ebpf_exec",

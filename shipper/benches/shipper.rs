@@ -283,7 +283,7 @@ fn throughput(batches: u64, tls: bool) -> f64 {
     };
     let init = init(&dir.path().join("journal"), Some(cfg), "");
     let before = other_threads();
-    let mut sh = Shipper::start_with(init, attachments);
+    let mut sh = Shipper::start_with(init, attachments, |_| {});
     std::thread::sleep(Duration::from_millis(50));
     let shipper_tid = other_threads()
         .into_iter()

@@ -69,7 +69,7 @@ pub fn request_head(t: &Target, content_type: &str, body_len: usize) -> Vec<u8> 
     h.into_bytes()
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -1,14 +1,18 @@
 //! The shipper: unprivileged journal and exporters.
 //!
 //! [`run`] is one single-threaded poll loop over the control channel (supervisor), the
-//! collector channel and, while an OTLP request is in flight, its TCP connection:
+//! collector channel, while an OTLP request is in flight its TCP connection and, when the
+//! Prometheus endpoint is on, its listening socket and connections:
 //! - every `Batch` from the collector is appended to the [`journal`] (durable per the fsync
 //!   policy) and only then acknowledged; a batch that cannot be journaled (full disk) is
 //!   answered with `Nack`, counted, and the next batch tries again;
 //! - exporters ([`export`]) read the journal from their own acknowledged position, so nothing
 //!   is lost while a backend is down or across restarts (replay; duplicates possible);
 //! - `StatsRequest` is answered with the counters of [`stats::Stats`], which are also
-//!   journaled as `vigil.shipper.*` metrics once per collection interval.
+//!   journaled as `vigil.shipper.*` metrics once per collection interval;
+//! - every metric record journaled (the collector's and those self-metrics) also updates the
+//!   latest-value store of the Prometheus endpoint ([`export::prometheus`]), which answers
+//!   scrapes from it without blocking the loop.
 //!
 //! Sandbox contract: single-threaded (no clone); files only under the journal directory
 //! (plus the JSON-lines file when it is not stdout); TCP connect only to the ports of the OTLP
@@ -45,6 +49,7 @@ use vigil_ipc_proto::{
 use convert::ResourceDefaults;
 use export::json::JsonExporter;
 use export::otlp::OtlpExporter;
+use export::prometheus::Endpoint;
 use journal::{Journal, JournalConfig, JournalError};
 use stats::Stats;
 
@@ -145,6 +150,10 @@ pub const SYSCALLS: &[&str] = &[
     "sched_yield",
 ];
 
+/// What the Prometheus endpoint adds to [`SYSCALLS`]: `accept4` (the `shipper-listen`
+/// policy, only when the endpoint is on) and `shutdown` (after a refusal).
+pub const LISTEN_SYSCALLS: &[&str] = &["accept4", "shutdown"];
+
 /// Most collector batches handled in one loop turn before exporters get a turn.
 const MAX_BATCHES_PER_TURN: usize = 64;
 
@@ -174,6 +183,18 @@ fn warn(control: &Channel, msg: String) {
     let _ = control.send(&ChildToSupervisor::Warning(msg));
 }
 
+/// Request bodies, journal reads and their gzip copies are megabytes each, allocated and freed
+/// every batch. glibc's dynamic mmap threshold would soon serve them from the heap, where the
+/// freed pages stay resident between batches; a fixed threshold keeps every buffer above it an
+/// mmap of its own, unmapped when freed.
+fn return_big_buffers() {
+    // SAFETY: mallopt only changes allocator parameters; called before this thread allocates
+    // its large buffers, with a constant valid for M_MMAP_THRESHOLD.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// A configuration that cannot work: told to the supervisor (which stops instead of restarting
 /// us), then returned.
 fn config_error(control: &Channel, msg: String) -> ShipperError {
@@ -190,6 +211,7 @@ pub fn run(
 ) -> Result<(), ShipperError> {
     let cfg = &init.shipper;
     let defaults = ResourceDefaults::with_attributes(&init.hostname, &cfg.resource_attributes);
+    return_big_buffers();
 
     let mut json = None;
     if !cfg.json_lines.is_empty() {
@@ -276,6 +298,19 @@ pub fn run(
 
     let start_ns = now_ns();
     let metrics_every = config_ms(init.collector.interval_ms.max(1000));
+    // Entries of the scrape endpoint live two collection intervals (and a second) unrefreshed.
+    let mut prom = match attachments.prometheus {
+        Some(l) => Some(
+            Endpoint::new(
+                l,
+                &defaults,
+                metrics_every * 2 + Duration::from_secs(1),
+                Instant::now(),
+            )
+            .map_err(|e| ShipperError::Io(e.into()))?,
+        ),
+        None => None,
+    };
     let mut next_self_metrics = Instant::now() + metrics_every;
     let mut collector_open = true;
     let mut nospace_streak = false;
@@ -285,8 +320,19 @@ pub fn run(
         if now >= next_self_metrics {
             next_self_metrics = now + metrics_every;
             let rec = stats.self_metrics(&journal, &names, start_ns, now_ns());
-            if journal.append(std::slice::from_ref(&rec)).is_err() {
+            if let Err(e) = journal.append(std::slice::from_ref(&rec)) {
                 stats.append_errors += 1;
+                if let Some(more) = stats.append_warn.allow(now) {
+                    warn(
+                        &control,
+                        format!(
+                            "shipper: own metrics not journaled: {e} (append_errors {}{more})",
+                            stats.append_errors
+                        ),
+                    );
+                }
+            } else if let Some(p) = prom.as_mut() {
+                p.ingest(rec, now);
             }
         }
         let mut wake = Some(next_self_metrics);
@@ -302,6 +348,9 @@ pub fn run(
             merge(o.step(&mut journal, &mut stats, now));
         }
         merge(journal.tick(now));
+        if let Some(p) = prom.as_mut() {
+            merge(p.step(now, &mut stats));
+        }
         for w in journal.take_warnings() {
             warn(&control, w);
         }
@@ -318,11 +367,22 @@ pub fn run(
         if let Some(fd) = otlp_fd {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
+        let prom_at = fds.len();
+        if let Some(p) = prom.as_ref() {
+            p.poll_fds(&mut fds);
+        }
         match poll(&mut fds, timeout_ms) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+        let prom_ready: Vec<PollFlags> = fds[prom_at..]
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
         drop(fds);
+        if let Some(p) = prom.as_mut() {
+            p.handle(&prom_ready, Instant::now(), &mut stats);
+        }
 
         // Supervisor.
         loop {
@@ -370,6 +430,12 @@ pub fn run(
                             staged.push((batch.seq, n));
                             if events && let Some(o) = otlp.as_mut() {
                                 o.urge();
+                            }
+                            if let Some(p) = prom.as_mut() {
+                                let now = Instant::now();
+                                for (r, _) in batch.records {
+                                    p.ingest(r, now);
+                                }
                             }
                         }
                         Err(e) => {
@@ -448,8 +514,16 @@ fn refuse(
     };
     stats.add_dropped(reason, n);
     let first = !std::mem::replace(nospace_streak, reason == "enospc");
-    let w =
-        (reason != "enospc" || first).then(|| format!("shipper: batch {seq} not journaled: {e}"));
+    let w = match reason {
+        "enospc" => first.then(|| format!("shipper: batch {seq} not journaled: {e}")),
+        "journal_io" => stats.append_warn.allow(Instant::now()).map(|more| {
+            format!(
+                "shipper: batch {seq} not journaled: {e} (append_errors {}{more})",
+                stats.append_errors
+            )
+        }),
+        _ => Some(format!("shipper: batch {seq} not journaled: {e}")),
+    };
     (
         ShipperToCollector::Nack {
             seq,

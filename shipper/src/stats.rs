@@ -2,10 +2,41 @@
 //! metrics like any other record.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use vigil_ipc_proto::{KeyValue, Metric, MetricKind, MetricValue, Record, RoleStats};
 
 use crate::journal::Journal;
+
+/// At most one message per minute of one kind; says how many were held back meanwhile.
+#[derive(Debug, Default, Clone)]
+pub struct RateLimit {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl RateLimit {
+    pub const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(suffix)` when a message may be written now (the suffix counts the held-back
+    /// ones, "" when none), `None` to hold this one back.
+    pub fn allow(&mut self, now: Instant) -> Option<String> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        let held = std::mem::take(&mut self.held);
+        Some(if held == 0 {
+            String::new()
+        } else {
+            format!(", {held} more since the last message")
+        })
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -32,6 +63,8 @@ pub struct Stats {
     /// Scrapes answered by the Prometheus endpoint, and requests refused there.
     pub prometheus_scrapes: u64,
     pub prometheus_refused: u64,
+    /// Journal I/O failures of appends are told at most once a minute.
+    pub append_warn: RateLimit,
 }
 
 impl Stats {
@@ -157,9 +190,42 @@ impl Stats {
                 vec![KeyValue::str("cause", *cause)],
             ));
         }
+        // The scrape endpoint's, once it has seen a request.
+        if self.prometheus_scrapes + self.prometheus_refused > 0 {
+            m.push(sum(
+                "prometheus.scrapes",
+                "{scrape}",
+                self.prometheus_scrapes,
+                vec![],
+            ));
+            m.push(sum(
+                "prometheus.refused",
+                "{request}",
+                self.prometheus_refused,
+                vec![],
+            ));
+        }
         Record::Metrics {
             resource: vec![KeyValue::str("service.name", "vigil")],
             metrics: m,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_what_it_held_back() {
+        let mut r = RateLimit::default();
+        let t0 = Instant::now();
+        assert_eq!(r.allow(t0).as_deref(), Some(""));
+        assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(59)), None);
+        assert_eq!(
+            r.allow(t0 + RateLimit::EVERY).as_deref(),
+            Some(", 2 more since the last message")
+        );
     }
 }

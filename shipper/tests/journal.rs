@@ -412,3 +412,27 @@ fn group_commit() {
     let mut j = Journal::open(dir.path(), cfg(1 << 20, 4096), &["a"]).unwrap();
     assert_eq!(read_all(&mut j, 0), (0..150).collect::<Vec<_>>());
 }
+
+/// A checkpoint that cannot be written (here: a directory squats its temporary name) is
+/// counted, retried, and told once with the path and the reason, not once per attempt.
+#[test]
+fn checkpoint_failures_are_logged_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["otlp"]).unwrap();
+    let _ = j.take_warnings();
+    std::fs::create_dir(dir.path().join("checkpoint.json.tmp")).unwrap();
+    j.append(&[rec(1)]).unwrap();
+    for _ in 0..5 {
+        j.flush_checkpoint();
+    }
+    assert_eq!(j.stats().checkpoint_errors, 5);
+    let w = j.take_warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("checkpoint.json") && w[0].contains("checkpoint_errors 1"),
+        "{w:?}"
+    );
+    std::fs::remove_dir(dir.path().join("checkpoint.json.tmp")).unwrap();
+    j.flush_checkpoint();
+    assert_eq!(j.stats().checkpoint_errors, 5);
+}

@@ -123,6 +123,7 @@ pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<A
         cfg.shipper.prometheus.listen = v.clone();
     }
     validate(&cfg)?;
+    crate::kmsg_rules::load(&mut cfg)?;
     Ok(cfg)
 }
 

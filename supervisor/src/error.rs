@@ -8,7 +8,11 @@ pub enum Error {
     Config { path: PathBuf, msg: String },
     #[error("environment variable {var}: {msg}")]
     Env { var: String, msg: String },
-    #[error("user {user:?} not found in {passwd}")]
+    #[error(
+        "user {user:?} not found in {passwd}: create it on the host (useradd --system \
+         --no-create-home --shell /usr/sbin/nologin {user}) or name another with --user / \
+         user = ..."
+    )]
     NoSuchUser { user: String, passwd: PathBuf },
     #[error("reading {path}: {source}")]
     Read {

@@ -8,6 +8,7 @@ mod dirs;
 mod doctor;
 mod error;
 mod files;
+mod kmsg_rules;
 mod launch;
 mod otel_env;
 mod plan;
@@ -193,7 +194,8 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let prepared = delivery::prepare(&cfg, &host_root, &env)?;
 
     let journal = PathBuf::from(plan::journal_dir(&cfg));
-    let rt = dirs::prepare(&cfg, &journal, switch_user.then_some(&user))?;
+    let runtime = dirs::prepare(&cfg, &journal, switch_user.then_some(&user))?;
+    let rt = runtime.dir.clone();
     cfg.runtime_dir = rt.display().to_string();
     let journal =
         std::fs::canonicalize(&journal).map_err(Error::fs("resolve journal dir", &journal))?;

@@ -5,8 +5,11 @@
 //! Restart policy: the collector holds one end of both peer channels, so when any child dies
 //! its peers' channels are dead too. The supervisor stops the survivors (Shutdown, then SIGKILL
 //! after a grace period) and starts all three again with new channels, after a backoff that
-//! doubles from 0.5 s to 30 s and resets once the group has run for a minute. Every role
-//! restarted this way has its `restarts` counted; `last_exit` says why.
+//! doubles from 0.5 s to 60 s and resets once the group has run for a minute. Every role
+//! restarted this way has its `restarts` counted; `last_exit` says why. A role that fails the
+//! same way [`SAME_CAUSE_REPORT`] times in a row (the same seccomp violation, the same error)
+//! is reported once as a failure that will not fix itself; its repeats are not logged again.
+//! A child that says its configuration cannot work (`ConfigError`) stops the agent instead.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -28,7 +31,10 @@ use crate::spawn::{ChildFds, spawn};
 use crate::status::{StatusContext, StatusServer};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Failures of one role with the same cause, in a row, after which it is reported as
+/// deterministic (and its repeats are no longer logged).
+pub const SAME_CAUSE_REPORT: u32 = 3;
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_secs(5);
 const STATS_EVERY: Duration = Duration::from_secs(2);
@@ -47,6 +53,11 @@ pub struct ChildState {
     violation: Option<u32>,
     /// The child said its configuration cannot work (no restart will help).
     config_error: Option<String>,
+    /// How this run of the child ended (without the "restart after ..." note).
+    cause: Option<String>,
+    /// The cause of its last failures, and how many times in a row it was that.
+    streak_cause: Option<String>,
+    pub same_cause: u32,
     pub bad_frames: u64,
 }
 
@@ -62,6 +73,9 @@ impl ChildState {
             stats: RoleStats::default(),
             violation: None,
             config_error: None,
+            cause: None,
+            streak_cause: None,
+            same_cause: 0,
             bad_frames: 0,
         }
     }
@@ -252,15 +266,13 @@ impl Supervisor {
                     c.pid = None;
                     c.control = None;
                     c.ready = None;
+                    c.cause = Some(desc.clone());
                     match expected {
                         Some(why) => {
                             info!(role = %c.role, "{} {desc} ({why})", c.role);
                             c.last_exit = Some(format!("{desc} ({why})"));
                         }
                         None => {
-                            if c.violation.is_none() {
-                                warn!(role = %c.role, "{} {desc}", c.role);
-                            }
                             c.last_exit = Some(desc);
                             failed.get_or_insert(c.role);
                         }
@@ -288,11 +300,37 @@ impl Supervisor {
         self.stop_group(GRACE, &format!("restart after {role} died"));
         if self.group_started.elapsed() > HEALTHY_AFTER {
             self.backoff = BACKOFF_MIN;
+            for c in &mut self.children {
+                c.same_cause = 0;
+                c.streak_cause = None;
+            }
+        }
+        // The first child reaped may only have followed another one's death (its channel to
+        // it closed): a child the seccomp filter killed is the cause; else the first.
+        let root = self
+            .children
+            .iter()
+            .position(|c| c.violation.is_some())
+            .or_else(|| self.children.iter().position(|c| c.role == role));
+        if let Some(i) = root {
+            note_failure(&mut self.children[i]);
+            let root_role = self.children[i].role;
+            if root_role != role {
+                info!(role = %role, "{role} ended after {root_role} died");
+            }
         }
         for c in &mut self.children {
             c.restarts += 1;
         }
-        warn!(after = ?self.backoff, "restarting privhelper, collector and shipper");
+        if self
+            .children
+            .iter()
+            .any(|c| c.same_cause >= SAME_CAUSE_REPORT)
+        {
+            tracing::debug!(after = ?self.backoff, "restarting privhelper, collector and shipper");
+        } else {
+            warn!(after = ?self.backoff, "restarting privhelper, collector and shipper");
+        }
         self.next_start = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
@@ -402,6 +440,35 @@ impl Supervisor {
     }
 }
 
+/// A child failed (its `cause`): counted against its streak of identical failures; logged
+/// while the streak is short, reported once as deterministic when it reaches
+/// [`SAME_CAUSE_REPORT`].
+fn note_failure(c: &mut ChildState) {
+    let desc = c.cause.clone().unwrap_or_else(|| "ended".into());
+    if c.streak_cause.as_deref() == Some(desc.as_str()) {
+        c.same_cause += 1;
+    } else {
+        c.same_cause = 1;
+        c.streak_cause = Some(desc.clone());
+    }
+    match c.same_cause {
+        n if n < SAME_CAUSE_REPORT => {
+            if c.violation.is_none() {
+                warn!(role = %c.role, "{} {desc}", c.role);
+            }
+        }
+        SAME_CAUSE_REPORT => error!(
+            role = %c.role,
+            "{} failed {SAME_CAUSE_REPORT} times in a row the same way ({desc}): this will not fix \
+             itself; restarting with backoff up to {}s, not logging it again (vigil status shows \
+             the last cause)",
+            c.role,
+            BACKOFF_MAX.as_secs()
+        ),
+        _ => tracing::debug!(role = %c.role, "{} {desc} (again)", c.role),
+    }
+}
+
 /// Read every queued control message of a child (non-blocking channel).
 fn drain_control(c: &mut ChildState) {
     let Some(ch) = c.control.as_mut() else { return };
@@ -416,12 +483,19 @@ fn drain_control(c: &mut ChildState) {
             Ok(ChildToSupervisor::ConfigError(m)) => c.config_error = Some(m),
             Ok(ChildToSupervisor::SeccompViolation { syscall, .. }) => {
                 c.violation = Some(syscall);
-                error!(
-                    role = %c.role,
-                    "{} killed by seccomp: syscall {} ({syscall})",
-                    c.role,
-                    vigil_policies::syscall_name(syscall)
-                );
+                // A repeat of a deterministic failure already reported: not again.
+                let name = vigil_policies::syscall_name(syscall);
+                let repeat = c
+                    .streak_cause
+                    .as_deref()
+                    .is_some_and(|l| l.contains(&format!("syscall {name} ({syscall})")));
+                if !repeat || c.same_cause + 1 < SAME_CAUSE_REPORT {
+                    error!(
+                        role = %c.role,
+                        "{} killed by seccomp: syscall {name} ({syscall})",
+                        c.role
+                    );
+                }
             }
             Err(e) if e.is_would_block() => return,
             Err(ProtoError::Closed) | Err(ProtoError::Io(_)) => {

@@ -95,6 +95,11 @@ mod tests {
         assert_eq!((u.uid, u.gid, u.groups), (990, 985, vec![985, 4]));
         let e = lookup(dir.path(), "nope").unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("passwd"), "{e}");
+        // How to fix it, in the message.
+        assert!(
+            e.contains("useradd --system") && e.contains("--user"),
+            "{e}"
+        );
     }
 
     #[test]

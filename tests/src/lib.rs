@@ -60,6 +60,13 @@ impl Output {
         self.lines().join("\n")
     }
 
+    /// The newest line for which `f` answers, without copying the lines (an agent at a busy
+    /// host prints tens of thousands of lines a cycle).
+    pub fn find_last<T>(&self, f: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        let mut f = f;
+        self.lines.lock().unwrap().iter().rev().find_map(|l| f(l))
+    }
+
     /// Wait until some line satisfies `pred`; returns it.
     pub fn wait_for(
         &self,
@@ -92,6 +99,8 @@ pub struct AgentBuilder {
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
     runtime_dir: Option<PathBuf>,
+    /// Leave the runtime dir's mode as the test made it.
+    runtime_dir_as_is: bool,
 }
 
 impl AgentBuilder {
@@ -132,6 +141,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Use this runtime directory exactly as the test made it (mode and all).
+    pub fn runtime_dir_as_is(mut self, p: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(p.into());
+        self.runtime_dir_as_is = true;
+        self
+    }
+
     pub fn start(self) -> Agent {
         let (runtime_dir, tmp) = match self.runtime_dir {
             Some(p) => (p, None),
@@ -143,10 +159,12 @@ impl AgentBuilder {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
-        // The agent user must be able to traverse to its journal directory.
-        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod runtime dir");
+        if !self.runtime_dir_as_is {
+            std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
+            // The agent user must be able to traverse to its journal directory.
+            std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod runtime dir");
+        }
         let bin = vigil_bin();
         let mut cmd = if self.wrapper.is_empty() {
             Command::new(&bin)
@@ -272,6 +290,18 @@ impl Agent {
             .collect()
     }
 
+    /// The JSON objects of the stdout lines that contain `needle` (only those are parsed).
+    pub fn json_lines_with(&self, needle: &str) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Wait for a JSON line satisfying `pred`.
     pub fn wait_json(
         &self,
@@ -331,6 +361,23 @@ impl Drop for Agent {
             eprintln!("--- vigil stderr ---\n{}", self.stderr.text());
         }
     }
+}
+
+/// SIGTERM a child we started, by its pid; SIGKILL it if it is still there after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Connect to a supervisor's status socket and ask for its report.
@@ -446,6 +493,33 @@ pub fn ns_of(pid: u32, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .map(|p| p.display().to_string())
         .unwrap_or_default()
+}
+
+/// A name no other run (or earlier boot record still in the kernel ring) uses: `vg<tag>` and 24
+/// bits of time and pid, short enough for a process name (15 bytes).
+pub fn unique_name(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let x = (nanos as u64) ^ (u64::from(std::process::id()) << 20);
+    format!("vg{tag}{:06x}", x & 0xff_ffff)
+}
+
+/// One line into the kernel log. A fresh open per line: /dev/kmsg rate-limits each opener to
+/// 10 lines per 5 s when `kernel.printk_devkmsg=ratelimit` (the default). The trailing newline
+/// matters: without it the kernel keeps the record open for a continuation and readers do not
+/// see it until some other message is logged.
+pub fn kmsg(line: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/kmsg")
+        .expect("open /dev/kmsg");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write /dev/kmsg");
 }
 
 /// Run a command, panic with its output if it fails.

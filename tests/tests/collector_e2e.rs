@@ -1,7 +1,7 @@
 //! Issue 3 end to end: the real agent's sandboxed collector (agent user, no capabilities,
 //! seccomp, Landlock) reports host, process and kernel-event records on the JSON-lines output:
 //! a child running as nobody carries the user name and the fd count the privhelper counted, and
-//! a line written to /dev/kmsg comes out as a ReadonlyFilesystem event.
+//! a line written to /dev/kmsg comes out as a FilesystemIsReadOnly event (NPD's reason).
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -62,7 +62,7 @@ fn collector_reports_processes_host_and_kernel_events() {
         .unwrap();
     let ev = agent.wait_json(Duration::from_secs(20), |v| {
         v["type"] == "log"
-            && v["event_name"] == "ReadonlyFilesystem"
+            && v["event_name"] == "FilesystemIsReadOnly"
             && v["attributes"]["system.device"] == dev.as_str()
     });
     assert!(ev.is_some(), "no kernel event: {}", agent.stderr.text());

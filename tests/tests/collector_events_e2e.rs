@@ -391,7 +391,7 @@ fn every_kmsg_event_kind() {
     assert_eq!(attr(&ev, "linux.oom.anon_rss_kb"), 65432);
     assert_eq!(attr(&ev, "linux.oom.score_adj"), 900);
 
-    let ev = wait_event(&agent, &pids, "ReadonlyFilesystem", |v| {
+    let ev = wait_event(&agent, &pids, "FilesystemIsReadOnly", |v| {
         v["attributes"]["system.device"] == dev.as_str()
     });
     assert_eq!(attr(&ev, "system.filesystem.type"), "ext4");
@@ -435,7 +435,8 @@ fn every_kmsg_event_kind() {
     for (event, head, func) in [
         (
             "KernelBug",
-            "<1>BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            // A NULL pointer dereference is a KernelOops (NPD's name): tests/kernel_events_e2e.rs.
+            "<3>BUG: scheduling while atomic: swapper/0/0/0x00000002",
             "vigil_bug",
         ),
         ("KernelOops", "<0>Oops: 0002 [#1] PREEMPT SMP", "vigil_oops"),

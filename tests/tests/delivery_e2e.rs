@@ -10,39 +10,17 @@
 //! receiver (rotel prints every log body it decoded).
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vigil_ipc_proto::Role;
-use vigil_tests::Agent;
 use vigil_tests::backends::{
     ConnectProxy, DnsNet, Pki, Rotel, Stunnel, hosts_with, mount_ns_wrapper, temp_file,
 };
 use vigil_tests::otlp::{Receiver, free_port};
+use vigil_tests::{Agent, kmsg, unique_name};
 
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-fn unique_name(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let x = (nanos as u64) ^ (u64::from(std::process::id()) << 20);
-    format!("vd{tag}{:06x}", x & 0xff_ffff)
-}
-
-/// One line into the kernel log (a fresh open per line: /dev/kmsg rate-limits each opener).
-fn kmsg(line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/kmsg")
-        .expect("open /dev/kmsg");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("write /dev/kmsg");
-}
 
 fn marker(name: &str, n: i64) -> String {
     format!("{name}[{n}]: segfault at 0")
@@ -184,14 +162,44 @@ fn assert_secret_hidden(agent: &Agent, secret: &str) {
     assert!(!agent.stdout.text().contains(secret), "stdout / JSON lines");
 }
 
+/// rotel behind stunnel4 on 127.0.0.1, with a test PKI whose server certificate names `dns`
+/// (and 127.0.0.1); `mtls`: stunnel requires a client certificate of that CA.
+struct TlsBackend {
+    pki: Pki,
+    rotel: Rotel,
+    tls: Stunnel,
+    port: u16,
+}
+
+fn tls_backend(dns: &[&str], mtls: bool) -> TlsBackend {
+    let pki = Pki::new(dns, &["127.0.0.1"]);
+    let rotel = Rotel::start();
+    let port = free_port();
+    let ca = pki.path("ca.pem");
+    let tls = Stunnel::start(
+        &pki,
+        &format!("127.0.0.1:{port}"),
+        &rotel.addr,
+        mtls.then_some(ca.as_str()),
+    );
+    TlsBackend {
+        pki,
+        rotel,
+        tls,
+        port,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn https_by_name_with_the_system_bundle_replaced_by_the_test_ca() {
-    let pki = Pki::new(&["otlp.example.test"], &[]);
-    let rotel = Rotel::start();
-    let port = free_port();
-    let _tls = Stunnel::start(&pki, &format!("127.0.0.1:{port}"), &rotel.addr, None);
+    let TlsBackend {
+        pki,
+        rotel,
+        port,
+        tls: _tls,
+    } = tls_backend(&["otlp.example.test"], false);
     let (_h, hosts) = temp_file("hosts", &hosts_with("127.0.0.1 otlp.example.test"));
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
@@ -223,15 +231,12 @@ fn https_by_name_with_the_system_bundle_replaced_by_the_test_ca() {
 
 #[test]
 fn mtls_is_refused_without_the_client_certificate_and_loses_nothing_once_it_is_set() {
-    let pki = Pki::new(&["localhost"], &["127.0.0.1"]);
-    let rotel = Rotel::start();
-    let port = free_port();
-    let tls = Stunnel::start(
-        &pki,
-        &format!("127.0.0.1:{port}"),
-        &rotel.addr,
-        Some(&pki.path("ca.pem")),
-    );
+    let TlsBackend {
+        pki,
+        rotel,
+        tls,
+        port,
+    } = tls_backend(&["localhost"], true);
     let runtime = tempfile::Builder::new()
         .prefix("vigil-e2e-mtls-")
         .tempdir_in("/tmp")
@@ -296,10 +301,12 @@ fn mtls_is_refused_without_the_client_certificate_and_loses_nothing_once_it_is_s
 
 #[test]
 fn wrong_ca_counts_one_clear_error_keeps_the_journal_and_a_fixed_config_delivers_all() {
-    let pki = Pki::new(&["localhost"], &["127.0.0.1"]);
-    let rotel = Rotel::start();
-    let port = free_port();
-    let _tls = Stunnel::start(&pki, &format!("127.0.0.1:{port}"), &rotel.addr, None);
+    let TlsBackend {
+        pki,
+        rotel,
+        port,
+        tls: _tls,
+    } = tls_backend(&["localhost"], false);
     let runtime = tempfile::Builder::new()
         .prefix("vigil-e2e-ca-")
         .tempdir_in("/tmp")
@@ -415,10 +422,12 @@ fn dnsmasq_search_list_resolves_the_backend_and_a_moved_name_is_followed() {
 
 #[test]
 fn https_through_a_connect_proxy_with_credentials_resolves_nothing_itself() {
-    let pki = Pki::new(&["otlp.example.test"], &[]);
-    let rotel = Rotel::start();
-    let port = free_port();
-    let _tls = Stunnel::start(&pki, &format!("127.0.0.1:{port}"), &rotel.addr, None);
+    let TlsBackend {
+        pki,
+        rotel,
+        port,
+        tls: _tls,
+    } = tls_backend(&["otlp.example.test"], false);
     let target = format!("otlp.example.test:{port}");
     // base64("agent:s3cret pass")
     let proxy = ConnectProxy::start(
@@ -450,10 +459,12 @@ fn https_through_a_connect_proxy_with_credentials_resolves_nothing_itself() {
 
 #[test]
 fn the_opentelemetry_environment_alone_configures_delivery() {
-    let pki = Pki::new(&["localhost"], &["127.0.0.1"]);
-    let rotel = Rotel::start();
-    let port = free_port();
-    let _tls = Stunnel::start(&pki, &format!("127.0.0.1:{port}"), &rotel.addr, None);
+    let TlsBackend {
+        pki,
+        rotel,
+        port,
+        tls: _tls,
+    } = tls_backend(&["localhost"], false);
     let mut agent = Agent::builder()
         .args(["--user", "nobody", "--interval-ms", "1000"])
         .env(

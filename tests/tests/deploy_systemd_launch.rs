@@ -14,7 +14,6 @@
 //! JSON lines with metrics, an exec event and a kmsg event come out. One capability fewer
 //! turns off exactly its feature, with one warning.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -217,15 +216,6 @@ fn check_processes(l: &Launched, r: &StatusReport, unit_caps: u64, privhelper_ca
     assert_eq!((sock.uid(), sock.mode() & 0o777), (l.uid, 0o600));
 }
 
-fn kmsg_write(line: &str) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/kmsg")
-        .unwrap()
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap();
-}
-
 #[test]
 fn unit_launch_runs_every_default_feature_as_the_agent_user() {
     let unit = unit_text();
@@ -282,17 +272,17 @@ fn unit_launch_runs_every_default_feature_as_the_agent_user() {
         l.agent.stderr.text()
     );
     let dev = format!("vdu{}", std::process::id());
-    kmsg_write(&format!(
+    vigil_tests::kmsg(&format!(
         "<2>EXT4-fs ({dev}): Remounting filesystem read-only"
     ));
     assert!(
         l.agent
             .wait_json(Duration::from_secs(20), |v| {
-                v["event_name"] == "ReadonlyFilesystem"
+                v["event_name"] == "FilesystemIsReadOnly"
                     && v["attributes"]["system.device"] == dev.as_str()
             })
             .is_some(),
-        "no ReadonlyFilesystem event for {dev}: {}",
+        "no FilesystemIsReadOnly event for {dev}: {}",
         l.agent.stderr.text()
     );
 

@@ -243,3 +243,118 @@ fn hostile_child_frames_are_counted_not_fatal() {
     }
     assert!(agent.stop().success());
 }
+
+/// A role that dies the same way at every start (the shipper calling ptrace through the
+/// self-test hook: a seccomp kill each time) is reported once as a failure that will not fix
+/// itself, its repeats are not logged again, restarts back off, and `vigil status` keeps the
+/// last cause.
+#[test]
+fn a_deterministic_crash_loop_is_reported_once_and_backs_off() {
+    let mut agent = Agent::builder()
+        .args(["--user", "nobody", "--interval-ms", "500"])
+        .env("VIGIL_SELFTEST", "shipper:sys:ptrace")
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let restarts = loop {
+        let r = agent.status().ok();
+        let shipper = r.as_ref().and_then(|r| {
+            r.processes
+                .iter()
+                .find(|p| p.role == Role::Shipper)
+                .cloned()
+        });
+        if let Some(p) = shipper.filter(|p| p.restarts >= 4) {
+            let last = p.last_exit.unwrap_or_default();
+            assert!(last.contains("ptrace"), "last cause: {last}");
+            break p.restarts;
+        }
+        assert!(Instant::now() < deadline, "{:?}", r);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let text = agent.stderr.text();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("failed 3 times in a row the same way"), 1, "{text}");
+    assert!(
+        count("shipper killed by seccomp: syscall ptrace") <= 2,
+        "{text}"
+    );
+    // Backoff: 0.5 + 1 + 2 s between the first four starts at least.
+    let started: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("started role=shipper"))
+        .collect();
+    assert!(started.len() as u32 >= restarts, "{text}");
+    assert!(agent.stop().success());
+}
+
+/// Two agents on one runtime dir: the second exits at once, naming the dir and the first one's
+/// pid; the first runs on untouched.
+#[test]
+fn a_second_agent_on_the_same_runtime_dir_is_refused() {
+    let mut first = Agent::builder()
+        .args(["--user", "nobody", "--interval-ms", "500"])
+        .start();
+    first.wait_ready(Duration::from_secs(30));
+    let mut second = Agent::builder()
+        .runtime_dir(&first.runtime_dir)
+        .args(["--user", "nobody", "--interval-ms", "500"])
+        .start();
+    let st = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("the second agent exits by itself");
+    assert!(!st.success());
+    let err = second.stderr.text();
+    assert!(
+        err.contains(&format!("in use by another vigil (pid {})", first.pid()))
+            && err.contains(&first.runtime_dir.display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("started role"), "{err}");
+    let r = first.status().expect("the first one still answers");
+    assert!(r.processes.iter().all(|p| p.restarts == 0), "{r:?}");
+    assert!(first.stop().success());
+}
+
+/// A runtime dir made by `mktemp -d` (0700, root) is made enterable for the agent user (its
+/// journal is inside); a parent it cannot enter is one error naming the path and the fix.
+#[test]
+fn an_unreachable_runtime_dir_is_fixed_or_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::Builder::new()
+        .prefix("vigil-e2e-rt-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = parent.path().join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut agent = Agent::builder()
+        .args(["--user", "nobody", "--interval-ms", "500"])
+        .runtime_dir_as_is(&rt)
+        .start();
+    agent.wait_ready(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let r = agent.status().unwrap();
+    assert!(r.processes.iter().all(|p| p.restarts == 0), "{r:?}");
+    let mode = std::fs::metadata(&rt).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o711);
+    assert!(agent.stop().success());
+
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut agent = Agent::builder()
+        .args(["--user", "nobody"])
+        .runtime_dir_as_is(&rt)
+        .start();
+    let st = agent.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(!st.success());
+    let err = agent.stderr.text();
+    assert!(
+        err.contains(&format!(
+            "{}: the agent user nobody",
+            parent.path().display()
+        )) && err.contains("chmod o+x"),
+        "{err}"
+    );
+    assert!(!err.contains("started role"), "{err}");
+}

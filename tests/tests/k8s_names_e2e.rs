@@ -154,10 +154,11 @@ impl Node {
     }
 }
 
-fn wait_line(a: &Agent, secs: u64, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+/// The first line containing `needle` (only those are parsed) that satisfies `pred`.
+fn wait_line(a: &Agent, secs: u64, needle: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
-        if let Some(l) = a.json_lines().into_iter().find(|l| pred(l)) {
+        if let Some(l) = a.json_lines_with(needle).into_iter().find(|l| pred(l)) {
             return Some(l);
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -224,24 +225,24 @@ fn kubernetes_names_from_the_kubelets_log_directories() {
     agent.wait_ready(Duration::from_secs(30));
 
     for p in [&web, &db] {
-        let proc_line = wait_line(&agent, 30, |l| {
+        let proc_line = wait_line(&agent, 30, &p.id, |l| {
             l["name"] == "process.cpu.time" && l["resource"]["container.id"] == p.id.as_str()
         })
         .unwrap_or_else(|| panic!("no process of {}\n{}", p.name, agent.stderr.text()));
         assert!(named(&proc_line, "resource", p), "{proc_line}");
         assert_eq!(proc_line["resource"]["k8s.pod.uid"], p.uid.as_str());
-        let ctr = wait_line(&agent, 20, |l| {
+        let ctr = wait_line(&agent, 20, &p.id, |l| {
             l["name"] == "container.cpu.time" && l["resource"]["container.id"] == p.id.as_str()
         })
         .unwrap_or_else(|| panic!("no container record of {}", p.name));
         assert!(named(&ctr, "resource", p), "{ctr}");
     }
-    let net = wait_line(&agent, 20, |l| {
+    let net = wait_line(&agent, 20, &web.id, |l| {
         l["name"] == "container.network.io" && l["resource"]["container.id"] == web.id.as_str()
     })
     .expect("the web container's network namespace");
     assert!(named(&net, "resource", &web), "{net}");
-    let flow = wait_line(&agent, 30, |l| {
+    let flow = wait_line(&agent, 30, &db.id, |l| {
         l["name"] == "vigil.network.flow.packets"
             && l["attributes"]["container.id"] == db.id.as_str()
     })
@@ -259,7 +260,7 @@ fn kubernetes_names_from_the_kubelets_log_directories() {
     node.kubelet_logs(&late);
     let late_cg = format!("{top}/kubepods/besteffort/pod{}/crio-{}", late.uid, late.id);
     node.run_in(&late_cg, "sleep 120");
-    let l = wait_line(&agent, 30, |l| {
+    let l = wait_line(&agent, 30, &late.id, |l| {
         l["name"] == "process.cpu.time"
             && l["resource"]["container.id"] == late.id.as_str()
             && l["resource"]["k8s.pod.name"] == late.name

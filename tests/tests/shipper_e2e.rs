@@ -13,8 +13,7 @@
 //! (`Resume{last_kmsg_seq}`), so they can only arrive through the journal replay.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,33 +23,9 @@ use nix::unistd::Pid;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use vigil_ipc_proto::Role;
 use vigil_tests::otlp::{Receiver, Reply, free_port};
-use vigil_tests::{Agent, proc_status};
+use vigil_tests::{Agent, kmsg, proc_status, unique_name};
 
 const NOBODY: u32 = 65534;
-
-/// A name no other run (or earlier boot record still in the ring buffer) uses.
-fn unique_name(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let x = (nanos as u64) ^ (u64::from(std::process::id()) << 20);
-    format!("vg{tag}{:06x}", x & 0xff_ffff)
-}
-
-/// One line into the kernel log. A fresh open per line: /dev/kmsg rate-limits each opener to
-/// 10 lines per 5 s when `kernel.printk_devkmsg=ratelimit` (the default). The trailing newline
-/// matters: without it the kernel keeps the record open for a continuation and readers do not
-/// see it until some other message is logged.
-fn kmsg(line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/kmsg")
-        .expect("open /dev/kmsg");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("write /dev/kmsg");
-}
 
 fn write_markers(name: &str, ns: impl IntoIterator<Item = i64>) {
     for n in ns {

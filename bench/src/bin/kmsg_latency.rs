@@ -3,7 +3,7 @@
 //! Starts `vigil run` (release binary: `VIGIL_BIN`, default `target/release/vigil`) with its
 //! default configuration but an OTLP/HTTP endpoint on loopback and no JSON lines, waits until
 //! it is ready, then writes N kernel events to /dev/kmsg (`EXT4-fs (<marker>): Remounting
-//! filesystem read-only`, which the collector turns into a `ReadonlyFilesystem` log record;
+//! filesystem read-only`, which the collector turns into a `FilesystemIsReadOnly` log record (NPD's reason; condition ReadonlyFilesystem);
 //! a fresh open per line: the kernel rate-limits each opener), 20 ms apart, and times each
 //! from the `write(2)` until the
 //! receiver has gunzipped and decoded the OTLP logs request holding it. The path timed is the

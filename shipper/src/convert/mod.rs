@@ -250,11 +250,18 @@ pub fn rfc3339(unix_nano: u64, buf: &mut [u8; 24]) -> &str {
 /// Most resource attributes of a process record.
 pub const MAX_PROCESS_ATTRS: usize = 22;
 
-/// The resource attributes of a process record (host.name comes from the defaults): the
-/// `process.*` conventions, and the container / Kubernetes ones when known. `line` is the
-/// command line joined with spaces, `created` the creation time as text.
-pub fn process_resource<'a>(
-    p: &'a ProcessRecord,
+/// An attribute slot before it is filled.
+pub const BLANK: Attr<'static> = Attr {
+    key: "",
+    val: Val::I64(0),
+};
+
+/// The resource attributes of a process record (host.name comes from the defaults), whatever
+/// holds its strings: the `process.*` conventions, and the container / Kubernetes ones when
+/// known, each unknown (empty) string left out. `line` is the command line joined with
+/// spaces, `created` the creation time as text (empty: left out too).
+pub fn process_resource<'a, S: AsRef<str>>(
+    p: &'a ProcessRecord<S>,
     line: &'a str,
     created: &'a str,
     out: &mut [Attr<'a>; MAX_PROCESS_ATTRS],
@@ -269,32 +276,41 @@ pub fn process_resource<'a>(
     };
     push("process.pid", Val::I64(p.pid.into()));
     push("process.parent_pid", Val::I64(p.ppid.into()));
-    push("process.executable.name", Val::Str(&p.executable_name));
-    push("process.executable.path", Val::Str(&p.executable_path));
+    push(
+        "process.executable.name",
+        Val::Str(p.executable_name.as_ref()),
+    );
+    push(
+        "process.executable.path",
+        Val::Str(p.executable_path.as_ref()),
+    );
     push(
         "process.command",
-        Val::Str(args(&p.command_args).next().unwrap_or("")),
+        Val::Str(args(p.command_args.as_ref()).next().unwrap_or("")),
     );
     push("process.command_line", Val::Str(line));
-    push("process.command_args", Val::Args(&p.command_args));
-    push("process.owner", Val::Str(&p.user_name));
-    push("process.user.name", Val::Str(&p.user_name));
+    push("process.command_args", Val::Args(p.command_args.as_ref()));
+    push("process.owner", Val::Str(p.user_name.as_ref()));
+    push("process.user.name", Val::Str(p.user_name.as_ref()));
     push("process.user.id", Val::I64(p.uid.into()));
-    push("vigil.process.group.name", Val::Str(&p.group_name));
+    push("vigil.process.group.name", Val::Str(p.group_name.as_ref()));
     push("vigil.process.group.id", Val::I64(p.gid.into()));
     push("process.state", Val::Str(process_state(p.state)));
     push("process.creation.time", Val::Str(created));
-    push("container.id", Val::Str(&p.container_id));
-    push("k8s.pod.uid", Val::Str(&p.k8s_pod_uid));
-    push("k8s.namespace.name", Val::Str(&p.k8s_namespace));
-    push("k8s.pod.name", Val::Str(&p.k8s_pod_name));
-    push("k8s.container.name", Val::Str(&p.k8s_container_name));
+    push("container.id", Val::Str(p.container_id.as_ref()));
+    push("k8s.pod.uid", Val::Str(p.k8s_pod_uid.as_ref()));
+    push("k8s.namespace.name", Val::Str(p.k8s_namespace.as_ref()));
+    push("k8s.pod.name", Val::Str(p.k8s_pod_name.as_ref()));
+    push(
+        "k8s.container.name",
+        Val::Str(p.k8s_container_name.as_ref()),
+    );
     n
 }
 
 /// The `process.*` metrics of a process record, in a fixed order; what was not read (fd and
 /// socket counts, context switches, disk I/O) is left out.
-pub fn process_points<'a>(p: &'a ProcessRecord) -> impl Iterator<Item = Point<'a>> + 'a {
+pub fn process_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Point<'a>> + 'a {
     let counter = |name, unit, value, attrs: &'static [Attr<'static>]| Point {
         name,
         unit,
@@ -420,10 +436,7 @@ pub fn with_view<T>(r: &Record, d: &ResourceDefaults, f: impl FnOnce(View<'_, '_
             let line = p.command_args.trim_end_matches('\0').replace('\0', " ");
             let mut buf = [0u8; 24];
             let created = rfc3339(p.start_time_unix_nano, &mut buf);
-            let mut attrs = [Attr {
-                key: "",
-                val: Val::I64(0),
-            }; MAX_PROCESS_ATTRS];
+            let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
             let n = process_resource(p, &line, created, &mut attrs);
             let mut points = process_points(p);
             f(View::Metrics {

@@ -1,8 +1,11 @@
 //! Exporters. Each one reads the journal from its own acknowledged position and acknowledges
-//! what it shipped; a segment is deleted once every exporter is past it.
+//! what it shipped; a segment is deleted once every exporter is past it. The Prometheus
+//! endpoint is not one of them: it keeps only the latest values, fed as records are journaled,
+//! and holds back no segment.
 
 pub mod json;
 pub mod otlp;
+pub mod prometheus;
 
 pub const JSON: &str = "json";
 pub const OTLP: &str = "otlp";

@@ -134,6 +134,9 @@ pub struct Journal {
     ckpt_dirty: bool,
     last_ckpt: Instant,
     warnings: Vec<String>,
+    /// fsync and checkpoint failures are told at most once a minute each.
+    fsync_warn: crate::stats::RateLimit,
+    ckpt_warn: crate::stats::RateLimit,
     replayed: u64,
 }
 
@@ -330,6 +333,8 @@ impl Journal {
             ckpt_dirty: true,
             last_ckpt: now,
             warnings,
+            fsync_warn: Default::default(),
+            ckpt_warn: Default::default(),
             replayed,
         };
         j.gc();
@@ -646,7 +651,17 @@ impl Journal {
         self.stats.data_syncs += 1;
         match self.active.sync_data() {
             Ok(()) => self.unsynced = false,
-            Err(_) => self.stats.fsync_errors += 1,
+            Err(e) => {
+                self.stats.fsync_errors += 1;
+                let path = self.segments.back().map_or(&self.dir, |s| &s.path);
+                if let Some(more) = self.fsync_warn.allow(Instant::now()) {
+                    self.warnings.push(format!(
+                        "journal: fdatasync {}: {e} (fsync_errors {}{more})",
+                        path.display(),
+                        self.stats.fsync_errors
+                    ));
+                }
+            }
         }
         self.last_sync = Instant::now();
     }
@@ -662,9 +677,16 @@ impl Journal {
         };
         match write_checkpoint(&self.dir, &ckpt, self.cfg.fsync != FsyncPolicy::Never) {
             Ok(()) => self.ckpt_dirty = false,
-            Err(_) => {
+            Err(e) => {
                 self.stats.checkpoint_errors += 1;
                 self.ckpt_dirty = true;
+                if let Some(more) = self.ckpt_warn.allow(Instant::now()) {
+                    self.warnings.push(format!(
+                        "journal: checkpoint {}: {e} (checkpoint_errors {}{more}; retried)",
+                        self.dir.join(CHECKPOINT).display(),
+                        self.stats.checkpoint_errors
+                    ));
+                }
             }
         }
     }

@@ -476,13 +476,22 @@ pub fn inputs_fd(inputs: &vigil_ipc_proto::delivery::ShipperInputs) -> std::os::
 
 impl Shipper {
     pub fn start(init: InitConfig) -> Shipper {
-        Self::start_with(init, Default::default())
+        Self::start_with(init, Default::default(), |_| {})
     }
 
-    pub fn start_with(init: InitConfig, attachments: vigil_shipper::Attachments) -> Shipper {
+    /// With descriptors attached to Init, `before` run on the shipper's thread first (to
+    /// sandbox it).
+    pub fn start_with(
+        init: InitConfig,
+        attachments: vigil_shipper::Attachments,
+        before: impl FnOnce(&Path) + Send + 'static,
+    ) -> Shipper {
         let (control, ship_control) = Channel::pair().unwrap();
         let (mut collector, ship_collector) = Channel::pair().unwrap();
         let thread = std::thread::spawn(move || {
+            before(Path::new(
+                init.shipper.journal_dir.as_deref().unwrap_or("/"),
+            ));
             vigil_shipper::run(&init, ship_control, ship_collector, attachments)
         });
         let resume = handshake(&mut collector);
@@ -519,6 +528,54 @@ impl Shipper {
         self.control.send(&SupervisorToChild::Shutdown).unwrap();
         self.thread.take().unwrap().join().unwrap().unwrap();
     }
+}
+
+/// Landlock (journal dir read-write, TCP connect to `port` only, no bind) and a seccomp
+/// allowlist of exactly [`vigil_shipper::SYSCALLS`] and `extra` on the calling thread, with
+/// checks that they bite. The ruleset is applied to that thread only (Landlock without TSYNC
+/// restricts the calling thread), so the test's other threads are unaffected.
+pub fn sandbox_this_thread(jd: &Path, port: u16, extra: &[&str]) {
+    use landlock::{
+        ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
+        RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
+    };
+    let abi = ABI::V4;
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .unwrap()
+        .handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)
+        .unwrap()
+        .create()
+        .unwrap()
+        .add_rules(path_beneath_rules([jd], AccessFs::from_all(abi)))
+        .unwrap()
+        .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+        .unwrap()
+        .restrict_self()
+        .unwrap();
+    assert_eq!(status.ruleset, RulesetStatus::FullyEnforced);
+    // The sandbox is real: nothing outside the journal directory, no other port.
+    assert!(std::fs::read("/etc/hostname").is_err());
+    assert!(std::fs::write(jd.parent().unwrap().join("escape"), b"x").is_err());
+    let other = if port == 9 { 10 } else { 9 };
+    let denied = std::net::TcpStream::connect(("127.0.0.1", other)).unwrap_err();
+    assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+    // Seccomp for this thread: the documented syscalls and nothing else (ENOSYS for the
+    // rest, so a missing one shows as a failure here rather than a silent kill).
+    let mut filter =
+        libseccomp::ScmpFilterContext::new(libseccomp::ScmpAction::Errno(libc::ENOSYS)).unwrap();
+    for name in vigil_shipper::SYSCALLS.iter().chain(extra) {
+        if let Ok(sc) = libseccomp::ScmpSyscall::from_name(name) {
+            filter.add_rule(libseccomp::ScmpAction::Allow, sc).unwrap();
+        }
+    }
+    filter.load().unwrap();
+    assert_eq!(
+        std::fs::metadata("/").map(|_| ()).ok(),
+        Some(()),
+        "stat is allowed"
+    );
 }
 
 pub fn handshake(collector: &mut Channel) -> Option<u64> {
