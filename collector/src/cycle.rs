@@ -257,9 +257,8 @@ impl Cycle {
         );
         if self.cfg.host {
             let states = self.procs.state_counts();
-            self.stats.parse_errors +=
-                self.host
-                    .process_counts(st, &states, &self.host_resource, out);
+            self.host
+                .process_counts(st, &states, &self.host_resource, out);
         }
     }
 

@@ -275,6 +275,8 @@ pub struct HostCollector {
     pub boot_time_ns: u64,
     /// Swap, faults and paging operations too.
     pub paging: bool,
+    /// `processes` of /proc/stat at the last [`HostCollector::collect`].
+    processes_created: Option<u64>,
 }
 
 fn str_attr(k: &str, v: &str) -> Vec<KeyValue> {
@@ -288,6 +290,7 @@ impl HostCollector {
             buf: Vec::with_capacity(8192),
             boot_time_ns: 0,
             paging: true,
+            processes_created: None,
         };
         if read_into(&h.proc_root.join("stat"), &mut h.buf).is_ok()
             && let Ok(s) = parse_proc_stat(&h.buf)
@@ -311,6 +314,7 @@ impl HostCollector {
         match self.read("stat").and_then(parse_proc_stat) {
             Ok(s) => {
                 self.boot_time_ns = s.btime.saturating_mul(1_000_000_000);
+                self.processes_created = Some(s.processes);
                 cpu_metrics(
                     &s,
                     Stamp {
@@ -413,15 +417,15 @@ impl HostCollector {
         errors
     }
 
-    /// `system.process.created` from /proc/stat (read again: the process scan comes after the
-    /// host's record) and `system.process.count` by state, from the process scan's states.
+    /// `system.process.created` (/proc/stat as [`HostCollector::collect`] read it this cycle)
+    /// and `system.process.count` by state, from the process scan's states.
     pub fn process_counts(
         &mut self,
         st: Stamp,
         states: &[(u8, u64)],
         resource: &[KeyValue],
         out: &mut Vec<Record>,
-    ) -> u64 {
+    ) {
         let mut m = Vec::with_capacity(5);
         let mut counts = [0u64; 4];
         for &(s, n) in states {
@@ -431,28 +435,18 @@ impl HostCollector {
             let a = str_attr("process.state", state);
             m.push(updown_i64("system.process.count", "{process}", st, i(n), a));
         }
-        let errors = match self.read("stat").and_then(parse_proc_stat) {
-            Ok(s) => {
-                let cst = Stamp {
-                    start: self.boot_time_ns,
-                    now: st.now,
-                };
-                m.push(sum_i64(
-                    "system.process.created",
-                    "{process}",
-                    cst,
-                    i(s.processes),
-                    Vec::new(),
-                ));
-                0
-            }
-            Err(_) => 1,
-        };
+        if let Some(n) = self.processes_created.take() {
+            let cst = Stamp {
+                start: self.boot_time_ns,
+                now: st.now,
+            };
+            let name = "system.process.created";
+            m.push(sum_i64(name, "{process}", cst, i(n), Vec::new()));
+        }
         out.push(Record::Metrics {
             resource: resource.to_vec(),
             metrics: m,
         });
-        errors
     }
 }
 
