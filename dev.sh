@@ -23,7 +23,7 @@ command -v cargo >/dev/null || { echo "dev.sh: cargo not found; install Rust sta
 # Build: libseccomp (seccomp filters), clang-19 + libbpf headers (BPF programs, compiled at build time).
 BUILD_PKGS="libseccomp-dev pkg-config clang-19 libbpf-dev"
 # Tests: real kernel tooling the end-to-end tests drive.
-TEST_PKGS="iproute2 libcap2-bin bpftool iperf3 util-linux procps passwd"
+TEST_PKGS="iproute2 libcap2-bin bpftool iperf3 util-linux procps passwd python3"
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -54,9 +54,14 @@ pub fn process_record(i: u32) -> ProcessRecord {
         open_fds: Some(3),
         sockets: None,
         executable_name: "lg-busy".into(),
-        command_line: "/tmp/vigil-bench/loadgen 1000 1000 20 1000".into(),
+        minor_faults: 120,
+        major_faults: 0,
+        voluntary_switches: Some(1000),
+        involuntary_switches: Some(3),
+        command_args: "/tmp/vigil-bench/loadgen\x001000\x001000\x0020\x001000\x00".into(),
         user_name: "root".into(),
         group_name: "root".into(),
+        ..ProcessRecord::default()
     }
 }
 
@@ -76,7 +81,10 @@ pub fn encode_batch(frame: &mut BatchFrame, seq: u64, records: &[ProcessRecord])
 pub fn records_per_frame() -> usize {
     let mut f = BatchFrame::new();
     let mut n = 0;
-    while f.push(&Record::Process(process_record(n as u32))).is_ok() {
+    while f
+        .push(&Record::Process(Box::new(process_record(n as u32))))
+        .is_ok()
+    {
         n += 1;
     }
     n

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use vigil_ipc_proto::{KeyValue, Metric, Record};
 
 use crate::mountinfo::Mount;
-use crate::util::{Stamp, gauge_i64, i, kv_lines, parse_u64, read_into, sum_f64, sum_i64};
+use crate::util::{Stamp, i, kv_lines, parse_u64, read_into, sum_f64, sum_i64, updown_i64};
 
 /// Directories walked per hierarchy at most, and depth.
 pub const MAX_DIRS: usize = 20_000;
@@ -95,6 +95,45 @@ pub struct CgStats {
     pub io_write_bytes: Option<u64>,
     pub io_read_ops: Option<u64>,
     pub io_write_ops: Option<u64>,
+    /// memory.stat: inactive file pages (working set = usage − this, as cAdvisor and the
+    /// kubelet compute it), anonymous memory (RSS), page faults.
+    pub mem_inactive_file: Option<u64>,
+    pub mem_anon: Option<u64>,
+    pub pgfault: Option<u64>,
+    pub pgmajfault: Option<u64>,
+}
+
+impl CgStats {
+    /// `container.memory.working_set`: usage − inactive file pages.
+    pub fn working_set(&self) -> Option<u64> {
+        let u = self.mem_usage?;
+        Some(u.saturating_sub(self.mem_inactive_file.unwrap_or(0)))
+    }
+}
+
+/// memory.stat of v2 (`anon`, `inactive_file`, `pgfault`, `pgmajfault`) or v1 (`total_rss`,
+/// `total_inactive_file`, `total_pgfault`, `total_pgmajfault`: the hierarchy's totals).
+pub fn parse_memory_stat(buf: &[u8], v1: bool, s: &mut CgStats) -> Result<(), Malformed> {
+    for (k, v) in kv_lines(buf) {
+        let k = if v1 {
+            match k.strip_prefix(b"total_") {
+                Some(k) => k,
+                None => continue,
+            }
+        } else {
+            k
+        };
+        let slot = match k {
+            b"inactive_file" => &mut s.mem_inactive_file,
+            b"anon" if !v1 => &mut s.mem_anon,
+            b"rss" if v1 => &mut s.mem_anon,
+            b"pgfault" => &mut s.pgfault,
+            b"pgmajfault" => &mut s.pgmajfault,
+            _ => continue,
+        };
+        *slot = Some(parse_u64(v).ok_or(Malformed)?);
+    }
+    Ok(())
 }
 
 /// `max` → None (unlimited), a number → Some; Err on garbage. v1 "unlimited" is a huge number.
@@ -338,6 +377,11 @@ impl CgroupCollector {
         if self.read(&dir.join("io.stat")) && parse_io_stat(&self.buf, &mut s).is_err() {
             bad += 1;
         }
+        if self.read(&dir.join("memory.stat"))
+            && parse_memory_stat(&self.buf, false, &mut s).is_err()
+        {
+            bad += 1;
+        }
         self.parse_errors += bad;
         s
     }
@@ -378,6 +422,11 @@ impl CgroupCollector {
                     Err(Malformed) => bad += 1,
                 }
             }
+            if self.read(&d.join("memory.stat"))
+                && parse_memory_stat(&self.buf, true, &mut s).is_err()
+            {
+                bad += 1;
+            }
         }
         if let Some(d) = self.h.pids.clone().map(|r| r.join(rel)) {
             if self.read(&d.join("pids.current")) {
@@ -411,16 +460,40 @@ impl CgroupCollector {
         s
     }
 
-    /// Every container/pod cgroup of both versions → records.
-    pub fn collect(&mut self, st: Stamp, host_name: &str, out: &mut Vec<Record>) {
+    /// Every container/pod cgroup of both versions → records, with the Kubernetes names
+    /// `names` knows and, with `pressure`, the cgroup v2 pressure files.
+    pub fn collect(
+        &mut self,
+        st: Stamp,
+        host_name: &str,
+        names: &crate::k8s::K8sNames,
+        pressure: bool,
+        out: &mut Vec<Record>,
+    ) {
         let mut v2: BTreeMap<String, Identity> = BTreeMap::new();
         if let Some(root) = self.h.v2.clone() {
             walk(&root, |rel, id| {
                 v2.insert(rel.to_string(), id);
             });
             for (rel, id) in v2 {
-                let s = self.read_v2(&root.join(rel.trim_start_matches('/')));
-                out.push(to_record(st, host_name, &rel, "v2", &id, &s));
+                let dir = root.join(rel.trim_start_matches('/'));
+                let s = self.read_v2(&dir);
+                let mut m = metrics(st, &s);
+                if pressure {
+                    self.parse_errors += crate::pressure::collect_dir(
+                        &dir,
+                        ".pressure",
+                        "container",
+                        st,
+                        &mut self.buf,
+                        &mut m,
+                    );
+                }
+                let resource = resource(host_name, &rel, "v2", &id, names);
+                out.push(Record::Metrics {
+                    resource,
+                    metrics: m,
+                });
             }
         }
         let v1_root = self
@@ -436,20 +509,25 @@ impl CgroupCollector {
             });
             for (rel, id) in v1 {
                 let s = self.read_v1(&rel);
-                out.push(to_record(st, host_name, &rel, "v1", &id, &s));
+                let resource = resource(host_name, &rel, "v1", &id, names);
+                out.push(Record::Metrics {
+                    resource,
+                    metrics: metrics(st, &s),
+                });
             }
         }
     }
 }
 
-pub fn to_record(
-    st: Stamp,
+/// The resource of one cgroup: host, path, version, container id, pod UID and QoS class, and
+/// the Kubernetes names of the pod / container.
+pub fn resource(
     host_name: &str,
     rel: &str,
     version: &str,
     id: &Identity,
-    s: &CgStats,
-) -> Record {
+    names: &crate::k8s::K8sNames,
+) -> Vec<KeyValue> {
     let mut resource = vec![
         KeyValue::str("host.name", host_name),
         KeyValue::str("linux.cgroup.path", rel),
@@ -462,132 +540,83 @@ pub fn to_record(
         resource.push(KeyValue::str("k8s.pod.uid", p.as_str()));
     }
     if let Some(q) = id.qos {
-        resource.push(KeyValue::str("k8s.pod.qos_class", q));
+        resource.push(KeyValue::str("vigil.k8s.pod.qos_class", q));
     }
-    let mut m: Vec<Metric> = Vec::with_capacity(14);
+    resource.extend(names.attributes(id.pod_uid.as_deref(), id.container_id.as_deref()));
+    resource
+}
+
+/// The metrics of one cgroup: `container.*` of the conventions (cpu.time, memory.usage,
+/// .working_set, .rss, .available, paging.faults, disk.io); the docker_stats receiver's names
+/// where the conventions have none (memory.usage.limit, pids.count, pids.limit,
+/// cpu.throttling_data.*); `container.disk.operations` as the conventions' process.* and
+/// system.* analog.
+pub fn metrics(st: Stamp, s: &CgStats) -> Vec<Metric> {
+    let mut m: Vec<Metric> = Vec::with_capacity(24);
     let dir = |d: &str| vec![KeyValue::str("disk.io.direction", d)];
+    let secs = |ns: u64| ns as f64 / 1e9;
+    // Either user + system, or the total without a mode (never both: the conventions).
     match (s.cpu_user_ns, s.cpu_system_ns, s.cpu_usage_ns) {
         (Some(u), Some(sy), _) => {
-            m.push(sum_f64(
-                "container.cpu.time",
-                "s",
-                st,
-                u as f64 / 1e9,
-                vec![KeyValue::str("cpu.mode", "user")],
-            ));
-            m.push(sum_f64(
-                "container.cpu.time",
-                "s",
-                st,
-                sy as f64 / 1e9,
-                vec![KeyValue::str("cpu.mode", "system")],
-            ));
+            for (mode, ns) in [("user", u), ("system", sy)] {
+                let a = vec![KeyValue::str("cpu.mode", mode)];
+                m.push(sum_f64("container.cpu.time", "s", st, secs(ns), a));
+            }
         }
-        (_, _, Some(t)) => m.push(sum_f64(
-            "container.cpu.time",
-            "s",
-            st,
-            t as f64 / 1e9,
-            Vec::new(),
-        )),
+        (_, _, Some(t)) => m.push(sum_f64("container.cpu.time", "s", st, secs(t), Vec::new())),
         _ => {}
     }
-    if let Some(t) = s.cpu_usage_ns {
-        m.push(sum_f64(
-            "container.cpu.usage.total",
-            "s",
-            st,
-            t as f64 / 1e9,
-            Vec::new(),
-        ));
+    let throttling = [
+        ("periods", s.nr_periods, "{periods}"),
+        ("throttled_periods", s.nr_throttled, "{periods}"),
+        ("throttled_time", s.throttled_ns, "ns"),
+    ];
+    for (name, v, unit) in throttling {
+        if let Some(v) = v {
+            let n = format!("container.cpu.throttling_data.{name}");
+            m.push(sum_i64(&n, unit, st, i(v), Vec::new()));
+        }
     }
-    if let Some(v) = s.nr_periods {
-        m.push(sum_i64(
-            "container.cpu.throttling_data.periods",
-            "{period}",
-            st,
-            i(v),
-            Vec::new(),
-        ));
+    let ws = s.working_set();
+    let memory = [
+        ("container.memory.usage", s.mem_usage),
+        ("container.memory.working_set", ws),
+        ("container.memory.rss", s.mem_anon),
+        ("container.memory.usage.limit", s.mem_limit),
+        (
+            "container.memory.available",
+            s.mem_limit.zip(ws).map(|(l, w)| l.saturating_sub(w)),
+        ),
+    ];
+    for (name, v) in memory {
+        if let Some(v) = v {
+            m.push(updown_i64(name, "By", st, i(v), Vec::new()));
+        }
     }
-    if let Some(v) = s.nr_throttled {
-        m.push(sum_i64(
-            "container.cpu.throttling_data.throttled_periods",
-            "{period}",
-            st,
-            i(v),
-            Vec::new(),
-        ));
+    if let (Some(all), Some(major)) = (s.pgfault, s.pgmajfault) {
+        for (ty, v) in [("minor", all.saturating_sub(major)), ("major", major)] {
+            let a = vec![KeyValue::str("system.paging.fault.type", ty)];
+            m.push(sum_i64("container.paging.faults", "{fault}", st, i(v), a));
+        }
     }
-    if let Some(v) = s.throttled_ns {
-        m.push(sum_f64(
-            "container.cpu.throttling_data.throttled_time",
-            "s",
-            st,
-            v as f64 / 1e9,
-            Vec::new(),
-        ));
-    }
-    if let Some(v) = s.mem_usage {
-        m.push(gauge_i64(
-            "container.memory.usage",
-            "By",
-            st,
-            i(v),
-            Vec::new(),
-        ));
-    }
-    if let Some(v) = s.mem_limit {
-        m.push(gauge_i64(
-            "container.memory.usage.limit",
-            "By",
-            st,
-            i(v),
-            Vec::new(),
-        ));
-    }
-    if let Some(v) = s.pids_current {
-        m.push(gauge_i64(
-            "container.pids.count",
-            "{process}",
-            st,
-            i(v),
-            Vec::new(),
-        ));
-    }
-    if let Some(v) = s.pids_max {
-        m.push(gauge_i64(
-            "container.pids.limit",
-            "{process}",
-            st,
-            i(v),
-            Vec::new(),
-        ));
+    for (name, v) in [
+        ("container.pids.count", s.pids_current),
+        ("container.pids.limit", s.pids_max),
+    ] {
+        if let Some(v) = v {
+            m.push(updown_i64(name, "{pids}", st, i(v), Vec::new()));
+        }
     }
     if let (Some(r), Some(w)) = (s.io_read_bytes, s.io_write_bytes) {
         m.push(sum_i64("container.disk.io", "By", st, i(r), dir("read")));
         m.push(sum_i64("container.disk.io", "By", st, i(w), dir("write")));
     }
     if let (Some(r), Some(w)) = (s.io_read_ops, s.io_write_ops) {
-        m.push(sum_i64(
-            "container.disk.operations",
-            "{operation}",
-            st,
-            i(r),
-            dir("read"),
-        ));
-        m.push(sum_i64(
-            "container.disk.operations",
-            "{operation}",
-            st,
-            i(w),
-            dir("write"),
-        ));
+        let ops = "container.disk.operations";
+        m.push(sum_i64(ops, "{operation}", st, i(r), dir("read")));
+        m.push(sum_i64(ops, "{operation}", st, i(w), dir("write")));
     }
-    Record::Metrics {
-        resource,
-        metrics: m,
-    }
+    m
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! One collection cycle: host, processes (fd counts by st_size, or from the privhelper with
-//! socket counts), containers, disks, network interfaces of the host and of other network
-//! namespaces (/proc/PID/net/dev, or netlink sockets the privhelper made inside them).
+//! One collection cycle: host (CPU, memory, paging, pressure), processes (fd counts by st_size,
+//! or from the privhelper with socket counts; disk I/O and executable paths from the privhelper
+//! when `process_io` is on), containers, disks (space, I/O), network interfaces of the host and
+//! of other network namespaces (/proc/PID/net/dev, or netlink sockets the privhelper made
+//! inside them), connection counts; Kubernetes names on processes, containers and namespaces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
@@ -11,8 +13,8 @@ use std::time::Instant;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use vigil_ipc_proto::{
-    Channel, FdKind, InitConfig, KeyValue, MAX_FD_STAT_PIDS, NetnsTarget, PrivRequest,
-    PrivResponse, ProcFdStat, Record,
+    Channel, FdKind, InitConfig, KeyValue, MAX_EXE_PIDS, MAX_FD_STAT_PIDS, MAX_IO_STAT_PIDS,
+    NetnsTarget, PrivRequest, PrivResponse, ProcFdStat, Record,
 };
 
 use crate::sink::Sink;
@@ -34,6 +36,12 @@ pub struct CycleStats {
     pub uncached: u64,
     /// Network namespaces read from /proc/PID/net/dev this cycle.
     pub netns_read: u64,
+    /// /proc/PID/status reads this cycle (processes whose main thread ran).
+    pub status_reads: u64,
+    /// Failed privhelper requests for /proc/PID/io or /proc/PID/exe.
+    pub process_io_errors: u64,
+    /// Failed sock_diag dumps.
+    pub sockdiag_errors: u64,
 }
 
 pub struct Cycle {
@@ -44,7 +52,10 @@ pub struct Cycle {
     pub users: crate::users::Users,
     pub cgroups: crate::cgroups::CgroupCollector,
     pub disks: crate::disks::DiskCollector,
+    pub diskstats: crate::diskstats::DiskStatsCollector,
     pub netdev: crate::netdev::NetDevCollector,
+    pub k8s: crate::k8s::K8sNames,
+    sockdiag: Option<crate::sockets::SockDiag>,
     /// Network namespace inode → netlink socket inside it (from the privhelper).
     netns: HashMap<u64, (OwnedFd, Option<String>)>,
     own_netns: u64,
@@ -73,17 +84,26 @@ impl Cycle {
             && on("process_fds")
             && vigil_policies::features::fd_count_by_stat();
         procs.track_netns = init.collector.netns && on("netns_metrics");
+        procs.set_switches(init.collector.processes && on("process_metrics"));
+        let mut host = crate::host::HostCollector::new(&proc_root);
+        host.paging = init.collector.paging && on("paging_metrics");
         Ok(Cycle {
             host_name: init.hostname.clone(),
             host_resource: vec![KeyValue::str("host.name", init.hostname.as_str())],
-            host: crate::host::HostCollector::new(&proc_root),
+            host,
             procs,
             users: crate::users::Users::new(&host_root),
             cgroups: crate::cgroups::CgroupCollector::new(crate::cgroups::Hierarchies::discover(
                 &proc_root,
             )),
             disks: crate::disks::DiskCollector::new(&host_root, &proc_root),
+            diskstats: crate::diskstats::DiskStatsCollector::new(
+                &proc_root,
+                &init.collector.disk_devices_exclude,
+            ),
             netdev: crate::netdev::NetDevCollector::new(&proc_root),
+            k8s: crate::k8s::K8sNames::new(&host_root),
+            sockdiag: None,
             netns: HashMap::new(),
             own_netns: ino("/proc/self/ns/net"),
             own_netdev: ino("/proc/self/net/dev"),
@@ -110,45 +130,34 @@ impl Cycle {
         };
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
+        if self.cfg.k8s_names && self.on("k8s_names") {
+            self.k8s.refresh();
+        }
         if self.cfg.host {
             self.stats.parse_errors += self.host.collect(st, &self.host_resource, &mut out);
+            self.host_extras(st, &mut out);
         }
         if self.cfg.processes {
-            self.users.refresh();
-            match self.procs.scan() {
-                Ok(s) => {
-                    self.stats.processes = s.processes;
-                    self.stats.vanished += s.vanished;
-                    self.stats.parse_errors += s.parse_errors;
-                    self.stats.uncached = s.uncached;
-                }
-                Err(_) => self.stats.parse_errors += 1,
-            }
-            let from_helper =
-                (self.cfg.process_fds && !self.procs.count_fds && self.on("process_fds"))
-                    || (self.cfg.process_sockets && self.on("process_sockets"));
-            let fds = if from_helper {
-                self.fd_stats(privhelper)
-            } else {
-                None
-            };
-            self.procs.records(
-                st,
-                self.host.boot_time_ns,
-                &mut self.users,
-                fds.as_ref(),
-                sink,
-            );
+            self.processes(privhelper, st, sink, &mut out);
         }
         if self.cfg.containers {
             let e0 = self.cgroups.parse_errors;
-            self.cgroups.collect(st, &self.host_name, &mut out);
+            let pressure = self.cfg.pressure && self.on("pressure_metrics");
+            self.cgroups
+                .collect(st, &self.host_name, &self.k8s, pressure, &mut out);
             self.stats.parse_errors += self.cgroups.parse_errors - e0;
         }
         if self.cfg.disks {
             let e0 = self.disks.parse_errors;
             self.disks.collect(st, &self.host_name, &mut out);
             self.stats.parse_errors += self.disks.parse_errors - e0;
+        }
+        if self.cfg.disk_io && self.on("disk_io") {
+            let e0 = self.diskstats.parse_errors;
+            let boot = self.host.boot_time_ns;
+            self.diskstats
+                .collect(st, boot, &self.host_resource, &mut out);
+            self.stats.parse_errors += self.diskstats.parse_errors - e0;
         }
         if self.cfg.network {
             let e0 = self.netdev.parse_errors;
@@ -170,6 +179,123 @@ impl Cycle {
         self.stats.last_cycle_us = t0.elapsed().as_micros() as u64;
     }
 
+    /// The host's pressure stall information and connection counts.
+    fn host_extras(&mut self, st: Stamp, out: &mut Vec<Record>) {
+        let mut m = Vec::new();
+        if self.cfg.pressure && self.on("pressure_metrics") {
+            let dir = std::path::Path::new("/proc/pressure");
+            let mut buf = Vec::new();
+            self.stats.parse_errors +=
+                crate::pressure::collect_dir(dir, "", "system", st, &mut buf, &mut m);
+        }
+        if self.cfg.connections && self.on("connection_metrics") {
+            if self.sockdiag.is_none() {
+                self.sockdiag = crate::sockets::SockDiag::open().ok();
+            }
+            let mut buf = Vec::new();
+            let proc = std::path::Path::new("/proc");
+            let ss = crate::sockets::read_sockstat(proc, &mut buf);
+            let counts = match (self.sockdiag.as_mut(), ss) {
+                (Some(d), Some(ss)) => d.counts(&ss).ok(),
+                _ => None,
+            };
+            match counts {
+                Some(c) => crate::sockets::metrics(st, &c, &mut m),
+                None => {
+                    // Open a new socket next cycle.
+                    self.stats.sockdiag_errors += 1;
+                    self.sockdiag = None;
+                }
+            }
+            crate::sockets::conntrack(proc, st, &mut buf, &mut m);
+        }
+        if !m.is_empty() {
+            out.push(Record::Metrics {
+                resource: self.host_resource.clone(),
+                metrics: m,
+            });
+        }
+    }
+
+    /// Scan the processes, ask the privhelper for what it counts, emit the process records and
+    /// `system.process.*`.
+    fn processes(
+        &mut self,
+        privhelper: &mut Channel,
+        st: Stamp,
+        sink: &mut dyn Sink,
+        out: &mut Vec<Record>,
+    ) {
+        self.users.refresh();
+        match self.procs.scan() {
+            Ok(s) => {
+                self.stats.processes = s.processes;
+                self.stats.vanished += s.vanished;
+                self.stats.parse_errors += s.parse_errors;
+                self.stats.uncached = s.uncached;
+                self.stats.status_reads = self.procs.status_reads;
+            }
+            Err(_) => self.stats.parse_errors += 1,
+        }
+        let from_helper = (self.cfg.process_fds && !self.procs.count_fds && self.on("process_fds"))
+            || (self.cfg.process_sockets && self.on("process_sockets"));
+        let fds = if from_helper {
+            self.fd_stats(privhelper)
+        } else {
+            None
+        };
+        if self.cfg.process_io && self.on("process_io") {
+            self.process_io(privhelper);
+        }
+        self.procs.records(
+            st,
+            self.host.boot_time_ns,
+            &mut self.users,
+            fds.as_ref(),
+            &self.k8s,
+            sink,
+        );
+        if self.cfg.host {
+            let states = self.procs.state_counts();
+            self.host
+                .process_counts(st, &states, &self.host_resource, out);
+        }
+    }
+
+    /// /proc/PID/io of every sampled process and /proc/PID/exe of the new ones, from the
+    /// privhelper (feature `process_io`).
+    fn process_io(&mut self, privhelper: &mut Channel) {
+        let pids: Vec<u32> = self.procs.samples.iter().map(|s| s.pid).collect();
+        for chunk in pids.chunks(MAX_IO_STAT_PIDS) {
+            let req = PrivRequest::ProcIoStats {
+                pids: chunk.to_vec(),
+            };
+            match ask(privhelper, &req) {
+                Some(PrivResponse::IoStats(v)) => self.procs.set_io(&v),
+                _ => {
+                    self.stats.process_io_errors += 1;
+                    return;
+                }
+            }
+        }
+        for chunk in self.procs.exe_wanted().chunks(MAX_EXE_PIDS) {
+            let req = PrivRequest::ProcExePaths {
+                pids: chunk.to_vec(),
+            };
+            match ask(privhelper, &req) {
+                Some(PrivResponse::ExePaths(v)) => {
+                    for e in v {
+                        self.procs.set_exe(e.pid, e.path);
+                    }
+                }
+                _ => {
+                    self.stats.process_io_errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+
     /// Interface counters of every other network namespace that has a process, read from
     /// /proc/PID/net/dev of one process living in it (any user may: no capability). The
     /// namespace's id is st_ino of that file; its container, from the process's cgroup.
@@ -179,7 +305,12 @@ impl Cycle {
             if let Some(id) = self.procs.netns(s.pid)
                 && id != self.own_netdev
             {
-                reps.entry(id).or_insert(s.pid);
+                // Prefer a process of a container: the namespace is then that container's.
+                let known = |pid: u32| self.procs.identity(pid) != ("", "");
+                let e = reps.entry(id).or_insert(s.pid);
+                if !known(*e) && known(s.pid) {
+                    *e = s.pid;
+                }
             }
         }
         for (&id, &pid) in reps.iter().take(1024) {
@@ -194,24 +325,27 @@ impl Cycle {
                 KeyValue::i64("linux.netns.id", crate::util::i(id)),
                 KeyValue::i64("process.pid", i64::from(pid)),
             ];
-            if let Ok(cg) = self.read_proc_file(pid, "cgroup") {
-                let id = String::from_utf8_lossy(&cg)
-                    .lines()
-                    .filter_map(|l| l.splitn(3, ':').nth(2))
-                    .map(crate::cgroups::identify)
-                    .find(|i| i.container_id.is_some() || i.pod_uid.is_some());
-                if let Some(i) = id {
-                    if let Some(c) = i.container_id {
-                        resource.push(KeyValue::str("container.id", c));
-                    }
-                    if let Some(p) = i.pod_uid {
-                        resource.push(KeyValue::str("k8s.pod.uid", p));
-                    }
-                }
+            let (cid, uid) = self.procs.identity(pid);
+            let container = !cid.is_empty() || !uid.is_empty();
+            if !cid.is_empty() {
+                resource.push(KeyValue::str("container.id", cid));
             }
+            if !uid.is_empty() {
+                resource.push(KeyValue::str("k8s.pod.uid", uid));
+            }
+            resource.extend(
+                self.k8s
+                    .attributes(crate::util::non_empty(uid), crate::util::non_empty(cid)),
+            );
+            // A container's namespace: `container.network.io`; any other namespace: the
+            // system.network.* counters under its own resource.
             let mut metrics = Vec::with_capacity(ifs.len() * 8);
             for s in &ifs {
-                crate::netdev::if_metrics(st, s, &[], &mut metrics);
+                if container {
+                    crate::netdev::container_if_metrics(st, s, &mut metrics);
+                } else {
+                    crate::netdev::if_metrics(st, s, &[], &mut metrics);
+                }
             }
             out.push(Record::Metrics { resource, metrics });
         }
@@ -363,6 +497,16 @@ impl Cycle {
             ("procs_cached".into(), self.procs.cached() as u64),
             ("procs_uncached".into(), s.uncached),
             ("netns_read".into(), s.netns_read),
+            ("status_reads".into(), s.status_reads),
+            ("process_io_errors".into(), s.process_io_errors),
+            ("sockdiag_errors".into(), s.sockdiag_errors),
+            ("k8s_names_refreshes".into(), self.k8s.refreshes),
         ]
     }
+}
+
+/// One request to the privhelper and its answer (`None` when the channel failed).
+fn ask(privhelper: &mut Channel, req: &PrivRequest) -> Option<PrivResponse> {
+    privhelper.send(req).ok()?;
+    privhelper.recv::<PrivResponse>().ok()
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use vigil_ipc_proto::{KeyValue, Record};
 
 use crate::mountinfo::Mount;
-use crate::util::{Stamp, gauge_i64, i, read_into};
+use crate::util::{Stamp, i, read_into, updown_i64};
 
 /// Filesystem types that are not storage.
 pub const PSEUDO_FS: &[&str] = &[
@@ -88,46 +88,47 @@ impl DiskCollector {
             let (blocks, bfree, bavail) = (v.blocks(), v.blocks_free(), v.blocks_available());
             let (files, ffree) = (v.files(), v.files_free());
             let resource = vec![KeyValue::str("host.name", host_name)];
-            let a = |state: &str| {
+            let base = || {
                 vec![
                     KeyValue::str("system.device", m.source.as_str()),
                     KeyValue::str("system.filesystem.mountpoint", m.mount_point.as_str()),
                     KeyValue::str("system.filesystem.type", m.fstype.as_str()),
-                    KeyValue::str("system.filesystem.state", state),
+                    KeyValue::str("system.filesystem.mode", m.mode()),
                 ]
             };
+            let a = |state: &str| {
+                let mut v = base();
+                v.push(KeyValue::str("system.filesystem.state", state));
+                v
+            };
+            let by = |blocks: u64| i(blocks.saturating_mul(frag));
             let metrics = vec![
-                gauge_i64(
+                updown_i64(
                     "system.filesystem.usage",
                     "By",
                     st,
-                    i(blocks.saturating_sub(bfree).saturating_mul(frag)),
+                    by(blocks.saturating_sub(bfree)),
                     a("used"),
                 ),
-                gauge_i64(
+                updown_i64("system.filesystem.usage", "By", st, by(bavail), a("free")),
+                updown_i64(
                     "system.filesystem.usage",
                     "By",
                     st,
-                    i(bavail.saturating_mul(frag)),
-                    a("free"),
-                ),
-                gauge_i64(
-                    "system.filesystem.usage",
-                    "By",
-                    st,
-                    i(bfree.saturating_sub(bavail).saturating_mul(frag)),
+                    by(bfree.saturating_sub(bavail)),
                     a("reserved"),
                 ),
-                gauge_i64(
+                updown_i64("system.filesystem.limit", "By", st, by(blocks), base()),
+                updown_i64(
                     "system.filesystem.inodes.usage",
-                    "{inode}",
+                    "{inodes}",
                     st,
                     i(files.saturating_sub(ffree)),
                     a("used"),
                 ),
-                gauge_i64(
+                updown_i64(
                     "system.filesystem.inodes.usage",
-                    "{inode}",
+                    "{inodes}",
                     st,
                     i(ffree),
                     a("free"),

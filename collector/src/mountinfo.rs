@@ -7,7 +7,20 @@ pub struct Mount {
     pub mount_point: String,
     pub fstype: String,
     pub source: String,
+    /// Per-mount options (`rw,nosuid,...`).
+    pub opts: String,
     pub super_opts: String,
+}
+
+impl Mount {
+    /// `rw` or `ro`, from the per-mount options.
+    pub fn mode(&self) -> &'static str {
+        if self.opts.split(',').any(|o| o == "ro") {
+            "ro"
+        } else {
+            "rw"
+        }
+    }
 }
 
 /// Undo the octal escapes of mountinfo (`\040` = space, `\011`, `\012`, `\134`).
@@ -40,7 +53,7 @@ pub fn parse_line(line: &[u8]) -> Option<Mount> {
     let dev = f.next()?;
     let root = f.next()?;
     let mp = f.next()?;
-    let _opts = f.next()?;
+    let opts = f.next()?;
     // Optional fields until "-".
     loop {
         if f.next()? == b"-" {
@@ -56,24 +69,14 @@ pub fn parse_line(line: &[u8]) -> Option<Mount> {
         mount_point: unescape(mp),
         fstype: String::from_utf8_lossy(fstype).into_owned(),
         source: unescape(source),
+        opts: String::from_utf8_lossy(opts).into_owned(),
         super_opts: String::from_utf8_lossy(super_opts).into_owned(),
     })
 }
 
 /// Every well-formed line, and the count of malformed ones.
 pub fn parse(buf: &[u8]) -> (Vec<Mount>, u64) {
-    let mut v = Vec::new();
-    let mut bad = 0;
-    for line in buf.split(|&c| c == b'\n') {
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        match parse_line(line) {
-            Some(m) => v.push(m),
-            None => bad += 1,
-        }
-    }
-    (v, bad)
+    crate::util::parse_lines(buf, usize::MAX, parse_line)
 }
 
 #[cfg(test)]
@@ -90,6 +93,9 @@ mod tests {
         assert_eq!(m.fstype, "ext3");
         assert_eq!(m.dev, "98:0");
         assert_eq!(m.super_opts, "rw,errors=continue");
+        assert_eq!(m.mode(), "rw");
+        let ro = parse_line(b"1 2 3:4 / /r ro,nosuid - ext4 /dev/x rw").unwrap();
+        assert_eq!(ro.mode(), "ro");
         assert!(parse_line(b"36 35 98:0 /mnt1 /mnt2 rw shared:1").is_none());
         assert!(parse_line(b"\xff").is_none());
         assert_eq!(unescape(b"a\\"), "a\\");

@@ -58,70 +58,75 @@ pub fn parse_net_dev(buf: &[u8]) -> (Vec<IfStats>, u64) {
 
 /// Metrics of interfaces (shared by /proc/net/dev and the netlink dumps).
 pub fn if_metrics(st: Stamp, s: &IfStats, extra: &[KeyValue], out: &mut Vec<Metric>) {
-    let a = |dir: &str| {
+    // The conventions name the interface `system.device` on system.network.packet.count and
+    // `network.interface.name` everywhere else.
+    let a = |key: &str, dir: &str| {
         let mut v = vec![
-            KeyValue::str("network.interface.name", s.name.as_str()),
+            KeyValue::str(key, s.name.as_str()),
             KeyValue::str("network.io.direction", dir),
         ];
         v.extend_from_slice(extra);
         v
     };
-    out.push(sum_i64(
-        "system.network.io",
-        "By",
-        st,
-        i(s.rx_bytes),
-        a("receive"),
-    ));
-    out.push(sum_i64(
-        "system.network.io",
-        "By",
-        st,
-        i(s.tx_bytes),
-        a("transmit"),
-    ));
-    out.push(sum_i64(
-        "system.network.packets",
-        "{packet}",
-        st,
-        i(s.rx_packets),
-        a("receive"),
-    ));
-    out.push(sum_i64(
-        "system.network.packets",
-        "{packet}",
-        st,
-        i(s.tx_packets),
-        a("transmit"),
-    ));
-    out.push(sum_i64(
-        "system.network.errors",
-        "{error}",
-        st,
-        i(s.rx_errors),
-        a("receive"),
-    ));
-    out.push(sum_i64(
-        "system.network.errors",
-        "{error}",
-        st,
-        i(s.tx_errors),
-        a("transmit"),
-    ));
-    out.push(sum_i64(
-        "system.network.dropped",
-        "{packet}",
-        st,
-        i(s.rx_dropped),
-        a("receive"),
-    ));
-    out.push(sum_i64(
-        "system.network.dropped",
-        "{packet}",
-        st,
-        i(s.tx_dropped),
-        a("transmit"),
-    ));
+    let ifn = "network.interface.name";
+    for (dir, bytes, packets, errors, dropped) in [
+        (
+            "receive",
+            s.rx_bytes,
+            s.rx_packets,
+            s.rx_errors,
+            s.rx_dropped,
+        ),
+        (
+            "transmit",
+            s.tx_bytes,
+            s.tx_packets,
+            s.tx_errors,
+            s.tx_dropped,
+        ),
+    ] {
+        out.push(sum_i64(
+            "system.network.io",
+            "By",
+            st,
+            i(bytes),
+            a(ifn, dir),
+        ));
+        out.push(sum_i64(
+            "system.network.packet.count",
+            "{packet}",
+            st,
+            i(packets),
+            a("system.device", dir),
+        ));
+        out.push(sum_i64(
+            "system.network.errors",
+            "{error}",
+            st,
+            i(errors),
+            a(ifn, dir),
+        ));
+        out.push(sum_i64(
+            "system.network.packet.dropped",
+            "{packet}",
+            st,
+            i(dropped),
+            a(ifn, dir),
+        ));
+    }
+}
+
+/// `container.network.io` of a container's interface: the one network metric the conventions
+/// define for containers (the `system.network.*` counters would be indistinguishable from the
+/// host's own once a backend drops the resource).
+pub fn container_if_metrics(st: Stamp, s: &IfStats, out: &mut Vec<Metric>) {
+    for (dir, bytes) in [("receive", s.rx_bytes), ("transmit", s.tx_bytes)] {
+        let a = vec![
+            KeyValue::str("network.interface.name", s.name.as_str()),
+            KeyValue::str("network.io.direction", dir),
+        ];
+        out.push(sum_i64("container.network.io", "By", st, i(bytes), a));
+    }
 }
 
 pub struct NetDevCollector {

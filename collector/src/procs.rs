@@ -5,7 +5,12 @@
 //! setuid, since procfs computes it at stat time) and, when fd counts are on, `fstatat(dir,
 //! "fd")`, whose st_size is the number of open descriptors (Linux >= 6.2, any user). A new
 //! process also costs two opens and one read of its command line, cached per (pid, start
-//! time). Nothing is allocated per process per cycle: samples are plain numbers, strings are
+//! time, read again after an exec: the `comm` changed), and of its cgroup (container id, pod
+//! UID). With context switches on, /proc/PID/schedstat (kept open too) tells whether the
+//! main thread ran since the last cycle — its `pcount` moved — and only then is its
+//! /proc/PID/status (kept open as well) read for the switch counts (they cannot change while
+//! it does not run); a single-threaded process that did not run keeps its fd count and owner.
+//! Nothing is allocated per process per cycle: samples are plain numbers, strings are
 //! lent to the record encoder. Descriptors are bounded by `RLIMIT_NOFILE`: past the budget,
 //! processes are read by path (open, read, close) like any other collector.
 
@@ -15,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstat, fstatat};
-use vigil_ipc_proto::{ProcFdStat, ProcessRecord};
+use vigil_ipc_proto::{ProcFdStat, ProcIoStat, ProcessRecord};
 
 use crate::sink::Sink;
 use crate::users::Users;
@@ -41,6 +46,8 @@ pub struct ProcStat<'a> {
     pub comm: &'a [u8],
     pub state: u8,
     pub ppid: u32,
+    pub minflt: u64,
+    pub majflt: u64,
     /// Clock ticks.
     pub utime: u64,
     pub stime: u64,
@@ -88,6 +95,8 @@ pub fn parse_stat(buf: &[u8]) -> Result<ProcStat<'_>, StatError> {
                     .and_then(|v| u32::try_from(v).ok())
                     .ok_or(StatError::Field(4))?
             }
+            10 => s.minflt = parse_u64(f).ok_or(StatError::Field(10))?,
+            12 => s.majflt = parse_u64(f).ok_or(StatError::Field(12))?,
             14 => s.utime = parse_u64(f).ok_or(StatError::Field(14))?,
             15 => s.stime = parse_u64(f).ok_or(StatError::Field(15))?,
             20 => s.num_threads = parse_i64(f).ok_or(StatError::Field(20))?,
@@ -104,12 +113,38 @@ pub fn parse_stat(buf: &[u8]) -> Result<ProcStat<'_>, StatError> {
     Err(StatError::Field(n))
 }
 
-/// `cmdline` NUL-separated arguments → one space-separated string (lossy UTF-8, bounded).
-pub fn cmdline_to_string(buf: &[u8]) -> String {
+/// `cmdline` as kept: each argument followed by NUL (lossy UTF-8, bounded; a cut command line
+/// ends with its cut argument, NUL-terminated too).
+pub fn cmdline_args(buf: &[u8]) -> String {
     let b = &buf[..buf.len().min(MAX_CMDLINE)];
     let b = b.strip_suffix(b"\0").unwrap_or(b);
-    let s = String::from_utf8_lossy(b);
-    s.replace('\0', " ")
+    if b.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from_utf8_lossy(b).into_owned();
+    s.push('\0');
+    s
+}
+
+/// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of /proc/PID/status.
+pub fn parse_status_switches(buf: &[u8]) -> Option<(u64, u64)> {
+    let (mut v, mut n) = (None, None);
+    for (k, val) in crate::util::kv_lines(buf) {
+        match k {
+            b"voluntary_ctxt_switches" => v = parse_u64(val),
+            b"nonvoluntary_ctxt_switches" => n = parse_u64(val),
+            _ => {}
+        }
+    }
+    Some((v?, n?))
+}
+
+/// `pcount` (times run on a CPU), the third number of /proc/PID/schedstat.
+pub fn parse_schedstat_pcount(buf: &[u8]) -> Option<u64> {
+    buf.trim_ascii()
+        .split(|&c| c == b' ')
+        .nth(2)
+        .and_then(parse_u64)
 }
 
 /// One process as sampled in a cycle: numbers only.
@@ -128,6 +163,10 @@ pub struct ProcSample {
     pub gid: u32,
     /// Open descriptors, when counted here (st_size of /proc/PID/fd).
     pub fds: Option<u32>,
+    pub minflt: u64,
+    pub majflt: u64,
+    /// Context switches of the main thread (voluntary, involuntary), when read.
+    pub switches: Option<(u64, u64)>,
     comm: [u8; 16],
     comm_len: u8,
 }
@@ -148,15 +187,66 @@ pub struct ScanStats {
     pub uncached: u64,
 }
 
+/// Hashes a pid for the process table: one multiply (Fibonacci hashing). Pids are small,
+/// dense and not attacker-chosen in a way that matters here (the kernel assigns them), so
+/// SipHash's flooding resistance buys nothing on the hot path.
+#[derive(Default)]
+pub struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
+
+/// Descriptors kept for a process: /proc/PID (O_PATH), /proc/PID/stat and, with context
+/// switches on, /proc/PID/schedstat and /proc/PID/status.
+#[derive(Debug)]
+struct ProcFds {
+    dir: OwnedFd,
+    stat: OwnedFd,
+    schedstat: Option<OwnedFd>,
+    status: Option<OwnedFd>,
+}
+
 /// What the scanner keeps about a process between cycles.
 #[derive(Debug)]
 struct Tracked {
     starttime: u64,
-    /// /proc/PID (O_PATH) and /proc/PID/stat, while the descriptor budget lasts.
-    fds: Option<(OwnedFd, OwnedFd)>,
+    /// Kept while the descriptor budget lasts.
+    fds: Option<ProcFds>,
+    /// `comm` when the strings below were read: a new one means an exec.
+    comm: [u8; 16],
+    /// NUL-terminated arguments.
     cmdline: String,
+    /// From /proc/PID/cgroup: container id and pod UID (empty when none).
+    container_id: String,
+    pod_uid: String,
+    /// Target of /proc/PID/exe (from the privhelper); empty until known.
+    exe: String,
+    /// Asked the privhelper for the executable path since the last exec.
+    exe_asked: bool,
     /// st_ino of /proc/PID/net/dev: the same for every process of one network namespace.
     netns: Option<u64>,
+    /// schedstat `pcount` and the switch counts read when it was last seen to move.
+    pcount: Option<u64>,
+    switches: Option<(u64, u64)>,
+    /// Threads, fd count and owner of the last sample.
+    threads: u32,
+    fd_count: Option<u32>,
+    owner: (u32, u32),
+    /// /proc/PID/io from the privhelper this cycle.
+    io: Option<vigil_ipc_proto::ProcessIo>,
     generation: u32,
 }
 
@@ -165,7 +255,7 @@ pub struct ProcScanner {
     proc_dir: OwnedFd,
     buf: Vec<u8>,
     pids: Vec<u32>,
-    tracked: HashMap<u32, Tracked>,
+    tracked: PidMap<Tracked>,
     pub samples: Vec<ProcSample>,
     page_size: u64,
     generation: u32,
@@ -173,9 +263,14 @@ pub struct ProcScanner {
     pub count_fds: bool,
     /// Learn each new process's network namespace (for netns_metrics).
     pub track_netns: bool,
-    /// Processes that may hold cached descriptors (two each).
+    /// Read context switches (schedstat-gated /proc/PID/status).
+    pub switches: bool,
+    /// Processes that may hold cached descriptors (two each, four with `switches`).
     fd_budget: usize,
+    descriptor_limit: u64,
     cached: usize,
+    /// /proc/PID/status reads this scan (the main thread had run).
+    pub status_reads: u64,
 }
 
 fn err_io(e: Errno) -> std::io::Error {
@@ -244,15 +339,26 @@ impl ProcScanner {
             proc_dir,
             buf: Vec::with_capacity(4096),
             pids: Vec::new(),
-            tracked: HashMap::new(),
+            tracked: PidMap::default(),
             samples: Vec::new(),
             page_size: crate::util::page_size(),
             generation: 0,
             count_fds: false,
             track_netns: false,
+            switches: false,
             fd_budget: (limit.saturating_sub(FD_RESERVE) / 2) as usize,
+            descriptor_limit: limit,
             cached: 0,
+            status_reads: 0,
         })
+    }
+
+    /// Read context switches: two more descriptors per process (schedstat, status), so the
+    /// budget of processes keeping descriptors shrinks to a quarter of the limit.
+    pub fn set_switches(&mut self, on: bool) {
+        self.switches = on;
+        let per = if on { 4 } else { 2 };
+        self.fd_budget = (self.descriptor_limit.saturating_sub(FD_RESERVE) / per) as usize;
     }
 
     /// At most this many processes keep descriptors between cycles (tests use small ones).
@@ -288,6 +394,7 @@ impl ProcScanner {
     pub fn scan(&mut self) -> std::io::Result<ScanStats> {
         let mut stats = ScanStats::default();
         self.samples.clear();
+        self.status_reads = 0;
         self.generation = self.generation.wrapping_add(1);
         self.list_pids()?;
         let pids = std::mem::take(&mut self.pids);
@@ -318,92 +425,237 @@ impl ProcScanner {
 
     /// One process: `Ok(None)` for an unparsable stat, `Err` when it vanished.
     fn sample(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
-        if let Some(t) = self.tracked.get_mut(&pid) {
-            // Known: pread + fstat (+ fstatat for the fd count) through its kept descriptors;
-            // past the descriptor budget, through descriptors opened for this cycle, kept if
-            // the budget has room again. Its command line and namespace stay cached either way.
-            let read = match &t.fds {
-                Some((dir, stat)) => {
-                    read_sample(dir, stat, &mut self.buf, self.count_fds, self.page_size)
-                }
-                None => {
-                    stats.uncached += 1;
-                    match open_process(self.proc_dir.as_fd(), pid) {
-                        Ok((dir, stat)) => {
-                            let r = read_sample(
-                                &dir,
-                                &stat,
-                                &mut self.buf,
-                                self.count_fds,
-                                self.page_size,
-                            );
-                            if self.cached < self.fd_budget && matches!(r, Ok(Some(_))) {
-                                self.cached += 1;
-                                t.fds = Some((dir, stat));
-                            }
-                            r
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
+        let Some(mut t) = self.tracked.remove(&pid) else {
+            return self.sample_new(pid, stats);
+        };
+        // Known: pread + fstat (+ fstatat for the fd count) through its kept descriptors;
+        // past the descriptor budget, through descriptors opened for this cycle, kept if the
+        // budget has room again. Its strings stay cached either way.
+        let opened = match t.fds.take() {
+            Some(f) => Ok((f, true)),
+            None => {
+                stats.uncached += 1;
+                self.open_process(pid).map(|f| (f, false))
+            }
+        };
+        let mut idle = false;
+        let read = opened.and_then(|(f, kept)| {
+            // Whether the main thread ran since the last cycle (schedstat's pcount). A
+            // single-threaded process that did not run cannot have opened or closed a
+            // descriptor nor changed its credentials: its last fd count and owner stand.
+            let pcount = if self.switches {
+                self.pcount(pid, &f)
+            } else {
+                None
             };
-            match read {
-                Ok(Some(s)) if s.starttime == t.starttime => {
-                    t.generation = self.generation;
-                    return Ok(Some(s));
+            idle = pcount.is_some() && pcount == t.pcount;
+            t.pcount = pcount;
+            let reuse = idle && t.threads == 1 && (t.fd_count.is_some() || !self.count_fds);
+            let count = self.count_fds && !reuse;
+            let owner = reuse.then_some(t.owner);
+            let r = read_sample(&f, &mut self.buf, count, owner, self.page_size);
+            if kept {
+                t.fds = Some(f);
+            } else if self.cached < self.fd_budget && matches!(r, Ok(Some(_))) {
+                self.cached += 1;
+                t.fds = Some(f);
+            }
+            r.map(|o| {
+                o.map(|mut s| {
+                    if reuse {
+                        s.fds = t.fd_count;
+                    }
+                    s
+                })
+            })
+        });
+        match read {
+            Ok(Some(mut s)) if s.starttime == t.starttime => {
+                if s.comm != t.comm {
+                    // An exec: new command line, executable, maybe a new cgroup.
+                    self.describe(pid, &mut t, &s);
                 }
-                Ok(None) => return Ok(None),
-                // ESRCH: the process this descriptor belongs to is gone; a new one may have
-                // its pid. Start over below.
-                _ => {}
+                if self.switches {
+                    s.switches = self.switches_of(pid, &mut t, idle);
+                }
+                t.threads = s.threads;
+                t.fd_count = s.fds;
+                t.owner = (s.uid, s.gid);
+                t.generation = self.generation;
+                self.tracked.insert(pid, t);
+                Ok(Some(s))
             }
-            if t.fds.is_some() {
-                self.cached -= 1;
+            Ok(None) => {
+                t.generation = self.generation;
+                self.tracked.insert(pid, t);
+                Ok(None)
             }
-            self.tracked.remove(&pid);
+            // ESRCH: the process this descriptor belongs to is gone; a new one may have its
+            // pid. Start over.
+            _ => {
+                if t.fds.is_some() {
+                    self.cached -= 1;
+                }
+                self.sample_new(pid, stats)
+            }
         }
-        self.sample_new(pid, stats)
     }
 
     fn sample_new(&mut self, pid: u32, stats: &mut ScanStats) -> Result<Option<ProcSample>, Errno> {
-        let (dir, stat) = open_process(self.proc_dir.as_fd(), pid)?;
-        let Some(sample) = read_sample(&dir, &stat, &mut self.buf, self.count_fds, self.page_size)?
+        let fds = self.open_process(pid)?;
+        let Some(mut sample) =
+            read_sample(&fds, &mut self.buf, self.count_fds, None, self.page_size)?
         else {
             return Ok(None);
         };
-        let cmdline = match open_at(dir.as_fd(), "cmdline", OFlag::O_RDONLY)
-            .and_then(|f| pread_all(f.as_fd(), &mut self.buf))
-        {
-            Ok(_) => cmdline_to_string(&self.buf),
-            Err(_) => String::new(),
-        };
         let netns = if self.track_netns {
-            fstatat(dir.as_fd(), "net/dev", AtFlags::empty())
+            fstatat(fds.dir.as_fd(), "net/dev", AtFlags::empty())
                 .ok()
                 .map(|s| s.st_ino)
         } else {
             None
         };
-        let fds_kept = if self.cached < self.fd_budget {
+        let mut t = Tracked {
+            starttime: sample.starttime,
+            fds: Some(fds),
+            comm: [0; 16],
+            cmdline: String::new(),
+            container_id: String::new(),
+            pod_uid: String::new(),
+            exe: String::new(),
+            exe_asked: false,
+            netns,
+            pcount: None,
+            switches: None,
+            threads: 0,
+            fd_count: None,
+            owner: (0, 0),
+            io: None,
+            generation: self.generation,
+        };
+        self.describe(pid, &mut t, &sample);
+        if self.switches {
+            if let Some(f) = t.fds.take() {
+                t.pcount = self.pcount(pid, &f);
+                t.fds = Some(f);
+            }
+            sample.switches = self.switches_of(pid, &mut t, false);
+        }
+        t.threads = sample.threads;
+        t.fd_count = sample.fds;
+        t.owner = (sample.uid, sample.gid);
+        if self.cached < self.fd_budget {
             self.cached += 1;
-            Some((dir, stat))
         } else {
             stats.uncached += 1;
-            None
-        };
-        self.tracked.insert(
-            pid,
-            Tracked {
-                starttime: sample.starttime,
-                fds: fds_kept,
-                cmdline,
-                netns,
-                generation: self.generation,
-            },
-        );
+            t.fds = None;
+        }
+        self.tracked.insert(pid, t);
         Ok(Some(sample))
     }
 
+    /// The strings of a new (or newly exec'd) process: command line and cgroup identity; the
+    /// executable path is asked of the privhelper later.
+    fn describe(&mut self, pid: u32, t: &mut Tracked, s: &ProcSample) {
+        t.comm = s.comm;
+        t.exe.clear();
+        t.exe_asked = false;
+        let opened;
+        let dir = match &t.fds {
+            Some(f) => f.dir.as_fd(),
+            None => match self.open_process(pid) {
+                Ok(f) => {
+                    opened = f;
+                    opened.dir.as_fd()
+                }
+                Err(_) => return,
+            },
+        };
+        let (cmdline, id) = self.strings(dir);
+        t.cmdline = cmdline;
+        t.container_id = id.container_id.unwrap_or_default();
+        t.pod_uid = id.pod_uid.unwrap_or_default();
+    }
+
+    /// Command line and cgroup identity read through a /proc/PID directory.
+    fn strings(&mut self, dir: BorrowedFd<'_>) -> (String, crate::cgroups::Identity) {
+        let cmdline = match open_at(dir, "cmdline", OFlag::O_RDONLY)
+            .and_then(|f| pread_all(f.as_fd(), &mut self.buf))
+        {
+            Ok(_) => cmdline_args(&self.buf),
+            Err(_) => String::new(),
+        };
+        let id = match open_at(dir, "cgroup", OFlag::O_RDONLY)
+            .and_then(|f| pread_all(f.as_fd(), &mut self.buf))
+        {
+            Ok(_) => identity_of(&self.buf),
+            Err(_) => crate::cgroups::Identity::default(),
+        };
+        (cmdline, id)
+    }
+
+    /// schedstat's `pcount` of the main thread, through the kept descriptor or by path.
+    fn pcount(&mut self, pid: u32, f: &ProcFds) -> Option<u64> {
+        match &f.schedstat {
+            Some(fd) => pread_all(fd.as_fd(), &mut self.buf).ok(),
+            None => self.read_by_path(pid, "schedstat").ok(),
+        }
+        .and_then(|_| parse_schedstat_pcount(&self.buf))
+    }
+
+    /// Switch counts of the main thread: the last ones when it did not run (`idle`), else
+    /// /proc/PID/status.
+    fn switches_of(&mut self, pid: u32, t: &mut Tracked, idle: bool) -> Option<(u64, u64)> {
+        if idle && t.switches.is_some() {
+            return t.switches;
+        }
+        self.status_reads += 1;
+        let kept = t.fds.as_ref().and_then(|f| f.status.as_ref());
+        let read = match kept {
+            Some(fd) => pread_all(fd.as_fd(), &mut self.buf),
+            None => self.read_by_path(pid, "status"),
+        };
+        t.switches = read.ok().and_then(|_| parse_status_switches(&self.buf));
+        t.switches
+    }
+
+    /// /proc/PID (`O_PATH`).
+    fn open_dir(&self, pid: u32) -> Result<OwnedFd, Errno> {
+        let name = itoa_buf(pid);
+        open_at(
+            self.proc_dir.as_fd(),
+            name.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )
+    }
+
+    /// /proc/PID/`file` opened, read and closed.
+    fn read_by_path(&mut self, pid: u32, file: &str) -> Result<usize, Errno> {
+        let dir = self.open_dir(pid)?;
+        let f = open_at(dir.as_fd(), file, OFlag::O_RDONLY)?;
+        pread_all(f.as_fd(), &mut self.buf)
+    }
+
+    /// The descriptors of one process: /proc/PID (`O_PATH`), /proc/PID/stat and, with context
+    /// switches on, /proc/PID/schedstat.
+    fn open_process(&self, pid: u32) -> Result<ProcFds, Errno> {
+        let dir = self.open_dir(pid)?;
+        let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
+        let (schedstat, status) = if self.switches {
+            let open = |f| open_at(dir.as_fd(), f, OFlag::O_RDONLY).ok();
+            (open("schedstat"), open("status"))
+        } else {
+            (None, None)
+        };
+        Ok(ProcFds {
+            dir,
+            stat,
+            schedstat,
+            status,
+        })
+    }
+
+    /// The command line (NUL-terminated arguments) of a sampled process.
     pub fn cmdline(&self, pid: u32) -> &str {
         self.tracked
             .get(&pid)
@@ -411,9 +663,44 @@ impl ProcScanner {
             .unwrap_or("")
     }
 
+    /// (container id, pod UID) from the process's cgroup; empty when none.
+    pub fn identity(&self, pid: u32) -> (&str, &str) {
+        self.tracked
+            .get(&pid)
+            .map(|t| (t.container_id.as_str(), t.pod_uid.as_str()))
+            .unwrap_or(("", ""))
+    }
+
     /// Network namespace id (st_ino of /proc/PID/net/dev) of a sampled process, if learnt.
     pub fn netns(&self, pid: u32) -> Option<u64> {
         self.tracked.get(&pid).and_then(|t| t.netns)
+    }
+
+    /// Sampled processes whose executable path was not asked for yet (new, or exec'd).
+    pub fn exe_wanted(&self) -> Vec<u32> {
+        self.samples
+            .iter()
+            .filter(|s| self.tracked.get(&s.pid).is_some_and(|t| !t.exe_asked))
+            .map(|s| s.pid)
+            .collect()
+    }
+
+    /// Record the privhelper's answer for executable paths (`None`: unknown, not asked again
+    /// until the next exec).
+    pub fn set_exe(&mut self, pid: u32, path: Option<String>) {
+        if let Some(t) = self.tracked.get_mut(&pid) {
+            t.exe_asked = true;
+            t.exe = path.unwrap_or_default();
+        }
+    }
+
+    /// Record this cycle's /proc/PID/io answers (every sampled pid; `None` when unknown).
+    pub fn set_io(&mut self, answers: &[ProcIoStat]) {
+        for a in answers {
+            if let Some(t) = self.tracked.get_mut(&a.pid) {
+                t.io = a.io;
+            }
+        }
     }
 
     /// The /proc/PID directory of a tracked process, when its descriptor is cached.
@@ -421,7 +708,7 @@ impl ProcScanner {
         self.tracked
             .get(&pid)
             .and_then(|t| t.fds.as_ref())
-            .map(|(d, _)| d.as_fd())
+            .map(|f| f.dir.as_fd())
     }
 
     /// /proc itself.
@@ -429,21 +716,42 @@ impl ProcScanner {
         self.proc_dir.as_fd()
     }
 
+    /// (state letter, processes) of the last scan, for `system.process.count`.
+    pub fn state_counts(&self) -> Vec<(u8, u64)> {
+        let mut v: Vec<(u8, u64)> = Vec::new();
+        for s in &self.samples {
+            match v.iter_mut().find(|(l, _)| *l == s.state) {
+                Some((_, n)) => *n += 1,
+                None => v.push((s.state, 1)),
+            }
+        }
+        v
+    }
+
     /// Emit the last scan's processes. `boot_time_ns`: wall clock of boot; `fds`: fd and
-    /// socket counts from the privhelper, when it gave them (they win over our own count).
+    /// socket counts from the privhelper, when it gave them (they win over our own count);
+    /// `names`: Kubernetes names by pod UID / container id.
     pub fn records(
         &self,
         st: Stamp,
         boot_time_ns: u64,
         users: &mut Users,
         fds: Option<&HashMap<u32, ProcFdStat>>,
+        names: &crate::k8s::K8sNames,
         sink: &mut dyn Sink,
     ) {
         const NS_PER_TICK: u64 = 1_000_000_000 / crate::util::USER_HZ;
         for p in &self.samples {
+            let Some(t) = self.tracked.get(&p.pid) else {
+                continue;
+            };
             let helper = fds.and_then(|m| m.get(&p.pid));
             let comm = String::from_utf8_lossy(p.comm());
             let (user, group) = users.names(p.uid, p.gid);
+            let (ns, pod, container) = names.names(
+                crate::util::non_empty(&t.pod_uid),
+                crate::util::non_empty(&t.container_id),
+            );
             let rec = ProcessRecord {
                 time_unix_nano: st.now,
                 start_time_unix_nano: boot_time_ns
@@ -460,40 +768,59 @@ impl ProcScanner {
                 memory_virtual_bytes: p.vsize,
                 open_fds: helper.and_then(|f| f.fds).or(p.fds),
                 sockets: helper.and_then(|f| f.sockets),
+                minor_faults: p.minflt,
+                major_faults: p.majflt,
+                voluntary_switches: p.switches.map(|s| s.0),
+                involuntary_switches: p.switches.map(|s| s.1),
+                io: t.io,
                 executable_name: &*comm,
-                command_line: self.cmdline(p.pid),
+                executable_path: &t.exe,
+                command_args: &t.cmdline,
                 user_name: user,
                 group_name: group,
+                container_id: &t.container_id,
+                k8s_pod_uid: &t.pod_uid,
+                k8s_namespace: ns,
+                k8s_pod_name: pod,
+                k8s_container_name: container,
             };
             sink.process(&rec);
         }
     }
 }
 
-/// /proc/PID (`O_PATH`) and /proc/PID/stat of one process.
-fn open_process(proc_dir: BorrowedFd<'_>, pid: u32) -> Result<(OwnedFd, OwnedFd), Errno> {
-    let name = itoa_buf(pid);
-    let dir = open_at(proc_dir, name.as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
-    let stat = open_at(dir.as_fd(), "stat", OFlag::O_RDONLY)?;
-    Ok((dir, stat))
+/// Container id and pod UID from /proc/PID/cgroup (the first line that has either).
+pub fn identity_of(cgroup_file: &[u8]) -> crate::cgroups::Identity {
+    String::from_utf8_lossy(cgroup_file)
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(crate::cgroups::identify)
+        .find(|i| i.container_id.is_some() || i.pod_uid.is_some())
+        .unwrap_or_default()
 }
 
-/// One sample through a process's /proc/PID directory and its open stat file: `pread` of the
-/// stat line, `fstat` of the directory (owner), `fstatat(dir, "fd")` (fd count) when asked.
+/// One sample through a process's descriptors: `pread` of the stat line, `fstat` of the
+/// directory (owner) unless `known` gives it, `fstatat(dir, "fd")` (fd count) when asked.
 /// `Err(ESRCH)` when the process is gone, `Ok(None)` when its stat line does not parse.
 fn read_sample(
-    dir: &OwnedFd,
-    stat: &OwnedFd,
+    f: &ProcFds,
     buf: &mut Vec<u8>,
     count_fds: bool,
+    known: Option<(u32, u32)>,
     page_size: u64,
 ) -> Result<Option<ProcSample>, Errno> {
-    if pread_all(stat.as_fd(), buf)? == 0 {
+    if pread_all(f.stat.as_fd(), buf)? == 0 {
         return Err(Errno::ESRCH);
     }
-    let owner = fstat(dir.as_fd())?;
+    let owner = match known {
+        Some(o) => o,
+        None => {
+            let st = fstat(f.dir.as_fd())?;
+            (st.st_uid, st.st_gid)
+        }
+    };
     let fds = if count_fds {
-        fd_count(dir.as_fd())
+        fd_count(f.dir.as_fd())
     } else {
         None
     };
@@ -504,7 +831,7 @@ fn read_sample(
 
 fn make_sample(
     st: &ProcStat<'_>,
-    owner: nix::sys::stat::FileStat,
+    owner: (u32, u32),
     fds: Option<u32>,
     page_size: u64,
 ) -> ProcSample {
@@ -521,9 +848,12 @@ fn make_sample(
         starttime: st.starttime,
         vsize: st.vsize,
         rss_bytes: (st.rss.max(0) as u64).saturating_mul(page_size),
-        uid: owner.st_uid,
-        gid: owner.st_gid,
+        uid: owner.0,
+        gid: owner.1,
         fds,
+        minflt: st.minflt,
+        majflt: st.majflt,
+        switches: None,
         comm,
         comm_len: n as u8,
     }
@@ -600,10 +930,61 @@ mod tests {
 
     #[test]
     fn cmdline() {
-        assert_eq!(cmdline_to_string(b"sleep\x00100\x00"), "sleep 100");
-        assert_eq!(cmdline_to_string(b""), "");
-        assert_eq!(cmdline_to_string(b"\xff\x00a").len(), 5);
-        assert!(cmdline_to_string(&vec![b'a'; 100_000]).len() <= MAX_CMDLINE);
+        assert_eq!(cmdline_args(b"sleep\x00100\x00"), "sleep\x00100\x00");
+        assert_eq!(cmdline_args(b""), "");
+        assert_eq!(cmdline_args(b"\xff\x00a").len(), 6);
+        assert!(cmdline_args(&vec![b'a'; 100_000]).len() <= MAX_CMDLINE + 1);
+    }
+
+    #[test]
+    fn status_and_schedstat() {
+        assert_eq!(
+            parse_status_switches(
+                b"Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n"
+            ),
+            Some((12, 3))
+        );
+        assert_eq!(parse_status_switches(b"voluntary_ctxt_switches: x\n"), None);
+        assert_eq!(parse_schedstat_pcount(b"123 456 789\n"), Some(789));
+        assert_eq!(parse_schedstat_pcount(b"1 2\n"), None);
+    }
+
+    /// A process that did not run keeps its counts without its status being read again; one
+    /// that ran (and opened descriptors) is counted again.
+    #[test]
+    fn idle_processes_keep_their_counts_and_busy_ones_are_recounted() {
+        let mut idle = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut busy = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 0.4; exec 3</dev/null 4</dev/null 5</dev/null sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut s = ProcScanner::new("/proc").unwrap();
+        s.count_fds = true;
+        s.set_switches(true);
+        let get = |s: &ProcScanner, pid: u32| *s.samples.iter().find(|p| p.pid == pid).unwrap();
+        s.scan().unwrap();
+        let (i0, b0) = (get(&s, idle.id()), get(&s, busy.id()));
+        let reads0 = s.status_reads;
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        s.scan().unwrap();
+        let (i1, b1) = (get(&s, idle.id()), get(&s, busy.id()));
+        assert_eq!((i1.fds, i1.switches), (i0.fds, i0.switches));
+        assert!(i0.switches.is_some());
+        assert!(s.status_reads < reads0, "{} vs {reads0}", s.status_reads);
+        assert_eq!(b1.fds, b0.fds.map(|n| n + 3), "{b0:?} → {b1:?}");
+        assert_eq!(b1.comm(), b"sleep");
+        assert_ne!(b1.switches, b0.switches);
+        for c in [&mut idle, &mut busy] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
     }
 
     #[test]
@@ -648,7 +1029,7 @@ mod tests {
             let c = s.samples.iter().find(|p| p.pid == pid).unwrap();
             assert_eq!(c.comm(), b"sleep");
             assert_eq!(c.ppid, std::process::id());
-            assert_eq!(s.cmdline(pid), "sleep 30");
+            assert_eq!(s.cmdline(pid), "sleep\x0030\x00");
         }
         child.kill().unwrap();
         child.wait().unwrap();

@@ -15,6 +15,6 @@ impl Sink for Vec<Record> {
     }
 
     fn process(&mut self, p: &ProcessRecord<&str>) {
-        self.push(Record::Process(p.to_owned_record()));
+        self.push(Record::Process(Box::new(p.to_owned_record())));
     }
 }

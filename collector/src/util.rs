@@ -120,6 +120,36 @@ pub fn sum_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyVal
     }
 }
 
+/// An UpDownCounter of the conventions: a cumulative, non-monotonic sum.
+pub fn updown_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyValue>) -> Metric {
+    Metric {
+        kind: MetricKind::Sum { monotonic: false },
+        ..gauge_i64(name, unit, st, v, attributes)
+    }
+}
+
+/// Every non-blank line `f` parses (at most `max`), and the count of the ones it refused.
+pub fn parse_lines<T>(buf: &[u8], max: usize, f: impl Fn(&[u8]) -> Option<T>) -> (Vec<T>, u64) {
+    let mut v = Vec::new();
+    let mut bad = 0;
+    for line in buf.split(|&c| c == b'\n') {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        match f(line) {
+            Some(x) if v.len() < max => v.push(x),
+            Some(_) => {}
+            None => bad += 1,
+        }
+    }
+    (v, bad)
+}
+
+/// `Some(s)` unless empty.
+pub fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// Saturating u64 → i64 for metric values.
 pub fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

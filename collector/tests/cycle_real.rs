@@ -95,7 +95,7 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
         .unwrap_or_else(|| "65534".into());
     assert_eq!(p.group_name, g);
     assert_eq!(p.executable_name, "sleep");
-    assert_eq!(p.command_line, "sleep 30");
+    assert_eq!(p.command_args, "sleep\x0030\x00");
     assert_eq!(p.ppid, std::process::id());
     assert_eq!(p.state, b'S');
     assert!(p.memory_rss_bytes > 0 && p.memory_virtual_bytes >= p.memory_rss_bytes);

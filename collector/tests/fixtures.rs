@@ -59,10 +59,11 @@ fn proc_stat_of_a_real_process() {
 
 #[test]
 fn host_files() {
-    let (cpu, btime) = host::parse_proc_stat(&fx("proc_stat")).unwrap();
-    assert!(cpu[0] > 0 && cpu[3] > 0 && btime > 1_600_000_000);
+    let s = host::parse_proc_stat(&fx("proc_stat")).unwrap();
+    assert!(s.cpus[0].user > 0 && s.cpus[0].idle > 0 && s.btime > 1_600_000_000);
+    assert_eq!(s.processes, 245_719);
     let m = host::parse_meminfo(&fx("meminfo")).unwrap();
-    assert!(m.total > m.free && m.available > 0);
+    assert!(m.total > m.free && m.available.is_some_and(|a| a > 0));
     let l = host::parse_loadavg(&fx("loadavg")).unwrap();
     assert!(l.iter().all(|x| *x >= 0.0));
     assert!(host::parse_uptime(&fx("uptime")).unwrap() > 0.0);

@@ -167,7 +167,7 @@ fn namespaces_of_processes_without_any_capability() {
         vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics
             .iter()
             .find(|m| {
-                m.name == "system.network.packets"
+                m.name == "system.network.packet.count"
                     && m.attributes.iter().any(|a| a.value == s("lo"))
                     && m.attributes.iter().any(|a| a.value == s("transmit"))
             })

@@ -49,10 +49,10 @@ NON_PRIVILEGED_ADD = [
 BEYOND_DOCTOR = []
 
 MODES = {
-    "full": dict(mount_mode="full", privileged=True, host="full"),
-    "read-only": dict(mount_mode="read-only", privileged=True, host="root-ro"),
-    "minimal": dict(mount_mode="minimal", privileged=True, host="minimal"),
-    "non-privileged": dict(mount_mode="read-only", privileged=False, host="root-ro"),
+    "full": dict(mount_mode="full", privileged=True, host="full", kubelet_logs=False),
+    "read-only": dict(mount_mode="read-only", privileged=True, host="root-ro", kubelet_logs=False),
+    "minimal": dict(mount_mode="minimal", privileged=True, host="minimal", kubelet_logs=False),
+    "non-privileged": dict(mount_mode="read-only", privileged=False, host="root-ro", kubelet_logs=True),
 }
 
 # Host directories the minimal view is built from (supervisor/src/rootfs.rs MINIMAL_ENTRIES).
@@ -144,6 +144,15 @@ def host_volumes(mode):
         for d in MINIMAL_DIRS:
             vols.append(f"- name: host-{d}\n  hostPath:\n    path: /{d}\n")
             mounts.append(f"- name: host-{d}\n  mountPath: /hostfs/{d}\n  readOnly: true\n")
+    if MODES[mode]["kubelet_logs"]:
+        # Kubernetes names (k8s.namespace.name, k8s.pod.name, k8s.container.name) from the
+        # kubelet's log directories, read-only: no API access, no service account token.
+        for d in ("pods", "containers"):
+            vols.append(f"- name: kubelet-{d}\n  hostPath:\n    path: /var/log/{d}\n    type: Directory\n")
+            mounts.append(
+                f"# the kubelet's /var/log/{d}: pod and container names without the API\n"
+                f"- name: kubelet-{d}\n  mountPath: /hostfs/var/log/{d}\n  readOnly: true\n"
+            )
     vols.append("- name: host-sys\n  hostPath:\n    path: /sys\n    type: Directory\n")
     mounts.append(
         "# cgroup hierarchies of all containers (the container's own /sys/fs/cgroup is namespaced)\n"
@@ -282,7 +291,8 @@ metadata:
   namespace: vigil
   labels:
     app.kubernetes.io/name: vigil
-# vigil never talks to the Kubernetes API (pod UIDs come from cgroup paths): no token.
+# vigil never talks to the Kubernetes API (pod UIDs come from cgroup paths, names from the
+# kubelet's /var/log/pods and /var/log/containers): no token.
 automountServiceAccountToken: false
 ---
 apiVersion: v1

@@ -70,6 +70,10 @@ impl Default for AgentConfig {
     }
 }
 
+/// node-exporter's default `--collector.diskstats.device-exclude`: RAM disks, loop and floppy
+/// devices, and partitions of sd/hd/vd/xvd and NVMe disks (the whole disk is reported).
+pub const DISK_DEVICES_EXCLUDE: &str = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
@@ -87,6 +91,25 @@ pub struct CollectorConfig {
     pub network: bool,
     /// Interface counters of other network namespaces.
     pub netns: bool,
+    /// Block device I/O from /proc/diskstats (`system.disk.*`).
+    pub disk_io: bool,
+    /// Devices left out of `system.disk.*`: a regular expression matched against the whole
+    /// device name, node-exporter's `--collector.diskstats.device-exclude` default (RAM, loop
+    /// and floppy devices, partitions). Empty: every device.
+    pub disk_devices_exclude: String,
+    /// Swap usage, page faults and paging operations (/proc/swaps, /proc/vmstat).
+    pub paging: bool,
+    /// Pressure stall information of the host (/proc/pressure) and of every container (cgroup v2
+    /// `*.pressure`).
+    pub pressure: bool,
+    /// TCP/UDP socket counts by state (netlink sock_diag) and conntrack table size.
+    pub connections: bool,
+    /// Per-process disk I/O (/proc/PID/io) and executable paths (/proc/PID/exe) of every
+    /// process through the privhelper (CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE). Off by default.
+    pub process_io: bool,
+    /// Kubernetes namespace, pod and container names from the kubelet's log directories
+    /// (`<host_root>/var/log/pods`, `<host_root>/var/log/containers`): no API access, no token.
+    pub k8s_names: bool,
     /// `proc` (/proc/PID/net/dev, no capability) or `setns` (a netlink socket the privhelper
     /// makes inside each namespace: CAP_SYS_ADMIN + CAP_SYS_PTRACE; also reaches named
     /// namespaces without a process).
@@ -139,6 +162,13 @@ impl Default for CollectorConfig {
             network: true,
             netns: true,
             netns_source: "proc".into(),
+            disk_io: true,
+            disk_devices_exclude: DISK_DEVICES_EXCLUDE.into(),
+            paging: true,
+            pressure: true,
+            connections: true,
+            process_io: false,
+            k8s_names: true,
             kmsg: true,
             kmsg_rules: Vec::new(),
             kmsg_builtin_rules: true,

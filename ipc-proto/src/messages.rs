@@ -139,6 +139,12 @@ impl RoleStats {
 pub const MAX_FD_STAT_PIDS: usize = 4096;
 /// Longest network namespace name accepted (as `ip netns` names under /run/netns).
 pub const MAX_NETNS_NAME: usize = 64;
+/// Most pids accepted in one [`PrivRequest::ProcIoStats`] (the worst-case answer fits a frame).
+pub const MAX_IO_STAT_PIDS: usize = 1024;
+/// Most pids accepted in one [`PrivRequest::ProcExePaths`].
+pub const MAX_EXE_PIDS: usize = 48;
+/// Longest executable path answered (bytes); longer ones are answered as unknown, never cut.
+pub const MAX_EXE_PATH: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrivRequest {
@@ -152,6 +158,10 @@ pub enum PrivRequest {
     NetlinkRouteInNetns { target: NetnsTarget },
     /// Load and attach a BPF program; answered with the ring buffer map fd (or flow map fd).
     BpfAttach { program: BpfProgram },
+    /// Storage I/O counters (/proc/PID/io) of these processes (feature `process_io`).
+    ProcIoStats { pids: Vec<u32> },
+    /// Executable paths (/proc/PID/exe) of these processes (feature `process_io`).
+    ProcExePaths { pids: Vec<u32> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -179,6 +189,8 @@ pub enum PrivResponse {
         kind: FdKind,
     },
     FdStats(Vec<ProcFdStat>),
+    IoStats(Vec<ProcIoStat>),
+    ExePaths(Vec<ProcExePath>),
     Netns(Vec<NetnsInfo>),
     Error(PrivError),
     /// Answer to [`PrivRequest::BpfAttach`]: the descriptor attached to this datagram is the
@@ -208,6 +220,21 @@ pub struct ProcFdStat {
     pub fds: Option<u32>,
     /// `None` when sockets could not be told apart (no CAP_SYS_PTRACE).
     pub sockets: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcIoStat {
+    pub pid: u32,
+    /// `None` when the process vanished or could not be read.
+    pub io: Option<crate::records::ProcessIo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcExePath {
+    pub pid: u32,
+    /// `None` when the process vanished, is a kernel thread, or the path is longer than
+    /// [`MAX_EXE_PATH`].
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

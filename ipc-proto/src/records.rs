@@ -25,8 +25,9 @@ pub enum Record {
     },
     /// One process sampled in one cycle, as numbers and four strings: the bulk of the data
     /// path (thousands per cycle), so names, units and attribute keys are not carried; the
-    /// shipper expands it into the `process.*` semantic conventions.
-    Process(ProcessRecord),
+    /// shipper expands it into the `process.*` semantic conventions. Boxed: it is several
+    /// times the size of the other variants (postcard encodes a box as its content).
+    Process(Box<ProcessRecord>),
 }
 
 /// Exactly how [`Record`] is encoded, from borrowed data: the collector encodes each record
@@ -73,7 +74,7 @@ impl EncodesAsRecord for RecordRef<'_> {
 
 /// A process as the collector saw it in one cycle. `S` is `String` when decoded and `&str`
 /// when encoded from the collector's buffers (same bytes either way).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRecord<S = String> {
     /// When the sample was taken (the cycle's clock).
     pub time_unix_nano: u64,
@@ -95,13 +96,42 @@ pub struct ProcessRecord<S = String> {
     pub open_fds: Option<u32>,
     /// Sockets among them, when counted (feature `process_sockets`).
     pub sockets: Option<u32>,
+    /// Page faults that did not / did need I/O (minflt, majflt of /proc/PID/stat).
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    /// Context switches of the main thread (/proc/PID/status), when read.
+    pub voluntary_switches: Option<u64>,
+    pub involuntary_switches: Option<u64>,
+    /// /proc/PID/io, when read (feature `process_io`).
+    pub io: Option<ProcessIo>,
     /// `comm` (at most 15 bytes, lossy UTF-8).
     pub executable_name: S,
-    /// Arguments joined by spaces (bounded, lossy UTF-8).
-    pub command_line: S,
+    /// Target of /proc/PID/exe (feature `process_io`); empty when unknown.
+    pub executable_path: S,
+    /// The arguments, each followed by NUL as in /proc/PID/cmdline (bounded, lossy UTF-8).
+    pub command_args: S,
     /// Owner's names from the host's /etc/passwd and /etc/group (the number when unknown).
     pub user_name: S,
     pub group_name: S,
+    /// Container id and Kubernetes pod UID from the process's cgroup, names from the kubelet's
+    /// log directories; empty when unknown.
+    pub container_id: S,
+    pub k8s_pod_uid: S,
+    pub k8s_namespace: S,
+    pub k8s_pod_name: S,
+    pub k8s_container_name: S,
+}
+
+/// Storage I/O of a process (/proc/PID/io): bytes and read/write system calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIo {
+    /// `read_bytes`, `write_bytes`: what the process caused to be fetched from / sent to the
+    /// storage layer.
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// `syscr`, `syscw`.
+    pub read_ops: u64,
+    pub write_ops: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,10 +223,21 @@ impl<S> ProcessRecord<S> {
             memory_virtual_bytes: self.memory_virtual_bytes,
             open_fds: self.open_fds,
             sockets: self.sockets,
+            minor_faults: self.minor_faults,
+            major_faults: self.major_faults,
+            voluntary_switches: self.voluntary_switches,
+            involuntary_switches: self.involuntary_switches,
+            io: self.io,
             executable_name: f(&self.executable_name),
-            command_line: f(&self.command_line),
+            executable_path: f(&self.executable_path),
+            command_args: f(&self.command_args),
             user_name: f(&self.user_name),
             group_name: f(&self.group_name),
+            container_id: f(&self.container_id),
+            k8s_pod_uid: f(&self.k8s_pod_uid),
+            k8s_namespace: f(&self.k8s_namespace),
+            k8s_pod_name: f(&self.k8s_pod_name),
+            k8s_container_name: f(&self.k8s_container_name),
         }
     }
 }
@@ -239,10 +280,26 @@ mod tests {
             memory_virtual_bytes: 1 << 30,
             open_fds: Some(12),
             sockets: None,
+            minor_faults: 100,
+            major_faults: 2,
+            voluntary_switches: Some(7),
+            involuntary_switches: Some(1),
+            io: Some(ProcessIo {
+                read_bytes: 4096,
+                write_bytes: 0,
+                read_ops: 3,
+                write_ops: 1,
+            }),
             executable_name: "sleep".into(),
-            command_line: "sleep 100".into(),
+            executable_path: "/usr/bin/sleep".into(),
+            command_args: "sleep\x00100\x00".into(),
             user_name: "alice".into(),
             group_name: "users".into(),
+            container_id: String::new(),
+            k8s_pod_uid: String::new(),
+            k8s_namespace: String::new(),
+            k8s_pod_name: String::new(),
+            k8s_container_name: String::new(),
         }
     }
 
@@ -252,7 +309,7 @@ mod tests {
         let p = process();
         let borrowed = p.lend();
         assert_eq!(borrowed.to_owned_record(), p);
-        let owned = Record::Process(p.clone());
+        let owned = Record::Process(Box::new(p.clone()));
         let by_ref = RecordRef::Process(&borrowed);
         assert_eq!(
             postcard::to_allocvec(&owned).unwrap(),

@@ -40,7 +40,7 @@ fn sample_batch() -> CollectorToShipper {
                     attributes: vec![KeyValue::str("cpu.mode", "user")],
                 }],
             },
-            Record::Process(ProcessRecord {
+            Record::Process(Box::new(ProcessRecord {
                 time_unix_nano: 2,
                 start_time_unix_nano: 1,
                 pid: 42,
@@ -56,10 +56,16 @@ fn sample_batch() -> CollectorToShipper {
                 open_fds: Some(3),
                 sockets: None,
                 executable_name: "sleep".into(),
-                command_line: "sleep 1".into(),
+                minor_faults: 5,
+                voluntary_switches: Some(2),
+                involuntary_switches: Some(0),
+                command_args: "sleep\x001\x00".into(),
                 user_name: "alice".into(),
                 group_name: "users".into(),
-            }),
+                container_id: "c".into(),
+                k8s_namespace: "default".into(),
+                ..ProcessRecord::default()
+            })),
         ],
     })
 }
@@ -93,14 +99,16 @@ proptest! {
             if i % 3 == 0 {
                 Record::Metrics { resource: vec![KeyValue::str(name.clone(), name)], metrics: Vec::new() }
             } else {
-                Record::Process(ProcessRecord {
+                Record::Process(Box::new(ProcessRecord {
                     time_unix_nano: u64::from(pid) * 7, start_time_unix_nano: 1, pid, ppid: pid / 2,
                     uid: pid % 7, gid: 0, state: b'R', threads: pid % 100, cpu_user_ns: u64::MAX,
                     cpu_system_ns: 0, memory_rss_bytes: 1, memory_virtual_bytes: 2,
                     open_fds: (pid % 2 == 0).then_some(pid), sockets: None,
-                    executable_name: name.clone(), command_line: name.clone(),
-                    user_name: String::new(), group_name: name,
-                })
+                    major_faults: u64::from(pid), io: (pid % 3 == 0).then_some(ProcessIo { read_bytes: 1, write_bytes: 2, read_ops: 3, write_ops: u64::MAX }),
+                    executable_name: name.clone(), command_args: name.clone(),
+                    user_name: String::new(), k8s_pod_name: name.clone(), group_name: name,
+                    ..ProcessRecord::default()
+                }))
             }
         }).collect();
         let mut b = vigil_ipc_proto::batch::BatchFrame::new();

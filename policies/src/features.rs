@@ -118,6 +118,48 @@ pub const FEATURES: &[Feature] = &[
                included (setns + netlink socket made by the privhelper; netns_source = \"setns\")",
     },
     Feature {
+        name: "disk_io",
+        process: Proc::Collector,
+        caps: &[],
+        what: "block device I/O from /proc/diskstats (system.disk.*)",
+    },
+    Feature {
+        name: "paging_metrics",
+        process: Proc::Collector,
+        caps: &[],
+        what: "swap usage, page faults, paging operations (/proc/swaps, /proc/vmstat)",
+    },
+    Feature {
+        name: "pressure_metrics",
+        process: Proc::Collector,
+        caps: &[],
+        what: "pressure stall information of the host (/proc/pressure) and of every cgroup v2 \
+               container (*.pressure)",
+    },
+    Feature {
+        name: "connection_metrics",
+        // sock_diag dumps are open to any user (what `ss` does); conntrack's size is in /proc.
+        process: Proc::Collector,
+        caps: &[],
+        what: "TCP/UDP socket counts by state (netlink sock_diag), conntrack table size",
+    },
+    Feature {
+        name: "process_io",
+        // /proc/PID/io is 0400 (DAC_READ_SEARCH for other users') and, like the /proc/PID/exe
+        // link, behind a ptrace access check (SYS_PTRACE). Off by default, as socket counts.
+        process: Proc::Privhelper,
+        caps: &[CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE],
+        what: "disk I/O (/proc/PID/io) and executable path (/proc/PID/exe) of every process \
+               (opt-in)",
+    },
+    Feature {
+        name: "k8s_names",
+        process: Proc::Collector,
+        caps: &[],
+        what: "Kubernetes namespace, pod and container names from the kubelet's \
+               <host_root>/var/log/pods and /var/log/containers (no API access, no token)",
+    },
+    Feature {
         name: "kmsg_events",
         process: Proc::Privhelper,
         caps: &[CAP_SYSLOG],
@@ -179,6 +221,8 @@ pub struct KernelFacts {
     pub unprivileged_userns: Option<bool>,
     /// `stat("/proc/PID/fd").st_size` is the number of open descriptors (Linux >= 6.2).
     pub fd_count_stat: bool,
+    /// Pressure stall information is readable (/proc/pressure/cpu; CONFIG_PSI, not psi=0).
+    pub psi: bool,
 }
 
 fn read_int(path: &str) -> Option<i32> {
@@ -209,6 +253,7 @@ impl KernelFacts {
             },
             unprivileged_userns: read_int("/proc/sys/user/max_user_namespaces").map(|n| n > 0),
             fd_count_stat: fd_count_by_stat(),
+            psi: std::fs::read("/proc/pressure/cpu").is_ok(),
         }
     }
 }
@@ -241,6 +286,12 @@ pub fn configured(cfg: &AgentConfig, name: &str) -> bool {
         "net_metrics" => c.network,
         "netns_metrics" => c.network && c.netns && c.netns_source == "proc",
         "netns_metrics_setns" => c.network && c.netns && c.netns_source == "setns",
+        "disk_io" => c.disk_io,
+        "paging_metrics" => c.host && c.paging,
+        "pressure_metrics" => c.pressure && (c.host || c.containers),
+        "connection_metrics" => c.host && c.connections,
+        "process_io" => c.processes && c.process_io,
+        "k8s_names" => c.k8s_names,
         "kmsg_events" => c.kmsg,
         "ebpf_exec" => c.ebpf_exec,
         "ebpf_flows_socket" => c.ebpf_flows && c.flows_source == "socket",
@@ -271,6 +322,11 @@ pub fn feature_process(f: &Feature, facts: &KernelFacts) -> Proc {
 fn kernel_blocker(f: &Feature, facts: &KernelFacts) -> Option<String> {
     match f.name {
         "kmsg_events" if !facts.kmsg => Some("/dev/kmsg does not exist".into()),
+        "pressure_metrics" if !facts.psi => Some(
+            "no pressure stall information: /proc/pressure is absent (CONFIG_PSI off, or psi=0 \
+             on the kernel command line)"
+                .into(),
+        ),
         "ebpf_exec" if !facts.btf => {
             Some("no BTF (/sys/kernel/btf/vmlinux) for the CO-RE exec/exit program".into())
         }
@@ -487,6 +543,7 @@ mod tests {
             cgroup: "v2".into(),
             unprivileged_userns: Some(true),
             fd_count_stat: true,
+            psi: true,
         }
     }
 
@@ -500,7 +557,7 @@ mod tests {
         for f in &ev.features {
             if matches!(
                 f.name,
-                "ebpf_flows_tc" | "process_sockets" | "netns_metrics_setns"
+                "ebpf_flows_tc" | "process_sockets" | "netns_metrics_setns" | "process_io"
             ) {
                 assert!(!f.enabled && f.reason == "disabled in config", "{f:?}");
             } else {
@@ -597,6 +654,29 @@ mod tests {
             assert!(!ev.is_enabled(name), "{name}");
         }
         assert!(ev.privhelper_caps().is_empty());
+    }
+
+    #[test]
+    fn absent_psi_is_a_reason_not_an_error() {
+        let mut f = facts();
+        f.psi = false;
+        let ev = evaluate(&AgentConfig::default(), &all_caps(), &f);
+        let p = ev
+            .features
+            .iter()
+            .find(|x| x.name == "pressure_metrics")
+            .unwrap();
+        assert!(!p.enabled && p.reason.contains("/proc/pressure"), "{p:?}");
+        assert!(ev.missing().is_empty() && ev.warning().is_none());
+        let mut cfg = AgentConfig::default();
+        cfg.collector.process_io = true;
+        let ev = evaluate(&cfg, &HashSet::new(), &facts());
+        let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
+        assert!(
+            off.contains(&"process_io") && !off.contains(&"pressure_metrics"),
+            "{off:?}"
+        );
+        assert!(evaluate(&cfg, &all_caps(), &facts()).is_enabled("process_io"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fdstats;
 pub mod kmsg;
 pub mod netns;
+pub mod procio;
 pub mod server;
 pub mod validate;
 

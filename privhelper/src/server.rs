@@ -7,6 +7,8 @@
 //! | `ListNetns`             | `netns_metrics_setns` | `Netns`                    |
 //! | `NetlinkRouteInNetns`   | `netns_metrics_setns` | `Fd{NetlinkRoute}` + socket |
 //! | `BpfAttach{program}`    | `ebpf_*`         | `BpfRingbuf` + ring buffer map  |
+//! | `ProcIoStats{pids}`     | `process_io`     | `IoStats`                       |
+//! | `ProcExePaths{pids}`    | `process_io`     | `ExePaths`                      |
 //!
 //! Anything else, any malformed frame, any frame carrying descriptors, is answered with
 //! `Error{BadRequest}` and counted; after [`MAX_CONSECUTIVE_BAD`] bad frames in a row the
@@ -26,13 +28,14 @@ use vigil_ipc_proto::{
 
 use crate::error::{PrivhelperError, RequestError};
 use crate::netns::{HomeNetns, NetnsError};
-use crate::{fdstats, kmsg, netns, validate};
+use crate::{fdstats, kmsg, netns, procio, validate};
 
 /// Feature names (the supervisor's feature table, `policies/src/features.rs`).
 pub const FEATURE_KMSG: &str = "kmsg_events";
 pub const FEATURE_PROCESS_FDS: &str = "process_fds";
 pub const FEATURE_PROCESS_SOCKETS: &str = "process_sockets";
 pub const FEATURE_NETNS: &str = "netns_metrics_setns";
+pub const FEATURE_PROCESS_IO: &str = "process_io";
 
 /// Bad frames in a row after which the collector channel is closed.
 pub const MAX_CONSECUTIVE_BAD: u32 = 16;
@@ -50,15 +53,19 @@ enum Kind {
     ListNetns,
     NetlinkRoute,
     BpfAttach,
+    ProcIoStats,
+    ProcExePaths,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 7] = [
         Kind::OpenKmsg,
         Kind::ProcFdStats,
         Kind::ListNetns,
         Kind::NetlinkRoute,
         Kind::BpfAttach,
+        Kind::ProcIoStats,
+        Kind::ProcExePaths,
     ];
 
     fn of(req: &PrivRequest) -> Kind {
@@ -68,6 +75,8 @@ impl Kind {
             PrivRequest::ListNetns => Kind::ListNetns,
             PrivRequest::NetlinkRouteInNetns { .. } => Kind::NetlinkRoute,
             PrivRequest::BpfAttach { .. } => Kind::BpfAttach,
+            PrivRequest::ProcIoStats { .. } => Kind::ProcIoStats,
+            PrivRequest::ProcExePaths { .. } => Kind::ProcExePaths,
         }
     }
 
@@ -78,6 +87,8 @@ impl Kind {
             Kind::ListNetns => "served_list_netns",
             Kind::NetlinkRoute => "served_netlink_route_in_netns",
             Kind::BpfAttach => "served_bpf_attach",
+            Kind::ProcIoStats => "served_proc_io_stats",
+            Kind::ProcExePaths => "served_proc_exe_paths",
         }
     }
 }
@@ -85,7 +96,7 @@ impl Kind {
 /// Counters reported to the supervisor.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    served: [u64; 5],
+    served: [u64; 7],
     /// Requests refused: validation failed or feature disabled.
     pub refused: u64,
     /// Valid requests whose operation failed (not found, permission, other).
@@ -190,6 +201,20 @@ impl Server {
                     )),
                     Vec::new(),
                 ))
+            }),
+            PrivRequest::ProcIoStats { pids } => self.require(FEATURE_PROCESS_IO).and_then(|()| {
+                let max = vigil_ipc_proto::MAX_IO_STAT_PIDS;
+                let pids = validate::check_pids_at_most(&pids, max, self.pid_max)?;
+                let deadline = std::time::Instant::now() + fdstats::FD_STATS_BUDGET;
+                Ok((
+                    PrivResponse::IoStats(procio::io_stats(&pids, deadline)),
+                    Vec::new(),
+                ))
+            }),
+            PrivRequest::ProcExePaths { pids } => self.require(FEATURE_PROCESS_IO).and_then(|()| {
+                let max = vigil_ipc_proto::MAX_EXE_PIDS;
+                let pids = validate::check_pids_at_most(&pids, max, self.pid_max)?;
+                Ok((PrivResponse::ExePaths(procio::exe_paths(&pids)), Vec::new()))
             }),
             PrivRequest::ListNetns => self.require(FEATURE_NETNS).map(|()| {
                 (

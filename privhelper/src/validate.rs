@@ -33,9 +33,18 @@ pub fn check_pid(pid: u32, pid_max: u32) -> Result<u32, RequestError> {
 
 /// At most [`MAX_FD_STAT_PIDS`] pids, each valid; duplicates dropped (first occurrence kept).
 pub fn check_pids(pids: &[u32], pid_max: u32) -> Result<Vec<u32>, RequestError> {
-    if pids.len() > MAX_FD_STAT_PIDS {
+    check_pids_at_most(pids, MAX_FD_STAT_PIDS, pid_max)
+}
+
+/// At most `max` pids, each valid; duplicates dropped (first occurrence kept).
+pub fn check_pids_at_most(
+    pids: &[u32],
+    max: usize,
+    pid_max: u32,
+) -> Result<Vec<u32>, RequestError> {
+    if pids.len() > max {
         return Err(RequestError::BadRequest(format!(
-            "{} pids, at most {MAX_FD_STAT_PIDS} allowed",
+            "{} pids, at most {max} allowed",
             pids.len()
         )));
     }
@@ -99,6 +108,8 @@ mod tests {
         assert!(check_pids(&vec![1; MAX_FD_STAT_PIDS], 100).is_ok());
         assert!(check_pids(&vec![1; MAX_FD_STAT_PIDS + 1], 100).is_err());
         assert!(check_pids(&[], 100).unwrap().is_empty());
+        assert!(check_pids_at_most(&[1, 2, 3], 2, 100).is_err());
+        assert_eq!(check_pids_at_most(&[1, 1], 2, 100).unwrap(), vec![1]);
     }
 
     #[test]

@@ -483,8 +483,11 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
             _ => false,
         })
     };
-    assert!(has("network.flow.packets", UDP_COUNT as i64));
-    assert!(has("network.flow.bytes", (UDP_COUNT * UDP_FRAME) as i64));
+    assert!(has("vigil.network.flow.packets", UDP_COUNT as i64));
+    assert!(has(
+        "vigil.network.flow.bytes",
+        (UDP_COUNT * UDP_FRAME) as i64
+    ));
 
     let ids = mgr.prog_ids();
     drop(src);
@@ -1091,7 +1094,7 @@ fn flow_ring_wraps_and_sources_service_evicts() {
         .iter()
         .filter(|r| match r {
             vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics.iter().any(|m| {
-                m.name == "network.flow.packets"
+                m.name == "vigil.network.flow.packets"
                     && m.value == vigil_ipc_proto::MetricValue::I64(N as i64)
                     && m.attributes
                         .iter()

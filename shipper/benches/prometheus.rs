@@ -69,7 +69,7 @@ fn live() -> (isize, isize) {
 const NOW: u64 = 1_700_000_010_000_000_000;
 
 fn process(i: u32) -> Record {
-    Record::Process(ProcessRecord {
+    Record::Process(Box::new(ProcessRecord {
         time_unix_nano: NOW,
         start_time_unix_nano: NOW - 1_000_000_000_000,
         pid: 1000 + i,
@@ -85,11 +85,14 @@ fn process(i: u32) -> Record {
         open_fds: Some(3 + i % 50),
         sockets: None,
         executable_name: format!("worker-{}", i % 40),
-        command_line: format!("/usr/lib/app/worker-{} --config /etc/app/{i}.toml", i % 40)
-            + &"x".repeat((i % 80) as usize),
+        command_args: format!(
+            "/usr/lib/app/worker-{}\0--config\0/etc/app/{i}.toml\0",
+            i % 40
+        ) + &"x".repeat((i % 80) as usize),
         user_name: format!("user{}", i % 7),
         group_name: "users".into(),
-    })
+        ..ProcessRecord::default()
+    }))
 }
 
 fn m(name: &str, unit: &str, counter: bool, v: f64, attrs: Vec<KeyValue>) -> Metric {

@@ -57,14 +57,19 @@ fn process(i: u64) -> ProcessRecord {
         open_fds: Some(3),
         sockets: None,
         executable_name: "lg-busy".into(),
-        command_line: "/tmp/vigil-bench/loadgen 1000 1000 20 1000".into(),
+        minor_faults: 120,
+        major_faults: 0,
+        voluntary_switches: Some(1000),
+        involuntary_switches: Some(3),
+        command_args: "/tmp/vigil-bench/loadgen\x001000\x001000\x0020\x001000\x00".into(),
         user_name: "root".into(),
         group_name: "root".into(),
+        ..ProcessRecord::default()
     }
 }
 
-/// Data points one [`process`] record becomes (7: no socket count).
-const POINTS_PER_PROCESS: usize = 7;
+/// Data points one [`process`] record becomes (11: no socket count, no disk I/O).
+const POINTS_PER_PROCESS: usize = 11;
 
 fn cpu_of_thread(tid: i32) -> Duration {
     // utime + stime (fields 14, 15) of /proc/self/task/TID/stat, in clock ticks (100 Hz).
@@ -90,6 +95,16 @@ fn other_threads() -> Vec<i32> {
         .collect()
 }
 
+fn strings<'s>(items: impl Iterator<Item = &'s str>) -> pcommon::any_value::Value {
+    pcommon::any_value::Value::ArrayValue(pcommon::ArrayValue {
+        values: items
+            .map(|s| pcommon::AnyValue {
+                value: Some(pcommon::any_value::Value::StringValue(s.to_string())),
+            })
+            .collect(),
+    })
+}
+
 fn any(v: Val<'_>) -> pcommon::AnyValue {
     use pcommon::any_value::Value;
     pcommon::AnyValue {
@@ -98,14 +113,8 @@ fn any(v: Val<'_>) -> pcommon::AnyValue {
             Val::I64(i) => Value::IntValue(i),
             Val::F64(f) => Value::DoubleValue(f),
             Val::Bool(b) => Value::BoolValue(b),
-            Val::StrArray(a) => Value::ArrayValue(pcommon::ArrayValue {
-                values: a
-                    .iter()
-                    .map(|s| pcommon::AnyValue {
-                        value: Some(Value::StringValue(s.clone())),
-                    })
-                    .collect(),
-            }),
+            Val::StrArray(a) => strings(a.iter().map(String::as_str)),
+            Val::Args(a) => strings(vigil_shipper::convert::args(a)),
         }),
     }
 }
@@ -184,7 +193,9 @@ fn prost_request(records: &[Record], d: &ResourceDefaults) -> Vec<u8> {
 
 fn encode(rounds: usize) {
     let d = ResourceDefaults::new("bench-host");
-    let records: Vec<Record> = (0..2048).map(|i| Record::Process(process(i))).collect();
+    let records: Vec<Record> = (0..2048)
+        .map(|i| Record::Process(Box::new(process(i))))
+        .collect();
     // Same message, both ways (checked once, then timed).
     let mut direct = Vec::new();
     convert::pb::metrics_request(&records, &d, &mut direct);
@@ -237,7 +248,7 @@ fn encode(rounds: usize) {
 
 fn batch_frame(frame: &mut BatchFrame, seq: u64, base: u64) -> Vec<u8> {
     for i in base..base + PER_BATCH as u64 {
-        frame.push(&Record::Process(process(i))).unwrap();
+        frame.push(&Record::Process(Box::new(process(i)))).unwrap();
     }
     frame.push(&log(seq as i64)).unwrap();
     frame.take(seq).frame

@@ -626,7 +626,7 @@ fn events_go_at_once_metrics_wait_for_company() {
     cfg.max_batch_delay_ms = 5_000;
     cfg.max_batch_records = 10_000;
     let mut sh = Shipper::start(init(&dir.path().join("journal"), Some(cfg), ""));
-    let process = Record::Process(ProcessRecord {
+    let process = Record::Process(Box::new(ProcessRecord {
         time_unix_nano: 2_000_000_000,
         start_time_unix_nano: 1_000_000_000,
         pid: 4242,
@@ -642,10 +642,11 @@ fn events_go_at_once_metrics_wait_for_company() {
         open_fds: Some(9),
         sockets: Some(1),
         executable_name: "postgres".into(),
-        command_line: "postgres -D /data".into(),
+        command_args: "postgres\x00-D\x00/data\x00".into(),
         user_name: "alice".into(),
         group_name: "alice".into(),
-    });
+        ..ProcessRecord::default()
+    }));
     assert!(sh.send(1, vec![process]));
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
@@ -675,7 +676,7 @@ fn events_go_at_once_metrics_wait_for_company() {
         "process.memory.virtual",
         "process.thread.count",
         "process.uptime",
-        "process.open_file_descriptor.count",
+        "process.unix.file_descriptor.count",
         "process.linux.socket.count",
     ] {
         assert!(names.contains(n), "{n} missing: {names:?}");
@@ -684,7 +685,7 @@ fn events_go_at_once_metrics_wait_for_company() {
     assert_eq!(res["process.pid"], "4242");
     assert_eq!(res["process.owner"], "alice");
     assert_eq!(res["process.command_line"], "postgres -D /data");
-    assert_eq!(res["process.linux.state"], "R");
+    assert_eq!(res["process.state"], "running");
     assert_eq!(res["service.name"], "vigil");
     drop(r);
     sh.shutdown();

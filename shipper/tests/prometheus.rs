@@ -15,7 +15,7 @@ use vigil_ipc_proto::*;
 use vigil_shipper::http::{Response, parse_response};
 
 fn process(pid: u32, name: &str, cpu_s: u64) -> Record {
-    Record::Process(ProcessRecord {
+    Record::Process(Box::new(ProcessRecord {
         time_unix_nano: 1_700_000_010_000_000_000,
         start_time_unix_nano: 1_700_000_000_000_000_000,
         pid,
@@ -31,10 +31,11 @@ fn process(pid: u32, name: &str, cpu_s: u64) -> Record {
         open_fds: Some(5),
         sockets: None,
         executable_name: name.into(),
-        command_line: format!("/usr/bin/{name} --secret-flag"),
+        command_args: format!("/usr/bin/{name}\0--secret-flag\0"),
         user_name: "root".into(),
         group_name: "root".into(),
-    })
+        ..ProcessRecord::default()
+    }))
 }
 
 fn host(used: i64) -> Record {

@@ -153,6 +153,11 @@ fn validate(cfg: &AgentConfig) -> Result<()> {
             return Err(bad(format!("{k} must be an absolute path, got {p:?}")));
         }
     }
+    if let Err(e) = regex::Regex::new(&cfg.collector.disk_devices_exclude) {
+        return Err(bad(format!(
+            "collector.disk_devices_exclude is not a valid regular expression: {e}"
+        )));
+    }
     if cfg.collector.interval_ms < 100 {
         return Err(bad("collector.interval_ms must be at least 100".into()));
     }

@@ -63,17 +63,8 @@ fn opt(v: Option<i32>) -> String {
     v.map_or("unknown".into(), |v| v.to_string())
 }
 
-pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: Emit) -> String {
-    // A Kubernetes container starts the supervisor as uid 0 with an add list; a systemd unit
-    // (User= + AmbientCapabilities=) or a setcap'd binary starts it as the agent user.
-    let root = required_caps(cfg, facts, Launch::Root);
-    let agent = required_caps(cfg, facts, Launch::AgentUser);
-    match emit {
-        Emit::Setcap => return render_setcap(&agent, BINARY) + "\n",
-        Emit::Systemd => return systemd_block(cfg, &agent),
-        Emit::K8s => return render_k8s(&root),
-        Emit::Text => {}
-    }
+/// The "kernel" block of the text report: settings and facilities that decide features.
+fn kernel_section(cfg: &AgentConfig, facts: &KernelFacts) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "kernel");
     let _ = writeln!(
@@ -117,9 +108,44 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
     let _ = writeln!(s, "  cgroups                         {}", facts.cgroup);
     let _ = writeln!(
         s,
+        "  pressure stall information      {}",
+        if facts.psi {
+            "present (/proc/pressure)"
+        } else {
+            "absent: pressure_metrics is off"
+        }
+    );
+    let kubelet = std::path::Path::new(&cfg.host_root).join("var/log/pods");
+    let _ = writeln!(
+        s,
+        "  kubelet logs                    {} {}",
+        kubelet.display(),
+        if kubelet.is_dir() {
+            "present: k8s_names reads pod and container names there"
+        } else {
+            "absent (not a Kubernetes node, or not mounted): no Kubernetes names"
+        }
+    );
+    let _ = writeln!(
+        s,
         "  /dev/kmsg                       {}",
         if facts.kmsg { "present" } else { "absent" }
     );
+    s
+}
+
+pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: Emit) -> String {
+    // A Kubernetes container starts the supervisor as uid 0 with an add list; a systemd unit
+    // (User= + AmbientCapabilities=) or a setcap'd binary starts it as the agent user.
+    let root = required_caps(cfg, facts, Launch::Root);
+    let agent = required_caps(cfg, facts, Launch::AgentUser);
+    match emit {
+        Emit::Setcap => return render_setcap(&agent, BINARY) + "\n",
+        Emit::Systemd => return systemd_block(cfg, &agent),
+        Emit::K8s => return render_k8s(&root),
+        Emit::Text => {}
+    }
+    let mut s = kernel_section(cfg, facts);
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -167,6 +167,7 @@ mod tests {
             cgroup: "v2".into(),
             unprivileged_userns: Some(true),
             fd_count_stat: true,
+            psi: true,
         }
     }
 

@@ -93,8 +93,8 @@ pub fn sandbox_plan(
     };
     let mut landlock = vigil_policies::landlock_plan(role, &vars)?;
     // A Landlock domain may not inspect processes outside it (ptrace access mode checks, which
-    // capabilities do not override): /proc/PID/fd links and /proc/PID/ns/net of other
-    // processes become EACCES. The privhelper exists to read exactly those, so it goes without
+    // capabilities do not override): /proc/PID/fd links, /proc/PID/ns/net, /proc/PID/io and
+    // /proc/PID/exe of other processes become EACCES. The privhelper exists to read exactly those, so it goes without
     // Landlock when those features are on; its read-only view, seccomp policy and trimmed
     // capability sets still confine it.
     let inspects_others = eval.features.iter().any(|f| {
@@ -102,7 +102,7 @@ pub fn sandbox_plan(
             && f.process == vigil_policies::features::Proc::Privhelper
             && matches!(
                 f.name,
-                "process_fds" | "process_sockets" | "netns_metrics_setns"
+                "process_fds" | "process_sockets" | "netns_metrics_setns" | "process_io"
             )
     });
     if role == Role::Privhelper && inspects_others {
@@ -164,6 +164,7 @@ mod tests {
             cgroup: "v2".into(),
             unprivileged_userns: Some(true),
             fd_count_stat: true,
+            psi: true,
         }
     }
 

@@ -3,6 +3,7 @@
 //! kernel state of each of its processes from /proc.
 
 pub mod backends;
+pub mod conformance;
 pub mod otlp;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -761,6 +762,11 @@ pub const DEFAULT_ON: &[&str] = &[
     "disk_metrics",
     "net_metrics",
     "netns_metrics",
+    "disk_io",
+    "paging_metrics",
+    "pressure_metrics",
+    "connection_metrics",
+    "k8s_names",
     "kmsg_events",
     "ebpf_exec",
     "ebpf_flows_socket",

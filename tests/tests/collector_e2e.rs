@@ -34,7 +34,7 @@ fn collector_reports_processes_host_and_kernel_events() {
     assert_eq!(rss["resource"]["process.executable.name"], "sleep");
     assert!(rss["resource"]["host.name"].is_string());
     let fds = agent.wait_json(Duration::from_secs(20), |v| {
-        v["name"] == "process.open_file_descriptor.count" && v["resource"]["process.pid"] == pid
+        v["name"] == "process.unix.file_descriptor.count" && v["resource"]["process.pid"] == pid
     });
     assert!(
         fds.is_some_and(|v| v["value"].as_i64().unwrap_or(0) >= 3),

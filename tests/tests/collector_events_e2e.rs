@@ -134,7 +134,12 @@ impl Ns<'_> {
 fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str) -> Option<[i64; 4]> {
     let mut by_time: BTreeMap<u64, [Option<i64>; 4]> = BTreeMap::new();
     for v in lines {
-        if v["type"] != "metric" || v["attributes"]["network.interface.name"] != ifname {
+        // The conventions name the interface `system.device` on system.network.packet.count.
+        let a = &v["attributes"];
+        let ifn = a["network.interface.name"]
+            .as_str()
+            .or(a["system.device"].as_str());
+        if v["type"] != "metric" || ifn != Some(ifname) {
             continue;
         }
         if !ns.matches(&v["resource"]) {
@@ -143,7 +148,7 @@ fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str) -> Option<[i64; 4]> {
         let rx = v["attributes"]["network.io.direction"] == "receive";
         let idx = match v["name"].as_str() {
             Some("system.network.io") => usize::from(!rx),
-            Some("system.network.packets") => 2 + usize::from(!rx),
+            Some("system.network.packet.count") => 2 + usize::from(!rx),
             _ => continue,
         };
         let t = v["time_unix_nano"].as_u64().unwrap_or(0);
@@ -650,7 +655,7 @@ fn fd_metrics_of(agent: &Agent, pid: u32) -> (usize, usize) {
             .count()
     };
     (
-        count("process.open_file_descriptor.count"),
+        count("process.unix.file_descriptor.count"),
         count("process.linux.socket.count"),
     )
 }
@@ -706,7 +711,7 @@ fn capabilities_decide_fd_counts() {
             .iter()
             .rev()
             .find(|v| {
-                v["name"] == "process.open_file_descriptor.count"
+                v["name"] == "process.unix.file_descriptor.count"
                     && v["resource"]["process.pid"] == i64::from(pid)
             })
             .and_then(|v| v["value"].as_i64())

@@ -81,7 +81,7 @@ fn fd_counts_of_another_users_process_need_no_capability() {
             .iter()
             .any(|f| f.name == "process_fds" && f.enabled)
     );
-    let fds = metric_for(&agent, pid, "process.open_file_descriptor.count")
+    let fds = metric_for(&agent, pid, "process.unix.file_descriptor.count")
         .expect("fd count of uid 4242's process");
     // stdin, stdout, stderr and the socket pair (at least).
     let (n, _) = listing(pid);
@@ -128,7 +128,7 @@ fn socket_counts_through_the_privhelper_when_asked_for() {
     let (n, s) = listing(pid);
     assert!(s >= 2);
     assert_eq!(value(&socks), s, "{socks}");
-    let fds = metric_for(&agent, pid, "process.open_file_descriptor.count").expect("fd count");
+    let fds = metric_for(&agent, pid, "process.unix.file_descriptor.count").expect("fd count");
     assert_eq!(value(&fds), n, "{fds}");
     assert!(agent.stop().success());
 
@@ -144,7 +144,7 @@ fn socket_counts_through_the_privhelper_when_asked_for() {
             .iter()
             .any(|f| f.name == "process_sockets" && !f.enabled)
     );
-    metric_for(&agent, pid, "process.open_file_descriptor.count").expect("fd counts stay");
+    metric_for(&agent, pid, "process.unix.file_descriptor.count").expect("fd counts stay");
     metric_for(&agent, pid, "process.memory.usage").expect("process metrics stay");
     assert!(
         !agent.json_lines().iter().any(|v| {

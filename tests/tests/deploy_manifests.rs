@@ -211,6 +211,12 @@ fn every_mode_has_its_promised_settings() {
         }
 
         if *mode == "non-privileged" {
+            // Kubernetes names from the kubelet's log directories, read-only, no token.
+            for d in ["pods", "containers"] {
+                let m = mount(&format!("/hostfs/var/log/{d}"));
+                assert_eq!(m["readOnly"], true, "{d}");
+                assert_eq!(vol(&m["name"])["hostPath"]["path"], format!("/var/log/{d}"));
+            }
             assert_eq!(sc["privileged"], false);
             assert_eq!(sc["allowPrivilegeEscalation"], false);
             assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));

@@ -69,7 +69,7 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
     let m = agent
         .wait_json(Duration::from_secs(40), |v| {
             v["type"] == "metric"
-                && v["name"] == "network.flow.packets"
+                && v["name"] == "vigil.network.flow.packets"
                 && *attr(v, "source.port") == port
                 && *attr(v, "network.io.direction") == "receive"
         })
@@ -79,7 +79,7 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
     assert_eq!(*attr(&m, "network.interface.name"), "lo");
     let b = agent
         .wait_json(Duration::from_secs(5), |v| {
-            v["name"] == "network.flow.bytes"
+            v["name"] == "vigil.network.flow.bytes"
                 && *attr(v, "source.port") == port
                 && *attr(v, "network.io.direction") == "receive"
         })
@@ -88,7 +88,7 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
         !agent
             .json_lines()
             .iter()
-            .any(|v| v["name"] == "network.flow.packets"
+            .any(|v| v["name"] == "vigil.network.flow.packets"
                 && *attr(v, "source.port") == port
                 && *attr(v, "network.io.direction") == "transmit"),
         "a loopback packet is not counted twice"
@@ -250,7 +250,7 @@ fn tc_flows_on_a_veth_from_the_real_agent() {
     let m = agent
         .wait_json(Duration::from_secs(30), |v| {
             v["type"] == "metric"
-                && v["name"] == "network.flow.packets"
+                && v["name"] == "vigil.network.flow.packets"
                 && *attr(v, "source.port") == port
                 && *attr(v, "vigil.flow.source") == "tc"
         })
@@ -263,7 +263,7 @@ fn tc_flows_on_a_veth_from_the_real_agent() {
     assert!(attr(&m, "process.linux.cgroup").is_string(), "{m}");
     let b = agent
         .wait_json(Duration::from_secs(5), |v| {
-            v["name"] == "network.flow.bytes"
+            v["name"] == "vigil.network.flow.bytes"
                 && *attr(v, "source.port") == port
                 && *attr(v, "vigil.flow.source") == "tc"
         })

@@ -270,9 +270,12 @@ fn otlp_metrics_resource_process_and_kernel_oom_event() {
         .find(|m| m.metric.name == "process.memory.usage")
         .unwrap();
     assert_eq!(mem.metric.unit, "By");
-    let Some(Data::Gauge(g)) = &mem.metric.data else {
-        panic!("process.memory.usage is not a gauge: {:?}", mem.metric.data)
+    // An UpDownCounter of the conventions: a cumulative non-monotonic sum (issue 12).
+    let Some(Data::Sum(g)) = &mem.metric.data else {
+        panic!("process.memory.usage is not a sum: {:?}", mem.metric.data)
     };
+    assert!(!g.is_monotonic);
+    assert_eq!(g.aggregation_temporality, 2, "cumulative");
     assert!(!g.data_points.is_empty());
     let cpu = mine
         .iter()

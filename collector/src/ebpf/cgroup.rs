@@ -5,7 +5,9 @@
 //!
 //! Attributes: `process.linux.cgroup` (`0::/path`), `container.id` (a 64-hex component, as
 //! docker, containerd, CRI-O and podman name their scopes/directories), `k8s.pod.uid` (from a
-//! `pod<uid>` component, `_` turned back into `-` for the systemd cgroup driver).
+//! `pod<uid>` component, `_` turned back into `-` for the systemd cgroup driver), and with
+//! [`CgroupResolver::set_k8s_names`] `k8s.namespace.name`, `k8s.pod.name`,
+//! `k8s.container.name` from the kubelet's log directories.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -25,6 +27,7 @@ pub struct CgroupResolver {
     root: PathBuf,
     by_id: HashMap<u64, String>,
     last_walk: Option<Instant>,
+    names: Option<(crate::k8s::K8sNames, Option<Instant>)>,
 }
 
 /// Mount point of the cgroup v2 hierarchy in this process's view, from /proc/self/mountinfo.
@@ -80,7 +83,13 @@ impl CgroupResolver {
             root: root.into(),
             by_id: HashMap::new(),
             last_walk: None,
+            names: None,
         }
+    }
+
+    /// Add Kubernetes names to the attributes (refreshed at most every 2 s).
+    pub fn set_k8s_names(&mut self, names: crate::k8s::K8sNames) {
+        self.names = Some((names, None));
     }
 
     /// A resolver over this process's cgroup v2 mount, if there is one.
@@ -141,7 +150,16 @@ impl CgroupResolver {
         if let Some(c) = container_id(&path) {
             v.push(KeyValue::str("container.id", c));
         }
-        if let Some(p) = pod_uid(&path) {
+        let pod = pod_uid(&path);
+        let cid = container_id(&path);
+        if let Some((names, refreshed)) = self.names.as_mut() {
+            if refreshed.is_none_or(|t| t.elapsed() >= MIN_RESCAN) {
+                names.refresh();
+                *refreshed = Some(Instant::now());
+            }
+            v.extend(names.attributes(pod.as_deref(), cid.as_deref()));
+        }
+        if let Some(p) = pod {
             v.push(KeyValue::str("k8s.pod.uid", p));
         }
         v

@@ -1,11 +1,14 @@
 //! Per-flow aggregation of the packet records, emitted as metrics on eviction.
 //!
 //! Metrics (cumulative monotonic sums since the flow was first seen, one data point per flow
-//! that saw traffic during the eviction interval; a flow idle for a whole interval is forgotten):
-//! - `network.flow.bytes` (`By`): bytes including the link-layer header,
-//! - `network.flow.packets` (`{packet}`): packets (a GSO/GRO super-packet counts once),
+//! that saw traffic during the eviction interval; a flow idle for a whole interval is forgotten).
+//! The conventions define no flow metrics, so they are vigil's own (as Beyla's and OBI's are
+//! `beyla.`/`obi.network.flow.bytes`):
+//! - `vigil.network.flow.bytes` (`By`): bytes including the link-layer header,
+//! - `vigil.network.flow.packets` (`{packet}`): packets (a GSO/GRO super-packet counts once),
 //!
-//! with attributes `network.transport` (`tcp`, `udp`, `icmp`, or the protocol number),
+//! with attributes `network.transport` (`tcp`, `udp`: the conventions' values; other protocols
+//! carry `vigil.network.ip_protocol` instead: `icmp`, `icmpv6`, `sctp` or the number),
 //! `network.type` (`ipv4`/`ipv6`), `source.address`, `source.port`, `destination.address`,
 //! `destination.port`, `network.interface.name`, `network.io.direction` (`receive`/`transmit`)
 //! and `vigil.flow.source` (`socket`/`tc`).
@@ -206,7 +209,10 @@ impl FlowTable {
             s.recent_packets = 0;
             let s = *s;
             let mut attrs = vec![
-                KeyValue::str("network.transport", transport_name(k.proto)),
+                match k.proto {
+                    6 | 17 => KeyValue::str("network.transport", transport_name(k.proto)),
+                    p => KeyValue::str("vigil.network.ip_protocol", transport_name(p)),
+                },
                 KeyValue::str(
                     "network.type",
                     if k.saddr.is_ipv4() { "ipv4" } else { "ipv6" },
@@ -235,7 +241,7 @@ impl FlowTable {
             match ifname {
                 Some(n) => attrs.push(KeyValue::str("network.interface.name", n)),
                 None => attrs.push(KeyValue::i64(
-                    "network.interface.index",
+                    "vigil.network.interface.index",
                     i64::from(k.ifindex),
                 )),
             }
@@ -251,8 +257,8 @@ impl FlowTable {
             out.push(Record::Metrics {
                 resource: resource.to_vec(),
                 metrics: vec![
-                    metric("network.flow.bytes", "By", s.bytes),
-                    metric("network.flow.packets", "{packet}", s.packets),
+                    metric("vigil.network.flow.bytes", "By", s.bytes),
+                    metric("vigil.network.flow.packets", "{packet}", s.packets),
                 ],
             });
         }
@@ -319,7 +325,7 @@ mod tests {
         let Record::Metrics { metrics, .. } = &recs[0] else {
             panic!()
         };
-        assert_eq!(metrics[0].name, "network.flow.bytes");
+        assert_eq!(metrics[0].name, "vigil.network.flow.bytes");
         assert_eq!(metrics[0].value, MetricValue::I64(150));
         assert_eq!(metrics[1].value, MetricValue::I64(2));
         assert_eq!(metrics[0].start_time_unix_nano, 5);

@@ -412,7 +412,11 @@ impl EbpfSources {
 pub fn start(privhelper: &mut Channel, init: &InitConfig) -> EbpfSources {
     let (mut sources, errors) = attach_all(privhelper, init);
     for s in &mut sources {
-        if let Some(r) = CgroupResolver::discover() {
+        if let Some(mut r) = CgroupResolver::discover() {
+            if init.collector.k8s_names && init.feature_enabled("k8s_names") {
+                let root = std::path::Path::new(&init.host_root);
+                r.set_k8s_names(crate::k8s::K8sNames::new(root));
+            }
             s.set_cgroup_resolver(r);
         }
     }

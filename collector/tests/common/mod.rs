@@ -35,7 +35,7 @@ pub fn res<'a>(r: &'a Record, k: &str) -> Option<&'a AttrValue> {
 /// The process record of `pid` among `out`.
 pub fn process(out: &[Record], pid: u32) -> Option<&vigil_ipc_proto::ProcessRecord> {
     out.iter().find_map(|r| match r {
-        Record::Process(p) if p.pid == pid => Some(p),
+        Record::Process(p) if p.pid == pid => Some(&**p),
         _ => None,
     })
 }

@@ -38,17 +38,20 @@ fn value(out: &mut Vec<u8>, v: Val<'_>) {
         Val::I64(i) => int(out, i),
         Val::F64(f) => float(out, f),
         Val::Bool(b) => raw(out, if b { "true" } else { "false" }),
-        Val::StrArray(a) => {
-            out.push(b'[');
-            for (k, s) in a.iter().enumerate() {
-                if k > 0 {
-                    out.push(b',');
-                }
-                string(out, s);
-            }
-            out.push(b']');
-        }
+        Val::StrArray(a) => array(out, a.iter().map(String::as_str)),
+        Val::Args(a) => array(out, super::args(a)),
     }
+}
+
+fn array<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
+    out.push(b'[');
+    for (k, s) in items.enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        string(out, s);
+    }
+    out.push(b']');
 }
 
 fn object_of(out: &mut Vec<u8>, each: impl FnOnce(&mut dyn FnMut(&str, Val<'_>))) {
@@ -152,8 +155,8 @@ mod tests {
 
     #[test]
     fn process_lines_parse_and_carry_everything() {
-        let v = lines(&Record::Process(crate::convert::tests::process()));
-        assert_eq!(v.len(), 7);
+        let v = lines(&Record::Process(Box::new(crate::convert::tests::process())));
+        assert_eq!(v.len(), 9);
         assert_eq!(v[0]["type"], "metric");
         assert_eq!(v[0]["name"], "process.cpu.time");
         assert_eq!(v[0]["kind"], "sum");
@@ -165,10 +168,15 @@ mod tests {
             v[0]["resource"]["process.command_line"],
             "postgres -D /var/lib/pg \"x\""
         );
+        assert_eq!(
+            v[0]["resource"]["process.command_args"],
+            serde_json::json!(["postgres", "-D", "/var/lib/pg", "\"x\""])
+        );
         assert_eq!(v[0]["resource"]["host.name"], "h");
-        assert_eq!(v[6]["name"], "process.open_file_descriptor.count");
+        assert_eq!(v[6]["name"], "process.unix.file_descriptor.count");
         assert_eq!(v[6]["value"], 12);
-        assert_eq!(v[6]["kind"], "gauge");
+        assert_eq!(v[6]["kind"], "sum");
+        assert_eq!(v[6]["monotonic"], false);
     }
 
     #[test]

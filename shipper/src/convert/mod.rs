@@ -59,6 +59,17 @@ pub enum Val<'a> {
     F64(f64),
     Bool(bool),
     StrArray(&'a [String]),
+    /// A string array held as NUL-terminated items in one string (a process's arguments, as
+    /// /proc/PID/cmdline has them): written as an array without building one.
+    Args(&'a str),
+}
+
+/// The items of a [`Val::Args`] string.
+pub fn args(s: &str) -> impl Iterator<Item = &str> {
+    s.strip_suffix('\0')
+        .unwrap_or(s)
+        .split('\0')
+        .filter(|_| !s.is_empty())
 }
 
 impl<'a> From<&'a AttrValue> for Val<'a> {
@@ -168,21 +179,32 @@ pub enum View<'a, 'i> {
     },
 }
 
-const CPU_USER: &[Attr<'static>] = &[Attr {
-    key: "cpu.mode",
-    val: Val::Str("user"),
-}];
-const CPU_SYSTEM: &[Attr<'static>] = &[Attr {
-    key: "cpu.mode",
-    val: Val::Str("system"),
-}];
+/// A fixed attribute list of one value.
+macro_rules! one {
+    ($k:expr, $v:expr) => {
+        &[Attr {
+            key: $k,
+            val: Val::Str($v),
+        }]
+    };
+}
+const CPU_USER: &[Attr<'static>] = one!("cpu.mode", "user");
+const CPU_SYSTEM: &[Attr<'static>] = one!("cpu.mode", "system");
+const FAULT_MINOR: &[Attr<'static>] = one!("system.paging.fault.type", "minor");
+const FAULT_MAJOR: &[Attr<'static>] = one!("system.paging.fault.type", "major");
+const SWITCH_VOLUNTARY: &[Attr<'static>] = one!("process.context_switch.type", "voluntary");
+const SWITCH_INVOLUNTARY: &[Attr<'static>] = one!("process.context_switch.type", "involuntary");
+const DISK_READ: &[Attr<'static>] = one!("disk.io.direction", "read");
+const DISK_WRITE: &[Attr<'static>] = one!("disk.io.direction", "write");
 
-/// `R`, `S`, `D`, ... as text without allocating (non-ASCII states become `?`).
-fn state_str(s: &u8) -> &str {
-    if s.is_ascii_graphic() {
-        std::str::from_utf8(std::slice::from_ref(s)).unwrap_or("?")
-    } else {
-        "?"
+/// The conventions' `process.state` of a /proc/PID/stat state letter: `R` running, `T`/`t`
+/// stopped, `Z`/`X` defunct, every other (`S`, `D`, `I`, ...) sleeping.
+pub fn process_state(s: u8) -> &'static str {
+    match s {
+        b'R' => "running",
+        b'T' | b't' => "stopped",
+        b'Z' | b'X' | b'x' => "defunct",
+        _ => "sleeping",
     }
 }
 
@@ -190,113 +212,199 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The `process.*` resource attributes of a process record (host.name comes from the
-/// defaults), whatever holds its strings.
-pub fn process_resource<S: AsRef<str>>(p: &ProcessRecord<S>) -> [Attr<'_>; 11] {
-    [
-        Attr {
-            key: "process.pid",
-            val: Val::I64(p.pid.into()),
-        },
-        Attr {
-            key: "process.parent_pid",
-            val: Val::I64(p.ppid.into()),
-        },
-        Attr {
-            key: "process.executable.name",
-            val: Val::Str(p.executable_name.as_ref()),
-        },
-        Attr {
-            key: "process.command_line",
-            val: Val::Str(p.command_line.as_ref()),
-        },
-        Attr {
-            key: "process.owner",
-            val: Val::Str(p.user_name.as_ref()),
-        },
-        Attr {
-            key: "process.user.name",
-            val: Val::Str(p.user_name.as_ref()),
-        },
-        Attr {
-            key: "process.user.id",
-            val: Val::I64(p.uid.into()),
-        },
-        Attr {
-            key: "process.group.name",
-            val: Val::Str(p.group_name.as_ref()),
-        },
-        Attr {
-            key: "process.group.id",
-            val: Val::I64(p.gid.into()),
-        },
-        Attr {
-            key: "process.linux.state",
-            val: Val::Str(state_str(&p.state)),
-        },
-        Attr {
-            key: "process.start_time_unix_nano",
-            val: Val::I64(i(p.start_time_unix_nano)),
-        },
-    ]
+/// Nanoseconds since the epoch as RFC 3339 UTC with milliseconds
+/// (`2024-05-01T12:00:00.250Z`), written into `buf` (`process.creation.time`).
+pub fn rfc3339(unix_nano: u64, buf: &mut [u8; 24]) -> &str {
+    let secs = unix_nano / 1_000_000_000;
+    let ms = (unix_nano / 1_000_000) % 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    let _ = std::io::Write::write_fmt(
+        &mut w,
+        format_args!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            y.clamp(0, 9999),
+            m,
+            d,
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            ms
+        ),
+    );
+    let n = w.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
-/// The `process.*` metrics of a process record, in a fixed order; fd and socket counts only
-/// when they were counted.
+/// Most resource attributes of a process record.
+pub const MAX_PROCESS_ATTRS: usize = 22;
+
+/// An attribute slot before it is filled.
+pub const BLANK: Attr<'static> = Attr {
+    key: "",
+    val: Val::I64(0),
+};
+
+/// The resource attributes of a process record (host.name comes from the defaults), whatever
+/// holds its strings: the `process.*` conventions, and the container / Kubernetes ones when
+/// known, each unknown (empty) string left out. `line` is the command line joined with
+/// spaces, `created` the creation time as text (empty: left out too).
+pub fn process_resource<'a, S: AsRef<str>>(
+    p: &'a ProcessRecord<S>,
+    line: &'a str,
+    created: &'a str,
+    out: &mut [Attr<'a>; MAX_PROCESS_ATTRS],
+) -> usize {
+    let mut n = 0;
+    let mut push = |key: &'static str, val: Val<'a>| {
+        let skip = matches!(val, Val::Str(s) | Val::Args(s) if s.is_empty());
+        if !skip && n < MAX_PROCESS_ATTRS {
+            out[n] = Attr { key, val };
+            n += 1;
+        }
+    };
+    push("process.pid", Val::I64(p.pid.into()));
+    push("process.parent_pid", Val::I64(p.ppid.into()));
+    push(
+        "process.executable.name",
+        Val::Str(p.executable_name.as_ref()),
+    );
+    push(
+        "process.executable.path",
+        Val::Str(p.executable_path.as_ref()),
+    );
+    push(
+        "process.command",
+        Val::Str(args(p.command_args.as_ref()).next().unwrap_or("")),
+    );
+    push("process.command_line", Val::Str(line));
+    push("process.command_args", Val::Args(p.command_args.as_ref()));
+    push("process.owner", Val::Str(p.user_name.as_ref()));
+    push("process.user.name", Val::Str(p.user_name.as_ref()));
+    push("process.user.id", Val::I64(p.uid.into()));
+    push("vigil.process.group.name", Val::Str(p.group_name.as_ref()));
+    push("vigil.process.group.id", Val::I64(p.gid.into()));
+    push("process.state", Val::Str(process_state(p.state)));
+    push("process.creation.time", Val::Str(created));
+    push("container.id", Val::Str(p.container_id.as_ref()));
+    push("k8s.pod.uid", Val::Str(p.k8s_pod_uid.as_ref()));
+    push("k8s.namespace.name", Val::Str(p.k8s_namespace.as_ref()));
+    push("k8s.pod.name", Val::Str(p.k8s_pod_name.as_ref()));
+    push(
+        "k8s.container.name",
+        Val::Str(p.k8s_container_name.as_ref()),
+    );
+    n
+}
+
+/// The `process.*` metrics of a process record, in a fixed order; what was not read (fd and
+/// socket counts, context switches, disk I/O) is left out.
 pub fn process_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Point<'a>> + 'a {
-    let sum: Point<'a> = Point {
-        name: "process.cpu.time",
-        unit: "s",
+    let counter = |name, unit, value, attrs: &'static [Attr<'static>]| Point {
+        name,
+        unit,
         kind: MetricKind::Sum { monotonic: true },
         start_time_unix_nano: p.start_time_unix_nano,
         time_unix_nano: p.time_unix_nano,
-        value: MetricValue::F64(p.cpu_user_ns as f64 / 1e9),
-        attrs: Attrs::Fixed(CPU_USER),
-    };
-    let gauge = |name, unit, value| Point {
-        name,
-        unit,
-        kind: MetricKind::Gauge,
-        attrs: Attrs::NONE,
         value,
-        ..sum
+        attrs: Attrs::Fixed(attrs),
     };
+    let updown = |name, unit, v: u64| Point {
+        kind: MetricKind::Sum { monotonic: false },
+        ..counter(name, unit, MetricValue::I64(i(v)), &[])
+    };
+    let secs = |ns: u64| MetricValue::F64(ns as f64 / 1e9);
+    let int = |v: u64| MetricValue::I64(i(v));
     let uptime = p.time_unix_nano.saturating_sub(p.start_time_unix_nano) as f64 / 1e9;
+    let io = p.io;
     [
-        Some(sum),
-        Some(Point {
-            value: MetricValue::F64(p.cpu_system_ns as f64 / 1e9),
-            attrs: Attrs::Fixed(CPU_SYSTEM),
-            ..sum
-        }),
-        Some(gauge(
-            "process.memory.usage",
-            "By",
-            MetricValue::I64(i(p.memory_rss_bytes)),
+        Some(counter(
+            "process.cpu.time",
+            "s",
+            secs(p.cpu_user_ns),
+            CPU_USER,
         )),
-        Some(gauge(
+        Some(counter(
+            "process.cpu.time",
+            "s",
+            secs(p.cpu_system_ns),
+            CPU_SYSTEM,
+        )),
+        Some(updown("process.memory.usage", "By", p.memory_rss_bytes)),
+        Some(updown(
             "process.memory.virtual",
             "By",
-            MetricValue::I64(i(p.memory_virtual_bytes)),
+            p.memory_virtual_bytes,
         )),
-        Some(gauge(
-            "process.thread.count",
-            "{thread}",
-            MetricValue::I64(p.threads.into()),
-        )),
-        Some(gauge("process.uptime", "s", MetricValue::F64(uptime))),
+        Some(updown("process.thread.count", "{thread}", p.threads.into())),
+        Some(Point {
+            kind: MetricKind::Gauge,
+            ..counter("process.uptime", "s", MetricValue::F64(uptime), &[])
+        }),
         p.open_fds.map(|n| {
-            gauge(
-                "process.open_file_descriptor.count",
+            updown(
+                "process.unix.file_descriptor.count",
                 "{file_descriptor}",
-                MetricValue::I64(n.into()),
+                n.into(),
             )
         }),
-        p.sockets.map(|n| {
-            gauge(
-                "process.linux.socket.count",
-                "{socket}",
-                MetricValue::I64(n.into()),
+        p.sockets
+            .map(|n| updown("process.linux.socket.count", "{socket}", n.into())),
+        Some(counter(
+            "process.paging.faults",
+            "{fault}",
+            int(p.minor_faults),
+            FAULT_MINOR,
+        )),
+        Some(counter(
+            "process.paging.faults",
+            "{fault}",
+            int(p.major_faults),
+            FAULT_MAJOR,
+        )),
+        p.voluntary_switches.map(|n| {
+            counter(
+                "process.context_switches",
+                "{context_switch}",
+                int(n),
+                SWITCH_VOLUNTARY,
+            )
+        }),
+        p.involuntary_switches.map(|n| {
+            counter(
+                "process.context_switches",
+                "{context_switch}",
+                int(n),
+                SWITCH_INVOLUNTARY,
+            )
+        }),
+        io.map(|x| counter("process.disk.io", "By", int(x.read_bytes), DISK_READ)),
+        io.map(|x| counter("process.disk.io", "By", int(x.write_bytes), DISK_WRITE)),
+        io.map(|x| {
+            counter(
+                "process.disk.operations",
+                "{operation}",
+                int(x.read_ops),
+                DISK_READ,
+            )
+        }),
+        io.map(|x| {
+            counter(
+                "process.disk.operations",
+                "{operation}",
+                int(x.write_ops),
+                DISK_WRITE,
             )
         }),
     ]
@@ -325,11 +433,15 @@ pub fn with_view<T>(r: &Record, d: &ResourceDefaults, f: impl FnOnce(View<'_, '_
             log,
         }),
         Record::Process(p) => {
-            let attrs = process_resource(p);
+            let line = p.command_args.trim_end_matches('\0').replace('\0', " ");
+            let mut buf = [0u8; 24];
+            let created = rfc3339(p.start_time_unix_nano, &mut buf);
+            let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
+            let n = process_resource(p, &line, created, &mut attrs);
             let mut points = process_points(p);
             f(View::Metrics {
                 resource: Resource {
-                    own: Attrs::Fixed(&attrs),
+                    own: Attrs::Fixed(&attrs[..n]),
                     defaults: d,
                 },
                 points: &mut points,
@@ -363,17 +475,20 @@ pub(crate) mod tests {
             memory_virtual_bytes: 1 << 30,
             open_fds: Some(12),
             sockets: None,
+            minor_faults: 10,
+            major_faults: 1,
             executable_name: "postgres".into(),
-            command_line: "postgres -D /var/lib/pg \"x\"".into(),
+            command_args: "postgres\0-D\0/var/lib/pg\0\"x\"\0".into(),
             user_name: "alice".into(),
             group_name: "users".into(),
+            ..ProcessRecord::default()
         }
     }
 
     #[test]
     fn process_view_follows_the_semantic_conventions() {
         let d = ResourceDefaults::new("h");
-        let r = Record::Process(process());
+        let r = Record::Process(Box::new(process()));
         with_view(&r, &d, |v| {
             let View::Metrics { resource, points } = v else {
                 panic!("metrics")
@@ -382,9 +497,24 @@ pub(crate) mod tests {
             resource.for_each(|a| keys.push((a.key.to_string(), a.val)));
             assert!(keys.contains(&("process.pid".into(), Val::I64(4242))));
             assert!(keys.contains(&("process.owner".into(), Val::Str("alice"))));
-            assert!(keys.contains(&("process.linux.state".into(), Val::Str("S"))));
+            assert!(keys.contains(&("process.state".into(), Val::Str("sleeping"))));
+            assert!(keys.contains(&("process.command".into(), Val::Str("postgres"))));
+            assert!(keys.contains(&(
+                "process.command_line".into(),
+                Val::Str("postgres -D /var/lib/pg \"x\"")
+            )));
+            assert!(keys.contains(&(
+                "process.creation.time".into(),
+                Val::Str("1970-01-01T00:16:40.000Z")
+            )));
             assert!(keys.contains(&("host.name".into(), Val::Str("h"))));
             assert!(keys.contains(&("service.name".into(), Val::Str("vigil"))));
+            // Unknown strings are left out, not sent empty.
+            assert!(
+                !keys
+                    .iter()
+                    .any(|(k, _)| k == "process.executable.path" || k == "container.id")
+            );
             let pts: Vec<Point> = points.collect();
             let names: Vec<&str> = pts.iter().map(|p| p.name).collect();
             assert_eq!(
@@ -396,14 +526,36 @@ pub(crate) mod tests {
                     "process.memory.virtual",
                     "process.thread.count",
                     "process.uptime",
-                    "process.open_file_descriptor.count"
+                    "process.unix.file_descriptor.count",
+                    "process.paging.faults",
+                    "process.paging.faults",
                 ]
             );
             assert_eq!(pts[0].value, MetricValue::F64(1.5));
             assert_eq!(pts[1].value, MetricValue::F64(0.25));
             assert_eq!(pts[5].value, MetricValue::F64(1000.0));
             assert!(matches!(pts[0].kind, MetricKind::Sum { monotonic: true }));
+            assert!(matches!(pts[2].kind, MetricKind::Sum { monotonic: false }));
+            assert_eq!(pts[7].value, MetricValue::I64(10));
         });
-        assert_eq!(state_str(&0), "?");
+        assert_eq!(process_state(0), "sleeping");
+        assert_eq!(process_state(b'Z'), "defunct");
+        assert_eq!(args("a\0b c\0").collect::<Vec<_>>(), ["a", "b c"]);
+        assert_eq!(args("").count(), 0);
+    }
+
+    #[test]
+    fn creation_time_as_rfc3339() {
+        let mut b = [0u8; 24];
+        assert_eq!(rfc3339(0, &mut b), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(1_709_251_199_999_000_000, &mut b),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000, &mut b),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(rfc3339(u64::MAX, &mut b).len(), 24);
     }
 }

@@ -82,12 +82,17 @@ fn any_value(out: &mut Vec<u8>, v: Val<'_>) {
             tag(out, 4, I64);
             out.extend_from_slice(&f.to_le_bytes());
         }
-        Val::StrArray(a) => message(out, 5, |out| {
-            for s in a {
-                message(out, 1, |out| bytes(out, 1, s.as_bytes()));
-            }
-        }),
+        Val::StrArray(a) => array(out, a.iter().map(String::as_str)),
+        Val::Args(a) => array(out, super::args(a)),
     }
+}
+
+fn array<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
+    message(out, 5, |out| {
+        for s in items {
+            message(out, 1, |out| bytes(out, 1, s.as_bytes()));
+        }
+    });
 }
 
 fn key_value(out: &mut Vec<u8>, field: u32, a: Attr<'_>) {
@@ -359,7 +364,7 @@ mod tests {
                     vec![KeyValue::str("state", "used")],
                 )],
             },
-            Record::Process(crate::convert::tests::process()),
+            Record::Process(Box::new(crate::convert::tests::process())),
             Record::Metrics {
                 resource: host.clone(),
                 metrics: vec![m(
@@ -380,7 +385,7 @@ mod tests {
         ];
         let mut buf = Vec::new();
         let n = metrics_request(&records, &d, &mut buf);
-        assert_eq!(n, 2 + 7);
+        assert_eq!(n, 2 + 9);
         let req = ExportMetricsServiceRequest::decode(&buf[..]).unwrap();
         assert_eq!(req.resource_metrics.len(), 2, "the host's records merge");
         let host_rm = &req.resource_metrics[0];
@@ -437,7 +442,11 @@ mod tests {
             attr(&s.data_points[0].attributes, "cpu.mode"),
             Some(AV::StringValue("user".into()))
         );
-        assert_eq!(ms[6].name, "process.open_file_descriptor.count");
+        assert_eq!(ms[6].name, "process.unix.file_descriptor.count");
+        let Some(AV::ArrayValue(a)) = attr(res, "process.command_args") else {
+            panic!("command_args array")
+        };
+        assert_eq!(a.values.len(), 4);
         let mut empty = Vec::new();
         assert_eq!(metrics_request(&[], &d, &mut empty), 0);
         assert!(empty.is_empty());
@@ -460,7 +469,7 @@ mod tests {
         };
         let records = vec![
             log(1),
-            Record::Process(crate::convert::tests::process()),
+            Record::Process(Box::new(crate::convert::tests::process())),
             log(-2),
         ];
         let mut buf = Vec::new();

@@ -503,7 +503,7 @@ mod tests {
         for pid in 1..20_000 {
             let mut p = crate::convert::tests::process();
             p.pid = pid;
-            ep.ingest(Record::Process(p), t0);
+            ep.ingest(Record::Process(Box::new(p)), t0);
         }
         let mut stats = Stats::default();
         let mut c = connect(port);
@@ -564,7 +564,7 @@ mod tests {
         for pid in 1..3000 {
             let mut p = crate::convert::tests::process();
             p.pid = pid;
-            store.ingest(Record::Process(p), t0);
+            store.ingest(Record::Process(Box::new(p)), t0);
         }
         let mut job = Job {
             format: Format::Text,

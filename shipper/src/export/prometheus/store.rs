@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use vigil_ipc_proto::{KeyValue, Metric, MetricKind, MetricValue, ProcessRecord, Record};
 
-use crate::convert::{Attrs, ResourceDefaults, Val, process_points, process_resource};
+use crate::convert::{
+    Attrs, BLANK, MAX_PROCESS_ATTRS, ResourceDefaults, Val, process_points, process_resource,
+};
 
 use super::names::{Type, family_name, push_escaped, push_f64, push_label_name};
 
@@ -33,13 +35,15 @@ use super::names::{Type, family_name, push_escaped, push_f64, push_label_name};
 /// label (`process.owner` is `process.user.name`; ids beside names).
 pub const NOT_LABELS: &[&str] = &[
     "process.command_line",
+    "process.command_args",
+    "process.command",
     "process.parent_pid",
-    "process.linux.state",
-    "process.start_time_unix_nano",
+    "process.state",
+    "process.creation.time",
     "process.owner",
     "process.user.id",
-    "process.group.id",
-    "process.group.name",
+    "vigil.process.group.id",
+    "vigil.process.group.name",
     "process.real_user.id",
     "process.real_group.id",
 ];
@@ -181,6 +185,10 @@ fn push_value(v: Val<'_>, out: &mut String) {
         Val::F64(f) => push_f64(f, out),
         Val::Bool(b) => out.push_str(if b { "true" } else { "false" }),
         Val::StrArray(a) => out.push_str(&serde_json::to_string(a).unwrap_or_default()),
+        Val::Args(a) => {
+            let v: Vec<&str> = crate::convert::args(a).collect();
+            out.push_str(&serde_json::to_string(&v).unwrap_or_default())
+        }
     }
 }
 
@@ -297,7 +305,7 @@ impl Store {
         let t = self.secs(now);
         match r {
             Record::Metrics { resource, metrics } => self.ingest_metrics(&resource, &metrics, t),
-            Record::Process(p) => self.ingest_process(p, t),
+            Record::Process(p) => self.ingest_process(*p, t),
             Record::Log { .. } => {}
         }
     }
@@ -415,7 +423,7 @@ impl Store {
             }
         }
         // Not labels, and the command line is the record's largest part.
-        p.command_line.clear();
+        p.command_args.clear();
         p.group_name.clear();
         let strings = RefCell::new(&mut self.strings);
         let rec = p.map_strings(|s| intern(&mut strings.borrow_mut(), s));
@@ -595,7 +603,10 @@ impl Store {
         skip: &[String],
         out: &mut String,
     ) {
-        let resource = process_resource(p);
+        // The command line and creation time are not labels: not built here.
+        let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
+        let n = process_resource(p, "", "", &mut attrs);
+        let resource = &attrs[..n];
         for pt in process_points(p) {
             if type_of(pt.kind) != f.ty
                 || !f
@@ -682,11 +693,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Store::new(&defaults(), Duration::from_secs(3), t0);
         s.ingest(host_record(), t0);
-        s.ingest(Record::Process(process()), t0);
+        s.ingest(Record::Process(Box::new(process())), t0);
         let mut other = process();
         other.pid = 7;
         other.executable_name = "sshd".into();
-        s.ingest(Record::Process(other), t0);
+        s.ingest(Record::Process(Box::new(other)), t0);
         let text = render_all(&mut s, Format::Text, 1 << 20);
         let want = [
             "# HELP target_info Target metadata",
@@ -698,7 +709,7 @@ mod tests {
             r#"process_cpu_time_seconds_total{cpu_mode="system",process_executable_name="postgres",process_pid="4242",process_user_name="alice"} 0.25"#,
             "# TYPE process_memory_usage_bytes gauge",
             r#"process_memory_usage_bytes{process_executable_name="postgres",process_pid="4242",process_user_name="alice"} 1048576"#,
-            "# TYPE process_open_file_descriptor_count gauge",
+            "# TYPE process_unix_file_descriptor_count gauge",
             "# TYPE system_cpu_time_seconds_total counter",
             r#"system_cpu_time_seconds_total{cpu_mode="user"} 12.5"#,
             r#"system_memory_usage_bytes{system_memory_state="used"} 1024"#,
@@ -735,7 +746,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Store::new(&defaults(), Duration::from_secs(3), t0);
         s.ingest(host_record(), t0);
-        s.ingest(Record::Process(process()), t0);
+        s.ingest(Record::Process(Box::new(process())), t0);
         let om = render_all(&mut s, Format::OpenMetrics, 1 << 20);
         for w in [
             "# TYPE target info\n",
@@ -759,7 +770,7 @@ mod tests {
         for pid in 1..50 {
             let mut p = process();
             p.pid = pid;
-            s.ingest(Record::Process(p), t0);
+            s.ingest(Record::Process(Box::new(p)), t0);
         }
         for fmt in [Format::Text, Format::OpenMetrics] {
             let whole = render_all(&mut s, fmt, usize::MAX);
@@ -774,7 +785,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Store::new(&defaults(), Duration::from_secs(3), t0);
         s.ingest(host_record(), t0);
-        s.ingest(Record::Process(process()), t0);
+        s.ingest(Record::Process(Box::new(process())), t0);
         s.ingest(
             Record::Log {
                 resource: vec![],
