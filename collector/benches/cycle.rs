@@ -18,10 +18,11 @@
 use std::hint::black_box;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vigil_ipc_proto::Feature;
 
 use vigil_collector::batch::Batcher;
 use vigil_collector::cycle::Cycle;
-use vigil_ipc_proto::{Channel, CollectorConfig, InitConfig, LandlockPlan, Role, SandboxPlan};
+use vigil_ipc_proto::{Channel, CollectorConfig, InitConfig, Role};
 
 fn cpu_time() -> Duration {
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
@@ -40,19 +41,19 @@ fn vm_hwm_kb() -> u64 {
 
 /// Every feature issue 12 added, on, but those in `without`; without `--groups all`, only what
 /// the bench had before.
-fn features(all: bool, without: &[String]) -> Vec<String> {
-    let mut f = vec!["process_fds".to_string()];
+fn features(all: bool, without: &[String]) -> Vec<Feature> {
+    let mut f = vec![Feature::ProcessFds];
     if all {
         for x in [
-            "process_metrics",
-            "disk_io",
-            "paging_metrics",
-            "pressure_metrics",
-            "connection_metrics",
-            "k8s_names",
+            Feature::ProcessMetrics,
+            Feature::DiskIo,
+            Feature::PagingMetrics,
+            Feature::PressureMetrics,
+            Feature::ConnectionMetrics,
+            Feature::K8sNames,
         ] {
-            if !without.iter().any(|w| w == x) {
-                f.push(x.into());
+            if !without.iter().any(|w| w == x.as_str()) {
+                f.push(x);
             }
         }
     }
@@ -60,26 +61,14 @@ fn features(all: bool, without: &[String]) -> Vec<String> {
 }
 
 fn init(all: bool, without: &[String]) -> InitConfig {
-    InitConfig {
-        role: Role::Collector,
-        sandbox: SandboxPlan {
-            ids: None,
-            keep_caps: Vec::new(),
-            seccomp: false,
-            seccomp_extra: Vec::new(),
-            landlock: LandlockPlan::default(),
-        },
-        host_root: "/".into(),
-        runtime_dir: "/tmp".into(),
-        hostname: "bench".into(),
-        enabled_features: features(all, without),
-        collector: CollectorConfig {
+    vigil_testkit::init(Role::Collector)
+        .hostname("bench")
+        .features(&features(all, without))
+        .collector(CollectorConfig {
             netns: false,
             ..Default::default()
-        },
-        shipper: Default::default(),
-        attached: Vec::new(),
-    }
+        })
+        .build()
 }
 
 fn spawn(n: usize) -> Vec<Child> {
@@ -135,7 +124,8 @@ fn measure(
     if !cached {
         cy.procs.set_fd_budget(0);
     }
-    let (mut ph, _peer) = Channel::pair().unwrap();
+    let (ph, _peer) = Channel::pair().unwrap();
+    let mut ph = vigil_collector::privclient::PrivClient::greeted(ph);
     let mut batcher = Batcher::new(256, 64);
     // Warm caches (command lines, users, cached descriptors).
     batcher.supersede();

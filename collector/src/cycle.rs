@@ -10,11 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::privclient::{PrivClient, PrivClientError};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use vigil_ipc_proto::{
-    Channel, FdKind, InitConfig, KeyValue, MAX_EXE_PIDS, MAX_FD_STAT_PIDS, MAX_IO_STAT_PIDS,
-    NetnsTarget, PrivRequest, PrivResponse, ProcFdStat, Record,
+    Feature, InitConfig, KeyValue, MAX_EXE_PIDS, MAX_FD_STAT_PIDS, MAX_IO_STAT_PIDS, NetnsTarget,
+    ProcFdStat, Record,
 };
 
 use crate::sink::Sink;
@@ -66,7 +67,7 @@ pub struct Cycle {
     nl_buf: Vec<u8>,
     nl_seq: u32,
     pub cfg: vigil_ipc_proto::CollectorConfig,
-    pub features: Vec<String>,
+    pub features: Vec<Feature>,
     pub stats: CycleStats,
     start_ns: u64,
 }
@@ -77,16 +78,15 @@ impl Cycle {
         let proc_root = PathBuf::from("/proc");
         let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
         let mut procs = crate::procs::ProcScanner::new(&proc_root)?;
-        let on = |f: &str| init.feature_enabled(f);
+        let on = |f: Feature| init.feature_enabled(f);
         // fd counts here when the kernel gives them by stat; else (or with socket counts)
         // the privhelper answers.
-        procs.count_fds = init.collector.process_fds
-            && on("process_fds")
-            && vigil_policies::features::fd_count_by_stat();
-        procs.track_netns = init.collector.netns && on("netns_metrics");
-        procs.set_switches(init.collector.processes && on("process_metrics"));
+        procs.count_fds =
+            init.collector.process_fds && on(Feature::ProcessFds) && init.fd_count_by_stat;
+        procs.track_netns = init.collector.netns && on(Feature::NetnsMetrics);
+        procs.set_switches(init.collector.processes && on(Feature::ProcessMetrics));
         let mut host = crate::host::HostCollector::new(&proc_root);
-        host.paging = init.collector.paging && on("paging_metrics");
+        host.paging = init.collector.paging && on(Feature::PagingMetrics);
         Ok(Cycle {
             host_name: init.hostname.clone(),
             host_resource: vec![KeyValue::str("host.name", init.hostname.as_str())],
@@ -117,12 +117,12 @@ impl Cycle {
         })
     }
 
-    fn on(&self, f: &str) -> bool {
-        self.features.iter().any(|x| x == f)
+    fn on(&self, f: Feature) -> bool {
+        self.features.contains(&f)
     }
 
     /// Run one cycle, handing its records to `sink`.
-    pub fn collect(&mut self, privhelper: &mut Channel, sink: &mut dyn Sink) {
+    pub fn collect(&mut self, privhelper: &mut PrivClient, sink: &mut dyn Sink) {
         let t0 = Instant::now();
         let st = Stamp {
             start: self.start_ns,
@@ -130,7 +130,7 @@ impl Cycle {
         };
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        if self.cfg.k8s_names && self.on("k8s_names") {
+        if self.cfg.k8s_names && self.on(Feature::K8sNames) {
             self.k8s.refresh();
         }
         if self.cfg.host {
@@ -142,7 +142,7 @@ impl Cycle {
         }
         if self.cfg.containers {
             let e0 = self.cgroups.parse_errors;
-            let pressure = self.cfg.pressure && self.on("pressure_metrics");
+            let pressure = self.cfg.pressure && self.on(Feature::PressureMetrics);
             self.cgroups
                 .collect(st, &self.host_name, &self.k8s, pressure, &mut out);
             self.stats.parse_errors += self.cgroups.parse_errors - e0;
@@ -152,7 +152,7 @@ impl Cycle {
             self.disks.collect(st, &self.host_name, &mut out);
             self.stats.parse_errors += self.disks.parse_errors - e0;
         }
-        if self.cfg.disk_io && self.on("disk_io") {
+        if self.cfg.disk_io && self.on(Feature::DiskIo) {
             let e0 = self.diskstats.parse_errors;
             let boot = self.host.boot_time_ns;
             self.diskstats
@@ -163,10 +163,10 @@ impl Cycle {
             let e0 = self.netdev.parse_errors;
             self.netdev.collect(st, &self.host_resource, &mut out);
             self.stats.parse_errors += self.netdev.parse_errors - e0;
-            if self.cfg.netns && self.on("netns_metrics") {
+            if self.cfg.netns && self.on(Feature::NetnsMetrics) {
                 self.netns_from_proc(st, &mut out);
             }
-            if self.cfg.netns && self.on("netns_metrics_setns") {
+            if self.cfg.netns && self.on(Feature::NetnsMetricsSetns) {
                 self.netns_metrics(privhelper, st, &mut out);
             }
         }
@@ -182,13 +182,13 @@ impl Cycle {
     /// The host's pressure stall information and connection counts.
     fn host_extras(&mut self, st: Stamp, out: &mut Vec<Record>) {
         let mut m = Vec::new();
-        if self.cfg.pressure && self.on("pressure_metrics") {
+        if self.cfg.pressure && self.on(Feature::PressureMetrics) {
             let dir = std::path::Path::new("/proc/pressure");
             let mut buf = Vec::new();
             self.stats.parse_errors +=
                 crate::pressure::collect_dir(dir, "", "system", st, &mut buf, &mut m);
         }
-        if self.cfg.connections && self.on("connection_metrics") {
+        if self.cfg.connections && self.on(Feature::ConnectionMetrics) {
             if self.sockdiag.is_none() {
                 self.sockdiag = crate::sockets::SockDiag::open().ok();
             }
@@ -221,7 +221,7 @@ impl Cycle {
     /// `system.process.*`.
     fn processes(
         &mut self,
-        privhelper: &mut Channel,
+        privhelper: &mut PrivClient,
         st: Stamp,
         sink: &mut dyn Sink,
         out: &mut Vec<Record>,
@@ -237,14 +237,15 @@ impl Cycle {
             }
             Err(_) => self.stats.parse_errors += 1,
         }
-        let from_helper = (self.cfg.process_fds && !self.procs.count_fds && self.on("process_fds"))
-            || (self.cfg.process_sockets && self.on("process_sockets"));
+        let from_helper =
+            (self.cfg.process_fds && !self.procs.count_fds && self.on(Feature::ProcessFds))
+                || (self.cfg.process_sockets && self.on(Feature::ProcessSockets));
         let fds = if from_helper {
             self.fd_stats(privhelper)
         } else {
             None
         };
-        if self.cfg.process_io && self.on("process_io") {
+        if self.cfg.process_io && self.on(Feature::ProcessIo) {
             self.process_io(privhelper);
         }
         self.procs.records(
@@ -264,31 +265,25 @@ impl Cycle {
 
     /// /proc/PID/io of every sampled process and /proc/PID/exe of the new ones, from the
     /// privhelper (feature `process_io`).
-    fn process_io(&mut self, privhelper: &mut Channel) {
+    fn process_io(&mut self, privhelper: &mut PrivClient) {
         let pids: Vec<u32> = self.procs.samples.iter().map(|s| s.pid).collect();
         for chunk in pids.chunks(MAX_IO_STAT_PIDS) {
-            let req = PrivRequest::ProcIoStats {
-                pids: chunk.to_vec(),
-            };
-            match ask(privhelper, &req) {
-                Some(PrivResponse::IoStats(v)) => self.procs.set_io(&v),
-                _ => {
+            match privhelper.proc_io_stats(chunk.to_vec()) {
+                Ok(v) => self.procs.set_io(&v),
+                Err(_) => {
                     self.stats.process_io_errors += 1;
                     return;
                 }
             }
         }
         for chunk in self.procs.exe_wanted().chunks(MAX_EXE_PIDS) {
-            let req = PrivRequest::ProcExePaths {
-                pids: chunk.to_vec(),
-            };
-            match ask(privhelper, &req) {
-                Some(PrivResponse::ExePaths(v)) => {
+            match privhelper.proc_exe_paths(chunk.to_vec()) {
+                Ok(v) => {
                     for e in v {
                         self.procs.set_exe(e.pid, e.path);
                     }
                 }
-                _ => {
+                Err(_) => {
                     self.stats.process_io_errors += 1;
                     return;
                 }
@@ -373,26 +368,13 @@ impl Cycle {
     }
 
     /// fd and socket counts of every sampled pid, in requests of at most MAX_FD_STAT_PIDS.
-    pub fn fd_stats(&mut self, privhelper: &mut Channel) -> Option<HashMap<u32, ProcFdStat>> {
+    pub fn fd_stats(&mut self, privhelper: &mut PrivClient) -> Option<HashMap<u32, ProcFdStat>> {
         let pids: Vec<u32> = self.procs.samples.iter().map(|s| s.pid).collect();
         let mut m = HashMap::with_capacity(pids.len());
         for chunk in pids.chunks(MAX_FD_STAT_PIDS) {
-            if privhelper
-                .send(&PrivRequest::ProcFdStats {
-                    pids: chunk.to_vec(),
-                })
-                .is_err()
-            {
-                self.stats.fdstat_errors += 1;
-                return None;
-            }
-            match privhelper.recv::<PrivResponse>() {
-                Ok(PrivResponse::FdStats(v)) => {
-                    for s in v {
-                        m.insert(s.pid, s);
-                    }
-                }
-                _ => {
+            match privhelper.proc_fd_stats(chunk.to_vec()) {
+                Ok(v) => m.extend(v.into_iter().map(|s| (s.pid, s))),
+                Err(_) => {
                     self.stats.fdstat_errors += 1;
                     return None;
                 }
@@ -401,17 +383,10 @@ impl Cycle {
         Some(m)
     }
 
-    fn netns_metrics(&mut self, privhelper: &mut Channel, st: Stamp, out: &mut Vec<Record>) {
-        if privhelper.send(&PrivRequest::ListNetns).is_err() {
+    fn netns_metrics(&mut self, privhelper: &mut PrivClient, st: Stamp, out: &mut Vec<Record>) {
+        let Ok(list) = privhelper.list_netns() else {
             self.stats.netns_errors += 1;
             return;
-        }
-        let list = match privhelper.recv::<PrivResponse>() {
-            Ok(PrivResponse::Netns(v)) => v,
-            _ => {
-                self.stats.netns_errors += 1;
-                return;
-            }
         };
         // Forget namespaces that disappeared.
         self.netns
@@ -426,25 +401,16 @@ impl Cycle {
                     (None, Some(p)) => NetnsTarget::Pid(p),
                     _ => continue,
                 };
-                if privhelper
-                    .send(&PrivRequest::NetlinkRouteInNetns { target })
-                    .is_err()
-                {
-                    self.stats.netns_errors += 1;
-                    return;
-                }
-                match privhelper.recv_with_fds::<PrivResponse>(1) {
-                    Ok((
-                        PrivResponse::Fd {
-                            kind: FdKind::NetlinkRoute,
-                        },
-                        mut fds,
-                    )) if fds.len() == 1 => {
+                match privhelper.netlink_route_in_netns(target) {
+                    Ok(fd) => {
                         self.stats.netns_sockets += 1;
-                        self.netns
-                            .insert(ns.inode, (fds.remove(0), ns.name.clone()));
+                        self.netns.insert(ns.inode, (fd, ns.name.clone()));
                     }
-                    _ => {
+                    Err(PrivClientError::Proto(_)) => {
+                        self.stats.netns_errors += 1;
+                        return;
+                    }
+                    Err(_) => {
                         self.stats.netns_errors += 1;
                         continue;
                     }
@@ -503,10 +469,4 @@ impl Cycle {
             ("k8s_names_refreshes".into(), self.k8s.refreshes),
         ]
     }
-}
-
-/// One request to the privhelper and its answer (`None` when the channel failed).
-fn ask(privhelper: &mut Channel, req: &PrivRequest) -> Option<PrivResponse> {
-    privhelper.send(req).ok()?;
-    privhelper.recv::<PrivResponse>().ok()
 }

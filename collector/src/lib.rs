@@ -19,6 +19,7 @@ pub mod mountinfo;
 pub mod netdev;
 pub mod netlink;
 pub mod pressure;
+pub mod privclient;
 pub mod procs;
 pub mod sink;
 pub mod sockets;
@@ -29,9 +30,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use privclient::PrivClient;
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, FdKind, InitConfig, KeyValue, PrivRequest, PrivResponse,
-    ProtoError, Record, Role, RoleStats, ShipperToCollector, SupervisorToChild,
+    Channel, ChildToSupervisor, Feature, InitConfig, KeyValue, ProtoError, Record, Role, RoleStats,
+    ShipperToCollector, SupervisorToChild,
 };
 
 use crate::event_loop::Sources;
@@ -44,53 +46,39 @@ pub enum CollectorError {
     NoResume,
     #[error("poll: {0}")]
     Poll(nix::errno::Errno),
+    #[error("privhelper: {0}")]
+    Privhelper(#[from] privclient::PrivClientError),
 }
 
-/// Ask the privhelper for the /dev/kmsg descriptor (non-blocking).
-pub fn open_kmsg(privhelper: &mut Channel) -> Result<OwnedFd, String> {
-    privhelper
-        .send(&PrivRequest::OpenKmsg)
-        .map_err(|e| e.to_string())?;
-    let (resp, mut fds) = privhelper
-        .recv_with_fds::<PrivResponse>(1)
-        .map_err(|e| e.to_string())?;
-    match resp {
-        PrivResponse::Fd { kind: FdKind::Kmsg } if fds.len() == 1 => {
-            let fd = fds.remove(0);
-            let fl =
-                nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
-            let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
-            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| e.to_string())?;
-            Ok(fd)
-        }
-        PrivResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
-        other => Err(format!("unexpected answer {other:?}")),
-    }
+/// The /dev/kmsg descriptor from the privhelper, made non-blocking.
+pub fn open_kmsg(privhelper: &mut PrivClient) -> Result<OwnedFd, String> {
+    let fd = privhelper.open_kmsg().map_err(|e| e.to_string())?;
+    let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| e.to_string())?;
+    Ok(fd)
 }
 
 /// Collect every interval and send batches to the shipper until the supervisor says shut down.
 pub fn run(
     init: &InitConfig,
     mut control: Channel,
-    mut privhelper: Channel,
+    privhelper: Channel,
     mut shipper: Channel,
 ) -> Result<(), CollectorError> {
-    privhelper.handshake(Role::Collector, Some(Role::Privhelper))?;
+    // The privhelper answers at once; never wait on it forever.
+    let mut privhelper = PrivClient::connect(privhelper, Duration::from_secs(5))?;
     shipper.handshake(Role::Collector, Some(Role::Shipper))?;
     let last_kmsg_seq = match shipper.recv::<ShipperToCollector>()? {
         ShipperToCollector::Resume { last_kmsg_seq } => last_kmsg_seq,
         _ => return Err(CollectorError::NoResume),
     };
-    // The privhelper answers at once; never wait on it forever.
-    privhelper
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(ProtoError::Io)?;
 
     let mut cycle = cycle::Cycle::new(init).map_err(ProtoError::Io)?;
     let host_resource = vec![KeyValue::str("host.name", init.hostname.as_str())];
     let mut sources = Sources::default();
     let mut pending: Vec<Record> = Vec::new();
-    if init.collector.kmsg && init.feature_enabled("kmsg_events") {
+    if init.collector.kmsg && init.feature_enabled(Feature::KmsgEvents) {
         let source = kmsg_parser(init, &host_resource, cycle.host.boot_time_ns, last_kmsg_seq)
             .and_then(|p| open_kmsg(&mut privhelper).map(|fd| kmsg::KmsgSource::new(fd, p)));
         match source {
@@ -107,6 +95,11 @@ pub fn run(
         }
     }
     let mut ebpf = ebpf::start(&mut privhelper, init);
+    // Start-up requests are done: the privhelper keeps only what the cycles need.
+    match privhelper.ready() {
+        Ok(caps) => tracing::info!(?caps, "privhelper start-up over"),
+        Err(e) => tracing::warn!("privhelper did not end its start-up: {e}"),
+    }
 
     control.set_nonblocking(true).map_err(ProtoError::Io)?;
     shipper.set_nonblocking(true).map_err(ProtoError::Io)?;

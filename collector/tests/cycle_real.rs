@@ -5,6 +5,7 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use vigil_ipc_proto::Feature;
 
 use common::*;
 use vigil_collector::cycle::Cycle;
@@ -71,14 +72,15 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
     std::thread::sleep(std::time::Duration::from_millis(100));
 
     let init = common::init(
-        &["process_fds"],
+        &[Feature::ProcessFds],
         CollectorConfig {
             netns: false,
             ..Default::default()
         },
     );
     let mut cy = Cycle::new(&init).unwrap();
-    let (mut ph, _peer) = Channel::pair().unwrap();
+    let (ph, _peer) = Channel::pair().unwrap();
+    let mut ph = vigil_collector::privclient::PrivClient::greeted(ph);
     let mut out = Vec::new();
     cy.collect(&mut ph, &mut out);
     assert_eq!(cy.stats.cycles, 1);

@@ -6,6 +6,7 @@ mod common;
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use vigil_ipc_proto::Feature;
 
 use common::*;
 use nix::sched::{CloneFlags, unshare};
@@ -33,7 +34,8 @@ fn links_of_another_namespace() {
     })
     .join()
     .unwrap();
-    let (mut col, mut fake) = Channel::pair().unwrap();
+    let (col, mut fake) = Channel::pair().unwrap();
+    let mut col = vigil_collector::privclient::PrivClient::greeted(col);
     let _ = Role::Privhelper;
     let asked = std::thread::spawn(move || {
         let mut asks = 0;
@@ -65,7 +67,7 @@ fn links_of_another_namespace() {
         asks
     });
     let init = common::init(
-        &["netns_metrics_setns"],
+        &[Feature::NetnsMetricsSetns],
         CollectorConfig {
             host: false,
             processes: false,
@@ -139,7 +141,7 @@ fn namespaces_of_processes_without_any_capability() {
     let out = std::thread::spawn(move || {
         drop_thread_to_nobody();
         let init = common::init(
-            &["netns_metrics"],
+            &[Feature::NetnsMetrics],
             CollectorConfig {
                 host: false,
                 containers: false,
@@ -148,7 +150,8 @@ fn namespaces_of_processes_without_any_capability() {
             },
         );
         let mut cy = Cycle::new(&init).unwrap();
-        let (mut ph, _peer) = Channel::pair().unwrap();
+        let (ph, _peer) = Channel::pair().unwrap();
+        let mut ph = vigil_collector::privclient::PrivClient::greeted(ph);
         let mut out = Vec::new();
         cy.collect(&mut ph, &mut out);
         assert_eq!(cy.stats.netns_errors, 0);

@@ -6,6 +6,7 @@ mod common;
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+use vigil_ipc_proto::Feature;
 
 use common::*;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -81,11 +82,11 @@ fn run_batches_acks_resume_stats_shutdown() {
     };
     let init = common::init(
         &[
-            "kmsg_events",
-            "process_fds",
-            "process_sockets",
-            "netns_metrics",
-            "host_metrics",
+            Feature::KmsgEvents,
+            Feature::ProcessFds,
+            Feature::ProcessSockets,
+            Feature::NetnsMetrics,
+            Feature::HostMetrics,
         ],
         cfg,
     );

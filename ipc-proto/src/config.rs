@@ -342,8 +342,11 @@ pub struct InitConfig {
     pub host_root: String,
     pub runtime_dir: String,
     pub hostname: String,
-    /// Names of the features the supervisor enabled (see the feature table in `policies`).
-    pub enabled_features: Vec<String>,
+    /// The features the supervisor enabled (see the feature table in `policies`).
+    pub enabled_features: Vec<crate::Feature>,
+    /// The kernel reports a process's open descriptors as the size of /proc/PID/fd (Linux >=
+    /// 6.2, probed by the supervisor): the collector counts them; else the privhelper does.
+    pub fd_count_by_stat: bool,
     pub collector: CollectorConfig,
     pub shipper: ShipperConfig,
     /// Descriptors sent with this Init frame, in this order.
@@ -360,8 +363,8 @@ pub enum Attached {
 }
 
 impl InitConfig {
-    pub fn feature_enabled(&self, name: &str) -> bool {
-        self.enabled_features.iter().any(|f| f == name)
+    pub fn feature_enabled(&self, feature: crate::Feature) -> bool {
+        self.enabled_features.contains(&feature)
     }
 }
 
@@ -372,8 +375,12 @@ pub struct SandboxPlan {
     /// Switch to these ids (setgroups, setresgid, setresuid); `None`: stay as started.
     pub ids: Option<Ids>,
     /// Capabilities kept in the permitted and effective sets (numbers as in linux/capability.h).
-    /// Everything else is dropped from every set, the bounding set included.
+    /// Everything else is dropped from every set.
     pub keep_caps: Vec<u8>,
+    /// Of those, the ones still needed once start-up is over (the privhelper's steady-state
+    /// requests); the bounding set is trimmed to these at once, the permitted and effective
+    /// sets when the start-up phase ends.
+    pub steady_caps: Vec<u8>,
     /// Apply the role's seccomp policy.
     pub seccomp: bool,
     /// Further policy files (`policies/seccomp/NAME.policy`) this run's configuration needs on

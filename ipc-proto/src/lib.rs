@@ -19,18 +19,21 @@ pub mod channel;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod features;
 pub mod frame;
 pub mod messages;
+pub mod privtable;
 pub mod records;
 
 pub use channel::Channel;
 pub use config::*;
 pub use error::ProtoError;
+pub use features::Feature;
 pub use messages::*;
 pub use records::*;
 
 /// Bumped on every incompatible change of any message in this crate.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Fixed descriptor numbers a child finds at exec. The supervisor arranges them with `dup2`.
 pub mod fds {

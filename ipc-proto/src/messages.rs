@@ -162,6 +162,9 @@ pub enum PrivRequest {
     ProcIoStats { pids: Vec<u32> },
     /// Executable paths (/proc/PID/exe) of these processes (feature `process_io`).
     ProcExePaths { pids: Vec<u32> },
+    /// The collector's start-up is over: start-up requests are refused from now on, and the
+    /// privhelper drops every capability no steady-state request needs. Answered `Ready`.
+    Ready,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,6 +196,10 @@ pub enum PrivResponse {
     ExePaths(Vec<ProcExePath>),
     Netns(Vec<NetnsInfo>),
     Error(PrivError),
+    /// Start-up is over on both sides; the capabilities the privhelper still holds.
+    Ready {
+        caps: Vec<u8>,
+    },
     /// Answer to [`PrivRequest::BpfAttach`]: the descriptor attached to this datagram is the
     /// program's BPF ring buffer map (what [`FdKind::BpfRingbuf`] names). The collector may
     /// not call bpf() to learn the ring's size, so it comes here: the data area is
@@ -265,6 +272,8 @@ pub enum PrivErrorCode {
     PermissionDenied,
     /// Any other failure of the operation.
     Failed,
+    /// A start-up request after start-up, or a once-only request again.
+    OutOfPhase,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,7 +351,7 @@ pub struct ProcessStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureState {
-    pub name: String,
+    pub name: crate::Feature,
     pub enabled: bool,
     /// Why it is off (missing capabilities, kernel setting, config), empty when on.
     pub reason: String,

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use caps::{CapSet, Capability};
-use vigil_ipc_proto::{AgentConfig, FeatureState};
+use vigil_ipc_proto::{AgentConfig, Feature, FeatureState};
 
 use Capability::*;
 
@@ -28,162 +28,286 @@ impl Proc {
     }
 }
 
-#[derive(Debug)]
-pub struct Feature {
-    pub name: &'static str,
+/// Everything about one feature: the one place a feature's facts are written.
+pub struct FeatureRow {
+    pub feature: Feature,
+    /// The process that does its privileged part (on a current kernel; see `on_kernel`).
     pub process: Proc,
-    /// All of these are needed (see [`needed_caps`] for the kernel-dependent cases).
+    /// All of these are needed there.
     pub caps: &'static [Capability],
+    /// Whether the configuration asks for it.
+    pub configured: fn(&AgentConfig) -> bool,
+    /// What this kernel changes for it.
+    pub on_kernel: fn(&KernelFacts) -> OnKernel,
+    /// It reads other processes' `/proc/PID/*` links or namespaces through the privhelper,
+    /// which a Landlock domain forbids whatever the capabilities: the privhelper then goes
+    /// without Landlock.
+    pub inspects_other_processes: bool,
+    /// What it is, for `vigil doctor`.
     pub what: &'static str,
 }
 
+/// How a kernel changes a feature's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnKernel {
+    /// As the row says.
+    AsWritten,
+    /// Impossible here whatever the capabilities, and why.
+    Blocked(&'static str),
+    /// Done by another process, with other capabilities.
+    Needs(Proc, &'static [Capability]),
+}
+
+fn as_written(_: &KernelFacts) -> OnKernel {
+    OnKernel::AsWritten
+}
+
 /// The table. Seeds: OBI/Beyla (BPF program types), SmartAgent (kmsg, setns, user switching).
-pub const FEATURES: &[Feature] = &[
-    Feature {
-        name: "virtual_root",
+pub const FEATURES: &[FeatureRow] = &[
+    FeatureRow {
+        feature: Feature::VirtualRoot,
         process: Proc::Supervisor,
         caps: &[CAP_SYS_ADMIN],
+        configured: |c| !c.no_remount_root,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "trimmed read-only host view: mount namespace, bind mounts, pivot_root",
     },
-    Feature {
-        name: "user_switch",
+    FeatureRow {
+        feature: Feature::UserSwitch,
         process: Proc::Supervisor,
         caps: &[CAP_SETUID, CAP_SETGID],
+        configured: |c| c.non_root_mode,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "collector, shipper and privhelper run as the named host user",
     },
-    Feature {
-        name: "host_metrics",
+    FeatureRow {
+        feature: Feature::HostMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.host,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "CPU, memory, load, uptime from /proc",
     },
-    Feature {
-        name: "process_metrics",
+    FeatureRow {
+        feature: Feature::ProcessMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.processes,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "per-process CPU, memory, threads, state, command line, owner",
     },
-    Feature {
-        name: "process_fds",
+    FeatureRow {
+        feature: Feature::ProcessFds,
         // Linux >= 6.2 reports the number of open descriptors as the st_size of /proc/PID/fd,
         // which stat(2) gives any user: no capability, no privhelper. Older kernels: the
         // privhelper lists the directory, a permission check (0500, owner) that needs
-        // CAP_DAC_READ_SEARCH for other users' processes (see `needed_caps`).
+        // CAP_DAC_READ_SEARCH for other users' processes.
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.processes && c.collector.process_fds,
+        on_kernel: |k| {
+            if k.fd_count_stat {
+                OnKernel::AsWritten
+            } else {
+                OnKernel::Needs(Proc::Privhelper, &[CAP_DAC_READ_SEARCH])
+            }
+        },
+        inspects_other_processes: true,
         what: "open fd counts of every process (st_size of /proc/PID/fd; before Linux 6.2 \
                the privhelper lists the directory with CAP_DAC_READ_SEARCH)",
     },
-    Feature {
-        name: "process_sockets",
+    FeatureRow {
+        feature: Feature::ProcessSockets,
         // Telling sockets apart reads every fd link: a ptrace access check (SYS_PTRACE) after
         // the directory search (DAC_READ_SEARCH). Off by default: SYS_PTRACE also reads any
         // process's memory, too much to ask for a count.
         process: Proc::Privhelper,
         caps: &[CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE],
+        configured: |c| c.collector.processes && c.collector.process_sockets,
+        on_kernel: as_written,
+        inspects_other_processes: true,
         what: "socket counts of every process (readlink of /proc/PID/fd/*; opt-in)",
     },
-    Feature {
-        name: "container_metrics",
+    FeatureRow {
+        feature: Feature::ContainerMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.containers,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "cgroup v1/v2 CPU, memory, pids, I/O per container and pod",
     },
-    Feature {
-        name: "disk_metrics",
+    FeatureRow {
+        feature: Feature::DiskMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.disks,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "space and inodes of the host's filesystems",
     },
-    Feature {
-        name: "net_metrics",
+    FeatureRow {
+        feature: Feature::NetMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.network,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "host network interface counters",
     },
-    Feature {
-        name: "netns_metrics",
+    FeatureRow {
+        feature: Feature::NetnsMetrics,
         // /proc/PID/net/dev shows the counters of PID's network namespace to any user (what
         // cAdvisor reads); st_ino of that file tells namespaces apart. No capability.
         process: Proc::Collector,
         caps: &[],
+        configured: |c| {
+            c.collector.network && c.collector.netns && c.collector.netns_source == "proc"
+        },
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "interface counters of every network namespace that has a process \
                (/proc/PID/net/dev; netns_source = \"proc\")",
     },
-    Feature {
-        name: "netns_metrics_setns",
+    FeatureRow {
+        feature: Feature::NetnsMetricsSetns,
         process: Proc::Privhelper,
         caps: &[CAP_SYS_ADMIN, CAP_SYS_PTRACE],
+        configured: |c| {
+            c.collector.network && c.collector.netns && c.collector.netns_source == "setns"
+        },
+        on_kernel: as_written,
+        inspects_other_processes: true,
         what: "interface counters of network namespaces, named ones without a process \
                included (setns + netlink socket made by the privhelper; netns_source = \"setns\")",
     },
-    Feature {
-        name: "disk_io",
+    FeatureRow {
+        feature: Feature::DiskIo,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.disk_io,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "block device I/O from /proc/diskstats (system.disk.*)",
     },
-    Feature {
-        name: "paging_metrics",
+    FeatureRow {
+        feature: Feature::PagingMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.host && c.collector.paging,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "swap usage, page faults, paging operations (/proc/swaps, /proc/vmstat)",
     },
-    Feature {
-        name: "pressure_metrics",
+    FeatureRow {
+        feature: Feature::PressureMetrics,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.pressure && (c.collector.host || c.collector.containers),
+        on_kernel: |k| {
+            if k.psi {
+                OnKernel::AsWritten
+            } else {
+                OnKernel::Blocked(
+                    "no pressure stall information: /proc/pressure is absent (CONFIG_PSI off, \
+                     or psi=0 on the kernel command line)",
+                )
+            }
+        },
+        inspects_other_processes: false,
         what: "pressure stall information of the host (/proc/pressure) and of every cgroup v2 \
                container (*.pressure)",
     },
-    Feature {
-        name: "connection_metrics",
+    FeatureRow {
+        feature: Feature::ConnectionMetrics,
         // sock_diag dumps are open to any user (what `ss` does); conntrack's size is in /proc.
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.host && c.collector.connections,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "TCP/UDP socket counts by state (netlink sock_diag), conntrack table size",
     },
-    Feature {
-        name: "process_io",
+    FeatureRow {
+        feature: Feature::ProcessIo,
         // /proc/PID/io is 0400 (DAC_READ_SEARCH for other users') and, like the /proc/PID/exe
         // link, behind a ptrace access check (SYS_PTRACE). Off by default, as socket counts.
         process: Proc::Privhelper,
         caps: &[CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE],
+        configured: |c| c.collector.processes && c.collector.process_io,
+        on_kernel: as_written,
+        inspects_other_processes: true,
         what: "disk I/O (/proc/PID/io) and executable path (/proc/PID/exe) of every process \
                (opt-in)",
     },
-    Feature {
-        name: "k8s_names",
+    FeatureRow {
+        feature: Feature::K8sNames,
         process: Proc::Collector,
         caps: &[],
+        configured: |c| c.collector.k8s_names,
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "Kubernetes namespace, pod and container names from the kubelet's \
                <host_root>/var/log/pods and /var/log/containers (no API access, no token)",
     },
-    Feature {
-        name: "kmsg_events",
+    FeatureRow {
+        feature: Feature::KmsgEvents,
         process: Proc::Privhelper,
         caps: &[CAP_SYSLOG],
+        configured: |c| c.collector.kmsg,
+        // Without dmesg_restrict, any process that may open /dev/kmsg may read it.
+        on_kernel: |k| {
+            if !k.kmsg {
+                OnKernel::Blocked("/dev/kmsg does not exist")
+            } else if k.dmesg_restrict == Some(0) {
+                OnKernel::Needs(Proc::Privhelper, &[])
+            } else {
+                OnKernel::AsWritten
+            }
+        },
+        inspects_other_processes: false,
         what: "kernel events from /dev/kmsg: node-problem-detector's rules and vigil's \
                (OOMKilling, PodOOMKilling, TaskHung, KernelOops, FilesystemIsReadOnly, ...), \
                their conditions and counters, plain lines >= warning (CAP_SYSLOG only when \
                dmesg_restrict=1)",
     },
-    Feature {
-        name: "ebpf_exec",
+    FeatureRow {
+        feature: Feature::EbpfExec,
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_PERFMON],
+        configured: |c| c.collector.ebpf_exec,
+        on_kernel: |k| {
+            if k.btf {
+                OnKernel::AsWritten
+            } else {
+                OnKernel::Blocked(
+                    "no BTF (/sys/kernel/btf/vmlinux) for the CO-RE exec/exit program",
+                )
+            }
+        },
+        inspects_other_processes: false,
         what: "process exec/exit events (raw tracepoints sched_process_exec/exit; no tracefs)",
     },
-    Feature {
-        name: "ebpf_flows_socket",
+    FeatureRow {
+        feature: Feature::EbpfFlowsSocket,
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_NET_RAW],
+        configured: |c| c.collector.ebpf_flows && c.collector.flows_source == "socket",
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "network flows from a socket filter on an AF_PACKET socket",
     },
-    Feature {
-        name: "ebpf_flows_tc",
+    FeatureRow {
+        feature: Feature::EbpfFlowsTc,
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
+        configured: |c| c.collector.ebpf_flows && c.collector.flows_source == "tc",
+        on_kernel: as_written,
+        inspects_other_processes: false,
         what: "network flows from tc (cls_bpf) on the interfaces",
     },
 ];
@@ -194,17 +318,48 @@ pub const FEATURES: &[Feature] = &[
 /// them (see [`Launch`]).
 pub const SUPERVISOR_BASE: &[Capability] = &[CAP_SETPCAP, CAP_CHOWN, CAP_KILL];
 
-/// How the supervisor is started, which decides what it needs besides the features.
+/// How the supervisor was started, which decides what it must do itself: as uid 0 (plain
+/// root or a container's add list) it builds the view, switches its children to the agent
+/// user and needs [`SUPERVISOR_BASE`] for that; already as the agent user (systemd `User=` +
+/// `AmbientCapabilities=`, or file capabilities) it holds only the features' capabilities
+/// and switches nobody; as an ordinary user with no capability at all (rootless) it builds
+/// its view in a user namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Launch {
-    /// As uid 0 with a capability list (a container's add list, plain root): it builds the
-    /// virtual root itself (CAP_SYS_ADMIN), switches its children to the agent user
-    /// (CAP_SETUID/SETGID) and needs [`SUPERVISOR_BASE`].
-    Root,
-    /// Already as the agent user, holding the features' capabilities (systemd `User=` with
-    /// `AmbientCapabilities=`, or file capabilities): no user switch, no chown, no signals
+pub struct Launch {
+    /// Effective uid 0, whatever capabilities it holds.
+    pub root: bool,
+    /// Not root and holding no effective capability: only a user namespace gives a view.
+    /// (Not root but holding capabilities is not rootless: a user namespace would turn them
+    /// into namespaced ones that no longer work on the host.)
+    pub rootless: bool,
+    /// Real and effective uid are the configured agent user's: the children are already who
+    /// they must be.
+    pub agent_user: bool,
+}
+
+impl Launch {
+    /// As uid 0 with a capability list: builds the view, switches users.
+    pub const ROOT: Launch = Launch {
+        root: true,
+        rootless: false,
+        agent_user: false,
+    };
+    /// As the agent user with the features' capabilities: no switch, no chown, no signals
     /// across users; the service manager builds the read-only view (`no_remount_root`).
-    AgentUser,
+    pub const AGENT_USER: Launch = Launch {
+        root: false,
+        rootless: false,
+        agent_user: true,
+    };
+
+    pub fn detect(euid: u32, uid: u32, holds_caps: bool, agent_uid: u32) -> Launch {
+        let root = euid == 0;
+        Launch {
+            root,
+            rootless: !root && !holds_caps,
+            agent_user: !root && euid == agent_uid && uid == agent_uid,
+        }
+    }
 }
 
 /// Kernel settings and facilities that decide what works.
@@ -223,6 +378,26 @@ pub struct KernelFacts {
     pub fd_count_stat: bool,
     /// Pressure stall information is readable (/proc/pressure/cpu; CONFIG_PSI, not psi=0).
     pub psi: bool,
+}
+
+impl KernelFacts {
+    /// The kernel the deployment files are written for and the tests assume unless they say
+    /// otherwise: Linux >= 6.2 (fd counts by stat) with BTF, Landlock ABI 6, cgroup v2, PSI,
+    /// /dev/kmsg behind dmesg_restrict=1, perf_event_paranoid=2, unprivileged BPF off.
+    pub fn reference() -> KernelFacts {
+        KernelFacts {
+            perf_event_paranoid: Some(2),
+            dmesg_restrict: Some(1),
+            unprivileged_bpf_disabled: Some(2),
+            btf: true,
+            landlock_abi: 6,
+            kmsg: true,
+            cgroup: "v2".into(),
+            unprivileged_userns: Some(true),
+            fd_count_stat: true,
+            psi: true,
+        }
+    }
 }
 
 fn read_int(path: &str) -> Option<i32> {
@@ -271,72 +446,43 @@ pub fn held_capabilities() -> HashSet<Capability> {
         .unwrap_or_default()
 }
 
-/// Whether the config asks for a feature.
-pub fn configured(cfg: &AgentConfig, name: &str) -> bool {
-    let c = &cfg.collector;
-    match name {
-        "virtual_root" => !cfg.no_remount_root,
-        "user_switch" => cfg.non_root_mode,
-        "host_metrics" => c.host,
-        "process_metrics" => c.processes,
-        "process_fds" => c.processes && c.process_fds,
-        "process_sockets" => c.processes && c.process_sockets,
-        "container_metrics" => c.containers,
-        "disk_metrics" => c.disks,
-        "net_metrics" => c.network,
-        "netns_metrics" => c.network && c.netns && c.netns_source == "proc",
-        "netns_metrics_setns" => c.network && c.netns && c.netns_source == "setns",
-        "disk_io" => c.disk_io,
-        "paging_metrics" => c.host && c.paging,
-        "pressure_metrics" => c.pressure && (c.host || c.containers),
-        "connection_metrics" => c.host && c.connections,
-        "process_io" => c.processes && c.process_io,
-        "k8s_names" => c.k8s_names,
-        "kmsg_events" => c.kmsg,
-        "ebpf_exec" => c.ebpf_exec,
-        "ebpf_flows_socket" => c.ebpf_flows && c.flows_source == "socket",
-        "ebpf_flows_tc" => c.ebpf_flows && c.flows_source == "tc",
-        _ => false,
-    }
+/// The row of a feature.
+pub fn row(f: Feature) -> &'static FeatureRow {
+    FEATURES
+        .iter()
+        .find(|r| r.feature == f)
+        .expect("every feature has its row (tested)")
 }
 
-/// Capabilities a feature needs on this kernel (all of the main set).
-pub fn needed_caps(f: &Feature, facts: &KernelFacts) -> Vec<Capability> {
-    match f.name {
-        // Without dmesg_restrict, any process that may open /dev/kmsg may read it.
-        "kmsg_events" if facts.dmesg_restrict == Some(0) => Vec::new(),
-        "process_fds" if !facts.fd_count_stat => vec![CAP_DAC_READ_SEARCH],
-        _ => f.caps.to_vec(),
-    }
-}
-
-/// The process that does a feature's privileged part on this kernel.
-pub fn feature_process(f: &Feature, facts: &KernelFacts) -> Proc {
-    match f.name {
-        "process_fds" if !facts.fd_count_stat => Proc::Privhelper,
-        _ => f.process,
-    }
-}
-
-/// A kernel condition that makes a feature impossible whatever the capabilities.
-fn kernel_blocker(f: &Feature, facts: &KernelFacts) -> Option<String> {
-    match f.name {
-        "kmsg_events" if !facts.kmsg => Some("/dev/kmsg does not exist".into()),
-        "pressure_metrics" if !facts.psi => Some(
-            "no pressure stall information: /proc/pressure is absent (CONFIG_PSI off, or psi=0 \
-             on the kernel command line)"
-                .into(),
-        ),
-        "ebpf_exec" if !facts.btf => {
-            Some("no BTF (/sys/kernel/btf/vmlinux) for the CO-RE exec/exit program".into())
+impl FeatureRow {
+    /// Capabilities it needs on this kernel (all of them).
+    pub fn needed_caps(&self, facts: &KernelFacts) -> &'static [Capability] {
+        match (self.on_kernel)(facts) {
+            OnKernel::Needs(_, caps) => caps,
+            _ => self.caps,
         }
-        _ => None,
+    }
+
+    /// The process that does its privileged part on this kernel.
+    pub fn process_on(&self, facts: &KernelFacts) -> Proc {
+        match (self.on_kernel)(facts) {
+            OnKernel::Needs(p, _) => p,
+            _ => self.process,
+        }
+    }
+
+    /// Why this kernel makes it impossible whatever the capabilities.
+    pub fn blocker(&self, facts: &KernelFacts) -> Option<&'static str> {
+        match (self.on_kernel)(facts) {
+            OnKernel::Blocked(why) => Some(why),
+            _ => None,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureEval {
-    pub name: &'static str,
+    pub feature: Feature,
     pub process: Proc,
     pub configured: bool,
     pub enabled: bool,
@@ -345,6 +491,8 @@ pub struct FeatureEval {
     /// What is missing, when it is off for lack of capabilities.
     pub missing: Vec<Capability>,
     pub reason: String,
+    /// Reads other processes' /proc links or namespaces (see [`FeatureRow`]).
+    pub inspects_other_processes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,29 +505,30 @@ pub fn evaluate(cfg: &AgentConfig, held: &HashSet<Capability>, facts: &KernelFac
     let features = FEATURES
         .iter()
         .map(|f| {
-            let configured = configured(cfg, f.name);
-            let needed = needed_caps(f, facts);
+            let configured = (f.configured)(cfg);
+            let needed = f.needed_caps(facts);
             let missing: Vec<Capability> = needed
                 .iter()
                 .filter(|c| !held.contains(c))
                 .copied()
                 .collect();
             let mut ev = FeatureEval {
-                name: f.name,
-                process: feature_process(f, facts),
+                feature: f.feature,
+                process: f.process_on(facts),
                 configured,
                 enabled: false,
                 using: Vec::new(),
                 missing: Vec::new(),
                 reason: String::new(),
+                inspects_other_processes: f.inspects_other_processes,
             };
             if !configured {
                 ev.reason = "disabled in config".into();
-            } else if let Some(b) = kernel_blocker(f, facts) {
-                ev.reason = b;
+            } else if let Some(b) = f.blocker(facts) {
+                ev.reason = b.into();
             } else if missing.is_empty() {
                 ev.enabled = true;
-                ev.using = needed;
+                ev.using = needed.to_vec();
             } else {
                 ev.missing = missing;
                 ev.reason = format!("missing {}", names(&ev.missing));
@@ -409,23 +558,37 @@ pub fn names(caps: &[Capability]) -> String {
 }
 
 impl Evaluation {
-    pub fn is_enabled(&self, name: &str) -> bool {
-        self.features.iter().any(|f| f.name == name && f.enabled)
+    pub fn is_enabled(&self, feature: Feature) -> bool {
+        self.features
+            .iter()
+            .any(|f| f.feature == feature && f.enabled)
     }
 
-    pub fn enabled_names(&self) -> Vec<String> {
+    pub fn get(&self, feature: Feature) -> Option<&FeatureEval> {
+        self.features.iter().find(|f| f.feature == feature)
+    }
+
+    pub fn enabled(&self) -> Vec<Feature> {
         self.features
             .iter()
             .filter(|f| f.enabled)
-            .map(|f| f.name.to_string())
+            .map(|f| f.feature)
             .collect()
+    }
+
+    /// The privhelper reads other processes' /proc links or namespaces for an enabled
+    /// feature: it must go without Landlock.
+    pub fn privhelper_inspects_others(&self) -> bool {
+        self.features
+            .iter()
+            .any(|f| f.enabled && f.process == Proc::Privhelper && f.inspects_other_processes)
     }
 
     pub fn states(&self) -> Vec<FeatureState> {
         self.features
             .iter()
             .map(|f| FeatureState {
-                name: f.name.to_string(),
+                name: f.feature,
                 enabled: f.enabled,
                 reason: f.reason.clone(),
             })
@@ -442,12 +605,27 @@ impl Evaluation {
         )
     }
 
+    /// Of those, the capabilities the privhelper still needs once start-up is over: its
+    /// enabled features that serve requests after it (`ipc_proto::privtable`).
+    pub fn privhelper_steady_caps(&self) -> Vec<Capability> {
+        sorted(
+            self.features
+                .iter()
+                .filter(|f| {
+                    f.enabled
+                        && f.process == Proc::Privhelper
+                        && vigil_ipc_proto::privtable::needs_privilege_after_startup(f.feature)
+                })
+                .flat_map(|f| f.using.iter().copied()),
+        )
+    }
+
     /// Configured features turned off for lack of capabilities, with what they miss.
-    pub fn missing(&self) -> Vec<(&'static str, Vec<Capability>)> {
+    pub fn missing(&self) -> Vec<(Feature, Vec<Capability>)> {
         self.features
             .iter()
             .filter(|f| f.configured && !f.missing.is_empty())
-            .map(|f| (f.name, f.missing.clone()))
+            .map(|f| (f.feature, f.missing.clone()))
             .collect()
     }
 
@@ -478,17 +656,18 @@ impl Evaluation {
 /// The minimal capability add-list for the configured features on this kernel, including what
 /// the supervisor needs itself when started that way. Independent of what is held now.
 pub fn required_caps(cfg: &AgentConfig, facts: &KernelFacts, launch: Launch) -> Vec<Capability> {
-    let mut all: Vec<Capability> = match launch {
-        Launch::Root => SUPERVISOR_BASE.to_vec(),
-        Launch::AgentUser => Vec::new(),
+    let mut all: Vec<Capability> = if launch.agent_user {
+        Vec::new()
+    } else {
+        SUPERVISOR_BASE.to_vec()
     };
     for f in FEATURES {
-        let supervisor_only = matches!(f.name, "virtual_root" | "user_switch");
-        if launch == Launch::AgentUser && supervisor_only {
+        // Started as the agent user, the supervisor neither builds a view nor switches users.
+        if launch.agent_user && f.process == Proc::Supervisor {
             continue;
         }
-        if configured(cfg, f.name) && kernel_blocker(f, facts).is_none() {
-            all.extend(needed_caps(f, facts));
+        if (f.configured)(cfg) && f.blocker(facts).is_none() {
+            all.extend(f.needed_caps(facts));
         }
     }
     sorted(all)
@@ -533,18 +712,7 @@ mod tests {
     use super::*;
 
     fn facts() -> KernelFacts {
-        KernelFacts {
-            perf_event_paranoid: Some(2),
-            dmesg_restrict: Some(1),
-            unprivileged_bpf_disabled: Some(2),
-            btf: true,
-            landlock_abi: 6,
-            kmsg: true,
-            cgroup: "v2".into(),
-            unprivileged_userns: Some(true),
-            fd_count_stat: true,
-            psi: true,
-        }
+        KernelFacts::reference()
     }
 
     fn all_caps() -> HashSet<Capability> {
@@ -552,12 +720,27 @@ mod tests {
     }
 
     #[test]
+    fn every_feature_has_exactly_one_row() {
+        for f in Feature::ALL {
+            assert_eq!(
+                FEATURES.iter().filter(|r| r.feature == *f).count(),
+                1,
+                "{f}"
+            );
+        }
+        assert_eq!(FEATURES.len(), Feature::ALL.len());
+    }
+
+    #[test]
     fn root_enables_every_configured_feature() {
         let ev = evaluate(&AgentConfig::default(), &all_caps(), &facts());
         for f in &ev.features {
             if matches!(
-                f.name,
-                "ebpf_flows_tc" | "process_sockets" | "netns_metrics_setns" | "process_io"
+                f.feature,
+                Feature::EbpfFlowsTc
+                    | Feature::ProcessSockets
+                    | Feature::NetnsMetricsSetns
+                    | Feature::ProcessIo
             ) {
                 assert!(!f.enabled && f.reason == "disabled in config", "{f:?}");
             } else {
@@ -565,11 +748,13 @@ mod tests {
             }
         }
         assert_eq!(ev.warning(), None);
-        // The default features need only these four in the privhelper.
+        // The default features need only these four in the privhelper, and none of them
+        // after start-up.
         assert_eq!(
             ev.privhelper_caps(),
             vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]
         );
+        assert!(ev.privhelper_steady_caps().is_empty());
     }
 
     #[test]
@@ -578,20 +763,30 @@ mod tests {
         cfg.collector.process_sockets = true;
         cfg.collector.netns_source = "setns".into();
         let ev = evaluate(&cfg, &all_caps(), &facts());
-        assert!(ev.is_enabled("process_sockets") && ev.is_enabled("netns_metrics_setns"));
         assert!(
-            !ev.is_enabled("netns_metrics"),
+            ev.is_enabled(Feature::ProcessSockets) && ev.is_enabled(Feature::NetnsMetricsSetns)
+        );
+        assert!(
+            !ev.is_enabled(Feature::NetnsMetrics),
             "one netns source at a time"
         );
         let ph = ev.privhelper_caps();
         for c in [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN] {
             assert!(ph.contains(&c), "{c}");
         }
+        // Exactly the per-cycle ones outlive start-up.
+        assert_eq!(
+            ev.privhelper_steady_caps(),
+            vec![CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN]
+        );
         let mut held = all_caps();
         held.remove(&CAP_SYS_PTRACE);
         let ev = evaluate(&cfg, &held, &facts());
         let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(off, vec!["process_sockets", "netns_metrics_setns"]);
+        assert_eq!(
+            off,
+            vec![Feature::ProcessSockets, Feature::NetnsMetricsSetns]
+        );
     }
 
     #[test]
@@ -600,14 +795,14 @@ mod tests {
         held.remove(&CAP_SYSLOG);
         let ev = evaluate(&AgentConfig::default(), &held, &facts());
         let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(off, vec!["kmsg_events"]);
+        assert_eq!(off, vec![Feature::KmsgEvents]);
         let w = ev.warning().unwrap();
         assert!(w.contains("CAP_SYSLOG") && w.contains("kmsg_events"), "{w}");
         assert!(!ev.privhelper_caps().contains(&CAP_SYSLOG));
         // Without dmesg_restrict no capability is needed at all.
         let mut f = facts();
         f.dmesg_restrict = Some(0);
-        assert!(evaluate(&AgentConfig::default(), &held, &f).is_enabled("kmsg_events"));
+        assert!(evaluate(&AgentConfig::default(), &held, &f).is_enabled(Feature::KmsgEvents));
     }
 
     #[test]
@@ -617,23 +812,23 @@ mod tests {
         let f = ev
             .features
             .iter()
-            .find(|f| f.name == "process_fds")
+            .find(|f| f.feature == Feature::ProcessFds)
             .unwrap();
         assert!(f.enabled && f.process == Proc::Collector && f.using.is_empty());
         let mut old = facts();
         old.fd_count_stat = false;
         let ev = evaluate(&AgentConfig::default(), &none, &old);
-        assert!(!ev.is_enabled("process_fds"));
+        assert!(!ev.is_enabled(Feature::ProcessFds));
         let held: HashSet<_> = [CAP_DAC_READ_SEARCH].into_iter().collect();
         let ev = evaluate(&AgentConfig::default(), &held, &old);
         let f = ev
             .features
             .iter()
-            .find(|f| f.name == "process_fds")
+            .find(|f| f.feature == Feature::ProcessFds)
             .unwrap();
         assert!(f.enabled && f.process == Proc::Privhelper);
         assert_eq!(ev.privhelper_caps(), vec![CAP_DAC_READ_SEARCH]);
-        let add = required_caps(&AgentConfig::default(), &old, Launch::AgentUser);
+        let add = required_caps(&AgentConfig::default(), &old, Launch::AGENT_USER);
         assert!(add.contains(&CAP_DAC_READ_SEARCH));
     }
 
@@ -641,16 +836,21 @@ mod tests {
     fn rootless_has_only_unprivileged_features() {
         let ev = evaluate(&AgentConfig::default(), &HashSet::new(), &facts());
         for name in [
-            "host_metrics",
-            "process_metrics",
-            "process_fds",
-            "disk_metrics",
-            "net_metrics",
-            "netns_metrics",
+            Feature::HostMetrics,
+            Feature::ProcessMetrics,
+            Feature::ProcessFds,
+            Feature::DiskMetrics,
+            Feature::NetMetrics,
+            Feature::NetnsMetrics,
         ] {
             assert!(ev.is_enabled(name), "{name}");
         }
-        for name in ["kmsg_events", "ebpf_exec", "virtual_root", "user_switch"] {
+        for name in [
+            Feature::KmsgEvents,
+            Feature::EbpfExec,
+            Feature::VirtualRoot,
+            Feature::UserSwitch,
+        ] {
             assert!(!ev.is_enabled(name), "{name}");
         }
         assert!(ev.privhelper_caps().is_empty());
@@ -664,7 +864,7 @@ mod tests {
         let p = ev
             .features
             .iter()
-            .find(|x| x.name == "pressure_metrics")
+            .find(|x| x.feature == Feature::PressureMetrics)
             .unwrap();
         assert!(!p.enabled && p.reason.contains("/proc/pressure"), "{p:?}");
         assert!(ev.missing().is_empty() && ev.warning().is_none());
@@ -673,10 +873,10 @@ mod tests {
         let ev = evaluate(&cfg, &HashSet::new(), &facts());
         let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
         assert!(
-            off.contains(&"process_io") && !off.contains(&"pressure_metrics"),
+            off.contains(&Feature::ProcessIo) && !off.contains(&Feature::PressureMetrics),
             "{off:?}"
         );
-        assert!(evaluate(&cfg, &all_caps(), &facts()).is_enabled("process_io"));
+        assert!(evaluate(&cfg, &all_caps(), &facts()).is_enabled(Feature::ProcessIo));
     }
 
     #[test]
@@ -685,24 +885,24 @@ mod tests {
         cfg.collector.kmsg = false;
         cfg.collector.flows_source = "tc".into();
         let ev = evaluate(&cfg, &all_caps(), &facts());
-        assert!(!ev.is_enabled("kmsg_events"));
-        assert!(ev.is_enabled("ebpf_flows_tc") && !ev.is_enabled("ebpf_flows_socket"));
+        assert!(!ev.is_enabled(Feature::KmsgEvents));
+        assert!(ev.is_enabled(Feature::EbpfFlowsTc) && !ev.is_enabled(Feature::EbpfFlowsSocket));
         assert!(ev.missing().is_empty(), "config-off is not 'missing'");
         let mut f = facts();
         f.btf = false;
         let ev = evaluate(&AgentConfig::default(), &all_caps(), &f);
-        assert!(!ev.is_enabled("ebpf_exec"));
+        assert!(!ev.is_enabled(Feature::EbpfExec));
         assert!(
             ev.features
                 .iter()
-                .any(|x| x.name == "ebpf_exec" && x.reason.contains("BTF"))
+                .any(|x| x.feature == Feature::EbpfExec && x.reason.contains("BTF"))
         );
     }
 
     #[test]
     fn add_list_per_launch_and_renderers() {
         let cfg = AgentConfig::default();
-        let root = required_caps(&cfg, &facts(), Launch::Root);
+        let root = required_caps(&cfg, &facts(), Launch::ROOT);
         assert_eq!(
             root,
             vec![
@@ -720,7 +920,7 @@ mod tests {
         );
         // Started as the agent user: exactly what the features use, nothing for the
         // supervisor (no user switch, no chown, no virtual root of its own).
-        let agent = required_caps(&cfg, &facts(), Launch::AgentUser);
+        let agent = required_caps(&cfg, &facts(), Launch::AGENT_USER);
         assert_eq!(agent, vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]);
         let s = render_setcap(&[CAP_BPF, CAP_NET_RAW], "/usr/bin/vigil");
         assert_eq!(s, "setcap cap_bpf,cap_net_raw+ep /usr/bin/vigil");

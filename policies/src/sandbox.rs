@@ -67,13 +67,16 @@ pub fn apply(
     report_fd: RawFd,
 ) -> Result<SandboxReport, SandboxError> {
     let keep = caps_from_numbers(&plan.keep_caps)?;
+    // The bounding set only limits what exec could grant, and nothing here execs: it holds
+    // at once no more than what outlives start-up (the permitted set keeps the start-up ones).
+    let bound = caps_from_numbers(&plan.steady_caps)?;
 
     // 1. Bounding set first: dropping from it needs CAP_SETPCAP, which goes away below.
     let can_setpcap = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
         .map_err(caps_err("read effective set"))?;
     if can_setpcap {
         let bounding = caps::read(None, CapSet::Bounding).map_err(caps_err("read bounding"))?;
-        for c in bounding.difference(&keep) {
+        for c in bounding.difference(&bound) {
             caps::drop(None, CapSet::Bounding, *c).map_err(caps_err("drop bounding"))?;
         }
     } else {

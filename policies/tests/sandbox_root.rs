@@ -38,6 +38,7 @@ fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
             gid: NOBODY,
             groups: vec![],
         }),
+        steady_caps: keep.clone(),
         keep_caps: keep,
         seccomp: true,
         seccomp_extra: Vec::new(),

@@ -11,31 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vigil_collector::ebpf::EbpfSource;
-use vigil_ipc_proto::{
-    BpfProgram, CollectorConfig, InitConfig, LandlockPlan, Role, SandboxPlan, ShipperConfig,
-};
+use vigil_ipc_proto::{BpfProgram, Feature, InitConfig, Role};
 use vigil_privhelper::bpf::BpfManager;
 
 const PORT: &str = "5399";
 
 fn init() -> InitConfig {
-    InitConfig {
-        role: Role::Privhelper,
-        sandbox: SandboxPlan {
-            ids: None,
-            keep_caps: Vec::new(),
-            seccomp: false,
-            seccomp_extra: Vec::new(),
-            landlock: LandlockPlan::default(),
-        },
-        host_root: "/".into(),
-        runtime_dir: "/tmp".into(),
-        hostname: "bench".into(),
-        enabled_features: vec!["ebpf_flows_socket".into(), "ebpf_exec".into()],
-        collector: CollectorConfig::default(),
-        shipper: ShipperConfig::default(),
-        attached: Vec::new(),
-    }
+    vigil_testkit::init(Role::Privhelper)
+        .hostname("bench")
+        .features(&[Feature::EbpfFlowsSocket, Feature::EbpfExec])
+        .build()
 }
 
 fn server() -> Child {

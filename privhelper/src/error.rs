@@ -14,7 +14,10 @@ pub enum RequestError {
     BadRequest(String),
     /// The feature the request belongs to is not enabled.
     #[error("feature {0} is disabled")]
-    FeatureDisabled(&'static str),
+    FeatureDisabled(vigil_ipc_proto::Feature),
+    /// A start-up request after start-up, or a once-only request again.
+    #[error("{0:?} is not served now ({1})")]
+    OutOfPhase(vigil_ipc_proto::privtable::PrivRequestKind, &'static str),
     /// The target does not exist (vanished process, unknown namespace).
     #[error("{what}: not found")]
     NotFound { what: String },
@@ -59,6 +62,7 @@ impl RequestError {
         match self {
             RequestError::BadRequest(_) => PrivErrorCode::BadRequest,
             RequestError::FeatureDisabled(_) => PrivErrorCode::FeatureDisabled,
+            RequestError::OutOfPhase(..) => PrivErrorCode::OutOfPhase,
             RequestError::NotFound { .. } => PrivErrorCode::NotFound,
             RequestError::PermissionDenied { .. } => PrivErrorCode::PermissionDenied,
             RequestError::Failed { .. } | RequestError::TooLarge(_) => PrivErrorCode::Failed,
@@ -69,7 +73,9 @@ impl RequestError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            RequestError::BadRequest(_) | RequestError::FeatureDisabled(_)
+            RequestError::BadRequest(_)
+                | RequestError::FeatureDisabled(_)
+                | RequestError::OutOfPhase(..)
         )
     }
 

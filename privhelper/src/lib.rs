@@ -16,6 +16,7 @@
 //! kept) everything works.
 
 pub mod bpf;
+pub mod caps;
 pub mod error;
 pub mod fdstats;
 pub mod kmsg;

@@ -1,19 +1,23 @@
-//! The request table and the event loop.
+//! The requests' handlers and the event loop. Which request is served when is data: the table
+//! `vigil_ipc_proto::privtable::PRIV_REQUESTS` (kind → features, phase, once-only); this file
+//! only says what each kind does ([`Server::handle`]) and enforces the table before it runs:
 //!
-//! | request                 | feature          | answer                          |
-//! |-------------------------|------------------|---------------------------------|
-//! | `OpenKmsg`              | `kmsg_events`    | `Fd{Kmsg}` + /dev/kmsg          |
-//! | `ProcFdStats{pids}`     | `process_sockets`, or `process_fds` before Linux 6.2 | `FdStats` |
-//! | `ListNetns`             | `netns_metrics_setns` | `Netns`                    |
-//! | `NetlinkRouteInNetns`   | `netns_metrics_setns` | `Fd{NetlinkRoute}` + socket |
-//! | `BpfAttach{program}`    | `ebpf_*`         | `BpfRingbuf` + ring buffer map  |
-//! | `ProcIoStats{pids}`     | `process_io`     | `IoStats`                       |
-//! | `ProcExePaths{pids}`    | `process_io`     | `ExePaths`                      |
+//! | request                 | feature          | phase    | answer                          |
+//! |-------------------------|------------------|----------|---------------------------------|
+//! | `OpenKmsg`              | `kmsg_events`    | start-up, once | `Fd{Kmsg}` + /dev/kmsg    |
+//! | `BpfAttach{program}`    | `ebpf_*`         | start-up | `BpfRingbuf` + ring buffer map  |
+//! | `Ready`                 | —                | start-up, once | `Ready{caps}`: capabilities dropped to the steady-state set |
+//! | `ProcFdStats{pids}`     | `process_sockets`, or `process_fds` before Linux 6.2 | always | `FdStats` |
+//! | `ListNetns`             | `netns_metrics_setns` | always | `Netns`                    |
+//! | `NetlinkRouteInNetns`   | `netns_metrics_setns` | always | `Fd{NetlinkRoute}` + socket |
+//! | `ProcIoStats{pids}`     | `process_io`     | always   | `IoStats`                       |
+//! | `ProcExePaths{pids}`    | `process_io`     | always   | `ExePaths`                      |
 //!
-//! Anything else, any malformed frame, any frame carrying descriptors, is answered with
-//! `Error{BadRequest}` and counted; after [`MAX_CONSECUTIVE_BAD`] bad frames in a row the
-//! collector channel is closed (the supervisor restarts the pair). The control channel
-//! (supervisor) is served all along: `StatsRequest` → `Stats`, `Shutdown` → return.
+//! Anything else, any malformed frame, any frame carrying descriptors, a start-up request
+//! after `Ready`, a once-only request again, is answered with an error and counted; after
+//! [`MAX_CONSECUTIVE_BAD`] bad frames in a row the collector channel is closed (the supervisor
+//! restarts the group). The control channel (supervisor) is served all along:
+//! `StatsRequest` → `Stats`, `Shutdown` → return.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -21,21 +25,15 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
+use vigil_ipc_proto::privtable::{self, Phase, PrivRequestKind, RequestRule};
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, FdKind, InitConfig, PrivError, PrivErrorCode, PrivRequest,
+    Channel, ChildToSupervisor, FdKind, Feature, InitConfig, PrivError, PrivErrorCode, PrivRequest,
     PrivResponse, ProtoError, Role, RoleStats, SupervisorToChild, frame,
 };
 
 use crate::error::{PrivhelperError, RequestError};
 use crate::netns::{HomeNetns, NetnsError};
 use crate::{fdstats, kmsg, netns, procio, validate};
-
-/// Feature names (the supervisor's feature table, `policies/src/features.rs`).
-pub const FEATURE_KMSG: &str = "kmsg_events";
-pub const FEATURE_PROCESS_FDS: &str = "process_fds";
-pub const FEATURE_PROCESS_SOCKETS: &str = "process_sockets";
-pub const FEATURE_NETNS: &str = "netns_metrics_setns";
-pub const FEATURE_PROCESS_IO: &str = "process_io";
 
 /// Bad frames in a row after which the collector channel is closed.
 pub const MAX_CONSECUTIVE_BAD: u32 = 16;
@@ -45,58 +43,15 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Safety net against a spurious readiness report: a receive never blocks longer than this.
 const RECV_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The kinds of requests, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    OpenKmsg,
-    ProcFdStats,
-    ListNetns,
-    NetlinkRoute,
-    BpfAttach,
-    ProcIoStats,
-    ProcExePaths,
-}
-
-impl Kind {
-    const ALL: [Kind; 7] = [
-        Kind::OpenKmsg,
-        Kind::ProcFdStats,
-        Kind::ListNetns,
-        Kind::NetlinkRoute,
-        Kind::BpfAttach,
-        Kind::ProcIoStats,
-        Kind::ProcExePaths,
-    ];
-
-    fn of(req: &PrivRequest) -> Kind {
-        match req {
-            PrivRequest::OpenKmsg => Kind::OpenKmsg,
-            PrivRequest::ProcFdStats { .. } => Kind::ProcFdStats,
-            PrivRequest::ListNetns => Kind::ListNetns,
-            PrivRequest::NetlinkRouteInNetns { .. } => Kind::NetlinkRoute,
-            PrivRequest::BpfAttach { .. } => Kind::BpfAttach,
-            PrivRequest::ProcIoStats { .. } => Kind::ProcIoStats,
-            PrivRequest::ProcExePaths { .. } => Kind::ProcExePaths,
-        }
-    }
-
-    fn counter(self) -> &'static str {
-        match self {
-            Kind::OpenKmsg => "served_open_kmsg",
-            Kind::ProcFdStats => "served_proc_fd_stats",
-            Kind::ListNetns => "served_list_netns",
-            Kind::NetlinkRoute => "served_netlink_route_in_netns",
-            Kind::BpfAttach => "served_bpf_attach",
-            Kind::ProcIoStats => "served_proc_io_stats",
-            Kind::ProcExePaths => "served_proc_exe_paths",
-        }
-    }
-}
-
 /// Counters reported to the supervisor.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    served: [u64; 7],
+    /// Per row of the request table.
+    served: [u64; privtable::PRIV_REQUESTS.len()],
+    /// Start-up requests after start-up, once-only requests again.
+    pub out_of_phase: u64,
+    /// 0 during start-up, 1 once the collector said it is ready.
+    pub steady: u64,
     /// Requests refused: validation failed or feature disabled.
     pub refused: u64,
     /// Valid requests whose operation failed (not found, permission, other).
@@ -108,16 +63,22 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn served_mut(&mut self, k: Kind) -> &mut u64 {
-        &mut self.served[Kind::ALL.iter().position(|x| *x == k).unwrap_or(0)]
+    fn served_mut(&mut self, k: PrivRequestKind) -> &mut u64 {
+        let i = privtable::PRIV_REQUESTS
+            .iter()
+            .position(|r| r.kind == k)
+            .unwrap_or(0);
+        &mut self.served[i]
     }
 
     pub fn to_role_stats(&self) -> RoleStats {
-        let mut counters: Vec<(String, u64)> = Kind::ALL
+        let mut counters: Vec<(String, u64)> = privtable::PRIV_REQUESTS
             .iter()
             .zip(self.served)
-            .map(|(k, n)| (k.counter().to_string(), n))
+            .map(|(r, n)| (r.counter.to_string(), n))
             .collect();
+        counters.push(("out_of_phase".into(), self.out_of_phase));
+        counters.push(("steady_state".into(), self.steady));
         counters.push(("served_total".into(), self.served.iter().sum()));
         counters.push(("refused".into(), self.refused));
         counters.push(("errors".into(), self.errors));
@@ -149,6 +110,10 @@ pub struct Server {
     /// This kernel gives fd counts by stat: the collector counts them, not us.
     fd_count_stat: bool,
     home: HomeNetns,
+    /// The collector said `Ready`: start-up requests are refused.
+    steady: bool,
+    /// Once-only requests already served.
+    done: Vec<PrivRequestKind>,
     pub stats: Stats,
 }
 
@@ -157,9 +122,11 @@ impl Server {
     pub fn new(init: InitConfig) -> Result<Self, PrivhelperError> {
         Ok(Server {
             pid_max: validate::read_pid_max(),
-            fd_count_stat: vigil_policies::features::fd_count_by_stat(),
+            fd_count_stat: init.fd_count_by_stat,
             home: HomeNetns::open()?,
             init,
+            steady: false,
+            done: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -167,15 +134,15 @@ impl Server {
     /// `ProcFdStats` is ours for socket counts, and for fd counts only where the kernel does
     /// not give them by stat (there the collector counts them itself).
     fn require_fd_stats(&self) -> Result<bool, RequestError> {
-        let sockets = self.init.feature_enabled(FEATURE_PROCESS_SOCKETS);
-        if sockets || (!self.fd_count_stat && self.init.feature_enabled(FEATURE_PROCESS_FDS)) {
+        let sockets = self.init.feature_enabled(Feature::ProcessSockets);
+        if sockets || (!self.fd_count_stat && self.init.feature_enabled(Feature::ProcessFds)) {
             Ok(sockets)
         } else {
-            Err(RequestError::FeatureDisabled(FEATURE_PROCESS_SOCKETS))
+            Err(RequestError::FeatureDisabled(Feature::ProcessSockets))
         }
     }
 
-    fn require(&self, feature: &'static str) -> Result<(), RequestError> {
+    fn require(&self, feature: Feature) -> Result<(), RequestError> {
         if self.init.feature_enabled(feature) {
             Ok(())
         } else {
@@ -183,48 +150,88 @@ impl Server {
         }
     }
 
+    /// Whether the table lets this request be served now.
+    fn admit(&self, rule: &RequestRule) -> Result<(), RequestError> {
+        if rule.phase == Phase::StartUp && self.steady {
+            return Err(RequestError::OutOfPhase(rule.kind, "start-up is over"));
+        }
+        if rule.once && self.done.contains(&rule.kind) {
+            return Err(RequestError::OutOfPhase(rule.kind, "served once already"));
+        }
+        match rule.features.first() {
+            Some(first) if !rule.features.iter().any(|f| self.init.feature_enabled(*f)) => {
+                Err(RequestError::FeatureDisabled(*first))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Serve one decoded request. `Err` only for a fatal condition (the process must exit).
     pub fn handle(&mut self, req: PrivRequest) -> Result<Answer, PrivhelperError> {
-        let kind = Kind::of(&req);
-        let result: Result<Answer, RequestError> = match req {
-            PrivRequest::OpenKmsg => self.require(FEATURE_KMSG).and_then(|()| {
-                let fd = kmsg::open_kmsg()?;
-                Ok((PrivResponse::Fd { kind: FdKind::Kmsg }, vec![fd]))
-            }),
+        let rule = privtable::rule(req.kind());
+        let result = match self.admit(rule) {
+            Ok(()) => self.dispatch(req)?,
+            Err(e) => Err(e),
+        };
+        Ok(match result {
+            Ok(answer) => {
+                if rule.once {
+                    self.done.push(rule.kind);
+                }
+                *self.stats.served_mut(rule.kind) += 1;
+                answer
+            }
+            Err(e) => {
+                if matches!(e, RequestError::OutOfPhase(..)) {
+                    self.stats.out_of_phase += 1;
+                }
+                if e.is_refusal() {
+                    self.stats.refused += 1;
+                    tracing::warn!(request = ?rule.kind, error = %e, "request refused");
+                } else {
+                    self.stats.errors += 1;
+                    tracing::info!(request = ?rule.kind, error = %e, "request failed");
+                }
+                (PrivResponse::Error(e.to_priv_error()), Vec::new())
+            }
+        })
+    }
+
+    /// What each kind of request does (admitted by the table already). The outer `Err` is
+    /// fatal for the process.
+    fn dispatch(
+        &mut self,
+        req: PrivRequest,
+    ) -> Result<Result<Answer, RequestError>, PrivhelperError> {
+        Ok(match req {
+            PrivRequest::OpenKmsg => {
+                kmsg::open_kmsg().map(|fd| (PrivResponse::Fd { kind: FdKind::Kmsg }, vec![fd]))
+            }
             PrivRequest::ProcFdStats { pids } => self.require_fd_stats().and_then(|sockets| {
                 let pids = validate::check_pids(&pids, self.pid_max)?;
-                Ok((
-                    PrivResponse::FdStats(fdstats::fd_stats(
-                        &pids,
-                        sockets,
-                        std::time::Instant::now() + fdstats::FD_STATS_BUDGET,
-                    )),
-                    Vec::new(),
-                ))
-            }),
-            PrivRequest::ProcIoStats { pids } => self.require(FEATURE_PROCESS_IO).and_then(|()| {
-                let max = vigil_ipc_proto::MAX_IO_STAT_PIDS;
-                let pids = validate::check_pids_at_most(&pids, max, self.pid_max)?;
                 let deadline = std::time::Instant::now() + fdstats::FD_STATS_BUDGET;
-                Ok((
-                    PrivResponse::IoStats(procio::io_stats(&pids, deadline)),
-                    Vec::new(),
-                ))
+                let stats = fdstats::fd_stats(&pids, sockets, deadline);
+                Ok((PrivResponse::FdStats(stats), Vec::new()))
             }),
-            PrivRequest::ProcExePaths { pids } => self.require(FEATURE_PROCESS_IO).and_then(|()| {
+            PrivRequest::ProcIoStats { pids } => {
+                let max = vigil_ipc_proto::MAX_IO_STAT_PIDS;
+                validate::check_pids_at_most(&pids, max, self.pid_max).map(|pids| {
+                    let deadline = std::time::Instant::now() + fdstats::FD_STATS_BUDGET;
+                    let stats = procio::io_stats(&pids, deadline);
+                    (PrivResponse::IoStats(stats), Vec::new())
+                })
+            }
+            PrivRequest::ProcExePaths { pids } => {
                 let max = vigil_ipc_proto::MAX_EXE_PIDS;
-                let pids = validate::check_pids_at_most(&pids, max, self.pid_max)?;
-                Ok((PrivResponse::ExePaths(procio::exe_paths(&pids)), Vec::new()))
-            }),
-            PrivRequest::ListNetns => self.require(FEATURE_NETNS).map(|()| {
-                (
-                    PrivResponse::Netns(netns::list(self.home.inode())),
-                    Vec::new(),
-                )
-            }),
-            PrivRequest::NetlinkRouteInNetns { target } => match self.require(FEATURE_NETNS) {
-                Err(e) => Err(e),
-                Ok(()) => match self.home.socket_in(&target, self.pid_max) {
+                validate::check_pids_at_most(&pids, max, self.pid_max)
+                    .map(|pids| (PrivResponse::ExePaths(procio::exe_paths(&pids)), Vec::new()))
+            }
+            PrivRequest::ListNetns => Ok((
+                PrivResponse::Netns(netns::list(self.home.inode())),
+                Vec::new(),
+            )),
+            PrivRequest::NetlinkRouteInNetns { target } => {
+                match self.home.socket_in(&target, self.pid_max) {
                     Ok(fd) => Ok((
                         PrivResponse::Fd {
                             kind: FdKind::NetlinkRoute,
@@ -236,49 +243,47 @@ impl Server {
                         tracing::error!(%errno, "cannot return to the own network namespace");
                         return Err(PrivhelperError::NetnsRestore(errno));
                     }
-                },
-            },
-            PrivRequest::BpfAttach { program } => {
-                match self.require(crate::bpf::feature_of(program)) {
-                    Err(e) => Err(e),
-                    Ok(()) => {
-                        // The eBPF engineer's module answers completely (and logs its refusals).
-                        let (resp, fd) = crate::bpf::respond(program, &self.init);
-                        release_free_memory();
-                        match &resp {
-                            PrivResponse::Error(PrivError { code, .. }) => {
-                                if matches!(
-                                    code,
-                                    PrivErrorCode::BadRequest | PrivErrorCode::FeatureDisabled
-                                ) {
-                                    self.stats.refused += 1;
-                                } else {
-                                    self.stats.errors += 1;
-                                }
-                            }
-                            _ => *self.stats.served_mut(kind) += 1,
-                        }
-                        return Ok((resp, fd.into_iter().collect()));
-                    }
                 }
             }
-        };
-        Ok(match result {
-            Ok(answer) => {
-                *self.stats.served_mut(kind) += 1;
-                answer
-            }
-            Err(e) => {
-                if e.is_refusal() {
-                    self.stats.refused += 1;
-                    tracing::warn!(request = ?kind, error = %e, "request refused");
-                } else {
-                    self.stats.errors += 1;
-                    tracing::info!(request = ?kind, error = %e, "request failed");
-                }
-                (PrivResponse::Error(e.to_priv_error()), Vec::new())
-            }
+            PrivRequest::BpfAttach { program } => self.attach(program),
+            PrivRequest::Ready => self.end_startup(),
         })
+    }
+
+    fn attach(&mut self, program: vigil_ipc_proto::BpfProgram) -> Result<Answer, RequestError> {
+        self.require(crate::bpf::feature_of(program))?;
+        // The BPF module answers completely (and logs its refusals).
+        let (resp, fd) = crate::bpf::respond(program, &self.init);
+        release_free_memory();
+        match &resp {
+            PrivResponse::Error(PrivError { code, message }) => Err(match code {
+                PrivErrorCode::BadRequest | PrivErrorCode::FeatureDisabled => {
+                    RequestError::BadRequest(message.clone())
+                }
+                _ => RequestError::Failed {
+                    what: format!("attach {program:?}"),
+                    source: std::io::Error::other(message.clone()),
+                },
+            }),
+            _ => Ok((resp, fd.into_iter().collect())),
+        }
+    }
+
+    /// The collector's start-up is over: from now on only the requests served always, and
+    /// only the capabilities they need (`steady_caps` of the plan; none by default).
+    fn end_startup(&mut self) -> Result<Answer, RequestError> {
+        crate::caps::drop_to(&self.init.sandbox.steady_caps).map_err(|e| RequestError::Failed {
+            what: "dropping the start-up capabilities".into(),
+            source: e,
+        })?;
+        self.steady = true;
+        self.stats.steady = 1;
+        let caps = crate::caps::effective();
+        tracing::info!(
+            ?caps,
+            "start-up over: start-up requests refused from now on"
+        );
+        Ok((PrivResponse::Ready { caps }, Vec::new()))
     }
 
     /// Serve both channels until the supervisor says `Shutdown` (→ `Ok`), the control

@@ -13,36 +13,25 @@ use std::time::{Duration, Instant};
 use vigil_collector::ebpf::flows::FlowKey;
 use vigil_collector::ebpf::records::{Direction, FlowSource};
 use vigil_collector::ebpf::{BpfRecord, EbpfSource, ProcEventKind, RingBuf};
-use vigil_ipc_proto::{
-    BpfProgram, CollectorConfig, InitConfig, LandlockPlan, PrivErrorCode, PrivResponse, Role,
-    SandboxPlan, ShipperConfig,
-};
+use vigil_ipc_proto::Feature;
+use vigil_ipc_proto::{BpfProgram, CollectorConfig, InitConfig, PrivErrorCode, PrivResponse, Role};
 use vigil_privhelper::bpf::{BpfError, BpfManager};
 
-fn init(features: &[&str], ifaces: &[&str]) -> InitConfig {
-    InitConfig {
-        role: Role::Privhelper,
-        sandbox: SandboxPlan {
-            ids: None,
-            keep_caps: Vec::new(),
-            seccomp: false,
-            seccomp_extra: Vec::new(),
-            landlock: LandlockPlan::default(),
-        },
-        host_root: "/".into(),
-        runtime_dir: "/tmp".into(),
-        hostname: "test".into(),
-        enabled_features: features.iter().map(|s| s.to_string()).collect(),
-        collector: CollectorConfig {
+fn init(features: &[Feature], ifaces: &[&str]) -> InitConfig {
+    vigil_testkit::init(Role::Privhelper)
+        .features(features)
+        .collector(CollectorConfig {
             flow_interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
             ..CollectorConfig::default()
-        },
-        shipper: ShipperConfig::default(),
-        attached: Vec::new(),
-    }
+        })
+        .build()
 }
 
-const ALL: [&str; 3] = ["ebpf_exec", "ebpf_flows_socket", "ebpf_flows_tc"];
+const ALL: [Feature; 3] = [
+    Feature::EbpfExec,
+    Feature::EbpfFlowsSocket,
+    Feature::EbpfFlowsTc,
+];
 
 fn prog_exists(id: u32) -> bool {
     Command::new("bpftool")
@@ -1235,12 +1224,15 @@ fn full_ring_drops_are_counted_and_reported_in_records() {
 /// feature the privhelper has off is refused and the collector goes on without it.
 #[test]
 fn attach_over_the_ipc_channel() {
-    use vigil_ipc_proto::{Channel, PrivRequest};
-    let (mut coll, mut privh) = Channel::pair().unwrap();
+    use vigil_ipc_proto::{Channel, PrivRequest, Role};
+    let (coll, mut privh) = Channel::pair().unwrap();
     // The privhelper allows only exec; the collector (wrongly) believes flows are on too.
-    let priv_init = init(&["ebpf_exec"], &[]);
-    let coll_init = init(&["ebpf_exec", "ebpf_flows_socket"], &[]);
+    let priv_init = init(&[Feature::EbpfExec], &[]);
+    let coll_init = init(&[Feature::EbpfExec, Feature::EbpfFlowsSocket], &[]);
     let server = std::thread::spawn(move || {
+        privh
+            .handshake(Role::Privhelper, Some(Role::Collector))
+            .unwrap();
         let mut answered = Vec::new();
         for _ in 0..2 {
             let req: PrivRequest = privh.recv().unwrap();
@@ -1254,7 +1246,10 @@ fn attach_over_the_ipc_channel() {
         }
         answered
     });
-    let mut set = vigil_collector::ebpf::start(&mut coll, &coll_init);
+    let mut client =
+        vigil_collector::privclient::PrivClient::connect(coll, std::time::Duration::from_secs(10))
+            .unwrap();
+    let mut set = vigil_collector::ebpf::start(&mut client, &coll_init);
     assert_eq!(
         server.join().unwrap(),
         vec![

@@ -18,17 +18,31 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use vigil_ipc_proto::Feature;
 use vigil_ipc_proto::frame;
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, CollectorConfig, FdKind, InitConfig, LandlockPlan, NetnsTarget,
-    PrivErrorCode, PrivRequest, PrivResponse, Role, SandboxPlan, ShipperConfig, SupervisorToChild,
-    fds,
+    Channel, ChildToSupervisor, FdKind, InitConfig, LandlockPlan, NetnsTarget, PrivErrorCode,
+    PrivRequest, PrivResponse, Role, SandboxPlan, SupervisorToChild, fds,
 };
 
 const CHILD_ENV: &str = "VIGIL_PRIVHELPER_SANDBOXED_CHILD";
 const AGENT_UID: u32 = 65534;
 /// CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_SYSLOG.
 const KEEP_CAPS: [u8; 4] = [2, 19, 21, 34];
+/// After start-up (socket counts, setns): CAP_SYSLOG goes.
+const STEADY_CAPS: [u8; 3] = [2, 19, 21];
+
+/// CapEff, CapPrm, CapBnd of a process.
+fn cap_sets(pid: u32) -> [u64; 3] {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    };
+    [hex("CapEff:"), hex("CapPrm:"), hex("CapBnd:")]
+}
 
 /// `landlock`: apply the privhelper Landlock ruleset too.
 fn init(landlock_on: bool) -> InitConfig {
@@ -43,33 +57,29 @@ fn init(landlock_on: bool) -> InitConfig {
         },
     )
     .expect("privhelper landlock template");
-    InitConfig {
-        role: Role::Privhelper,
-        sandbox: SandboxPlan {
+    vigil_testkit::init(Role::Privhelper)
+        .sandbox(SandboxPlan {
             ids: Some(vigil_ipc_proto::Ids {
                 uid: AGENT_UID,
                 gid: AGENT_UID,
                 groups: Vec::new(),
             }),
             keep_caps: KEEP_CAPS.to_vec(),
+            // Socket counts and setns serve after start-up too.
+            steady_caps: STEADY_CAPS.to_vec(),
             seccomp: true,
             seccomp_extra: Vec::new(),
             landlock: LandlockPlan {
                 enabled: landlock.enabled && landlock_on,
                 ..landlock
             },
-        },
-        host_root: "/".into(),
-        runtime_dir: "/tmp".into(),
-        hostname: "test".into(),
-        enabled_features: ["kmsg_events", "process_sockets", "netns_metrics_setns"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        collector: CollectorConfig::default(),
-        shipper: ShipperConfig::default(),
-        attached: Vec::new(),
-    }
+        })
+        .features(&[
+            Feature::KmsgEvents,
+            Feature::ProcessSockets,
+            Feature::NetnsMetricsSetns,
+        ])
+        .build()
 }
 
 fn child_main() -> ! {
@@ -241,6 +251,16 @@ fn sandboxed_privhelper_serves_every_request(landlock: bool) {
         .unwrap();
 
     let mut p = Privhelper::spawn(landlock);
+    // Start-up: every capability of its features permitted; the bounding set already only
+    // what outlives start-up.
+    let caps = |pid: u32| {
+        let st = cap_sets(pid);
+        (st[0], st[1], st[2])
+    };
+    let mask = |nums: &[u8]| nums.iter().fold(0u64, |m, n| m | 1 << n);
+    let (eff, prm, bnd) = caps(p.child.id());
+    assert_eq!((eff, prm), (mask(&KEEP_CAPS), mask(&KEEP_CAPS)));
+    assert_eq!(bnd, mask(&STEADY_CAPS));
 
     // /dev/kmsg through the passed fd.
     let marker = format!("vigil-sbx-test-{pid}-{:?}", Instant::now());
@@ -346,11 +366,16 @@ fn sandboxed_privhelper_serves_every_request(landlock: bool) {
             .count()
     };
     let before = child_fds(p.child.id());
+    // Once-only: a second /dev/kmsg is refused.
+    let (resp, fds) = p.request(&PrivRequest::OpenKmsg);
+    assert!(
+        matches!(&resp, PrivResponse::Error(e) if e.code == PrivErrorCode::OutOfPhase),
+        "{resp:?}"
+    );
+    assert!(fds.is_empty());
     let devnull = File::open("/dev/null").unwrap();
     const ROUNDS: u64 = 20;
     for _ in 0..ROUNDS {
-        let (_, fds) = p.request(&PrivRequest::OpenKmsg);
-        assert_eq!(fds.len(), 1);
         let (_, fds) = p.request(&PrivRequest::NetlinkRouteInNetns {
             target: NetnsTarget::Named(name.clone()),
         });
@@ -384,6 +409,33 @@ fn sandboxed_privhelper_serves_every_request(landlock: bool) {
         "privhelper leaks descriptors"
     );
 
+    // The end of start-up: exactly the steady-state capabilities remain, start-up requests
+    // are refused, the per-cycle ones still served.
+    let (resp, _) = p.request(&PrivRequest::Ready);
+    assert_eq!(
+        resp,
+        PrivResponse::Ready {
+            caps: STEADY_CAPS.to_vec()
+        }
+    );
+    let (eff, prm, bnd) = caps(p.child.id());
+    assert_eq!(
+        (eff, prm, bnd),
+        (mask(&STEADY_CAPS), mask(&STEADY_CAPS), mask(&STEADY_CAPS))
+    );
+    for req in [PrivRequest::OpenKmsg, PrivRequest::Ready] {
+        let (resp, fds) = p.request(&req);
+        assert!(
+            matches!(&resp, PrivResponse::Error(e) if e.code == PrivErrorCode::OutOfPhase),
+            "{req:?} after Ready: {resp:?}"
+        );
+        assert!(fds.is_empty());
+    }
+    let (resp, _) = p.request(&PrivRequest::ProcFdStats {
+        pids: vec![sleeper.id()],
+    });
+    assert!(matches!(resp, PrivResponse::FdStats(_)), "{resp:?}");
+
     // Stats, then a clean shutdown: exit 0, not SIGSYS.
     p.control.send(&SupervisorToChild::StatsRequest).unwrap();
     match p.control.recv::<ChildToSupervisor>() {
@@ -395,7 +447,10 @@ fn sandboxed_privhelper_serves_every_request(landlock: bool) {
                 "{s:?}"
             );
             assert_eq!(s.get("bad_frames"), Some(1 + 2 * ROUNDS), "{s:?}");
-            assert_eq!(s.get("refused"), Some(2), "{s:?}");
+            // The bad name and the oversized list; a second kmsg; kmsg and Ready after Ready.
+            assert_eq!(s.get("refused"), Some(5), "{s:?}");
+            assert_eq!(s.get("out_of_phase"), Some(3), "{s:?}");
+            assert_eq!(s.get("steady_state"), Some(1), "{s:?}");
         }
         other => p.die(&format!("Stats expected, got {other:?}")),
     }

@@ -15,35 +15,26 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{MsgFlags, recv, send, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
+use vigil_ipc_proto::Feature;
 use vigil_ipc_proto::frame::{self, HEADER_LEN, MAX_FRAME};
 use vigil_ipc_proto::{
-    BpfProgram, Channel, ChildToSupervisor, CollectorConfig, FdKind, Hello, InitConfig,
-    LandlockPlan, MAX_FD_STAT_PIDS, NetnsTarget, PrivErrorCode, PrivRequest, PrivResponse,
-    ProtoError, Role, RoleStats, SandboxPlan, ShipperConfig, SupervisorToChild,
+    BpfProgram, Channel, ChildToSupervisor, FdKind, Hello, InitConfig, MAX_FD_STAT_PIDS,
+    NetnsTarget, PrivErrorCode, PrivRequest, PrivResponse, ProtoError, Role, RoleStats,
+    SupervisorToChild,
 };
 use vigil_privhelper::PrivhelperError;
 use vigil_privhelper::server::MAX_CONSECUTIVE_BAD;
 
-const ALL: [&str; 3] = ["kmsg_events", "process_sockets", "netns_metrics_setns"];
+const ALL: [Feature; 3] = [
+    Feature::KmsgEvents,
+    Feature::ProcessSockets,
+    Feature::NetnsMetricsSetns,
+];
 
-fn init(features: &[&str]) -> InitConfig {
-    InitConfig {
-        role: Role::Privhelper,
-        sandbox: SandboxPlan {
-            ids: None,
-            keep_caps: Vec::new(),
-            seccomp: false,
-            seccomp_extra: Vec::new(),
-            landlock: LandlockPlan::default(),
-        },
-        host_root: "/".into(),
-        runtime_dir: "/tmp".into(),
-        hostname: "test".into(),
-        enabled_features: features.iter().map(|s| s.to_string()).collect(),
-        collector: CollectorConfig::default(),
-        shipper: ShipperConfig::default(),
-        attached: Vec::new(),
-    }
+fn init(features: &[Feature]) -> InitConfig {
+    vigil_testkit::init(Role::Privhelper)
+        .features(features)
+        .build()
 }
 
 /// A privhelper running `run()` in a thread; the test holds the supervisor's and the
@@ -58,7 +49,7 @@ struct Harness {
 
 impl Harness {
     /// Started, without the collector's hello (for handshake tests).
-    fn start_raw(features: &[&str]) -> Harness {
+    fn start_raw(features: &[Feature]) -> Harness {
         let (control, ctl_child) = Channel::pair().unwrap();
         let (collector, col_ph) = Channel::pair().unwrap();
         let init = init(features);
@@ -82,7 +73,7 @@ impl Harness {
         }
     }
 
-    fn start(features: &[&str]) -> Harness {
+    fn start(features: &[Feature]) -> Harness {
         let mut h = Harness::start_raw(features);
         assert_eq!(
             h.collector
@@ -168,7 +159,7 @@ fn netns_inode_of(path: &str) -> u64 {
 
 #[test]
 fn open_kmsg_reads_a_line_written_to_kmsg() {
-    let mut h = Harness::start(&["kmsg_events"]);
+    let mut h = Harness::start(&[Feature::KmsgEvents]);
     let marker = format!(
         "vigil-test-{}-{}",
         std::process::id(),
@@ -266,7 +257,7 @@ fn proc_fd_stats_only_for_what_the_privhelper_does() {
         vigil_policies::features::fd_count_by_stat(),
         "this test machine's kernel (>= 6.2) counts fds by stat"
     );
-    let mut h = Harness::start(&["process_fds"]);
+    let mut h = Harness::start(&[Feature::ProcessFds]);
     let (resp, _) = h.request(&PrivRequest::ProcFdStats {
         pids: vec![std::process::id()],
     });
@@ -278,7 +269,7 @@ fn proc_fd_stats_only_for_what_the_privhelper_does() {
 
 #[test]
 fn proc_fd_stats_counts_fds_and_sockets() {
-    let mut h = Harness::start(&["process_sockets"]);
+    let mut h = Harness::start(&[Feature::ProcessSockets]);
     let child = KillOnDrop(child_with_known_fds());
     let pid = child.0.id();
     let mut gone_child = Command::new("true").spawn().unwrap();
@@ -425,7 +416,7 @@ fn dump_links(sock: &OwnedFd) -> Vec<String> {
 #[test]
 fn netns_list_and_netlink_socket_inside() {
     let guard = NetnsGuard::new("a");
-    let mut h = Harness::start(&["netns_metrics_setns"]);
+    let mut h = Harness::start(&[Feature::NetnsMetricsSetns]);
     let ns_inode = netns_inode_of(&format!("/run/netns/{}", guard.name));
     let host_inode = netns_inode_of("/proc/self/ns/net");
 

@@ -4,10 +4,10 @@
 use std::fmt::Write;
 
 use caps::Capability;
-use vigil_ipc_proto::AgentConfig;
+use vigil_ipc_proto::{AgentConfig, Feature};
 use vigil_policies::features::{
-    self, Evaluation, FEATURES, KernelFacts, Launch, names, render_k8s, render_setcap,
-    render_systemd, required_caps,
+    self, Evaluation, KernelFacts, Launch, names, render_k8s, render_setcap, render_systemd,
+    required_caps,
 };
 
 use crate::cli::Emit;
@@ -51,7 +51,7 @@ pub fn systemd_block(cfg: &AgentConfig, caps: &[Capability]) -> String {
     if let Ok(sa) = vigil_ipc_proto::delivery::parse_listen("", &cfg.shipper.prometheus.listen) {
         s.push_str(&format!("SocketBindAllow=tcp:{}\n", sa.port()));
     }
-    if features::configured(cfg, "kmsg_events") {
+    if (features::row(Feature::KmsgEvents).configured)(cfg) {
         s.push_str("ProtectKernelLogs=no\nDeviceAllow=/dev/kmsg r\n");
     } else {
         s.push_str("ProtectKernelLogs=yes\n");
@@ -137,8 +137,8 @@ fn kernel_section(cfg: &AgentConfig, facts: &KernelFacts) -> String {
 pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: Emit) -> String {
     // A Kubernetes container starts the supervisor as uid 0 with an add list; a systemd unit
     // (User= + AmbientCapabilities=) or a setcap'd binary starts it as the agent user.
-    let root = required_caps(cfg, facts, Launch::Root);
-    let agent = required_caps(cfg, facts, Launch::AgentUser);
+    let root = required_caps(cfg, facts, Launch::ROOT);
+    let agent = required_caps(cfg, facts, Launch::AGENT_USER);
     match emit {
         Emit::Setcap => return render_setcap(&agent, BINARY) + "\n",
         Emit::Systemd => return systemd_block(cfg, &agent),
@@ -153,14 +153,11 @@ pub fn render(cfg: &AgentConfig, facts: &KernelFacts, eval: &Evaluation, emit: E
         "feature", "process", "on", "needs"
     );
     for f in &eval.features {
-        let def = FEATURES.iter().find(|d| d.name == f.name);
-        let needs = def
-            .map(|d| names(&features::needed_caps(d, facts)))
-            .unwrap_or_default();
+        let needs = names(features::row(f.feature).needed_caps(facts));
         let _ = writeln!(
             s,
             "{:<19} {:<11} {:<4} {:<40} {}",
-            f.name,
+            f.feature.as_str(),
             f.process.as_str(),
             if f.enabled { "yes" } else { "no" },
             if needs.is_empty() { "-".into() } else { needs },

@@ -8,53 +8,21 @@
 use std::collections::HashSet;
 
 use caps::Capability;
-use vigil_policies::features::{self, Evaluation, names};
+use vigil_ipc_proto::Feature;
+use vigil_policies::features::{self, Evaluation, Launch, names};
 
 /// Reason shown for `user_switch` when no switch is needed.
 pub const ALREADY_AGENT_USER: &str = "already the agent user";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Launch {
-    /// Effective uid 0, whatever capabilities it holds.
-    pub root: bool,
-    /// Not root and holding no effective capability: only a user namespace gives a view.
-    /// (Not root but holding capabilities is not rootless: a user namespace would turn them
-    /// into namespaced ones that no longer work on the host.)
-    pub rootless: bool,
-    /// Real and effective uid are the configured agent user's: the children are already who
-    /// they must be.
-    pub agent_user: bool,
-}
-
-impl Launch {
-    pub fn detect(euid: u32, uid: u32, holds_caps: bool, agent_uid: u32) -> Launch {
-        let root = euid == 0;
-        Launch {
-            root,
-            rootless: !root && !holds_caps,
-            agent_user: !root && euid == agent_uid && uid == agent_uid,
-        }
-    }
-
-    /// This process's launch: its real and effective uids, whether it holds any capability,
-    /// against the agent user's uid.
-    pub fn current(held: &HashSet<Capability>, agent_uid: u32) -> Launch {
-        Launch::detect(
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getuid().as_raw(),
-            !held.is_empty(),
-            agent_uid,
-        )
-    }
-
-    /// What the feature table's add-list means for this launch.
-    pub fn policy(self) -> features::Launch {
-        if self.agent_user {
-            features::Launch::AgentUser
-        } else {
-            features::Launch::Root
-        }
-    }
+/// This process's launch: its real and effective uids, whether it holds any capability,
+/// against the agent user's uid.
+pub fn current(held: &HashSet<Capability>, agent_uid: u32) -> Launch {
+    Launch::detect(
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getuid().as_raw(),
+        !held.is_empty(),
+        agent_uid,
+    )
 }
 
 /// Fit the feature evaluation to the launch. Started as the agent user, the supervisor needs
@@ -67,19 +35,19 @@ pub fn adjust(eval: &mut Evaluation, launch: Launch) {
         return;
     }
     for f in &mut eval.features {
-        match f.name {
-            "user_switch" if f.configured => {
+        match f.feature {
+            Feature::UserSwitch if f.configured => {
                 f.enabled = true;
                 f.using.clear();
                 f.missing.clear();
                 f.reason = ALREADY_AGENT_USER.into();
             }
-            "virtual_root" if !f.configured => {
+            Feature::VirtualRoot if !f.configured => {
                 f.reason = "no_remount_root: the host view is the service manager's \
                             (ProtectSystem=, InaccessiblePaths=)"
                     .into();
             }
-            "virtual_root" if !f.missing.is_empty() => {
+            Feature::VirtualRoot if !f.missing.is_empty() => {
                 f.missing.clear();
                 f.reason = "started as the agent user without CAP_SYS_ADMIN: not remounted \
                             (NO_REMOUNT_ROOT)"
@@ -157,18 +125,7 @@ mod tests {
     use vigil_policies::features::{KernelFacts, evaluate, required_caps};
 
     fn facts() -> KernelFacts {
-        KernelFacts {
-            perf_event_paranoid: Some(2),
-            dmesg_restrict: Some(1),
-            unprivileged_bpf_disabled: Some(2),
-            btf: true,
-            landlock_abi: 6,
-            kmsg: true,
-            cgroup: "v2".into(),
-            unprivileged_userns: Some(true),
-            fd_count_stat: true,
-            psi: true,
-        }
+        KernelFacts::reference()
     }
 
     const VIGIL: u32 = 999;
@@ -180,7 +137,6 @@ mod tests {
             (root.root, root.rootless, root.agent_user),
             (true, false, false)
         );
-        assert_eq!(root.policy(), features::Launch::Root);
         // Root with every capability dropped is still root, not rootless.
         assert!(!Launch::detect(0, 0, false, VIGIL).rootless);
         // systemd User=vigil + AmbientCapabilities=: capabilities are real, no user namespace.
@@ -189,7 +145,6 @@ mod tests {
             (unit.root, unit.rootless, unit.agent_user),
             (false, false, true)
         );
-        assert_eq!(unit.policy(), features::Launch::AgentUser);
         // An ordinary user with nothing: rootless.
         let plain = Launch::detect(1000, 1000, false, VIGIL);
         assert_eq!((plain.rootless, plain.agent_user), (true, false));
@@ -214,25 +169,28 @@ mod tests {
             ..AgentConfig::default()
         };
         // Exactly the agent user's add list of the doctor.
-        let held: HashSet<_> = required_caps(&cfg, &facts(), features::Launch::AgentUser)
+        let held: HashSet<_> = required_caps(&cfg, &facts(), Launch::AGENT_USER)
             .into_iter()
             .collect();
         assert_eq!(held, unit_caps());
         let launch = Launch::detect(VIGIL, VIGIL, true, VIGIL);
         let mut ev = evaluate(&cfg, &held, &facts());
-        assert!(ev.warning().unwrap().contains("user_switch"), "before");
+        assert!(
+            ev.warning().unwrap().contains(Feature::UserSwitch.as_str()),
+            "before"
+        );
         adjust(&mut ev, launch);
         assert_eq!(ev.warning(), None, "{:?}", ev.missing());
-        let f = |n: &str| ev.features.iter().find(|f| f.name == n).unwrap().clone();
-        assert!(f("user_switch").enabled);
-        assert_eq!(f("user_switch").reason, ALREADY_AGENT_USER);
-        assert!(!f("virtual_root").enabled);
-        assert!(f("virtual_root").reason.contains("no_remount_root"));
+        let f = |n: Feature| ev.get(n).unwrap().clone();
+        assert!(f(Feature::UserSwitch).enabled);
+        assert_eq!(f(Feature::UserSwitch).reason, ALREADY_AGENT_USER);
+        assert!(!f(Feature::VirtualRoot).enabled);
+        assert!(f(Feature::VirtualRoot).reason.contains("no_remount_root"));
         for n in [
-            "kmsg_events",
-            "ebpf_exec",
-            "ebpf_flows_socket",
-            "process_metrics",
+            Feature::KmsgEvents,
+            Feature::EbpfExec,
+            Feature::EbpfFlowsSocket,
+            Feature::ProcessMetrics,
         ] {
             assert!(f(n).enabled, "{n}");
         }
@@ -248,7 +206,7 @@ mod tests {
         let mut ev = evaluate(&cfg, &less, &facts());
         adjust(&mut ev, launch);
         let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(off, vec!["ebpf_flows_socket"]);
+        assert_eq!(off, vec![Feature::EbpfFlowsSocket]);
         let w = ev.warning().unwrap();
         for c in ["SETUID", "SETGID", "SYS_ADMIN", "SETPCAP", "CHOWN", "KILL"] {
             assert!(!w.contains(c), "{w}");
@@ -259,13 +217,13 @@ mod tests {
         let mut ev = evaluate(&cfg, &held, &facts());
         adjust(&mut ev, launch);
         assert_eq!(ev.warning(), None);
-        assert!(!ev.is_enabled("virtual_root"));
+        assert!(!ev.is_enabled(Feature::VirtualRoot));
         // With it the supervisor may still build its own view.
         let mut more = held.clone();
         more.insert(CAP_SYS_ADMIN);
         let mut ev = evaluate(&cfg, &more, &facts());
         adjust(&mut ev, launch);
-        assert!(ev.is_enabled("virtual_root"));
+        assert!(ev.is_enabled(Feature::VirtualRoot));
     }
 
     #[test]
@@ -285,7 +243,7 @@ mod tests {
         };
         let mut ev = evaluate(&cfg, &unit_caps(), &facts());
         adjust(&mut ev, Launch::detect(VIGIL, VIGIL, true, VIGIL));
-        assert!(!ev.is_enabled("user_switch"));
+        assert!(!ev.is_enabled(Feature::UserSwitch));
     }
 
     #[test]

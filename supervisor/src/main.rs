@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use tracing::{error, info, warn};
-use vigil_ipc_proto::{AgentConfig, Role};
+use vigil_ipc_proto::{AgentConfig, Feature, Role};
 use vigil_policies::features::{self, KernelFacts, names};
 
 use crate::cli::{Cli, Command};
@@ -94,7 +94,7 @@ fn main() {
                     let mut eval = features::evaluate(&cfg, &held, &facts);
                     // Run by the agent user itself, the table says what `vigil run` would.
                     if let Ok(u) = users::lookup(Path::new(&cfg.host_root), &cfg.user) {
-                        launch::adjust(&mut eval, launch::Launch::current(&held, u.uid));
+                        launch::adjust(&mut eval, launch::current(&held, u.uid));
                     }
                     print!("{}", doctor::render(&cfg, &facts, &eval, emit));
                     0
@@ -153,7 +153,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let host_root = PathBuf::from(&cfg.host_root);
     let user = users::lookup(&host_root, &cfg.user)?;
     let euid = nix::unistd::geteuid().as_raw();
-    let launch = launch::Launch::current(&held, user.uid);
+    let launch = launch::current(&held, user.uid);
     if launch.rootless && args.runtime_dir.is_none() && env("VIGIL_RUNTIME_DIR").is_none() {
         cfg.runtime_dir = rootless::default_runtime_dir();
     }
@@ -167,7 +167,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
                 names(&eval.missing_caps()),
                 eval.missing()
                     .iter()
-                    .map(|(n, _)| *n)
+                    .map(|(n, _)| n.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
@@ -175,7 +175,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         warn!("{w}");
         info!(
             "the configured features need, started this way: {}",
-            names(&features::required_caps(&cfg, &facts, launch.policy()))
+            names(&features::required_caps(&cfg, &facts, launch))
         );
     }
 
@@ -183,7 +183,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let switch_user = !launch.rootless
         && !launch.agent_user
         && cfg.non_root_mode
-        && eval.is_enabled("user_switch");
+        && eval.is_enabled(Feature::UserSwitch);
     if let Some(w) =
         launch::identity_warning(launch, switch_user, cfg.non_root_mode, euid, &cfg.user)
     {
@@ -215,7 +215,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
             Ok(()) => virtual_root = true,
             Err(e) => warn!("rootless: no virtual root ({e}); Landlock and seccomp still apply"),
         }
-    } else if want_root && eval.is_enabled("virtual_root") {
+    } else if want_root && eval.is_enabled(Feature::VirtualRoot) {
         rootfs::unshare_mount_ns()?;
         build_root(&cfg, &host_root, &rt)?;
         virtual_root = true;
@@ -241,7 +241,12 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         mode = cfg.mount_mode.as_str(),
         virtual_root,
         user = %cfg.user,
-        features = %eval.enabled_names().join(","),
+        features = %eval
+            .enabled()
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         "starting"
     );
 
@@ -253,13 +258,14 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         net: prepared.needs.clone(),
         shipper_inputs: prepared.inputs.is_some(),
         prometheus: prepared.listener.is_some(),
+        fd_count_by_stat: facts.fd_count_stat,
     };
     let inits = Role::CHILDREN
         .iter()
         .map(|r| plan::init_config(*r, &cfg, &eval, Some(&user), &facts_run))
         .collect::<Result<Vec<_>>>()?;
     let mut states = eval.states();
-    if let Some(f) = states.iter_mut().find(|f| f.name == "virtual_root") {
+    if let Some(f) = states.iter_mut().find(|f| f.name == Feature::VirtualRoot) {
         f.enabled = virtual_root;
         if virtual_root && launch.rootless {
             f.reason = "in a user namespace (rootless)".into();

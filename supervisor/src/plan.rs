@@ -25,6 +25,8 @@ pub struct RunFacts {
     pub shipper_inputs: bool,
     /// The supervisor holds the Prometheus endpoint's listening socket.
     pub prometheus: bool,
+    /// This kernel gives fd counts by stat (Linux >= 6.2).
+    pub fd_count_by_stat: bool,
 }
 
 /// Extra seccomp policy files the shipper needs for this run: `shipper-dns` (UDP to the
@@ -77,9 +79,13 @@ pub fn sandbox_plan(
         }),
         _ => None,
     };
-    let keep_caps = match role {
-        Role::Privhelper => eval.privhelper_caps().iter().map(|c| c.index()).collect(),
-        _ => Vec::new(),
+    let numbers = |caps: Vec<caps::Capability>| caps.iter().map(|c| c.index()).collect();
+    let (keep_caps, steady_caps) = match role {
+        Role::Privhelper => (
+            numbers(eval.privhelper_caps()),
+            numbers(eval.privhelper_steady_caps()),
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
     let vars = LandlockVars {
         host_root: if facts.virtual_root {
@@ -94,23 +100,16 @@ pub fn sandbox_plan(
     let mut landlock = vigil_policies::landlock_plan(role, &vars)?;
     // A Landlock domain may not inspect processes outside it (ptrace access mode checks, which
     // capabilities do not override): /proc/PID/fd links, /proc/PID/ns/net, /proc/PID/io and
-    // /proc/PID/exe of other processes become EACCES. The privhelper exists to read exactly those, so it goes without
-    // Landlock when those features are on; its read-only view, seccomp policy and trimmed
-    // capability sets still confine it.
-    let inspects_others = eval.features.iter().any(|f| {
-        f.enabled
-            && f.process == vigil_policies::features::Proc::Privhelper
-            && matches!(
-                f.name,
-                "process_fds" | "process_sockets" | "netns_metrics_setns" | "process_io"
-            )
-    });
-    if role == Role::Privhelper && inspects_others {
+    // /proc/PID/exe of other processes become EACCES. The privhelper exists to read exactly
+    // those, so it goes without Landlock when those features are on; its read-only view,
+    // seccomp policy and trimmed capability sets still confine it.
+    if role == Role::Privhelper && eval.privhelper_inspects_others() {
         landlock.enabled = false;
     }
     Ok(SandboxPlan {
         ids,
         keep_caps,
+        steady_caps,
         seccomp: true,
         seccomp_extra: match role {
             Role::Shipper => shipper_seccomp_extra(facts),
@@ -139,7 +138,8 @@ pub fn init_config(
         },
         runtime_dir: cfg.runtime_dir.clone(),
         hostname: facts.hostname.clone(),
-        enabled_features: eval.enabled_names(),
+        enabled_features: eval.enabled(),
+        fd_count_by_stat: facts.fd_count_by_stat,
         collector: cfg.collector.clone(),
         shipper,
         attached: attached(role, facts),
@@ -154,18 +154,7 @@ mod tests {
     use vigil_policies::features::{KernelFacts, evaluate};
 
     fn facts() -> KernelFacts {
-        KernelFacts {
-            perf_event_paranoid: Some(2),
-            dmesg_restrict: Some(1),
-            unprivileged_bpf_disabled: Some(2),
-            btf: true,
-            landlock_abi: 6,
-            kmsg: true,
-            cgroup: "v2".into(),
-            unprivileged_userns: Some(true),
-            fd_count_stat: true,
-            psi: true,
-        }
+        KernelFacts::reference()
     }
 
     fn run() -> RunFacts {
@@ -181,6 +170,7 @@ mod tests {
             },
             shipper_inputs: true,
             prometheus: false,
+            fd_count_by_stat: true,
         }
     }
 

@@ -271,6 +271,28 @@ impl Agent {
         }
     }
 
+    /// The status once the privhelper reports its steady state (the collector's start-up is
+    /// over and it kept only the capabilities its per-cycle requests need).
+    pub fn wait_steady(&self, timeout: Duration) -> StatusReport {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.status().expect("status");
+            let steady = r
+                .stats
+                .iter()
+                .find(|(role, _)| *role == Role::Privhelper)
+                .and_then(|(_, s)| s.get("steady_state"));
+            if steady == Some(1) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "privhelper not in its steady state after {timeout:?}: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Pid of one role from a status report.
     pub fn role_pid(&self, role: Role) -> u32 {
         let r = self.status().expect("status");

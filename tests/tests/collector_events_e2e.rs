@@ -623,7 +623,7 @@ fn feature_on(agent: &Agent, name: &str) -> bool {
     let r = agent.status().expect("status");
     r.features
         .iter()
-        .find(|f| f.name == name)
+        .find(|f| f.name.as_str() == name)
         .unwrap_or_else(|| panic!("no feature {name}: {:?}", r.features))
         .enabled
 }

@@ -79,7 +79,7 @@ fn fd_counts_of_another_users_process_need_no_capability() {
     assert!(
         r.features
             .iter()
-            .any(|f| f.name == "process_fds" && f.enabled)
+            .any(|f| f.name.as_str() == "process_fds" && f.enabled)
     );
     let fds = metric_for(&agent, pid, "process.unix.file_descriptor.count")
         .expect("fd count of uid 4242's process");
@@ -142,7 +142,7 @@ fn socket_counts_through_the_privhelper_when_asked_for() {
     assert!(
         r.features
             .iter()
-            .any(|f| f.name == "process_sockets" && !f.enabled)
+            .any(|f| f.name.as_str() == "process_sockets" && !f.enabled)
     );
     metric_for(&agent, pid, "process.unix.file_descriptor.count").expect("fd counts stay");
     metric_for(&agent, pid, "process.memory.usage").expect("process metrics stay");

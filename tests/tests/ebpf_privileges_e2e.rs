@@ -11,7 +11,9 @@ use vigil_ipc_proto::{Role, StatusReport};
 use vigil_tests::{Agent, capsh_drop, proc_status};
 
 fn on(r: &StatusReport, name: &str) -> bool {
-    r.features.iter().any(|f| f.name == name && f.enabled)
+    r.features
+        .iter()
+        .any(|f| f.name.as_str() == name && f.enabled)
 }
 
 fn pid_of(r: &StatusReport, role: Role) -> u32 {

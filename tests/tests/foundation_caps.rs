@@ -9,7 +9,7 @@ use vigil_tests::{Agent, cap, cap_bit, capsh_drop, ns_of, proc_status};
 fn feature(r: &StatusReport, name: &str) -> bool {
     r.features
         .iter()
-        .find(|f| f.name == name)
+        .find(|f| f.name.as_str() == name)
         .unwrap_or_else(|| panic!("feature {name} not in the table: {:?}", r.features))
         .enabled
 }

@@ -70,7 +70,7 @@ fn rootless_start_sandboxes_itself() {
     };
     // Root outside the agent's user namespace is refused.
     assert!(agent.status().is_err());
-    let on = |n: &str| r.features.iter().any(|f| f.name == n && f.enabled);
+    let on = |n: &str| r.features.iter().any(|f| f.name.as_str() == n && f.enabled);
     for f in ["kmsg_events", "ebpf_exec", "ebpf_flows_socket"] {
         assert!(!on(f), "{f} is off without privileges");
     }
@@ -85,7 +85,11 @@ fn rootless_start_sandboxes_itself() {
         assert!(on(f), "{f} needs no privilege");
     }
     // Started by nobody with `--user nobody`: nobody to switch to.
-    let us = r.features.iter().find(|f| f.name == "user_switch").unwrap();
+    let us = r
+        .features
+        .iter()
+        .find(|f| f.name.as_str() == "user_switch")
+        .unwrap();
     assert!(
         us.enabled && us.reason == "already the agent user",
         "{us:?}"

@@ -16,15 +16,14 @@
 pub mod cgroup;
 pub mod exec;
 pub mod flows;
-pub mod minimal;
 pub mod records;
 pub mod ringbuf;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use crate::privclient::{PrivClient, PrivClientError};
 use vigil_ipc_proto::{
-    BpfProgram, Channel, InitConfig, KeyValue, PrivErrorCode, PrivRequest, PrivResponse,
-    ProtoError, Record,
+    BpfProgram, Feature, InitConfig, KeyValue, PrivErrorCode, ProtoError, Record,
 };
 
 pub use cgroup::CgroupResolver;
@@ -252,14 +251,14 @@ impl AsRawFd for EbpfSource {
 /// feature gates `ebpf_exec`, `ebpf_flows_socket`, `ebpf_flows_tc`).
 pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
     let mut v = Vec::new();
-    if init.collector.ebpf_exec && init.feature_enabled("ebpf_exec") {
+    if init.collector.ebpf_exec && init.feature_enabled(Feature::EbpfExec) {
         v.push(BpfProgram::ExecExit);
     }
     if init.collector.ebpf_flows {
         let tc = init.collector.flows_source == "tc";
-        if tc && init.feature_enabled("ebpf_flows_tc") {
+        if tc && init.feature_enabled(Feature::EbpfFlowsTc) {
             v.push(BpfProgram::FlowsTc);
-        } else if init.feature_enabled("ebpf_flows_socket") {
+        } else if init.feature_enabled(Feature::EbpfFlowsSocket) {
             v.push(BpfProgram::FlowsSocketFilter);
         }
     }
@@ -268,30 +267,23 @@ pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
 
 /// Ask the privhelper to attach `program` and map the ring buffer it sends back. Blocks for the
 /// answer (use at start-up, before the event loop, on a blocking channel).
-pub fn request(privhelper: &mut Channel, program: BpfProgram) -> Result<EbpfSource, EbpfError> {
-    privhelper.send(&PrivRequest::BpfAttach { program })?;
-    let (resp, mut fds): (PrivResponse, Vec<OwnedFd>) = privhelper.recv_with_fds(1)?;
-    match resp {
-        PrivResponse::BpfRingbuf {
-            program: p,
-            ring_size,
-        } if p == program && fds.len() == 1 => {
-            let fd = fds.pop().ok_or(EbpfError::Unexpected(program))?;
-            EbpfSource::new(program, fd, ring_size)
-        }
-        PrivResponse::Error(e) => Err(EbpfError::Refused {
+pub fn request(privhelper: &mut PrivClient, program: BpfProgram) -> Result<EbpfSource, EbpfError> {
+    match privhelper.bpf_attach(program) {
+        Ok((fd, ring_size)) => EbpfSource::new(program, fd, ring_size),
+        Err(PrivClientError::Refused { code, message, .. }) => Err(EbpfError::Refused {
             program,
-            code: e.code,
-            message: e.message,
+            code,
+            message,
         }),
-        _ => Err(EbpfError::Unexpected(program)),
+        Err(PrivClientError::Proto(e)) => Err(e.into()),
+        Err(PrivClientError::Unexpected(_)) => Err(EbpfError::Unexpected(program)),
     }
 }
 
 /// Attach every wanted program; failures are returned next to the sources (a refused feature
 /// must not stop the collector).
 pub fn attach_all(
-    privhelper: &mut Channel,
+    privhelper: &mut PrivClient,
     init: &InitConfig,
 ) -> (Vec<EbpfSource>, Vec<EbpfError>) {
     let mut ok = Vec::new();
@@ -409,11 +401,11 @@ impl EbpfSources {
 
 /// Start-up in one call: ask the privhelper for every enabled program (blocking on the
 /// channel), log the refusals, and return the sources ready for the event loop.
-pub fn start(privhelper: &mut Channel, init: &InitConfig) -> EbpfSources {
+pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
     let (mut sources, errors) = attach_all(privhelper, init);
     for s in &mut sources {
         if let Some(mut r) = CgroupResolver::discover() {
-            if init.collector.k8s_names && init.feature_enabled("k8s_names") {
+            if init.collector.k8s_names && init.feature_enabled(Feature::K8sNames) {
                 let root = std::path::Path::new(&init.host_root);
                 r.set_k8s_names(crate::k8s::K8sNames::new(root));
             }

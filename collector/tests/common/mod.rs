@@ -1,27 +1,13 @@
 #![allow(dead_code)]
 
-use vigil_ipc_proto::{
-    AttrValue, CollectorConfig, InitConfig, LandlockPlan, Record, Role, SandboxPlan, ShipperConfig,
-};
+use vigil_ipc_proto::Feature;
+use vigil_ipc_proto::{AttrValue, CollectorConfig, InitConfig, Record, Role};
 
-pub fn init(features: &[&str], collector: CollectorConfig) -> InitConfig {
-    InitConfig {
-        role: Role::Collector,
-        sandbox: SandboxPlan {
-            ids: None,
-            keep_caps: Vec::new(),
-            seccomp: false,
-            seccomp_extra: Vec::new(),
-            landlock: LandlockPlan::default(),
-        },
-        host_root: "/".into(),
-        runtime_dir: "/tmp".into(),
-        hostname: "testhost".into(),
-        enabled_features: features.iter().map(|s| s.to_string()).collect(),
-        collector,
-        shipper: ShipperConfig::default(),
-        attached: Vec::new(),
-    }
+pub fn init(features: &[Feature], collector: CollectorConfig) -> InitConfig {
+    vigil_testkit::init(Role::Collector)
+        .features(features)
+        .collector(collector)
+        .build()
 }
 
 pub fn res<'a>(r: &'a Record, k: &str) -> Option<&'a AttrValue> {

@@ -30,14 +30,11 @@ mod tcx;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
-use vigil_ipc_proto::{BpfProgram, FdKind, InitConfig, PrivError, PrivErrorCode, PrivResponse};
+use vigil_ipc_proto::{
+    BpfProgram, FdKind, Feature, InitConfig, PrivError, PrivErrorCode, PrivResponse,
+};
 
 pub use loader::BpfManager;
-
-/// Feature names (the supervisor's feature table) gating each program.
-pub const FEATURE_EXEC: &str = "ebpf_exec";
-pub const FEATURE_FLOWS_SOCKET: &str = "ebpf_flows_socket";
-pub const FEATURE_FLOWS_TC: &str = "ebpf_flows_tc";
 
 /// The compiled objects, embedded.
 pub(crate) static EXEC_OBJ: &[u8] =
@@ -46,11 +43,11 @@ pub(crate) static FLOWS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
 
 /// The feature a program needs.
-pub fn feature_of(program: BpfProgram) -> &'static str {
+pub fn feature_of(program: BpfProgram) -> Feature {
     match program {
-        BpfProgram::ExecExit => FEATURE_EXEC,
-        BpfProgram::FlowsSocketFilter => FEATURE_FLOWS_SOCKET,
-        BpfProgram::FlowsTc => FEATURE_FLOWS_TC,
+        BpfProgram::ExecExit => Feature::EbpfExec,
+        BpfProgram::FlowsSocketFilter => Feature::EbpfFlowsSocket,
+        BpfProgram::FlowsTc => Feature::EbpfFlowsTc,
     }
 }
 
@@ -85,7 +82,7 @@ impl Attached {
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error("feature {0} is disabled")]
-    FeatureDisabled(&'static str),
+    FeatureDisabled(Feature),
     #[error("loading the BPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("BPF program {name}: {source}")]

@@ -421,28 +421,16 @@ pub fn free_port() -> u16 {
 // ----------------------------------------------------------------------------------------
 
 pub fn init(journal: &Path, otlp: Option<OtlpConfig>, json_lines: &str) -> InitConfig {
-    InitConfig {
-        role: Role::Shipper,
-        sandbox: SandboxPlan {
-            ids: None,
-            keep_caps: vec![],
-            seccomp: false,
-            seccomp_extra: Vec::new(),
-            landlock: LandlockPlan::default(),
-        },
-        host_root: "/".into(),
-        runtime_dir: journal.parent().unwrap().display().to_string(),
-        hostname: "test-host".into(),
-        enabled_features: vec![],
-        collector: CollectorConfig::default(),
-        shipper: ShipperConfig {
+    vigil_testkit::init(Role::Shipper)
+        .runtime_dir(journal.parent().unwrap().display().to_string())
+        .hostname("test-host")
+        .shipper(ShipperConfig {
             journal_dir: Some(journal.display().to_string()),
             json_lines: json_lines.into(),
             otlp,
             ..ShipperConfig::default()
-        },
-        attached: Vec::new(),
-    }
+        })
+        .build()
 }
 
 pub fn otlp_cfg(endpoint: String) -> OtlpConfig {
