@@ -23,6 +23,7 @@ pub mod features;
 pub mod frame;
 pub mod messages;
 pub mod privtable;
+pub mod procstatus;
 pub mod records;
 
 pub use channel::Channel;

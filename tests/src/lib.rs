@@ -273,8 +273,9 @@ impl Agent {
 
     /// The status once the privhelper reports its steady state (the collector's start-up is
     /// over and it kept only the capabilities its per-cycle requests need).
-    pub fn wait_steady(&self, timeout: Duration) -> StatusReport {
+    pub fn wait_steady(&mut self, timeout: Duration) -> StatusReport {
         let deadline = Instant::now() + timeout;
+        self.wait_ready(timeout);
         loop {
             let r = self.status().expect("status");
             let steady = r
@@ -431,48 +432,32 @@ pub fn connect(path: &Path) -> Result<Channel, ProtoError> {
     Ok(Channel::from_fd(fd))
 }
 
-/// The kernel's view of one process, from /proc/PID/status.
+/// The kernel's view of one process, from /proc/PID/status: the typed fields the agent's
+/// own `vigil status` parses (`ProcStatusFields`, reachable through `Deref`) plus every
+/// line by name for the rarer checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcStatus {
-    pub uids: [u32; 4],
-    pub gids: [u32; 4],
-    pub cap_inh: u64,
-    pub cap_prm: u64,
-    pub cap_eff: u64,
-    pub cap_bnd: u64,
-    pub cap_amb: u64,
-    pub no_new_privs: bool,
-    pub seccomp: u8,
+    pub kernel: vigil_ipc_proto::procstatus::ProcStatusFields,
     pub fields: BTreeMap<String, String>,
+}
+
+impl std::ops::Deref for ProcStatus {
+    type Target = vigil_ipc_proto::procstatus::ProcStatusFields;
+    fn deref(&self) -> &Self::Target {
+        &self.kernel
+    }
 }
 
 pub fn proc_status(pid: u32) -> std::io::Result<ProcStatus> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let fields: BTreeMap<String, String> = text
+    let kernel = vigil_ipc_proto::procstatus::ProcStatusFields::parse(&text)
+        .ok_or_else(|| std::io::Error::other(format!("/proc/{pid}/status: unexpected format")))?;
+    let fields = text
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect();
-    let ids = |k: &str| -> [u32; 4] {
-        let mut out = [u32::MAX; 4];
-        for (i, v) in fields[k].split_whitespace().take(4).enumerate() {
-            out[i] = v.parse().unwrap();
-        }
-        out
-    };
-    let hex = |k: &str| u64::from_str_radix(&fields[k], 16).unwrap();
-    Ok(ProcStatus {
-        uids: ids("Uid"),
-        gids: ids("Gid"),
-        cap_inh: hex("CapInh"),
-        cap_prm: hex("CapPrm"),
-        cap_eff: hex("CapEff"),
-        cap_bnd: hex("CapBnd"),
-        cap_amb: hex("CapAmb"),
-        no_new_privs: fields["NoNewPrivs"] == "1",
-        seccomp: fields["Seccomp"].parse().unwrap(),
-        fields,
-    })
+    Ok(ProcStatus { kernel, fields })
 }
 
 /// Bit of a capability in the /proc masks.

@@ -220,7 +220,6 @@ fn check_processes(l: &Launched, r: &StatusReport, unit_caps: u64, privhelper_ca
 fn unit_launch_runs_every_default_feature_as_the_agent_user() {
     let unit = unit_text();
     let mut l = launch(&[]);
-    l.agent.wait_ready(Duration::from_secs(30));
     l.agent.wait_steady(Duration::from_secs(30));
     let r = status_json(&l.agent.runtime_dir);
     let caps = unit_mask(&unit, "AmbientCapabilities", &[]);
@@ -313,7 +312,6 @@ fn unit_launch_runs_every_default_feature_as_the_agent_user() {
 fn one_capability_fewer_turns_off_exactly_its_feature() {
     let unit = unit_text();
     let mut l = launch(&["CAP_NET_RAW"]);
-    l.agent.wait_ready(Duration::from_secs(30));
     l.agent.wait_steady(Duration::from_secs(30));
     let r = status_json(&l.agent.runtime_dir);
     let caps = unit_mask(&unit, "AmbientCapabilities", &["CAP_NET_RAW"]);
