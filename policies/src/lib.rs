@@ -9,5 +9,5 @@ pub mod sandbox;
 pub mod seccomp;
 
 pub use landlock::{LandlockVars, landlock_plan};
-pub use sandbox::{SandboxError, apply, caps_from_numbers};
+pub use sandbox::{Narrowed, SandboxError, apply, caps_from_numbers, narrow_supervisor};
 pub use seccomp::syscall_name;

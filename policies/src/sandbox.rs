@@ -144,3 +144,37 @@ pub fn apply(
         no_new_privs,
     })
 }
+
+/// What the supervisor held before and keeps after [`narrow_supervisor`] (effective sets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrowed {
+    pub before: HashSet<Capability>,
+    pub after: HashSet<Capability>,
+}
+
+/// Narrow the calling process (the supervisor, once the view is built and the children's plans
+/// are known) to `keep`: bounding set (while CAP_SETPCAP is still effective), ambient and
+/// inheritable (the sets an unprivileged launch hands its children through exec), then
+/// effective and permitted. A capability in `keep` that is not held stays not held.
+pub fn narrow_supervisor(keep: &HashSet<Capability>) -> Result<Narrowed, SandboxError> {
+    let before = caps::read(None, CapSet::Effective).map_err(caps_err("read effective"))?;
+    if before.contains(&Capability::CAP_SETPCAP) {
+        let bounding = caps::read(None, CapSet::Bounding).map_err(caps_err("read bounding"))?;
+        for c in bounding.difference(keep) {
+            caps::drop(None, CapSet::Bounding, *c).map_err(caps_err("drop bounding"))?;
+        }
+    }
+    let ambient = caps::read(None, CapSet::Ambient).map_err(caps_err("read ambient"))?;
+    for c in ambient.difference(keep) {
+        caps::drop(None, CapSet::Ambient, *c).map_err(caps_err("drop ambient"))?;
+    }
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        let now = caps::read(None, set).map_err(caps_err("read set"))?;
+        let narrowed: HashSet<Capability> = now.intersection(keep).copied().collect();
+        if narrowed != now {
+            caps::set(None, set, &narrowed).map_err(caps_err("narrow set"))?;
+        }
+    }
+    let after = caps::read(None, CapSet::Effective).map_err(caps_err("read effective"))?;
+    Ok(Narrowed { before, after })
+}

@@ -28,6 +28,8 @@ fn parse_mode(v: &str) -> Option<MountMode> {
 
 /// Largest headers file read (it holds a few credentials, not data).
 const MAX_HEADERS_FILE: u64 = 64 * 1024;
+/// The configuration file is parsed by the root supervisor: bounded like every file it reads.
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
 /// Build the configuration from all layers: embedded defaults ← TOML file (and its
 /// `headers_file`) ← `OTEL_*` environment ← `VIGIL_*` environment ← flags. `env` is passed in
@@ -35,9 +37,11 @@ const MAX_HEADERS_FILE: u64 = 64 * 1024;
 pub fn load(args: &ConfigArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<AgentConfig> {
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-                path: path.clone(),
-                msg: e.to_string(),
+            let text = crate::files::read_text_bounded(path, MAX_CONFIG_FILE).map_err(|e| {
+                Error::Config {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                }
             })?;
             toml::from_str(&text).map_err(|e| Error::Config {
                 path: path.clone(),

@@ -4,6 +4,12 @@
 use std::io::{self, Read};
 use std::path::Path;
 
+/// A text file (UTF-8) read with [`read_bounded`].
+pub fn read_text_bounded(path: &Path, max: u64) -> io::Result<String> {
+    String::from_utf8(read_bounded(path, max)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let f = std::fs::File::open(path)?;
     let meta = f.metadata()?;

@@ -264,6 +264,19 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
         .iter()
         .map(|r| plan::init_config(*r, &cfg, &eval, Some(&user), &facts_run))
         .collect::<Result<Vec<_>>>()?;
+    // The view is built and the children's plans are fixed: keep only what restarting them
+    // needs (ARCHITECTURE.md lists both sets).
+    let keep = plan::supervisor_steady_caps(
+        &inits,
+        euid,
+        features::held_capabilities().contains(&caps::Capability::CAP_SETPCAP),
+    )?;
+    let narrowed = vigil_policies::narrow_supervisor(&keep)?;
+    info!(
+        kept = %names(&sorted(&narrowed.after)),
+        dropped = narrowed.before.difference(&narrowed.after).count(),
+        "supervisor capabilities narrowed to what restarting the children needs"
+    );
     let mut states = eval.states();
     if let Some(f) = states.iter_mut().find(|f| f.name == Feature::VirtualRoot) {
         f.enabled = virtual_root;
@@ -285,6 +298,12 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let code = sup.run()?;
     let _ = std::fs::remove_file(&sock);
     Ok(code)
+}
+
+fn sorted(set: &std::collections::HashSet<caps::Capability>) -> Vec<caps::Capability> {
+    let mut v: Vec<_> = set.iter().copied().collect();
+    v.sort_by_key(|c| c.index());
+    v
 }
 
 fn build_root(cfg: &AgentConfig, host_root: &Path, rt: &Path) -> Result<()> {

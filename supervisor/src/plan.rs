@@ -57,6 +57,34 @@ pub fn attached(role: Role, facts: &RunFacts) -> Vec<Attached> {
     v
 }
 
+/// The capabilities the supervisor keeps once the view is built: what restarting its children
+/// needs and nothing else. Every child's start-up set (a child gets them from the supervisor
+/// through fork and exec), CAP_SETUID/CAP_SETGID when a child switches to the agent user,
+/// CAP_KILL to signal children that run under another uid, and CAP_SETPCAP (when held) so a
+/// child can empty its own bounding set. Mounting, chroot, raw I/O, module loading, file
+/// ownership and the rest go.
+pub fn supervisor_steady_caps(
+    inits: &[InitConfig],
+    euid: u32,
+    held_setpcap: bool,
+) -> Result<std::collections::HashSet<caps::Capability>> {
+    use caps::Capability as C;
+    let mut keep = std::collections::HashSet::new();
+    for init in inits {
+        keep.extend(vigil_policies::caps_from_numbers(&init.sandbox.keep_caps)?);
+        if let Some(ids) = &init.sandbox.ids {
+            keep.extend([C::CAP_SETUID, C::CAP_SETGID]);
+            if ids.uid != euid {
+                keep.insert(C::CAP_KILL);
+            }
+        }
+    }
+    if held_setpcap {
+        keep.insert(C::CAP_SETPCAP);
+    }
+    Ok(keep)
+}
+
 pub fn journal_dir(cfg: &AgentConfig) -> String {
     cfg.shipper
         .journal_dir
@@ -262,5 +290,47 @@ mod tests {
         assert_eq!(p.ids, None);
         let ph = sandbox_plan(Role::Privhelper, &cfg, &ev, Some(&user()), &r).unwrap();
         assert!(ph.keep_caps.is_empty(), "nothing held, nothing kept");
+    }
+
+    #[test]
+    fn supervisor_keeps_only_the_restart_set() {
+        let cfg = AgentConfig::default();
+        let all: HashSet<_> = caps::all().into_iter().collect();
+        let ev = evaluate(&cfg, &all, &facts());
+        let inits = |r: &RunFacts| -> Vec<InitConfig> {
+            Role::CHILDREN
+                .iter()
+                .map(|role| init_config(*role, &cfg, &ev, Some(&user()), r).unwrap())
+                .collect()
+        };
+        // Root switching to the agent user: the children's ids and signals, the privhelper's
+        // start-up set, CAP_SETPCAP when held.
+        let keep = supervisor_steady_caps(&inits(&run()), 0, true).unwrap();
+        let want: HashSet<_> = [
+            CAP_KILL,
+            CAP_SETUID,
+            CAP_SETGID,
+            CAP_SETPCAP,
+            CAP_SYSLOG,
+            CAP_BPF,
+            CAP_PERFMON,
+            CAP_NET_RAW,
+        ]
+        .into();
+        assert_eq!(keep, want);
+        for gone in [
+            CAP_SYS_ADMIN,
+            CAP_SYS_CHROOT,
+            CAP_DAC_OVERRIDE,
+            CAP_CHOWN,
+            CAP_SYS_MODULE,
+        ] {
+            assert!(!keep.contains(&gone), "{gone}");
+        }
+        // Already the agent user (no switch): no ids to set, nobody else to signal.
+        let mut same = run();
+        same.switch_user = false;
+        let keep = supervisor_steady_caps(&inits(&same), 990, false).unwrap();
+        assert_eq!(keep, [CAP_SYSLOG, CAP_BPF, CAP_PERFMON, CAP_NET_RAW].into());
     }
 }

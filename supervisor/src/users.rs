@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::files::read_text_bounded;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostUser {
@@ -14,10 +15,14 @@ pub struct HostUser {
     pub groups: Vec<u32>,
 }
 
+/// /etc/passwd and /etc/group are parsed by the root supervisor: bounded (16 MiB holds a few
+/// hundred thousand users of a directory export).
+const MAX_USER_DB: u64 = 16 << 20;
+
 /// Look `name` up under `host_root`.
 pub fn lookup(host_root: &Path, name: &str) -> Result<HostUser> {
     let passwd = host_root.join("etc/passwd");
-    let text = std::fs::read_to_string(&passwd).map_err(|source| Error::Read {
+    let text = read_text_bounded(&passwd, MAX_USER_DB).map_err(|source| Error::Read {
         path: passwd.clone(),
         source,
     })?;
@@ -26,7 +31,7 @@ pub fn lookup(host_root: &Path, name: &str) -> Result<HostUser> {
         passwd: passwd.clone(),
     })?;
     let group = host_root.join("etc/group");
-    let gtext = std::fs::read_to_string(&group).unwrap_or_else(|e| {
+    let gtext = read_text_bounded(&group, MAX_USER_DB).unwrap_or_else(|e| {
         tracing::warn!(
             "reading {}: {e}; {name} gets no supplementary groups",
             group.display()

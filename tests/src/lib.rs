@@ -468,6 +468,7 @@ pub const fn cap_bit(cap: u32) -> u64 {
 /// Capability numbers from linux/capability.h used by the tests.
 pub mod cap {
     pub const CHOWN: u32 = 0;
+    pub const KILL: u32 = 5;
     pub const DAC_OVERRIDE: u32 = 1;
     pub const DAC_READ_SEARCH: u32 = 2;
     pub const SETGID: u32 = 6;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use vigil_ipc_proto::Role;
-use vigil_tests::{Agent, ns_of, proc_status};
+use vigil_tests::{Agent, cap, cap_bit, ns_of, proc_status};
 
 const NOBODY: u32 = 65534;
 
@@ -33,6 +33,20 @@ fn four_processes_with_the_designed_privileges() {
                 assert_eq!(p.pid, agent.pid());
                 assert_eq!(k.uids[1], 0);
                 assert!(!k.no_new_privs);
+                // Once the view is built it keeps what restarting the children needs: their
+                // ids and signals, CAP_SETPCAP for their bounding sets, and the privhelper's
+                // start-up set of the default features (kmsg; BPF exec events and flows).
+                let restart = [cap::KILL, cap::SETGID, cap::SETUID, cap::SETPCAP];
+                let privhelper_start = [cap::NET_RAW, cap::SYSLOG, cap::PERFMON, cap::BPF];
+                let want = restart
+                    .iter()
+                    .chain(&privhelper_start)
+                    .fold(0, |m, c| m | cap_bit(*c));
+                assert_eq!(
+                    (k.cap_eff, k.cap_prm, k.cap_bnd, k.cap_amb, k.cap_inh),
+                    (want, want, want, 0, 0),
+                    "supervisor keeps only the restart set"
+                );
             }
             Role::Privhelper => {
                 assert_eq!(k.uids, [NOBODY; 4], "privhelper runs as the agent user");
