@@ -381,11 +381,14 @@ pub struct SandboxPlan {
     /// requests); the bounding set is trimmed to these at once, the permitted and effective
     /// sets when the start-up phase ends.
     pub steady_caps: Vec<u8>,
-    /// Apply the role's seccomp policy.
-    pub seccomp: bool,
-    /// Further policy files (`policies/seccomp/NAME.policy`) this run's configuration needs on
-    /// top of the role's, e.g. `shipper-dns` for a backend reached by name.
-    pub seccomp_extra: Vec<String>,
+    /// Mark the process non-dumpable after the drop: its /proc entries become root-owned, so
+    /// same-uid peers can neither ptrace it nor read its memory or descriptors (the
+    /// privhelper, and any process that keeps a capability).
+    pub non_dumpable: bool,
+    /// The seccomp policy files (`policies/seccomp/NAME.policy`), the role's first, then what
+    /// this run's configuration adds (e.g. `["shipper", "shipper-dns"]` for a backend reached
+    /// by name). Empty: no filter.
+    pub seccomp: Vec<String>,
     pub landlock: LandlockPlan,
 }
 

@@ -1,13 +1,15 @@
-//! Who may do what: the per-role seccomp allowlists and Landlock rulesets (readable files under
-//! `policies/seccomp/` and `policies/landlock/`, compiled in), the feature/capability table, and
-//! the code that applies a [`SandboxPlan`](vigil_ipc_proto::SandboxPlan) to the calling process.
+//! Who may do what. [`plan`]: the feature/capability table and the per-role seccomp allowlists
+//! and Landlock rulesets (readable files under `policies/seccomp/` and `policies/landlock/`,
+//! compiled in), pure data. [`apply`]: the code that makes the kernel enforce a
+//! [`SandboxPlan`](vigil_ipc_proto::SandboxPlan) on the calling process (and narrows the
+//! supervisor), every syscall behind one [`Kernel`](apply::Kernel) trait. [`probe`]: what the
+//! running kernel and process can do, read without changing anything.
 
-pub mod features;
-pub mod landlock;
-pub mod report;
-pub mod sandbox;
-pub mod seccomp;
+pub mod apply;
+pub mod plan;
+pub mod probe;
 
-pub use landlock::{LandlockVars, landlock_plan};
-pub use sandbox::{Narrowed, SandboxError, apply, caps_from_numbers, narrow_supervisor};
-pub use seccomp::syscall_name;
+pub use apply::seccomp::syscall_name;
+pub use apply::{Narrowed, SandboxError, apply, caps_from_numbers, narrow_supervisor};
+pub use plan::landlock::{LandlockVars, landlock_plan};
+pub use plan::{features, landlock, seccomp};

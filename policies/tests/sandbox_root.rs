@@ -39,9 +39,9 @@ fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
             groups: vec![],
         }),
         steady_caps: keep.clone(),
+        non_dumpable: !keep.is_empty(),
         keep_caps: keep,
-        seccomp: true,
-        seccomp_extra: Vec::new(),
+        seccomp: vec![role.as_str().to_string()],
         landlock,
     }
 }

@@ -67,8 +67,8 @@ fn init(landlock_on: bool) -> InitConfig {
             keep_caps: KEEP_CAPS.to_vec(),
             // Socket counts and setns serve after start-up too.
             steady_caps: STEADY_CAPS.to_vec(),
-            seccomp: true,
-            seccomp_extra: Vec::new(),
+            non_dumpable: true,
+            seccomp: vec!["privhelper".into()],
             landlock: LandlockPlan {
                 enabled: landlock.enabled && landlock_on,
                 ..landlock

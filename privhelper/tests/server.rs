@@ -254,7 +254,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn proc_fd_stats_only_for_what_the_privhelper_does() {
     assert!(
-        vigil_policies::features::fd_count_by_stat(),
+        vigil_policies::probe::fd_count_by_stat(),
         "this test machine's kernel (>= 6.2) counts fds by stat"
     );
     let mut h = Harness::start(&[Feature::ProcessFds]);

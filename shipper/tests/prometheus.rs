@@ -105,9 +105,11 @@ fn body(r: &Response) -> String {
 
 #[test]
 fn scrapes_text_and_openmetrics_refuses_the_rest_and_expires() {
-    let policy =
-        vigil_policies::seccomp::Policy::for_plan(Role::Shipper, &["shipper-listen".into()])
-            .unwrap();
+    let policy = vigil_policies::seccomp::Policy::from_files(&[
+        "shipper".to_string(),
+        "shipper-listen".to_string(),
+    ])
+    .unwrap();
     for sc in vigil_shipper::SYSCALLS
         .iter()
         .chain(vigil_shipper::LISTEN_SYSCALLS)

@@ -26,6 +26,7 @@ use clap::Parser;
 use tracing::{error, info, warn};
 use vigil_ipc_proto::{AgentConfig, Feature, Role};
 use vigil_policies::features::{self, KernelFacts, names};
+use vigil_policies::probe;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
@@ -90,7 +91,7 @@ fn main() {
             match config::load(&config, &env) {
                 Ok(cfg) => {
                     let facts = KernelFacts::probe();
-                    let held = features::held_capabilities();
+                    let held = probe::held_capabilities();
                     let mut eval = features::evaluate(&cfg, &held, &facts);
                     // Run by the agent user itself, the table says what `vigil run` would.
                     if let Ok(u) = users::lookup(Path::new(&cfg.host_root), &cfg.user) {
@@ -149,7 +150,7 @@ fn hostname(cfg: &AgentConfig) -> String {
 
 fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let mut cfg = config::load(args, &env)?;
-    let held = features::held_capabilities();
+    let held = probe::held_capabilities();
     let host_root = PathBuf::from(&cfg.host_root);
     let user = users::lookup(&host_root, &cfg.user)?;
     let euid = nix::unistd::geteuid().as_raw();
@@ -232,7 +233,7 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     }
     // What the children inherit is decided now (a rootless user namespace gave us new sets).
     let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
-    match launch::bounding_note(launch, &features::held_capabilities(), &bounding) {
+    match launch::bounding_note(launch, &probe::held_capabilities(), &bounding) {
         Some((true, note)) => warn!("{note}"),
         Some((false, note)) => info!("{note}"),
         None => {}
@@ -269,11 +270,11 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let keep = plan::supervisor_steady_caps(
         &inits,
         euid,
-        features::held_capabilities().contains(&caps::Capability::CAP_SETPCAP),
+        probe::held_capabilities().contains(&caps::Capability::CAP_SETPCAP),
     )?;
     let narrowed = vigil_policies::narrow_supervisor(&keep)?;
     info!(
-        kept = %names(&sorted(&narrowed.after)),
+        kept = %names(&features::sorted(narrowed.after.iter().copied())),
         dropped = narrowed.before.difference(&narrowed.after).count(),
         "supervisor capabilities narrowed to what restarting the children needs"
     );
@@ -298,12 +299,6 @@ fn run(args: &cli::ConfigArgs) -> Result<i32> {
     let code = sup.run()?;
     let _ = std::fs::remove_file(&sock);
     Ok(code)
-}
-
-fn sorted(set: &std::collections::HashSet<caps::Capability>) -> Vec<caps::Capability> {
-    let mut v: Vec<_> = set.iter().copied().collect();
-    v.sort_by_key(|c| c.index());
-    v
 }
 
 fn build_root(cfg: &AgentConfig, host_root: &Path, rt: &Path) -> Result<()> {

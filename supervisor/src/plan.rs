@@ -29,16 +29,21 @@ pub struct RunFacts {
     pub fd_count_by_stat: bool,
 }
 
-/// Extra seccomp policy files the shipper needs for this run: `shipper-dns` (UDP to the
+/// The seccomp policy files of a role for this run: its own, then `shipper-dns` (UDP to the
 /// nameservers) only when a name must be resolved, `shipper-listen` (accept4 on the socket the
 /// supervisor bound) only with the Prometheus endpoint.
-fn shipper_seccomp_extra(facts: &RunFacts) -> Vec<String> {
-    let mut v = Vec::new();
-    if facts.net.dns {
-        v.push("shipper-dns".to_string());
-    }
-    if facts.prometheus {
-        v.push("shipper-listen".to_string());
+fn seccomp_files(role: Role, facts: &RunFacts) -> Vec<String> {
+    let mut v: Vec<String> = vigil_policies::seccomp::policy_name(role)
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    if role == Role::Shipper {
+        if facts.net.dns {
+            v.push("shipper-dns".to_string());
+        }
+        if facts.prometheus {
+            v.push("shipper-listen".to_string());
+        }
     }
     v
 }
@@ -136,13 +141,12 @@ pub fn sandbox_plan(
     }
     Ok(SandboxPlan {
         ids,
+        // A process that keeps capabilities must not be inspectable by its same-uid peers:
+        // non-dumpable makes its /proc entries root-owned.
+        non_dumpable: role == Role::Privhelper || !keep_caps.is_empty(),
         keep_caps,
         steady_caps,
-        seccomp: true,
-        seccomp_extra: match role {
-            Role::Shipper => shipper_seccomp_extra(facts),
-            _ => Vec::new(),
-        },
+        seccomp: seccomp_files(role, facts),
         landlock,
     })
 }
@@ -227,7 +231,8 @@ mod tests {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &run()).unwrap();
             assert!(p.keep_caps.is_empty());
             assert_eq!(p.ids.as_ref().unwrap().gid, 985);
-            assert!(p.seccomp && p.landlock.enabled);
+            assert!(p.seccomp == [role.as_str()] && p.landlock.enabled);
+            assert!(!p.non_dumpable);
         }
         let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert_eq!(
@@ -235,12 +240,13 @@ mod tests {
             vec!["/run/vigil/journal".to_string()]
         );
         assert_eq!(s.landlock.connect_tcp, vec![4318]);
-        assert!(s.seccomp_extra.is_empty());
+        assert_eq!(s.seccomp, ["shipper"]);
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
-        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp_extra.is_empty());
+        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector"]);
         // By default the privhelper inspects no other process: Landlock stays on.
         assert!(ph.landlock.enabled);
+        assert!(ph.non_dumpable && ph.seccomp == ["privhelper"]);
         // Socket counts and setns need other processes' fd links and namespaces, which
         // Landlock would hide from it.
         for (sockets, source) in [(true, "proc"), (false, "setns")] {
@@ -268,14 +274,14 @@ mod tests {
         r.prometheus = true;
         let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &r).unwrap();
         assert_eq!(s.landlock.connect_tcp, vec![53, 443, 3128]);
-        assert_eq!(s.seccomp_extra, vec!["shipper-dns", "shipper-listen"]);
+        assert_eq!(s.seccomp, ["shipper", "shipper-dns", "shipper-listen"]);
         assert_eq!(
             attached(Role::Shipper, &r),
             vec![Attached::ShipperInputs, Attached::PrometheusListener]
         );
         for role in [Role::Collector, Role::Privhelper] {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &r).unwrap();
-            assert!(p.seccomp_extra.is_empty() && p.landlock.connect_tcp.is_empty());
+            assert!(p.seccomp == [role.as_str()] && p.landlock.connect_tcp.is_empty());
             assert!(attached(role, &r).is_empty());
         }
     }

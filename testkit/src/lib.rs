@@ -11,8 +11,8 @@ pub fn unconfined() -> SandboxPlan {
         ids: None,
         keep_caps: Vec::new(),
         steady_caps: Vec::new(),
-        seccomp: false,
-        seccomp_extra: Vec::new(),
+        non_dumpable: false,
+        seccomp: Vec::new(),
         landlock: LandlockPlan::default(),
     }
 }

@@ -1,8 +1,9 @@
-//! The thin syscall layer of the virtual root: perform a [`RootPlan`] in a new mount
-//! namespace and pivot into the result (tested for real by the end-to-end tests, which read a
-//! child's /proc/PID/mountinfo).
+//! Performing a [`RootPlan`] in a new mount namespace and pivoting into the result. Every
+//! syscall goes through [`Mounts`]: [`Linux`] in production (proven by the end-to-end tests,
+//! which read a child's /proc/PID/mountinfo), a recording one in the unit tests below (the
+//! order, and that a failure stops before the pivot).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -15,43 +16,137 @@ fn merr(step: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Error {
     move |source| Error::Mount { step, path, source }
 }
 
+/// The mount-namespace syscalls of the virtual root.
+pub trait Mounts {
+    /// Enter a new mount namespace whose mounts do not propagate back to the host.
+    fn unshare(&mut self) -> Result<()>;
+    /// mount(2) with a source path (a bind) or a file system type (`fstype`, e.g. tmpfs).
+    fn mount(
+        &mut self,
+        step: &'static str,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()>;
+    fn mkdir_all(&mut self, path: &Path) -> Result<()>;
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<()>;
+    /// An empty file to bind a file onto.
+    fn create_file(&mut self, path: &Path) -> Result<()>;
+    /// Every mount of the tree at `target` read-only.
+    fn make_read_only(&mut self, target: &Path) -> Result<()>;
+    /// pivot_root into `new_root` (already a mount point) and detach the old root.
+    fn pivot_root(&mut self, new_root: &Path) -> Result<()>;
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Path of our own binary in the namespace we left.
+    fn self_exe(&self) -> Result<PathBuf>;
+}
+
+/// The running kernel.
+pub struct Linux;
+
+impl Mounts for Linux {
+    fn unshare(&mut self) -> Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(merr("unshare", Path::new("/")))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(merr("make rslave", Path::new("/")))
+    }
+    fn mount(
+        &mut self,
+        step: &'static str,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        // A file system type names its own source ("tmpfs"); a bind has a source path.
+        match source {
+            Some(src) => mount(Some(src), target, fstype, flags, data),
+            None => mount(fstype, target, fstype, flags, data),
+        }
+        .map_err(merr(step, target))
+    }
+    fn mkdir_all(&mut self, path: &Path) -> Result<()> {
+        std::fs::create_dir_all(path).map_err(Error::fs("mkdir", path))
+    }
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
+        std::os::unix::fs::symlink(target, link).map_err(Error::fs("symlink", link))
+    }
+    fn create_file(&mut self, path: &Path) -> Result<()> {
+        std::fs::File::create(path)
+            .map(drop)
+            .map_err(Error::fs("create mount point", path))
+    }
+    fn make_read_only(&mut self, target: &Path) -> Result<()> {
+        make_read_only(target)
+    }
+    fn pivot_root(&mut self, new_root: &Path) -> Result<()> {
+        nix::unistd::chdir(new_root).map_err(merr("chdir", new_root))?;
+        nix::unistd::pivot_root(".", ".").map_err(merr("pivot_root", new_root))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(merr("detach old root", Path::new("/")))?;
+        nix::unistd::chdir("/").map_err(merr("chdir", Path::new("/")))
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn self_exe(&self) -> Result<PathBuf> {
+        std::fs::read_link("/proc/self/exe").map_err(Error::fs("read", "/proc/self/exe"))
+    }
+}
+
 /// Enter a new mount namespace whose mounts do not propagate back to the host.
 pub fn unshare_mount_ns() -> Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(merr("unshare", Path::new("/")))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(merr("make rslave", Path::new("/")))
+    Linux.unshare()
 }
 
 /// Perform the plan's mounts, then pivot into the new root.
 pub fn apply(plan: &RootPlan) -> Result<()> {
-    std::fs::create_dir_all(&plan.new_root).map_err(Error::fs("mkdir", &plan.new_root))?;
-    for op in &plan.ops {
-        apply_op(op, &plan.new_root)?;
-    }
-    pivot(&plan.new_root)
+    apply_with(&mut Linux, plan)
 }
 
-fn apply_op(op: &Op, new_root: &Path) -> Result<()> {
+/// [`apply`] through the given [`Mounts`]: every op in plan order, the pivot only when all
+/// succeeded (a half-built view is never entered).
+pub fn apply_with(m: &mut impl Mounts, plan: &RootPlan) -> Result<()> {
+    m.mkdir_all(&plan.new_root)?;
+    for op in &plan.ops {
+        apply_op(m, op, &plan.new_root)?;
+    }
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
+    // only the new root (no directory for the old root needed, nothing of the host left
+    // reachable). pivot_root needs the new root to be a mount point.
+    m.mount(
+        "bind new root onto itself",
+        Some(&plan.new_root),
+        &plan.new_root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    m.pivot_root(&plan.new_root)
+}
+
+fn apply_op(m: &mut impl Mounts, op: &Op, new_root: &Path) -> Result<()> {
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match op {
-        Op::Tmpfs { target } => mount(
-            Some("tmpfs"),
+        Op::Tmpfs { target } => m.mount(
+            "tmpfs",
+            None,
             target,
             Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            nodev,
             Some("mode=0755,size=1m"),
-        )
-        .map_err(merr("tmpfs", target)),
-        Op::Mkdir { path } => std::fs::create_dir_all(path).map_err(Error::fs("mkdir", path)),
-        Op::Symlink { target, link } => {
-            std::os::unix::fs::symlink(target, link).map_err(Error::fs("symlink", link))
-        }
+        ),
+        Op::Mkdir { path } => m.mkdir_all(path),
+        Op::Symlink { target, link } => m.symlink(target, link),
         Op::Bind {
             source,
             target,
@@ -64,62 +159,60 @@ fn apply_op(op: &Op, new_root: &Path) -> Result<()> {
                 }
                 _ => target.clone(),
             };
-            let target = &target;
             let mut flags = MsFlags::MS_BIND;
             if *recursive {
                 flags |= MsFlags::MS_REC;
             }
-            mount(Some(source), target, None::<&str>, flags, None::<&str>)
-                .map_err(merr("bind", target))
+            m.mount("bind", Some(source), &target, None, flags, None)
         }
-        Op::MaskDir { target } => mount(
-            Some("tmpfs"),
+        Op::MaskDir { target } => m.mount(
+            "mask",
+            None,
             target,
             Some("tmpfs"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::MS_RDONLY | nodev | MsFlags::MS_NOEXEC,
             Some("mode=0000,size=4k"),
-        )
-        .map_err(merr("mask", target)),
-        Op::MaskFile { target } => mount(
-            Some("/dev/null"),
+        ),
+        Op::MaskFile { target } => m.mount(
+            "mask file",
+            Some(Path::new("/dev/null")),
             target,
-            None::<&str>,
+            None,
             MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(merr("mask file", target)),
-        Op::ReadOnly { target } => make_read_only(target),
-        Op::ExposeBinary { dir } => expose_binary(dir),
+            None,
+        ),
+        Op::ReadOnly { target } => m.make_read_only(target),
+        Op::ExposeBinary { dir } => expose_binary(m, dir),
     }
 }
 
-fn expose_binary(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
+fn expose_binary(m: &mut impl Mounts, dir: &Path) -> Result<()> {
+    if !m.is_dir(dir) {
         // The host has no such directory; nothing to shadow, and we must not create one on
         // the host's filesystem.
         return Ok(());
     }
-    mount(
-        Some("tmpfs"),
+    m.mount(
+        "tmpfs for the binary",
+        None,
         dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755,size=64k"),
-    )
-    .map_err(merr("tmpfs for the binary", dir))?;
+    )?;
     let target = dir.join("vigil");
-    std::fs::File::create(&target).map_err(Error::fs("create mount point", &target))?;
+    m.create_file(&target)?;
     // By path, not /proc/self/exe: that magic link resolves to the mount of the namespace we
     // left, and bind mounts must come from our own.
-    let exe = std::fs::read_link("/proc/self/exe").map_err(Error::fs("read", "/proc/self/exe"))?;
-    mount(
+    let exe = m.self_exe()?;
+    m.mount(
+        "bind the binary",
         Some(&exe),
         &target,
-        None::<&str>,
+        None,
         MsFlags::MS_BIND,
-        None::<&str>,
+        None,
     )
-    .map_err(merr("bind the binary", &target))
 }
 
 /// `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`: every mount of the tree, in one call.
@@ -197,27 +290,137 @@ fn remount_each_read_only(target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only
-/// the new root (no directory for the old root needed, nothing of the host left reachable).
-fn pivot(new_root: &Path) -> Result<()> {
-    // pivot_root needs the new root to be a mount point.
-    mount(
-        Some(new_root),
-        new_root,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(merr("bind new root onto itself", new_root))?;
-    nix::unistd::chdir(new_root).map_err(merr("chdir", new_root))?;
-    nix::unistd::pivot_root(".", ".").map_err(merr("pivot_root", new_root))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(merr("detach old root", Path::new("/")))?;
-    nix::unistd::chdir("/").map_err(merr("chdir", Path::new("/")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records each call as `step: target`, fails the first whose step is `fail`.
+    #[derive(Default)]
+    struct Recording {
+        calls: Vec<String>,
+        fail: Option<&'static str>,
+    }
+
+    impl Recording {
+        fn call(&mut self, step: &'static str, path: &Path) -> Result<()> {
+            self.calls.push(format!("{step}: {}", path.display()));
+            if self.fail == Some(step) {
+                return Err(Error::Mount {
+                    step,
+                    path: path.to_path_buf(),
+                    source: nix::Error::EPERM,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Mounts for Recording {
+        fn unshare(&mut self) -> Result<()> {
+            self.call("unshare", Path::new("/"))
+        }
+        fn mount(
+            &mut self,
+            step: &'static str,
+            _source: Option<&Path>,
+            target: &Path,
+            _fstype: Option<&str>,
+            _flags: MsFlags,
+            _data: Option<&str>,
+        ) -> Result<()> {
+            self.call(step, target)
+        }
+        fn mkdir_all(&mut self, path: &Path) -> Result<()> {
+            self.call("mkdir", path)
+        }
+        fn symlink(&mut self, _target: &Path, link: &Path) -> Result<()> {
+            self.call("symlink", link)
+        }
+        fn create_file(&mut self, path: &Path) -> Result<()> {
+            self.call("create", path)
+        }
+        fn make_read_only(&mut self, target: &Path) -> Result<()> {
+            self.call("read-only", target)
+        }
+        fn pivot_root(&mut self, new_root: &Path) -> Result<()> {
+            self.call("pivot_root", new_root)
+        }
+        fn is_dir(&self, _path: &Path) -> bool {
+            true
+        }
+        fn self_exe(&self) -> Result<PathBuf> {
+            Ok(PathBuf::from("/usr/bin/vigil"))
+        }
+    }
+
+    fn read_only_plan() -> RootPlan {
+        let entries = [
+            super::super::plan::Entry::Dir("boot".into()),
+            super::super::plan::Entry::Dir("usr".into()),
+            super::super::plan::Entry::File("vmlinuz".into()),
+        ];
+        super::super::plan(
+            vigil_ipc_proto::MountMode::ReadOnly,
+            Path::new("/"),
+            Path::new("/run/vigil"),
+            Path::new("/run/vigil/.root"),
+            &entries,
+        )
+    }
+
+    #[test]
+    fn the_view_is_built_in_plan_order_then_entered() {
+        let mut m = Recording::default();
+        apply_with(&mut m, &read_only_plan()).unwrap();
+        let steps: Vec<&str> = m
+            .calls
+            .iter()
+            .map(|c| c.split(':').next().unwrap())
+            .collect();
+        assert_eq!(steps.first(), Some(&"mkdir"));
+        let at = |s: &str| steps.iter().position(|x| *x == s).unwrap_or(usize::MAX);
+        // Masks before the read-only pass (a read-only tree takes no new mount points), the
+        // binary before it too, then the new root made a mount point and entered, last.
+        assert!(
+            at("mask") < at("read-only") && at("mask file") < at("read-only"),
+            "{:#?}",
+            m.calls
+        );
+        assert!(at("tmpfs for the binary") < at("read-only"), "{steps:?}");
+        // The runtime directory is bound writable on top of the read-only tree.
+        let runtime = m
+            .calls
+            .iter()
+            .position(|c| c == "bind: /run/vigil/.root/run/vigil");
+        assert!(runtime > Some(at("read-only")), "{:#?}", m.calls);
+        assert_eq!(
+            &m.calls[m.calls.len() - 2..],
+            [
+                "bind new root onto itself: /run/vigil/.root",
+                "pivot_root: /run/vigil/.root"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_mount_is_named_and_never_entered() {
+        for fail in ["bind", "mask", "mask file", "read-only", "bind the binary"] {
+            let mut m = Recording {
+                fail: Some(fail),
+                ..Recording::default()
+            };
+            let err = apply_with(&mut m, &read_only_plan()).unwrap_err();
+            assert!(
+                matches!(&err, Error::Mount { step, .. } if *step == fail),
+                "{fail}: {err}"
+            );
+            assert!(
+                !m.calls.iter().any(|c| c.starts_with("pivot_root:")),
+                "{fail}: pivoted into a half-built view: {:?}",
+                m.calls
+            );
+        }
+    }
 
     fn mount_opts(point: &Path) -> Option<String> {
         let mi = std::fs::read_to_string("/proc/thread-self/mountinfo").ok()?;

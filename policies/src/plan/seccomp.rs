@@ -1,19 +1,21 @@
-//! Seccomp allowlists: the readable `policies/seccomp/*.policy` files, parsed into a typed
-//! policy and compiled with libseccomp. Anything not allowed traps with SIGSYS; the handler
+//! Seccomp allowlists as data: the readable `policies/seccomp/*.policy` files, parsed into a
+//! typed policy. `apply::seccomp` compiles one with libseccomp; anything not allowed traps
+//! with SIGSYS, and the handler
 //! installed by [`crate::report`] tells the supervisor which syscall it was.
 
-use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use vigil_ipc_proto::Role;
 
-const COMMON: &str = include_str!("../seccomp/common.policy");
-const COLLECTOR: &str = include_str!("../seccomp/collector.policy");
-const SHIPPER: &str = include_str!("../seccomp/shipper.policy");
-const PRIVHELPER: &str = include_str!("../seccomp/privhelper.policy");
-const SHIPPER_DNS: &str = include_str!("../seccomp/shipper-dns.policy");
-const SHIPPER_LISTEN: &str = include_str!("../seccomp/shipper-listen.policy");
+const COMMON: &str = include_str!("../../seccomp/common.policy");
+const COLLECTOR: &str = include_str!("../../seccomp/collector.policy");
+const SHIPPER: &str = include_str!("../../seccomp/shipper.policy");
+const PRIVHELPER: &str = include_str!("../../seccomp/privhelper.policy");
+const SHIPPER_DNS: &str = include_str!("../../seccomp/shipper-dns.policy");
+const SHIPPER_LISTEN: &str = include_str!("../../seccomp/shipper-listen.policy");
 
-/// Policy files a run may add to a role's own (see `SandboxPlan::seccomp_extra`).
+/// Policy files a run may add to a role's own (see `SandboxPlan::seccomp`).
 pub const EXTRAS: &[&str] = &["shipper-dns", "shipper-listen"];
+/// Policy files of a role (see [`policy_name`]).
+const ROLE_POLICIES: &[&str] = &["privhelper", "collector", "shipper"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -25,10 +27,6 @@ pub enum PolicyError {
     },
     #[error("{file}: @include of unknown policy {name}")]
     Include { file: &'static str, name: String },
-    #[error("seccomp: {0}")]
-    Seccomp(#[from] libseccomp::error::SeccompError),
-    #[error("syscall {0} is not known to libseccomp")]
-    UnknownSyscall(String),
 }
 
 /// One allowed syscall, optionally only for some values of some arguments (every filter must
@@ -106,17 +104,22 @@ impl Policy {
         })
     }
 
-    /// The role's policy plus the run's extra files (a syscall listed twice is an error).
-    pub fn for_plan(role: Role, extras: &[String]) -> Result<Policy, PolicyError> {
-        let mut p = Self::for_role(role)?;
+    /// The policy of a plan's files: a role's own first, then the extras this run needs
+    /// (whose rules widen the role's for a syscall both list).
+    pub fn from_files(files: &[String]) -> Result<Policy, PolicyError> {
+        let unknown = |name: &str| PolicyError::Include {
+            file: "plan",
+            name: name.to_string(),
+        };
+        let (first, extras) = files.split_first().ok_or_else(|| unknown("(none)"))?;
+        if !ROLE_POLICIES.contains(&first.as_str()) {
+            return Err(unknown(first));
+        }
+        let mut p = Self::load(first)?;
         for name in extras {
             let (file, text) = source(name)
                 .filter(|_| EXTRAS.contains(&name.as_str()))
-                .ok_or_else(|| PolicyError::Include {
-                    file: "plan",
-                    name: name.clone(),
-                })?;
-            // An extra file may list a syscall of the role's again: its rules widen them.
+                .ok_or_else(|| unknown(name))?;
             let mut rules = Vec::new();
             parse_into(file, text, &mut rules, 0)?;
             p.rules.extend(rules);
@@ -127,59 +130,6 @@ impl Policy {
 
     pub fn allows(&self, syscall: &str) -> bool {
         self.rules.iter().any(|r| r.syscall == syscall)
-    }
-
-    /// Build the filter (default action: trap) for the calling process.
-    pub fn compile(&self) -> Result<ScmpFilterContext, PolicyError> {
-        self.compile_with_default(ScmpAction::Trap)
-    }
-
-    /// Build the filter with another action for what it does not allow (tests: ENOSYS).
-    pub fn compile_with_default(
-        &self,
-        default: ScmpAction,
-    ) -> Result<ScmpFilterContext, PolicyError> {
-        let pid = std::process::id() as u64;
-        let mut ctx = ScmpFilterContext::new(default)?;
-        // We set NoNewPrivs ourselves before, and report it; keep libseccomp from hiding it.
-        ctx.set_ctl_nnp(true)?;
-        for rule in &self.rules {
-            let sc = match ScmpSyscall::from_name(&rule.syscall) {
-                Ok(s) => s,
-                Err(_) => return Err(PolicyError::UnknownSyscall(rule.syscall.clone())),
-            };
-            if i32::from(sc) < 0 {
-                // Known to libseccomp but absent on this architecture (e.g. `open` on aarch64).
-                tracing::debug!(syscall = %rule.syscall, "not on this architecture, skipped");
-                continue;
-            }
-            if rule.args.is_empty() {
-                ctx.add_rule(ScmpAction::Allow, sc)?;
-                continue;
-            }
-            // One libseccomp rule per combination of allowed values: rules OR, the
-            // comparisons inside one rule AND.
-            let mut combos: Vec<Vec<ScmpArgCompare>> = vec![Vec::new()];
-            for f in &rule.args {
-                let mut next = Vec::new();
-                for c in &combos {
-                    for v in &f.values {
-                        let val = match v {
-                            Value::Const(c) => *c,
-                            Value::OwnPid => pid,
-                        };
-                        let mut c = c.clone();
-                        c.push(ScmpArgCompare::new(f.index, ScmpCompareOp::Equal, val));
-                        next.push(c);
-                    }
-                }
-                combos = next;
-            }
-            for c in combos {
-                ctx.add_rule_conditional(ScmpAction::Allow, sc, &c)?;
-            }
-        }
-        Ok(ctx)
     }
 }
 
@@ -290,42 +240,9 @@ fn parse_cond(c: &str) -> Result<ArgFilter, String> {
     })
 }
 
-/// Name of a syscall number on this architecture, for reports.
-pub fn syscall_name(nr: u32) -> String {
-    ScmpSyscall::from(nr as i32)
-        .get_name()
-        .unwrap_or_else(|_| format!("syscall#{nr}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_policy_parses_and_every_name_resolves() {
-        for role in [Role::Privhelper, Role::Collector, Role::Shipper] {
-            let p = Policy::for_role(role).unwrap();
-            assert!(p.rules.len() > 40, "{role}: {}", p.rules.len());
-            for r in &p.rules {
-                let nr = ScmpSyscall::from_name(&r.syscall)
-                    .unwrap_or_else(|_| panic!("{role}: unknown syscall {}", r.syscall));
-                assert!(i32::from(nr) >= 0, "{role}: {} not on this arch", r.syscall);
-            }
-            p.compile().unwrap();
-        }
-        let p = Policy::for_plan(
-            Role::Shipper,
-            &["shipper-dns".into(), "shipper-listen".into()],
-        )
-        .unwrap();
-        assert_eq!(p.name, "shipper+shipper-dns+shipper-listen");
-        assert!(p.allows("accept4") && !p.allows("bind") && !p.allows("listen"));
-        assert_eq!(p.rules.iter().filter(|r| r.syscall == "socket").count(), 2);
-        assert!(!Policy::for_role(Role::Shipper).unwrap().allows("accept4"));
-        p.compile().unwrap();
-        assert!(Policy::for_plan(Role::Shipper, &["collector".into()]).is_err());
-        assert!(Policy::for_plan(Role::Shipper, &["nope".into()]).is_err());
-    }
 
     #[test]
     fn dangerous_syscalls_are_not_allowed_to_unprivileged_roles() {
@@ -370,10 +287,13 @@ mod tests {
             "acct",
             "listen",
         ];
-        let all_extras: Vec<String> = EXTRAS.iter().map(|s| s.to_string()).collect();
+        let shipper_all: Vec<String> = std::iter::once("shipper")
+            .chain(EXTRAS.iter().copied())
+            .map(str::to_string)
+            .collect();
         for p in [
             Policy::for_role(Role::Collector).unwrap(),
-            Policy::for_plan(Role::Shipper, &all_extras).unwrap(),
+            Policy::from_files(&shipper_all).unwrap(),
         ] {
             let role = &p.name;
             for f in forbidden {
@@ -426,77 +346,22 @@ mod tests {
         assert!(parse_conds("arg0 == 1 && arg0 == 2").is_err());
     }
 
-    /// The shipper's socket rule, with and without the DNS extra, enforced by a real filter
-    /// in a forked child (ENOSYS instead of a trap, so the child can tell).
     #[test]
-    fn socket_types_follow_the_extra_policies() {
-        fn try_in_child(extras: &[String]) -> [bool; 4] {
-            let p = Policy::for_plan(Role::Shipper, extras).unwrap();
-            let filter = p
-                .compile_with_default(ScmpAction::Errno(libc::ENOSYS))
-                .unwrap();
-            let (r, w) = nix::unistd::pipe().unwrap();
-            // SAFETY: the child only makes raw syscalls and exits; no allocation after fork.
-            match unsafe { nix::unistd::fork() }.unwrap() {
-                nix::unistd::ForkResult::Child => {
-                    let _ = filter.load();
-                    let mut out = [0u8; 4];
-                    let kinds = [
-                        (libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC),
-                        (
-                            libc::AF_INET6,
-                            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        ),
-                        (
-                            libc::AF_INET,
-                            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        ),
-                        (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC),
-                    ];
-                    for (i, (fam, ty)) in kinds.iter().enumerate() {
-                        // SAFETY: plain syscalls on our own descriptors.
-                        let fd = unsafe { libc::socket(*fam, *ty, 0) };
-                        out[i] = u8::from(fd >= 0);
-                    }
-                    // SAFETY: write to our pipe end, then leave without unwinding.
-                    unsafe {
-                        libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), out.as_ptr().cast(), 4);
-                        libc::_exit(0);
-                    }
-                }
-                nix::unistd::ForkResult::Parent { child } => {
-                    drop(w);
-                    let mut out = [0u8; 4];
-                    nix::unistd::read(&r, &mut out).unwrap();
-                    nix::sys::wait::waitpid(child, None).unwrap();
-                    out.map(|b| b == 1)
-                }
-            }
+    fn a_plan_names_its_files_role_first() {
+        let files = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p = Policy::from_files(&files(&["shipper", "shipper-dns", "shipper-listen"])).unwrap();
+        assert_eq!(p.name, "shipper+shipper-dns+shipper-listen");
+        assert!(p.allows("accept4") && !p.allows("bind") && !p.allows("listen"));
+        assert_eq!(p.rules.iter().filter(|r| r.syscall == "socket").count(), 2);
+        assert!(!Policy::for_role(Role::Shipper).unwrap().allows("accept4"));
+        // An extra first, a role second, an unknown file, nothing: refused.
+        for bad in [
+            &["shipper-dns"][..],
+            &["shipper", "collector"],
+            &["shipper", "nope"],
+            &[],
+        ] {
+            assert!(Policy::from_files(&files(bad)).is_err(), "{bad:?}");
         }
-        // TCP client sockets only; no UDP, no AF_UNIX.
-        assert_eq!(try_in_child(&[]), [true, false, false, false]);
-        // With a name to resolve: the resolver's UDP and non-blocking TCP sockets too.
-        assert_eq!(
-            try_in_child(&["shipper-dns".into()]),
-            [true, true, true, false]
-        );
-    }
-
-    #[test]
-    fn misspelled_syscall_fails_to_compile() {
-        let p = Policy {
-            name: "t".into(),
-            rules: vec![Rule {
-                syscall: "raed".into(),
-                args: Vec::new(),
-            }],
-        };
-        assert!(matches!(p.compile(), Err(PolicyError::UnknownSyscall(n)) if n == "raed"));
-    }
-
-    #[test]
-    fn names_of_numbers() {
-        assert_eq!(syscall_name(libc::SYS_bpf as u32), "bpf");
-        assert_eq!(syscall_name(libc::SYS_ptrace as u32), "ptrace");
     }
 }
