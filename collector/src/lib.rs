@@ -48,6 +48,9 @@ pub enum CollectorError {
     Poll(nix::errno::Errno),
     #[error("privhelper: {0}")]
     Privhelper(#[from] privclient::PrivClientError),
+    /// A configuration that cannot work, already told to the supervisor.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The /dev/kmsg descriptor from the privhelper, made non-blocking.
@@ -66,6 +69,15 @@ pub fn run(
     privhelper: Channel,
     mut shipper: Channel,
 ) -> Result<(), CollectorError> {
+    // What the user wrote, checked before anything starts: a mistake stops the agent with
+    // one error (the supervisor does not restart a ConfigError), it is not a crash loop.
+    let kmsg_config = match kmsg_config(init) {
+        Ok(k) => k,
+        Err(msg) => {
+            let _ = control.send(&ChildToSupervisor::ConfigError(msg.clone()));
+            return Err(CollectorError::Config(msg));
+        }
+    };
     // The privhelper answers at once; never wait on it forever.
     let mut privhelper = PrivClient::connect(privhelper, Duration::from_secs(5))?;
     shipper.handshake(Role::Collector, Some(Role::Shipper))?;
@@ -79,8 +91,16 @@ pub fn run(
     let mut sources = Sources::default();
     let mut pending: Vec<Record> = Vec::new();
     if init.collector.kmsg && init.feature_enabled(Feature::KmsgEvents) {
-        let source = kmsg_parser(init, &host_resource, cycle.host.boot_time_ns, last_kmsg_seq)
-            .and_then(|p| open_kmsg(&mut privhelper).map(|fd| kmsg::KmsgSource::new(fd, p)));
+        let (opts, rules) = kmsg_config;
+        let source = kmsg::KmsgParser::with_rules(
+            host_resource.clone(),
+            cycle.host.boot_time_ns,
+            last_kmsg_seq,
+            rules,
+            opts,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|p| open_kmsg(&mut privhelper).map(|fd| kmsg::KmsgSource::new(fd, p)));
         match source {
             Ok(mut s) => {
                 s.drain(&mut pending);
@@ -245,14 +265,9 @@ pub fn run(
     }
 }
 
-/// The kernel-line pipeline as configured: built-in and user rules (the supervisor read and
-/// checked the files at start), lookback, plain-line threshold and limit.
-fn kmsg_parser(
-    init: &InitConfig,
-    resource: &[KeyValue],
-    boot_time_ns: u64,
-    resume_after: Option<u64>,
-) -> Result<kmsg::KmsgParser, String> {
+/// The kernel-line settings and rules as configured: the `kmsg_*` keys and the built-in and
+/// user rule files (which the supervisor read, unparsed, at start).
+fn kmsg_config(init: &InitConfig) -> Result<(kmsg::KmsgOptions, kmsg::RuleSet), String> {
     let c = &init.collector;
     let opts = kmsg::KmsgOptions::from_config(c).map_err(|e| e.to_string())?;
     let files: Vec<(String, String)> = c
@@ -261,8 +276,7 @@ fn kmsg_parser(
         .map(|f| (f.path.clone(), f.text.clone()))
         .collect();
     let rules = kmsg::RuleSet::load(c.kmsg_builtin_rules, &files).map_err(|e| e.to_string())?;
-    kmsg::KmsgParser::with_rules(resource.to_vec(), boot_time_ns, resume_after, rules, opts)
-        .map_err(|e| e.to_string())
+    Ok((opts, rules))
 }
 
 fn batch_counters(b: &batch::Batcher) -> Vec<(String, u64)> {

@@ -189,6 +189,14 @@ impl Default for CollectorConfig {
 }
 
 /// One rule file as read by the supervisor: its path (for messages) and its text.
+/// Most bytes one `kmsg_rules` file may have (the supervisor reads it bounded, the collector
+/// checks it again).
+pub const KMSG_RULE_FILE_MAX: usize = 1 << 20;
+
+/// Rule text all `kmsg_rules` files together may have: it travels in the collector's Init, one
+/// frame of at most 64 KiB.
+pub const KMSG_RULE_TEXT_MAX: usize = 48 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFileText {

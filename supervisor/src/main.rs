@@ -1,6 +1,5 @@
 //! `vigil`: the supervisor binary (and, re-executed as `vigil __child ROLE`, every child).
 
-mod child;
 mod cli;
 mod config;
 mod delivery;
@@ -14,7 +13,6 @@ mod otel_env;
 mod plan;
 mod rootfs;
 mod rootless;
-mod selftest;
 mod spawn;
 mod status;
 mod supervise;
@@ -68,7 +66,7 @@ fn main() {
             init_logging(Some(&role));
             let span = tracing::info_span!("child", role = %role);
             let _g = span.enter();
-            match child::main(&role) {
+            match vigil_child::main(&role) {
                 Ok(()) => 0,
                 Err(e) => {
                     error!("{e}");

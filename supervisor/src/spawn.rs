@@ -12,7 +12,7 @@ use vigil_ipc_proto::{Channel, Role, fds};
 use crate::error::{Error, Result};
 
 /// Environment passed on to children; everything else is dropped.
-const PASS_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE", crate::selftest::ENV];
+const PASS_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE", vigil_child::SELFTEST_ENV];
 
 /// Open our own executable for later re-execution. The descriptor is moved above the fixed
 /// child numbers (3..=5) so remapping the channels in the child cannot clobber it.

@@ -2,7 +2,7 @@
 //! /dev/kmsg, bpf(), ptrace, setns, mount and module loading fail; a syscall outside the policy
 //! kills the role and the supervisor reports which role and which syscall.
 //!
-//! The probes run in the real agent's real children (see supervisor/src/selftest.rs).
+//! The probes run in the real agent's real children (see child/src/selftest.rs).
 
 use std::time::Duration;
 

@@ -755,33 +755,47 @@ fn otlp_value(rx: &Receiver, name: &str, attrs: &[(&str, String)]) -> Option<i64
 }
 
 /// A bad rule file is one clear error naming file, rule and reason; `vigil run` exits at once
-/// (no role started, no restart loop).
+/// with the configuration-error status and restarts nothing. The root supervisor only reads
+/// the file (bounded): the collector parses it, first thing, and says ConfigError.
 #[test]
 fn bad_rule_files_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    for (text, want) in [
+    let rules = dir.path().join("rules.json");
+    let cases = [
         (
             r#"{"plugin":"kmsg","rules":[{"type":"temporary","reason":"Fine","pattern":"ok"},
                {"type":"temporary","reason":"Broken","pattern":"unclosed (group"}]}"#,
+            "",
+            format!("kmsg rule file {}: ", rules.display()),
             "rule 1 (reason \"Broken\"): bad pattern",
         ),
         (
             r#"{"plugin":"kmsg","rules":[{"type":"temporary","reason":"Typo","patern":"x"}]}"#,
+            "",
+            format!("kmsg rule file {}: ", rules.display()),
             "rule 0 (reason \"Typo\"): unknown field `patern`",
         ),
         (
             r#"{"plugin":"journald","pluginConfig":{"source":"dockerd"},"rules":[]}"#,
+            "",
+            format!("kmsg rule file {}: ", rules.display()),
             "is not the kernel log",
         ),
-    ] {
-        let path = dir.path().join("rules.json");
-        std::fs::write(&path, text).unwrap();
+        (
+            r#"{"plugin":"kmsg","rules":[]}"#,
+            "kmsg_lookback = \"soon\"\n",
+            "kmsg_lookback".to_string(),
+            "soon",
+        ),
+    ];
+    for (text, extra, expect, want) in cases {
+        std::fs::write(&rules, text).unwrap();
         let cfg = dir.path().join("vigil.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[collector]\nkmsg_rules = [{:?}]\n",
-                path.display().to_string()
+                "[collector]\n{extra}kmsg_rules = [{:?}]\n",
+                rules.display().to_string()
             ),
         )
         .unwrap();
@@ -791,14 +805,17 @@ fn bad_rule_files_are_refused_at_start() {
             .arg(cfg.display().to_string())
             .start();
         let st = a.wait_exit(Duration::from_secs(10)).expect("vigil exits");
-        assert!(!st.success(), "{st}");
+        assert_eq!(st.code(), Some(78), "the configuration-error status: {st}");
         assert!(started.elapsed() < Duration::from_secs(10));
         let err = a.stderr.text();
-        let expect = format!("kmsg rule file {}: ", path.display());
-        let lines: Vec<&str> = err.lines().filter(|l| l.contains(&expect)).collect();
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains(&expect) && l.contains("ERROR"))
+            .collect();
         assert_eq!(lines.len(), 1, "one error: {err}");
         assert!(lines[0].contains(want), "{err}");
-        assert!(!a.socket_path().exists(), "nothing was started: {err}");
+        assert!(err.contains("not restarting"), "{err}");
+        assert!(!err.contains("restart after"), "no restart: {err}");
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::options::parse_duration;
 
 /// Largest rule file read.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
+pub const MAX_FILE_BYTES: usize = vigil_ipc_proto::config::KMSG_RULE_FILE_MAX;
 /// Rules in all files together.
 pub const MAX_RULES: usize = 1024;
 /// Longest pattern.

@@ -2,9 +2,23 @@
 //! the Init (what to drop, what to run), apply the sandbox to ourselves, say Ready, then run the
 //! role. Nothing from a peer is read before the sandbox is in place.
 
+mod selftest;
+
 use vigil_ipc_proto::{Attached, Channel, ChildToSupervisor, Role, SupervisorToChild, fds};
 
-use crate::error::{Error, Result};
+pub use selftest::ENV as SELFTEST_ENV;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ipc: {0}")]
+    Proto(#[from] vigil_ipc_proto::ProtoError),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] vigil_policies::SandboxError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// Take an inherited channel end.
 fn inherited(fd: i32) -> Channel {
@@ -54,19 +68,22 @@ pub fn main(role_name: &str) -> Result<()> {
     let report = vigil_policies::apply(role, &init.sandbox, fds::CONTROL)?;
     tracing::debug!(%role, ?report, "sandbox applied");
     control.send(&ChildToSupervisor::Ready(report))?;
-    crate::selftest::run_from_env(role, &init, &control);
+    selftest::run_from_env(role, &init, &control);
 
     let res = match role {
         Role::Privhelper => {
             vigil_privhelper::run(&init, control, inherited(fds::PEER_A)).map_err(|e| e.to_string())
         }
-        Role::Collector => vigil_collector::run(
+        Role::Collector => match vigil_collector::run(
             &init,
             control,
             inherited(fds::PEER_A),
             inherited(fds::PEER_B),
-        )
-        .map_err(|e| e.to_string()),
+        ) {
+            // Already told to the supervisor, which reports it once and stops the agent.
+            Err(vigil_collector::CollectorError::Config(_)) => std::process::exit(1),
+            r => r.map_err(|e| e.to_string()),
+        },
         Role::Shipper => {
             match vigil_shipper::run(&init, control, inherited(fds::PEER_A), attachments) {
                 // Already told to the supervisor, which reports it once and stops the agent.
