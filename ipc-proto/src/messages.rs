@@ -330,23 +330,22 @@ pub struct StatusReport {
 pub struct ProcessStatus {
     pub role: Role,
     pub pid: u32,
-    /// Real, effective, saved, filesystem ids, as in /proc/PID/status.
-    pub uids: [u32; 4],
-    pub gids: [u32; 4],
-    pub cap_inh: u64,
-    pub cap_prm: u64,
-    pub cap_eff: u64,
-    pub cap_bnd: u64,
-    pub cap_amb: u64,
-    pub no_new_privs: bool,
-    /// 0 off, 1 strict, 2 filter.
-    pub seccomp: u8,
+    /// Ids (translated to the host's), capability sets, NoNewPrivs and seccomp mode, as in
+    /// /proc/PID/status (also reachable through `Deref`: `p.cap_eff`).
+    pub kernel: crate::procstatus::ProcStatusFields,
     /// As reported by the child (the kernel does not show Landlock in /proc).
     pub landlock: String,
     /// The seccomp policy files the child loaded (`shipper+shipper-dns`), as it reported.
     pub seccomp_policy: String,
     pub restarts: u32,
     pub last_exit: Option<String>,
+}
+
+impl std::ops::Deref for ProcessStatus {
+    type Target = crate::procstatus::ProcStatusFields;
+    fn deref(&self) -> &Self::Target {
+        &self.kernel
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

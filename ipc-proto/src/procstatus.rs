@@ -3,7 +3,7 @@
 //! children) and the tests (which check the kernel's word against the report).
 
 /// What one `/proc/PID/status` says (ids as this process's user namespace sees them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProcStatusFields {
     /// Real, effective, saved, filesystem.
     pub uids: [u32; 4],

@@ -107,15 +107,11 @@ pub fn read_proc_status(pid: u32) -> Option<ProcessStatus> {
     let gid_map = std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default();
     let mut p = not_running();
     p.pid = pid;
-    p.uids = k.uids.map(|u| to_parent_id(u, &uid_map));
-    p.gids = k.gids.map(|g| to_parent_id(g, &gid_map));
-    p.cap_inh = k.cap_inh;
-    p.cap_prm = k.cap_prm;
-    p.cap_eff = k.cap_eff;
-    p.cap_bnd = k.cap_bnd;
-    p.cap_amb = k.cap_amb;
-    p.no_new_privs = k.no_new_privs;
-    p.seccomp = k.seccomp;
+    p.kernel = ProcStatusFields {
+        uids: k.uids.map(|u| to_parent_id(u, &uid_map)),
+        gids: k.gids.map(|g| to_parent_id(g, &gid_map)),
+        ..k
+    };
     Some(p)
 }
 
@@ -123,15 +119,7 @@ fn not_running() -> ProcessStatus {
     ProcessStatus {
         role: Role::Supervisor,
         pid: 0,
-        uids: [0; 4],
-        gids: [0; 4],
-        cap_inh: 0,
-        cap_prm: 0,
-        cap_eff: 0,
-        cap_bnd: 0,
-        cap_amb: 0,
-        no_new_privs: false,
-        seccomp: 0,
+        kernel: ProcStatusFields::default(),
         landlock: String::new(),
         seccomp_policy: String::new(),
         restarts: 0,
