@@ -25,6 +25,7 @@ pub mod messages;
 pub mod privtable;
 pub mod procstatus;
 pub mod records;
+pub mod runtime;
 
 pub use channel::Channel;
 pub use config::*;
