@@ -90,7 +90,7 @@ fn poll(
         .unwrap_or(MAX_SLEEP)
         .min(MAX_SLEEP);
     // Rounded up: waking a millisecond early would spin until the deadline.
-    let ms = wait.as_millis() as i32 + i32::from(wait.subsec_nanos() % 1_000_000 != 0);
+    let ms = wait.as_millis() as i32 + i32::from(!wait.subsec_nanos().is_multiple_of(1_000_000));
     let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
     // SAFETY: the worker owns every descriptor it lists and keeps it open across this call
     // (`watch` borrows the worker for the whole poll); `control` outlives it too.
