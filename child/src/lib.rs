@@ -6,7 +6,7 @@ mod selftest;
 
 use vigil_ipc_proto::{Attached, Channel, ChildToSupervisor, Role, SupervisorToChild, fds};
 
-pub use selftest::ENV as SELFTEST_ENV;
+pub use selftest::{ENV as SELFTEST_ENV, supervisor_probes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -6,10 +6,15 @@
 //! grants nothing: the interesting outcome is the refusal. Probes:
 //!
 //! - `write-host`: try to create a file in several places of the host view and the runtime dir.
+//! - `write:<path>`: try to create a file in the directory `<path>`, or to open the existing
+//!   file `<path>` for writing (nothing is written).
 //! - `kmsg`: try to open /dev/kmsg.
 //! - `control-garbage`: send malformed frames to the supervisor (a hostile child).
 //! - `sys:<name>`: call a forbidden syscall (`bpf`, `ptrace`, `setns`, `mount`, `finit_module`,
 //!   `unshare`, `init_module`); the seccomp filter kills the role, the supervisor reports it.
+//!
+//! `supervisor:write:<path>` runs in the supervisor itself, once its own confinement is in
+//! place and before the children start, and is logged as `selftest supervisor write:<path>: ..`.
 
 use std::path::Path;
 
@@ -34,16 +39,61 @@ pub fn run_from_env(role: Role, init: &InitConfig, control: &Channel) {
     }
 }
 
+/// The supervisor's own probes (only `write:<path>`): `(probe, outcome)` per item.
+pub fn supervisor_probes() -> Vec<(String, String)> {
+    let Ok(spec) = std::env::var(ENV) else {
+        return Vec::new();
+    };
+    spec.split(',')
+        .filter_map(|item| item.split_once(':'))
+        .filter(|(r, _)| Role::parse(r) == Some(Role::Supervisor))
+        .map(|(_, probe)| {
+            let outcome = match probe.strip_prefix("write:") {
+                Some(path) => write_probe(Path::new(path)),
+                None => format!("unknown probe {probe}"),
+            };
+            (probe.to_string(), outcome)
+        })
+        .collect()
+}
+
 fn run_probe(probe: &str, init: &InitConfig, control: &Channel) -> String {
     match probe {
         "write-host" => write_host(init),
         "kmsg" => outcome(std::fs::File::open("/dev/kmsg").map(drop)),
         "control-garbage" => control_garbage(control),
-        p => match p.strip_prefix("sys:") {
-            Some(name) => forbidden_syscall(name),
-            None => format!("unknown probe {p}"),
-        },
+        p => {
+            if let Some(name) = p.strip_prefix("sys:") {
+                forbidden_syscall(name)
+            } else if let Some(path) = p.strip_prefix("write:") {
+                write_probe(Path::new(path))
+            } else {
+                format!("unknown probe {p}")
+            }
+        }
     }
+}
+
+/// Create (then remove) a file in the directory `path`, or open the existing non-directory
+/// `path` for writing without writing anything (a sysctl, a device): the refusal, if any,
+/// comes at open.
+fn write_probe(path: &Path) -> String {
+    if path.is_dir() {
+        return create_in(path);
+    }
+    outcome(std::fs::OpenOptions::new().write(true).open(path).map(drop))
+}
+
+fn create_in(dir: &Path) -> String {
+    let path = dir.join(format!(".vigil-selftest-{}", std::process::id()));
+    let res = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path);
+    if res.is_ok() {
+        let _ = std::fs::remove_file(&path);
+    }
+    outcome(res.map(drop))
 }
 
 /// Datagrams a compromised child could send its supervisor: truncated, lying lengths, unknown
@@ -75,18 +125,9 @@ fn write_host(init: &InitConfig) -> String {
         Path::new(&init.runtime_dir).to_path_buf(),
         Path::new(&journal).to_path_buf(),
     ];
-    let pid = std::process::id();
     let mut parts = Vec::new();
     for dir in targets {
-        let path = dir.join(format!(".vigil-selftest-{pid}"));
-        let res = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path);
-        if res.is_ok() {
-            let _ = std::fs::remove_file(&path);
-        }
-        parts.push(format!("{}={}", dir.display(), outcome(res.map(drop))));
+        parts.push(format!("{}={}", dir.display(), create_in(&dir)));
     }
     parts.push(format!(
         "/proc/sys/kernel/hostname={}",

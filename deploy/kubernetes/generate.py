@@ -7,8 +7,9 @@ patch overlays the four variants are rendered from this one template (standard l
   full/            host root read-write at /hostfs, privileged container (testing, debugging)
   read-only/       host root read-only at /hostfs, privileged container (default, recommended)
   minimal/         only /etc, /usr, /bin, /sbin, /lib*, /run of the host, read-only, privileged
-  non-privileged/  read-only mount mode, privileged: false, capabilities drop [ALL] plus the
-                   minimal add-list of `vigil doctor --emit k8s`, allowPrivilegeEscalation: false
+  non-privileged/  privileged: false, capabilities drop [ALL] plus the minimal add-list of
+                   `vigil doctor --emit k8s` (no SYS_ADMIN), allowPrivilegeEscalation: false;
+                   no_remount_root: the runtime's read-only mounts are the host view
 
 Each directory gets vigil.yaml (Namespace, ServiceAccount, ConfigMap, DaemonSet), the
 vigil.toml embedded in the ConfigMap, and a kustomization.yaml listing vigil.yaml so that
@@ -25,9 +26,10 @@ HERE = Path(__file__).resolve().parent
 VERSION = "0.1.0"
 IMAGE = f"vigil:{VERSION}"  # push deploy/container's image to your registry and name it here
 
-# `vigil doctor --emit k8s` (plus BEYOND_DOCTOR) for the default configuration (flows from a socket filter, every
-# other feature on) on a kernel with dmesg_restrict=1. tests/tests/deploy_doctor.rs compares
-# this list with the binary's output.
+# `vigil doctor --emit k8s` (plus BEYOND_DOCTOR) for the non-privileged vigil.toml: the default
+# features (flows from a socket filter, every other feature on) with no_remount_root, on a
+# kernel with dmesg_restrict=1. tests/tests/deploy_doctor.rs compares this list with the
+# binary's output. No SYS_ADMIN: the container runtime builds the read-only host view.
 NON_PRIVILEGED_ADD = [
     ("CHOWN", "supervisor: hands the runtime/journal directory to the agent user"),
     ("KILL", "supervisor: signals children that run as the agent user"),
@@ -35,7 +37,6 @@ NON_PRIVILEGED_ADD = [
     ("SETUID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETPCAP", "supervisor: trims the children's bounding and ambient sets"),
     ("NET_RAW", "privhelper: AF_PACKET socket for the flow socket filter"),
-    ("SYS_ADMIN", "supervisor only: mount namespace + pivot_root for the read-only host view (virtual root)"),
     ("SYSLOG", "privhelper: /dev/kmsg with kernel.dmesg_restrict=1"),
     ("PERFMON", "privhelper: raw tracepoints (exec/exit) and packet access in BPF"),
     ("BPF", "privhelper: loads the BPF programs and maps; no bpffs, nothing pinned"),
@@ -55,25 +56,48 @@ MODES = {
     "non-privileged": dict(mount_mode="read-only", privileged=False, host="root-ro", kubelet_logs=True),
 }
 
+
+def runtime_view(mode):
+    """The container runtime's read-only mounts are the host view (no_remount_root): the
+    supervisor builds none of its own and needs no SYS_ADMIN."""
+    return not MODES[mode]["privileged"]
+
 # Host directories the minimal view is built from (supervisor/src/rootfs.rs MINIMAL_ENTRIES).
 MINIMAL_DIRS = ["etc", "usr", "bin", "sbin", "lib", "lib64", "run"]
 
 
 def toml(mode):
     m = MODES[mode]
+    if runtime_view(mode):
+        view = """# The container runtime already built the read-only host view (readOnlyRootFilesystem, every
+# hostPath but the runtime dir readOnly). Building our own (mount namespace + pivot_root)
+# would take CAP_SYS_ADMIN, the capability security reviews and PodSecurity policies flag
+# first in an add-list. So the supervisor uses the runtime's view, as under the systemd unit.
+# A readOnly hostPath is read-only at its top only: the host's /proc, /sys, /dev/shm mounted
+# beneath /hostfs stay writable for uid 0. The supervisor (uid 0 here) therefore confines its
+# own writes and its children's to the runtime dir with Landlock; the children also run as
+# the agent user with their own seccomp and Landlock rules.
+no_remount_root = true
+"""
+        runtime = """# Journal and status socket; a hostPath, so a new pod finds the journal of the old one.
+# /run/vigil, not /var/run/vigil: the same path as on the host (see the privileged variants).
+"""
+    else:
+        view = ""
+        runtime = """# Journal and status socket; a hostPath, so a new pod finds the journal of the old one.
+# /run/vigil, not /var/run/vigil: /var/run is an absolute symlink to /run on the host, and the
+# supervisor binds the runtime dir at the same path inside the host view (/hostfs/run/vigil),
+# which must be a real directory there.
+"""
     return f"""# vigil configuration ({mode} deployment); every key can be overridden by VIGIL_* env.
 # The agent user must exist in the HOST's /etc/passwd (nobody exists everywhere; a dedicated
 # system user such as `vigil` is better: useradd --system --no-create-home vigil).
 user = "nobody"
 non_root_mode = true
 mount_mode = "{m['mount_mode']}"
-# The host's root as this container sees it (hostPath volume below).
+{view}# The host's root as this container sees it (hostPath volume below).
 host_root = "/hostfs"
-# Journal and status socket; a hostPath, so a new pod finds the journal of the old one.
-# /run/vigil, not /var/run/vigil: /var/run is an absolute symlink to /run on the host, and the
-# supervisor binds the runtime dir at the same path inside the host view (/hostfs/run/vigil),
-# which must be a real directory there.
-runtime_dir = "/run/vigil"
+{runtime}runtime_dir = "/run/vigil"
 
 [shipper]
 json_lines = ""
@@ -105,7 +129,6 @@ def skips(mode):
         ("CKV_K8S_40", "runAsUser 0: see CKV_K8S_23; the long-running collector and shipper drop to the agent user"),
         ("CKV_K8S_43", "the image is built locally (deploy/container); pin its digest when you push it"),
         ("CKV_K8S_37", "the supervisor and privhelper need the listed capabilities; everything else is dropped"),
-        ("CKV_K8S_39", "SYS_ADMIN: the supervisor's mount namespace + pivot_root for the read-only host view; the children never hold it"),
         ("CKV_K8S_25", "capabilities are added: the minimal add-list of vigil doctor --emit k8s, all others dropped"),
         ("CKV2_K8S_6", "no NetworkPolicy: a hostNetwork pod is not selected by NetworkPolicies; the shipper's Landlock ruleset allows TCP connect to the backend port only"),
         ("CKV_K8S_28", "NET_RAW: the flow socket filter needs an AF_PACKET socket (privhelper only)"),
@@ -205,23 +228,22 @@ def security_context(mode):
   runAsUser: 0
   runAsGroup: 0
   runAsNonRoot: false
-  # RuntimeDefault (containerd's and CRI-O's profiles, like podman's, which
-  # tests/tests/deploy_container.rs runs against) allows unshare(CLONE_NEWNS), mount,
-  # umount2, pivot_root and setns only to a process holding CAP_SYS_ADMIN, and bpf /
-  # perf_event_open to one holding CAP_SYS_ADMIN, CAP_BPF or CAP_PERFMON: exactly what the
-  # supervisor and privhelper hold, so the default profile fits. vigil stacks its own,
-  # much narrower, filters per role on top (seccomp filters only ever narrow).
+  # RuntimeDefault. vigil stacks its own, much narrower, filters per role on top (seccomp
+  # filters only ever narrow). The runtime's profile decides bpf() and perf_event_open for
+  # the privhelper's eBPF features (ebpf_exec, ebpf_flows_socket): containerd's current
+  # profile allows them to a container holding CAP_BPF / CAP_PERFMON; the containers/common
+  # profile of CRI-O and podman only to one holding CAP_SYS_ADMIN, which this add-list does
+  # not grant. There the privhelper's bpf() fails with EPERM and the collector says "eBPF
+  # source unavailable"; use a Localhost profile that allows bpf and perf_event_open, or a
+  # privileged variant (tests/tests/deploy_container.rs runs both profiles).
   seccompProfile:
     type: RuntimeDefault
-  # On AppArmor nodes (Ubuntu, Debian with AppArmor on) the runtime's default profile denies
-  # mount(2): the supervisor then says so and runs without the trimmed view (NO_REMOUNT_ROOT
-  # behaviour; Landlock still confines the children). To keep the view there, uncomment
-  # (Kubernetes >= 1.30):
-  # appArmorProfile:
-  #   type: Unconfined
+  # No mount(2), unshare or pivot_root at all (no_remount_root in vigil.toml), so the
+  # runtime's default AppArmor profile, which denies mount, is no obstacle either.
   capabilities:
     drop: ["ALL"]
-    # `vigil doctor --emit k8s` (checkov CKV_K8S_37/39/28 skipped: each one is needed).
+    # `vigil doctor --emit k8s` (checkov CKV_K8S_37/28 skipped: each one is needed). No
+    # SYS_ADMIN: the runtime builds the read-only host view (no_remount_root in vigil.toml).
     # Not available without privileged: /dev/kmsg (the device cgroup does not allow the
     # character device), so kmsg_events is off and SYSLOG could be removed; it is kept so that
     # a runtime that exposes /dev/kmsg read-only works without an edit.

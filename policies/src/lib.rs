@@ -12,4 +12,10 @@ pub mod probe;
 pub use apply::seccomp::syscall_name;
 pub use apply::{Narrowed, SandboxError, apply, caps_from_numbers, narrow_supervisor};
 pub use plan::landlock::{LandlockVars, landlock_plan};
-pub use plan::{features, landlock, seccomp};
+pub use plan::{features, seccomp};
+
+/// Landlock: the per-role templates (plan) and what restricts a process with them (apply).
+pub mod landlock {
+    pub use crate::apply::landlock::{kernel_abi, restrict_writes};
+    pub use crate::plan::landlock::*;
+}

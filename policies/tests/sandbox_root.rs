@@ -59,9 +59,69 @@ fn check(ok: bool, what: String, failures: &mut Vec<String>) {
     }
 }
 
+/// Child side of "supervisor-writes": a uid-0 process with every capability (CAP_DAC_OVERRIDE
+/// included) confines its writes to the journal dir; reading stays open.
+fn supervisor_writes(host_root: &str) -> ! {
+    let journal = format!("{host_root}/journal");
+    let report = match vigil_policies::landlock::restrict_writes(std::slice::from_ref(&journal)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("restrict_writes: {e}");
+            std::process::exit(3);
+        }
+    };
+    let mut failures = Vec::new();
+    check(
+        report.starts_with("writes: ") && report.contains(&journal),
+        format!("report {report}"),
+        &mut failures,
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    check(
+        status_field(&status, "NoNewPrivs:") == "1",
+        "NoNewPrivs not set".into(),
+        &mut failures,
+    );
+    let inside = std::fs::write(format!("{journal}/segment"), b"x").map_err(|e| e.raw_os_error());
+    check(
+        inside.is_ok(),
+        format!("write in the journal: {inside:?}"),
+        &mut failures,
+    );
+    for path in [
+        format!("{host_root}/written"),
+        format!("{host_root}/journal-sibling"),
+    ] {
+        let err = std::fs::write(&path, b"x").err();
+        check(
+            err.as_ref().and_then(|e| e.raw_os_error()) == Some(libc::EACCES),
+            format!("write {path}: {err:?}"),
+            &mut failures,
+        );
+    }
+    let mkdir = std::fs::create_dir(format!("{host_root}/dir")).map_err(|e| e.raw_os_error());
+    check(
+        mkdir == Err(Some(libc::EACCES)),
+        format!("mkdir: {mkdir:?}"),
+        &mut failures,
+    );
+    let read = std::fs::read_dir(host_root).map(|d| d.count());
+    check(read.is_ok(), format!("read_dir: {read:?}"), &mut failures);
+    if failures.is_empty() {
+        std::process::exit(0);
+    }
+    for f in &failures {
+        eprintln!("supervisor-writes: {f}");
+    }
+    std::process::exit(1);
+}
+
 /// Child side: apply, then look at ourselves from inside. Exit 0 when every check holds.
 fn child(scenario: &str) -> ! {
     let host_root = std::env::var(HOST_ROOT).expect("host root");
+    if scenario == "supervisor-writes" {
+        supervisor_writes(&host_root);
+    }
     let fd: i32 = std::env::var(REPORT_FD)
         .expect("report fd")
         .parse()
@@ -274,7 +334,7 @@ fn main() {
             failed += 1;
         }
     };
-    for s in ["collector", "privhelper", "shipper"] {
+    for s in ["collector", "privhelper", "shipper", "supervisor-writes"] {
         let (st, msg) = run(s, &root, ports);
         report(s, st.success() && msg.is_none(), format!("{st:?} {msg:?}"));
     }

@@ -44,6 +44,8 @@ pub enum Error {
     Sandbox(#[from] vigil_policies::SandboxError),
     #[error("landlock plan: {0}")]
     Landlock(#[from] vigil_policies::landlock::LandlockError),
+    #[error("confining the supervisor's writes (Landlock): {0}")]
+    ConfineWrites(vigil_policies::SandboxError),
     #[error("{0}")]
     Other(String),
 }

@@ -1,6 +1,7 @@
 //! How the supervisor was started, which decides what it must do itself: as uid 0 (plain root
-//! or a container's add list) it builds the view, switches its children to the agent user and
-//! needs CAP_SETUID/SETGID/SYS_ADMIN/SETPCAP/CHOWN/KILL for that; already as the agent user
+//! or a container's add list) it builds the view (CAP_SYS_ADMIN; unless `no_remount_root`,
+//! when it confines its own writes instead, see [`write_confinement`]), switches its children
+//! to the agent user and needs CAP_SETUID/SETGID/SETPCAP/CHOWN/KILL for that; already as the agent user
 //! (systemd `User=` + `AmbientCapabilities=`, or file capabilities) it holds only the
 //! features' capabilities and switches nobody; as an ordinary user with no capability at all
 //! (rootless) it builds its view in a user namespace.
@@ -117,6 +118,40 @@ pub fn bounding_note(
     Some((launch.root, text))
 }
 
+/// Why the supervisor leaves its own writes unconfined (see [`write_confinement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfined {
+    /// Not uid 0: DAC already keeps it out of root's files (and the service manager's
+    /// ProtectSystem= or the rootless view does the rest).
+    NotRoot,
+    /// It lives in its own trimmed view, read-only all the way down.
+    OwnView,
+    /// An enabled opt-in feature has the privhelper read other processes' /proc links or
+    /// namespaces, which a Landlock domain (inherited from the supervisor) forbids.
+    PrivhelperInspects,
+}
+
+/// Whether the supervisor confines its own writes with Landlock (`Ok`) before it starts the
+/// children. Only a uid-0 supervisor without a view of its own needs it: a container
+/// runtime's read-only mounts (readOnlyRootFilesystem, readOnly hostPath) are read-only at
+/// their top only, so the host's /proc, /sys, /dev/shm or container storage mounted beneath
+/// /hostfs stay writable for uid 0.
+pub fn write_confinement(
+    launch: Launch,
+    virtual_root: bool,
+    privhelper_inspects_others: bool,
+) -> Result<(), Unconfined> {
+    if !launch.root {
+        Err(Unconfined::NotRoot)
+    } else if virtual_root {
+        Err(Unconfined::OwnView)
+    } else if privhelper_inspects_others {
+        Err(Unconfined::PrivhelperInspects)
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +259,25 @@ mod tests {
         let mut ev = evaluate(&cfg, &more, &facts());
         adjust(&mut ev, launch);
         assert!(ev.is_enabled(Feature::VirtualRoot));
+    }
+
+    #[test]
+    fn only_a_root_supervisor_without_its_own_view_confines_its_writes() {
+        let root = Launch::detect(0, 0, true, VIGIL);
+        let unit = Launch::detect(VIGIL, VIGIL, true, VIGIL);
+        let rootless = Launch::detect(1000, 1000, false, VIGIL);
+        assert_eq!(write_confinement(root, false, false), Ok(()));
+        assert_eq!(
+            write_confinement(root, true, false),
+            Err(Unconfined::OwnView)
+        );
+        assert_eq!(
+            write_confinement(root, false, true),
+            Err(Unconfined::PrivhelperInspects)
+        );
+        for l in [unit, rootless] {
+            assert_eq!(write_confinement(l, false, false), Err(Unconfined::NotRoot));
+        }
     }
 
     #[test]

@@ -29,6 +29,18 @@ pub struct RunFacts {
     pub fd_count_by_stat: bool,
 }
 
+/// Where a supervisor that confines its own writes (`launch::write_confinement`) may still
+/// write: the runtime dir (status socket) and the journal dir, which the shipper, inside the
+/// supervisor's Landlock domain, must be able to write.
+pub fn supervisor_writable(runtime_dir: &str, journal_dir: &str) -> Vec<String> {
+    let mut v = vec![runtime_dir.to_string()];
+    let beneath = std::path::Path::new(journal_dir).starts_with(runtime_dir);
+    if !beneath {
+        v.push(journal_dir.to_string());
+    }
+    v
+}
+
 /// The seccomp policy files of a role for this run: its own, then `shipper-dns` (UDP to the
 /// nameservers) only when a name must be resolved, `shipper-listen` (accept4 on the socket the
 /// supervisor bound) only with the Prometheus endpoint.
@@ -213,6 +225,24 @@ mod tests {
             gid: 985,
             groups: vec![985],
         }
+    }
+
+    #[test]
+    fn supervisor_writes_the_runtime_and_journal_dirs_only() {
+        assert_eq!(
+            supervisor_writable("/run/vigil", "/run/vigil/journal"),
+            vec!["/run/vigil".to_string()]
+        );
+        // A journal elsewhere is writable too (the shipper lives inside the domain); a
+        // sibling whose name merely starts the same is not beneath.
+        assert_eq!(
+            supervisor_writable("/run/vigil", "/var/lib/vigil-journal"),
+            vec![
+                "/run/vigil".to_string(),
+                "/var/lib/vigil-journal".to_string()
+            ]
+        );
+        assert_eq!(supervisor_writable("/run/vigil", "/run/vigil2").len(), 2);
     }
 
     #[test]

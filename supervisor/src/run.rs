@@ -91,8 +91,13 @@ pub fn run(args: &cli::ConfigArgs) -> Result<i32> {
         .map(|r| plan::init_config(*r, &cfg, &eval, Some(&user), &facts_run))
         .collect::<Result<Vec<_>>>()?;
     narrow(&inits, euid)?;
+    let own_landlock = confine_writes(launch, virtual_root, &eval, &cfg.runtime_dir, &journal)?;
+    for (probe, outcome) in vigil_child::supervisor_probes() {
+        warn!("selftest supervisor {probe}: {outcome}");
+    }
 
-    let ctx = status_context(&cfg, &eval, virtual_root, launch);
+    let mut ctx = status_context(&cfg, &eval, virtual_root, launch);
+    ctx.landlock = own_landlock;
     let sock = status.path.clone();
     let mut sup = supervise::Supervisor::new(exe, inits, prepared, status, ctx, signals);
     let code = sup.run()?;
@@ -173,7 +178,9 @@ fn enter_view(
             "no_remount_root set: the host view is the one the service manager built (ProtectSystem=, InaccessiblePaths=); Landlock still confines the children"
         );
     } else {
-        info!("no_remount_root set: using the host root as it is (NO_REMOUNT_ROOT)");
+        info!(
+            "no_remount_root set: the host view is the one the container runtime or service manager built (NO_REMOUNT_ROOT); Landlock still confines the children"
+        );
     }
     // What the children inherit is decided now (a rootless user namespace gave us new sets).
     let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
@@ -209,6 +216,41 @@ fn narrow(inits: &[vigil_ipc_proto::InitConfig], euid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Without a view of its own, a uid-0 supervisor keeps its writes (and, by inheritance, its
+/// children's) to the runtime and journal dirs: the runtime's read-only mounts are read-only at
+/// their top only. Its Landlock state for `vigil status`.
+fn confine_writes(
+    launch: Launch,
+    virtual_root: bool,
+    eval: &Evaluation,
+    runtime_dir: &str,
+    journal: &Path,
+) -> Result<String> {
+    match launch::write_confinement(launch, virtual_root, eval.privhelper_inspects_others()) {
+        Ok(()) => {
+            let writable = plan::supervisor_writable(runtime_dir, &journal.display().to_string());
+            let state = vigil_policies::landlock::restrict_writes(&writable)
+                .map_err(Error::ConfineWrites)?;
+            if state.starts_with("writes: ") {
+                info!(landlock = %state, "no view of its own: the supervisor confined its writes");
+            } else {
+                warn!(
+                    landlock = %state,
+                    "no view of its own and no Landlock: the supervisor's writes are not confined beyond the mounts it was given"
+                );
+            }
+            Ok(state)
+        }
+        Err(launch::Unconfined::PrivhelperInspects) => {
+            warn!(
+                "no view of its own, and the privhelper inspects other processes (an opt-in feature), which a Landlock domain would forbid: the supervisor's writes are not confined beyond the mounts it was given"
+            );
+            Ok("off".into())
+        }
+        Err(_) => Ok("off".into()),
+    }
+}
+
 /// What `vigil status` reports besides the processes: the view and each feature's state.
 fn status_context(
     cfg: &AgentConfig,
@@ -229,6 +271,7 @@ fn status_context(
         non_root_mode: cfg.non_root_mode,
         user: cfg.user.clone(),
         features: states,
+        landlock: "off".into(),
         allowed_uid: nix::unistd::getuid().as_raw(),
         refused: 0,
     }

@@ -1,6 +1,6 @@
 //! The deployment files grant exactly what `vigil doctor --emit k8s|systemd|setcap` says the
 //! configured features need: the non-privileged DaemonSet's capability add-list (a root
-//! launch), the systemd unit's AmbientCapabilities= and CapabilityBoundingSet= and its other
+//! launch with that DaemonSet's vigil.toml: no_remount_root, so no SYS_ADMIN), the systemd unit's AmbientCapabilities= and CapabilityBoundingSet= and its other
 //! launch lines (User=, ExecStart=, InaccessiblePaths=, /dev/kmsg) and the setcap line (an
 //! agent-user launch) all agree with the binary (target/debug/vigil, next to this test's
 //! deps/ directory).
@@ -32,9 +32,14 @@ fn vigil() -> PathBuf {
 }
 
 fn doctor(args: &[&str]) -> String {
+    doctor_env(args, &[])
+}
+
+fn doctor_env(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(vigil())
         .arg("doctor")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run vigil doctor");
     assert!(
@@ -108,7 +113,14 @@ fn expected_from_doctor(doctor_set: BTreeSet<String>) -> BTreeSet<String> {
 #[test]
 fn non_privileged_daemonset_grants_the_doctor_add_list() {
     let dir = repo().join("deploy/kubernetes/non-privileged");
+    // The DaemonSet's own configuration (its ConfigMap's vigil.toml): the runtime builds the
+    // read-only view, so the supervisor does not (no_remount_root).
     let cfg = dir.join("vigil.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        toml.lines().any(|l| l.trim() == "no_remount_root = true"),
+        "{toml}"
+    );
     let emitted = doctor(&["--config", cfg.to_str().unwrap(), "--emit", "k8s"]);
     let doctor_set = k8s_add_list(&emitted);
     assert!(doctor_set.len() >= 3, "doctor emitted:\n{emitted}");
@@ -124,11 +136,20 @@ fn non_privileged_daemonset_grants_the_doctor_add_list() {
     let granted = k8s_add_list(&manifest);
     assert_eq!(
         granted,
-        expected_from_doctor(doctor_set),
+        expected_from_doctor(doctor_set.clone()),
         "deploy/kubernetes/non-privileged/vigil.yaml add-list vs `vigil doctor --emit k8s`"
     );
-    // The manifest's add-list parser is not vacuous.
-    assert!(granted.contains("SYS_ADMIN") && granted.contains("BPF"));
+    // The manifest's add-list parser is not vacuous, and no SYS_ADMIN is granted.
+    assert!(granted.contains("SETUID") && granted.contains("BPF"));
+    assert!(!granted.contains("SYS_ADMIN"), "{granted:?}");
+    // It is the configuration that spares SYS_ADMIN: the same file with the supervisor's own
+    // view (VIGIL_NO_REMOUNT_ROOT=0 overrides the key) needs exactly SYS_ADMIN more.
+    let with_view = k8s_add_list(&doctor_env(
+        &["--config", cfg.to_str().unwrap(), "--emit", "k8s"],
+        &[("VIGIL_NO_REMOUNT_ROOT", "0")],
+    ));
+    let extra: BTreeSet<String> = with_view.difference(&doctor_set).cloned().collect();
+    assert_eq!(extra, set(["SYS_ADMIN"]), "{with_view:?} vs {doctor_set:?}");
 }
 
 #[test]
@@ -185,16 +206,14 @@ fn systemd_unit_and_setcap_line_match_the_doctor() {
     );
 
     // The container starts the supervisor as root: its add list is the unit's plus exactly
-    // what a root launch does itself (virtual root, user switch, bounding sets, journal
-    // chown, signals across uids).
+    // what a root launch does itself (user switch, bounding sets, journal chown, signals
+    // across uids). The view is the runtime's there, as it is systemd's for the unit: no
+    // SYS_ADMIN in either.
     let manifest =
         std::fs::read_to_string(repo().join("deploy/kubernetes/non-privileged/vigil.yaml"))
             .unwrap();
     let k8s = k8s_add_list(&manifest);
     assert!(k8s.is_superset(&want), "{k8s:?} vs {want:?}");
     let extra: BTreeSet<String> = k8s.difference(&want).cloned().collect();
-    assert_eq!(
-        extra,
-        set(["SYS_ADMIN", "SETUID", "SETGID", "SETPCAP", "CHOWN", "KILL"])
-    );
+    assert_eq!(extra, set(["SETUID", "SETGID", "SETPCAP", "CHOWN", "KILL"]));
 }

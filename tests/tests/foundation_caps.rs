@@ -52,13 +52,45 @@ fn without_syslog_only_kernel_events_turn_off() {
 
 #[test]
 fn without_sys_admin_no_remount_and_keep_going() {
+    // A host directory any uid-0 process may write (1777), outside the runtime dir.
+    let outside = tempfile::Builder::new()
+        .prefix("vigil-caps-outside-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let probe = format!("write:{}", outside.path().display());
     let mut agent = Agent::builder()
         .wrapper(capsh_drop("cap_sys_admin"))
         .args(["--user", "nobody", "--interval-ms", "500"])
+        .env("VIGIL_SELFTEST", format!("supervisor:{probe}"))
         .start();
     let r = agent.wait_ready(Duration::from_secs(30));
     assert!(!r.virtual_root);
     assert!(!feature(&r, "virtual_root"));
+    // No view of its own: the uid-0 supervisor confines its writes to its runtime dir
+    // (Landlock), so the host directory is refused although DAC would let root write it.
+    let sup = r
+        .processes
+        .iter()
+        .find(|p| p.role == Role::Supervisor)
+        .unwrap();
+    assert!(
+        sup.landlock.starts_with("writes: ")
+            && sup.landlock.contains(agent.runtime_dir.to_str().unwrap()),
+        "{sup:?}"
+    );
+    assert!(proc_status(sup.pid).unwrap().no_new_privs);
+    let line = agent
+        .stderr
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains(&format!("selftest supervisor {probe}:"))
+        })
+        .expect("the supervisor's write probe ran");
+    assert!(line.trim_end().ends_with("EACCES"), "{line}");
     // Namespace counters come from /proc/PID/net/dev (netns_source = "proc"): no SYS_ADMIN.
     assert!(feature(&r, "netns_metrics"));
     assert!(feature(&r, "process_metrics"));

@@ -71,3 +71,81 @@ pub fn restrict_self(plan: &LandlockPlan, abi: i32) -> Result<String, landlock::
         RulesetStatus::NotEnforced => "not enforced".into(),
     })
 }
+
+/// What [`restrict_writes`] confines: every right that changes the filesystem (files written,
+/// truncated, created, removed, linked, renamed), not reading, executing or device ioctls.
+fn write_rights() -> landlock::BitFlags<AccessFs> {
+    AccessFs::from_write(TARGET_ABI) & !AccessFs::IoctlDev
+}
+
+/// Restrict the calling thread (and every process it starts later) to writing beneath
+/// `writable` only; reads, exec and the network stay as they are. For a supervisor running as
+/// uid 0 without a view of its own: the container runtime's read-only mounts are read-only at
+/// their top only, so the host's /proc, /sys, /dev/shm or container storage under them stay
+/// writable for uid 0. Sets NoNewPrivs (Landlock's condition). Returns the text `vigil status`
+/// shows.
+pub fn restrict_writes(writable: &[String]) -> Result<String, super::SandboxError> {
+    let abi = kernel_abi();
+    if abi <= 0 {
+        return Ok("not supported".into());
+    }
+    let rights = write_rights();
+    let mut created = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(rights)?
+        .create()?;
+    for p in writable {
+        let Ok(fd) = PathFd::new(p) else {
+            tracing::debug!(path = %p, "landlock: path absent, no rule");
+            continue;
+        };
+        let is_file = std::fs::metadata(p).map(|m| !m.is_dir()).unwrap_or(false);
+        let access = if is_file {
+            rights & AccessFs::from_file(TARGET_ABI)
+        } else {
+            rights
+        };
+        created = created.add_rule(PathBeneath::new(fd, access))?;
+    }
+    let status = created.restrict_self()?;
+    let effective = match status.landlock {
+        LandlockStatus::Available { effective_abi, .. } => effective_abi as i32,
+        _ => abi,
+    };
+    let beneath = writable.join(", ");
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => format!("writes: {beneath} only (ABI {effective})"),
+        RulesetStatus::PartiallyEnforced => {
+            format!("writes: {beneath} only, partially (ABI {effective})")
+        }
+        RulesetStatus::NotEnforced => "not enforced".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supervisor_confines_writes_only() {
+        let w = write_rights();
+        for a in [
+            AccessFs::WriteFile,
+            AccessFs::MakeReg,
+            AccessFs::MakeDir,
+            AccessFs::RemoveFile,
+            AccessFs::Truncate,
+            AccessFs::Refer,
+        ] {
+            assert!(w.contains(a), "{a:?}");
+        }
+        for a in [
+            AccessFs::ReadFile,
+            AccessFs::ReadDir,
+            AccessFs::Execute,
+            AccessFs::IoctlDev,
+        ] {
+            assert!(!w.contains(a), "{a:?}");
+        }
+    }
+}

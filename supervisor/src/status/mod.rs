@@ -20,6 +20,8 @@ pub struct StatusContext {
     pub non_root_mode: bool,
     pub user: String,
     pub features: Vec<FeatureState>,
+    /// The supervisor's own Landlock state ("off", or its write confinement).
+    pub landlock: String,
     /// Besides root, peers with this uid may ask: the supervisor's own (the agent user when
     /// it was started as that user, the invoking user when rootless).
     pub allowed_uid: u32,

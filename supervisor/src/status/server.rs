@@ -130,7 +130,7 @@ fn not_running() -> ProcessStatus {
 pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusReport {
     let mut processes = Vec::new();
     if let Some(mut me) = read_proc_status(std::process::id()) {
-        me.landlock = "off".into();
+        me.landlock = ctx.landlock.clone();
         processes.push(me);
     }
     for c in children {
