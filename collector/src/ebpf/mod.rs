@@ -21,6 +21,7 @@ pub mod ringbuf;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use crate::event_loop::Source;
 use crate::privclient::{PrivClient, PrivClientError};
 use vigil_ipc_proto::{
     BpfProgram, Feature, InitConfig, KeyValue, PrivErrorCode, ProtoError, Record,
@@ -297,11 +298,13 @@ pub fn attach_all(
     (ok, errs)
 }
 
-/// Every eBPF source of the collector and its timers, for the event loop: register
-/// [`EbpfSources::fds`] for readability, call [`EbpfSources::service`] when one is readable or
-/// when [`EbpfSources::next_deadline`] passes.
+/// Every eBPF source of the collector and its timers: one [`Source`] of the event loop (its
+/// ring buffers watched, [`EbpfSources::service`] when one is readable or when
+/// [`EbpfSources::next_deadline`] passes).
 pub struct EbpfSources {
     sources: Vec<EbpfSource>,
+    /// The resource attributes of the records it makes (`host.name`).
+    resource: Vec<KeyValue>,
     evict_every: std::time::Duration,
     next_evict: std::time::Instant,
     next_drain: std::time::Instant,
@@ -320,14 +323,30 @@ impl EbpfSources {
         let evict_every = std::time::Duration::from_millis(flow_evict_ms.max(100));
         EbpfSources {
             sources,
+            resource: Vec::new(),
             evict_every,
             next_evict: now + evict_every,
             next_drain: now + std::time::Duration::from_millis(FLOW_DRAIN_INTERVAL_MS),
         }
     }
 
+    /// The resource attributes of the records it makes.
+    pub fn with_resource(mut self, resource: Vec<KeyValue>) -> Self {
+        self.resource = resource;
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
+    }
+
+    /// [`EbpfSources::service`] with its own resource, failures logged.
+    fn service_logged(&mut self, now: std::time::Instant, out: &mut Vec<Record>) {
+        let resource = std::mem::take(&mut self.resource);
+        for e in self.service(now, out, &resource) {
+            tracing::warn!("eBPF: {e}");
+        }
+        self.resource = resource;
     }
 
     pub fn sources(&self) -> &[EbpfSource] {
@@ -336,11 +355,6 @@ impl EbpfSources {
 
     pub fn sources_mut(&mut self) -> &mut [EbpfSource] {
         &mut self.sources
-    }
-
-    /// Descriptors to watch for readability.
-    pub fn fds(&self) -> Vec<RawFd> {
-        self.sources.iter().map(|s| s.as_raw_fd()).collect()
     }
 
     /// When the event loop must call [`service`](Self::service) at the latest.
@@ -399,6 +413,30 @@ impl EbpfSources {
     }
 }
 
+impl Source for EbpfSources {
+    fn watch(&self, out: &mut Vec<RawFd>) {
+        out.extend(self.sources.iter().map(|s| s.as_raw_fd()));
+    }
+
+    fn on_readable(&mut self, out: &mut Vec<Record>) {
+        self.service_logged(std::time::Instant::now(), out);
+    }
+
+    fn on_tick(&mut self, now: std::time::Instant, out: &mut Vec<Record>) {
+        if !self.is_empty() && now >= self.next_deadline() {
+            self.service_logged(now, out);
+        }
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        (!self.is_empty()).then(|| self.next_deadline())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        EbpfSources::counters(self)
+    }
+}
+
 /// Start-up in one call: ask the privhelper for every enabled program (blocking on the
 /// channel), log the refusals, and return the sources ready for the event loop.
 pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
@@ -419,4 +457,5 @@ pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
         tracing::info!(program = ?s.program, ring_bytes = s.ring.size(), "eBPF ring buffer mapped");
     }
     EbpfSources::new(sources, init.collector.flow_evict_ms)
+        .with_resource(crate::host_resource(init))
 }

@@ -655,8 +655,8 @@ impl KmsgSource {
 }
 
 impl crate::event_loop::Source for KmsgSource {
-    fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn watch(&self, out: &mut Vec<RawFd>) {
+        out.push(self.fd.as_raw_fd());
     }
 
     fn on_readable(&mut self, out: &mut Vec<Record>) {

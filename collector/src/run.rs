@@ -1,0 +1,230 @@
+//! The collector role: start-up (the user's kernel rules checked, the privhelper's start-up
+//! requests, the shipper's handshake) and then its part of the one child loop: a collection
+//! cycle when due, the event sources, batches to the shipper and its acknowledgements.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFlags;
+use vigil_ipc_proto::runtime::{self, Flow, Worker};
+use vigil_ipc_proto::{
+    Channel, ChildToSupervisor, Feature, InitConfig, ProtoError, Record, Role, RoleStats,
+    ShipperToCollector,
+};
+
+use crate::event_loop::Sources;
+use crate::privclient::PrivClient;
+use crate::{CollectorError, batch, cycle, ebpf, kmsg, util};
+
+/// The /dev/kmsg descriptor from the privhelper, made non-blocking.
+pub fn open_kmsg(privhelper: &mut PrivClient) -> Result<OwnedFd, String> {
+    let fd = privhelper.open_kmsg().map_err(|e| e.to_string())?;
+    let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|e| e.to_string())?;
+    Ok(fd)
+}
+
+/// Collect every interval and send batches to the shipper until the supervisor says shut down.
+pub fn run(
+    init: &InitConfig,
+    mut control: Channel,
+    privhelper: Channel,
+    shipper: Channel,
+) -> Result<(), CollectorError> {
+    let mut collector = Collector::start(init, &control, privhelper, shipper)?;
+    runtime::run(&mut control, &mut collector)?;
+    Ok(())
+}
+
+/// The running collector: what the loop turns.
+struct Collector {
+    privhelper: PrivClient,
+    shipper: Channel,
+    cycle: cycle::Cycle,
+    sources: Sources,
+    batcher: batch::Batcher,
+    /// Records of the sources not batched yet.
+    pending: Vec<Record>,
+    interval: Duration,
+    next_cycle: Instant,
+    start_ns: u64,
+    max_unacked: usize,
+    /// The sources' descriptors of this turn (after the shipper's, in [`Worker::watch`]).
+    source_fds: Vec<RawFd>,
+}
+
+impl Collector {
+    /// Everything before the loop: the configuration checked, the privhelper's start-up
+    /// requests (kmsg, eBPF) and its end, the shipper's handshake and resume point.
+    fn start(
+        init: &InitConfig,
+        control: &Channel,
+        privhelper: Channel,
+        mut shipper: Channel,
+    ) -> Result<Collector, CollectorError> {
+        // What the user wrote, checked before anything starts: a mistake stops the agent with
+        // one error (the supervisor does not restart a ConfigError), it is not a crash loop.
+        let kmsg_config = crate::kmsg_config(init).map_err(|msg| {
+            let _ = control.send(&ChildToSupervisor::ConfigError(msg.clone()));
+            CollectorError::Config(msg)
+        })?;
+        // The privhelper answers at once; never wait on it forever.
+        let mut privhelper = PrivClient::connect(privhelper, Duration::from_secs(5))?;
+        shipper.handshake(Role::Collector, Some(Role::Shipper))?;
+        let last_kmsg_seq = match shipper.recv::<ShipperToCollector>()? {
+            ShipperToCollector::Resume { last_kmsg_seq } => last_kmsg_seq,
+            _ => return Err(CollectorError::NoResume),
+        };
+
+        let cycle = cycle::Cycle::new(init).map_err(ProtoError::Io)?;
+        let mut sources = Sources::default();
+        let mut pending = Vec::new();
+        if init.collector.kmsg && init.feature_enabled(Feature::KmsgEvents) {
+            let (opts, rules) = kmsg_config;
+            let boot_ns = cycle.host.boot_time_ns;
+            let source = kmsg::KmsgParser::with_rules(
+                crate::host_resource(init),
+                boot_ns,
+                last_kmsg_seq,
+                rules,
+                opts,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|p| open_kmsg(&mut privhelper).map(|fd| kmsg::KmsgSource::new(fd, p)));
+            match source {
+                Ok(mut s) => {
+                    s.drain(&mut pending);
+                    sources.add(Box::new(s));
+                }
+                Err(e) => {
+                    tracing::warn!("kmsg events unavailable: {e}");
+                    let _ = control.send(&ChildToSupervisor::Warning(format!(
+                        "collector: kernel events off: {e}"
+                    )));
+                }
+            }
+        }
+        let ebpf = ebpf::start(&mut privhelper, init);
+        if !ebpf.is_empty() {
+            sources.add(Box::new(ebpf));
+        }
+        // Start-up requests are done: the privhelper keeps only what the cycles need.
+        match privhelper.ready() {
+            Ok(caps) => tracing::info!(?caps, "privhelper start-up over"),
+            Err(e) => tracing::warn!("privhelper did not end its start-up: {e}"),
+        }
+
+        shipper.set_nonblocking(true).map_err(ProtoError::Io)?;
+        let mut source_fds = Vec::new();
+        sources.watch(&mut source_fds);
+        let c = &init.collector;
+        Ok(Collector {
+            privhelper,
+            shipper,
+            cycle,
+            sources,
+            batcher: batch::Batcher::new(c.max_batch_records, c.max_unacked_batches),
+            pending,
+            interval: Duration::from_millis(c.interval_ms.max(10)),
+            next_cycle: Instant::now(),
+            start_ns: util::now_unix_nano(),
+            max_unacked: c.max_unacked_batches.max(1),
+            source_fds,
+        })
+    }
+
+    /// One collection cycle and the sources' metrics of it.
+    fn collect(&mut self, now: Instant) {
+        // Fresh metrics supersede the ones the shipper has not taken yet.
+        self.batcher.supersede();
+        self.cycle.collect(&mut self.privhelper, &mut self.batcher);
+        let st = util::Stamp {
+            start: self.start_ns,
+            now: util::now_unix_nano(),
+        };
+        self.sources.cycle(st, &mut self.pending);
+        self.next_cycle += self.interval;
+        if self.next_cycle <= now {
+            self.next_cycle = now + self.interval;
+        }
+    }
+
+    /// Every acknowledgement the shipper sent.
+    fn read_answers(&mut self) -> Result<(), CollectorError> {
+        loop {
+            match self.shipper.recv::<ShipperToCollector>() {
+                Ok(m) => self.batcher.on_answer(&m),
+                Err(e) if e.is_would_block() => return Ok(()),
+                Err(ProtoError::Closed) => return Err(ProtoError::Closed.into()),
+                Err(e) => {
+                    self.cycle.stats.peer_errors += 1;
+                    tracing::warn!("shipper channel: {e}");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl Worker for Collector {
+    type Error = CollectorError;
+
+    fn due(&mut self, now: Instant) -> Result<Option<Instant>, CollectorError> {
+        if now >= self.next_cycle {
+            self.collect(now);
+        }
+        self.sources.tick(now, &mut self.pending);
+        self.cycle.stats.records += self.pending.len() as u64;
+        for r in self.pending.drain(..) {
+            self.batcher.push(&r);
+        }
+        self.batcher.seal();
+        self.batcher.flush(&self.shipper)?;
+        let at = self
+            .sources
+            .deadline()
+            .map_or(self.next_cycle, |d| d.min(self.next_cycle));
+        Ok(Some(at))
+    }
+
+    fn watch(&self, out: &mut Vec<(RawFd, PollFlags)>) {
+        // Writable matters only while a sealed batch waits for room in the window.
+        let send = self.batcher.unsent() > 0 && self.batcher.unacked() < self.max_unacked;
+        let flags = if send {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        out.push((self.shipper.as_raw_fd(), flags));
+        out.extend(self.source_fds.iter().map(|&fd| (fd, PollFlags::POLLIN)));
+    }
+
+    fn ready(&mut self, events: &[PollFlags]) -> Result<Flow, CollectorError> {
+        if events.first().is_some_and(|e| !e.is_empty()) {
+            self.read_answers()?;
+        }
+        let ready: Vec<bool> = events.iter().skip(1).map(|e| !e.is_empty()).collect();
+        self.sources.ready(&ready, &mut self.pending);
+        // The next turn's descriptors (a source may have gained or lost some).
+        self.source_fds.clear();
+        self.sources.watch(&mut self.source_fds);
+        Ok(Flow::Continue)
+    }
+
+    fn stats(&mut self) -> RoleStats {
+        let mut counters = self.cycle.counters();
+        counters.extend(crate::batch_counters(&self.batcher));
+        counters.extend(self.sources.counters());
+        RoleStats { counters }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.batcher.flush(&self.shipper);
+    }
+
+    fn bad_control(&mut self, what: &str) {
+        self.cycle.stats.peer_errors += 1;
+        tracing::warn!("control channel: {what}");
+    }
+}
