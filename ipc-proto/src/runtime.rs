@@ -53,6 +53,12 @@ pub trait Worker {
 
     /// A control frame a running role does not take (a second `Init`, a malformed frame).
     fn bad_control(&mut self, _what: &str) {}
+
+    /// Warnings for the supervisor (it logs them and shows them in `vigil status`), taken
+    /// after every [`Worker::due`] and [`Worker::ready`].
+    fn take_warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Run `worker` until the supervisor says `Shutdown` (or its channel closes) or the worker is
@@ -63,6 +69,7 @@ pub fn run<W: Worker>(control: &mut Channel, worker: &mut W) -> Result<Exit, W::
     loop {
         let now = Instant::now();
         let deadline = worker.due(now)?;
+        send_warnings(control, worker);
         watch.clear();
         worker.watch(&mut watch);
         let events = match poll(control, &watch, deadline)? {
@@ -72,9 +79,17 @@ pub fn run<W: Worker>(control: &mut Channel, worker: &mut W) -> Result<Exit, W::
         if let Some(exit) = serve_control(control, worker, events[0]) {
             return Ok(exit);
         }
-        if worker.ready(&events[1..])? == Flow::Done {
+        let flow = worker.ready(&events[1..])?;
+        send_warnings(control, worker);
+        if flow == Flow::Done {
             return Ok(Exit::Done);
         }
+    }
+}
+
+fn send_warnings<W: Worker>(control: &Channel, worker: &mut W) {
+    for w in worker.take_warnings() {
+        let _ = control.send(&ChildToSupervisor::Warning(w));
     }
 }
 
@@ -260,5 +275,43 @@ mod tests {
         let (mut w, peer) = probe(None);
         peer.send_raw(&[9, 9, 9]).unwrap();
         assert!(run(&mut child, &mut w).is_err());
+    }
+
+    /// A worker whose warnings the loop sends to the supervisor, then stops (done).
+    struct Warns(u32);
+
+    impl Worker for Warns {
+        type Error = ProtoError;
+        fn due(&mut self, _now: Instant) -> Result<Option<Instant>, ProtoError> {
+            Ok(Some(Instant::now()))
+        }
+        fn watch(&self, _out: &mut Vec<(RawFd, PollFlags)>) {}
+        fn ready(&mut self, _events: &[PollFlags]) -> Result<Flow, ProtoError> {
+            self.0 += 1;
+            Ok(if self.0 == 2 {
+                Flow::Done
+            } else {
+                Flow::Continue
+            })
+        }
+        fn stats(&mut self) -> RoleStats {
+            RoleStats::default()
+        }
+        fn take_warnings(&mut self) -> Vec<String> {
+            vec![format!("turn {}", self.0)]
+        }
+    }
+
+    #[test]
+    fn warnings_reach_the_supervisor_in_order() {
+        let (mut child, mut sup) = Channel::pair().unwrap();
+        assert_eq!(run(&mut child, &mut Warns(0)).unwrap(), Exit::Done);
+        let got: Vec<String> = (0..4)
+            .map(|_| match sup.recv::<ChildToSupervisor>().unwrap() {
+                ChildToSupervisor::Warning(w) => w,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["turn 0", "turn 1", "turn 1", "turn 2"]);
     }
 }

@@ -19,7 +19,7 @@ pub mod http;
 pub mod names;
 pub mod store;
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -159,18 +159,23 @@ impl Endpoint {
 
     /// Descriptors to poll: the listener, then every connection, in this order.
     pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
+        self.for_each_fd(|fd, ev| fds.push(PollFd::new(fd, ev)));
+    }
+
+    /// Each descriptor to poll and its events, in [`poll_fds`](Self::poll_fds)'s order.
+    pub fn for_each_fd<'a>(&'a self, mut f: impl FnMut(BorrowedFd<'a>, PollFlags)) {
         let listen = if self.accept_paused.is_some() {
             PollFlags::empty()
         } else {
             PollFlags::POLLIN
         };
-        fds.push(PollFd::new(self.listener.as_fd(), listen));
+        f(self.listener.as_fd(), listen);
         for c in &self.conns {
             let ev = match c.state {
                 State::Reading | State::Draining { .. } => PollFlags::POLLIN,
                 State::Writing { .. } => PollFlags::POLLOUT,
             };
-            fds.push(PollFd::new(c.fd.as_fd(), ev));
+            f(c.fd.as_fd(), ev);
         }
     }
 
