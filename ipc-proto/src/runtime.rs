@@ -24,8 +24,11 @@ pub enum Flow {
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// The supervisor said `Shutdown` or went away; the worker's `shutdown` ran.
+    /// The supervisor said `Shutdown`; the worker's `shutdown` ran.
     Shutdown,
+    /// The supervisor's end of the control channel is gone (closed or failing); the worker's
+    /// `shutdown` ran. Nobody is left to restart or stop the role.
+    Orphaned,
     /// The worker said [`Flow::Done`].
     Done,
 }
@@ -61,7 +64,7 @@ pub trait Worker {
     }
 }
 
-/// Run `worker` until the supervisor says `Shutdown` (or its channel closes) or the worker is
+/// Run `worker` until the supervisor says `Shutdown`, its channel closes, or the worker is
 /// done. The control channel is made non-blocking.
 pub fn run<W: Worker>(control: &mut Channel, worker: &mut W) -> Result<Exit, W::Error> {
     control.set_nonblocking(true).map_err(ProtoError::Io)?;
@@ -142,9 +145,13 @@ fn serve_control<W: Worker>(
             Ok(SupervisorToChild::StatsRequest) => {
                 let _ = control.send(&ChildToSupervisor::Stats(worker.stats()));
             }
-            Ok(SupervisorToChild::Shutdown) | Err(ProtoError::Closed | ProtoError::Io(_)) => {
+            Ok(SupervisorToChild::Shutdown) => {
                 worker.shutdown();
                 return Some(Exit::Shutdown);
+            }
+            Err(ProtoError::Closed | ProtoError::Io(_)) => {
+                worker.shutdown();
+                return Some(Exit::Orphaned);
             }
             Ok(SupervisorToChild::Init(_)) => worker.bad_control("a second Init"),
             Err(e) => worker.bad_control(&e.to_string()),
@@ -258,7 +265,7 @@ mod tests {
         let (mut child, sup) = Channel::pair().unwrap();
         let (mut w, _peer) = probe(None);
         drop(sup);
-        assert_eq!(run(&mut child, &mut w).unwrap(), Exit::Shutdown);
+        assert_eq!(run(&mut child, &mut w).unwrap(), Exit::Orphaned);
         assert!(w.shut);
 
         let (mut child, _sup) = Channel::pair().unwrap();

@@ -1,5 +1,5 @@
-//! The requests' handlers and the event loop. Which request is served when is data: the table
-//! `vigil_ipc_proto::privtable::PRIV_REQUESTS` (kind → features, phase, once-only); this file
+//! The requests' handlers and the privhelper's part of the one child loop
+//! (`vigil_ipc_proto::runtime`). Which request is served when is data: the table `vigil_ipc_proto::privtable::PRIV_REQUESTS` (kind → features, phase, once-only); this file
 //! only says what each kind does ([`Server::handle`]) and enforces the table before it runs:
 //!
 //! | request                 | feature          | phase    | answer                          |
@@ -19,16 +19,17 @@
 //! restarts the group). The control channel (supervisor) is served all along:
 //! `StatsRequest` → `Stats`, `Shutdown` → return.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use vigil_ipc_proto::privtable::{self, Phase, PrivRequestKind, RequestRule};
+use vigil_ipc_proto::runtime::{self, Exit, Worker};
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, FdKind, Feature, InitConfig, PrivError, PrivErrorCode, PrivRequest,
-    PrivResponse, ProtoError, Role, RoleStats, SupervisorToChild, frame,
+    Channel, FdKind, Feature, InitConfig, PrivError, PrivErrorCode, PrivRequest, PrivResponse,
+    ProtoError, Role, RoleStats, frame,
 };
 
 use crate::error::{PrivhelperError, RequestError};
@@ -286,81 +287,78 @@ impl Server {
         Ok((PrivResponse::Ready { caps }, Vec::new()))
     }
 
-    /// Serve both channels until the supervisor says `Shutdown` (→ `Ok`), the control
-    /// channel closes, or a fatal error.
+    /// Serve both channels in the one child loop until the supervisor says `Shutdown` (→ `Ok`),
+    /// the control channel closes (→ [`PrivhelperError::ControlClosed`]), or a fatal error.
     pub fn serve(
         &mut self,
         mut control: Channel,
         collector: Channel,
     ) -> Result<(), PrivhelperError> {
-        let mut peer = Peer::start(collector);
+        let peer = Peer::start(collector);
         if peer.is_none() {
             self.stats.collector_closed += 1;
         }
-        loop {
-            let (ctl_ready, peer_ready) = {
-                let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN)];
-                if let Some(p) = &peer {
-                    fds.push(PollFd::new(p.ch.as_fd(), PollFlags::POLLIN));
-                }
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(PrivhelperError::Poll(e)),
-                }
-                let ready = |f: &PollFd<'_>| {
-                    f.revents().is_some_and(|r| {
-                        r.intersects(
-                            PollFlags::POLLIN
-                                | PollFlags::POLLHUP
-                                | PollFlags::POLLERR
-                                | PollFlags::POLLNVAL,
-                        )
-                    })
-                };
-                (ready(&fds[0]), fds.get(1).is_some_and(ready))
-            };
-
-            if ctl_ready && self.serve_control(&mut control)? == Flow::Stop {
-                return Ok(());
-            }
-            if peer_ready && let Some(p) = peer.as_mut() {
-                match p.serve_one(self)? {
-                    Flow::Continue => {}
-                    Flow::Stop => {
-                        peer = None;
-                        self.stats.collector_closed += 1;
-                        let _ = control.send(&ChildToSupervisor::Warning(
-                            "privhelper: collector channel closed".into(),
-                        ));
-                    }
-                }
+        let mut serving = Serving {
+            server: self,
+            peer,
+            warnings: Vec::new(),
+        };
+        match runtime::run(&mut control, &mut serving)? {
+            Exit::Orphaned => Err(PrivhelperError::ControlClosed),
+            Exit::Shutdown | Exit::Done => {
+                tracing::info!("shutdown requested");
+                Ok(())
             }
         }
     }
+}
 
-    fn serve_control(&mut self, control: &mut Channel) -> Result<Flow, PrivhelperError> {
-        match control.recv::<SupervisorToChild>() {
-            Ok(SupervisorToChild::StatsRequest) => {
-                control.send(&ChildToSupervisor::Stats(self.stats.to_role_stats()))?;
-                Ok(Flow::Continue)
-            }
-            Ok(SupervisorToChild::Shutdown) => {
-                tracing::info!("shutdown requested");
-                Ok(Flow::Stop)
-            }
-            Ok(SupervisorToChild::Init(_)) => {
-                tracing::warn!("ignoring a second Init on the control channel");
-                Ok(Flow::Continue)
-            }
-            Err(ProtoError::Closed) => Err(PrivhelperError::ControlClosed),
-            Err(e) if e.is_would_block() => Ok(Flow::Continue),
-            Err(ProtoError::Io(e)) => Err(PrivhelperError::Proto(ProtoError::Io(e))),
-            Err(e) => {
-                tracing::warn!(error = %e, "malformed frame on the control channel, ignored");
-                Ok(Flow::Continue)
-            }
+/// The privhelper's part of the child loop: the collector's requests, one per readiness.
+struct Serving<'a> {
+    server: &'a mut Server,
+    /// `None` once the collector channel closed (the supervisor restarts the group).
+    peer: Option<Peer>,
+    warnings: Vec<String>,
+}
+
+impl Worker for Serving<'_> {
+    type Error = PrivhelperError;
+
+    fn due(&mut self, _now: Instant) -> Result<Option<Instant>, PrivhelperError> {
+        // Nothing happens by time: every request is the collector's.
+        Ok(None)
+    }
+
+    fn watch(&self, out: &mut Vec<(RawFd, PollFlags)>) {
+        if let Some(p) = &self.peer {
+            out.push((p.ch.as_raw_fd(), PollFlags::POLLIN));
         }
+    }
+
+    fn ready(&mut self, events: &[PollFlags]) -> Result<runtime::Flow, PrivhelperError> {
+        let readable = events.first().is_some_and(|e| !e.is_empty());
+        if readable
+            && let Some(p) = self.peer.as_mut()
+            && p.serve_one(self.server)? == Flow::Stop
+        {
+            self.peer = None;
+            self.server.stats.collector_closed += 1;
+            self.warnings
+                .push("privhelper: collector channel closed".into());
+        }
+        Ok(runtime::Flow::Continue)
+    }
+
+    fn stats(&mut self) -> RoleStats {
+        self.server.stats.to_role_stats()
+    }
+
+    fn bad_control(&mut self, what: &str) {
+        tracing::warn!(error = %what, "control channel: frame ignored");
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 }
 

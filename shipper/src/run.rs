@@ -35,7 +35,7 @@ pub fn run(
     let mut shipper = Shipper::start(init, &control, collector, attachments)?;
     // Until the collector says hello, stay answerable to the supervisor (a shutdown during
     // start-up must not hang on a collector that never comes).
-    if runtime::run(&mut control, &mut shipper)? == Exit::Shutdown {
+    if runtime::run(&mut control, &mut shipper)? != Exit::Done {
         return Ok(());
     }
     shipper.greet_collector()?;
