@@ -160,162 +160,32 @@ impl Journal {
         exporters: &[&str],
     ) -> Result<Journal, JournalError> {
         fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        let mut warnings = Vec::new();
-        let mut stats = JournalStats::default();
-        let mut ckpt = read_checkpoint(dir, &mut warnings);
+        let mut rec = Recovery::default();
+        let mut ckpt = read_checkpoint(dir, &mut rec.warnings);
         if ckpt.next_seq > record::MAX_SEQ {
-            warnings.push(format!(
+            rec.warnings.push(format!(
                 "journal: checkpoint claims sequence {}; ignoring it, replaying everything",
                 ckpt.next_seq
             ));
             ckpt = Checkpoint::default();
         }
+        rec.last_kmsg_seq = ckpt.last_kmsg_seq;
+        let segments: VecDeque<Segment> = list_segments(dir)?
+            .into_iter()
+            .filter_map(|(base, path)| rec.recover(base, path))
+            .collect();
 
-        let mut found = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))? {
-            let entry = entry.map_err(|e| JournalError::io(dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(base) = segment::parse_file_name(&name) {
-                found.push((base, entry.path()));
-            } else if name.ends_with(".tmp") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        found.sort();
-
-        let mut segments = VecDeque::new();
-        let mut last_kmsg_seq = ckpt.last_kmsg_seq;
-        let mut max_seq: Option<u64> = None;
-        for (base, path) in found {
-            // Larger than any segment this journal writes (1 GiB + a batch): not read into
-            // memory, left in place for the operator.
-            let too_large = fs::metadata(&path).is_ok_and(|m| m.len() > (1 << 30) + (16 << 20));
-            if too_large {
-                warnings.push(format!(
-                    "journal: {} is larger than any segment; ignored",
-                    path.display()
-                ));
-                continue;
-            }
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    warnings.push(format!("journal: cannot read {}: {e}", path.display()));
-                    continue;
-                }
-            };
-            let mut scan = segment::scan(&bytes);
-            if let Some(m) = max_seq {
-                let before = scan.index.len();
-                scan.index.retain(|e| e.seq > m);
-                stats.corrupt_records += (before - scan.index.len()) as u64;
-            }
-            if scan.header_base.is_none() && bytes.len() >= HEADER_LEN {
-                warnings.push(format!(
-                    "journal: {} has a corrupt header; keeping its {} valid records",
-                    path.display(),
-                    scan.index.len()
-                ));
-            }
-            if scan.corrupt_regions > 0 {
-                stats.corrupt_records += scan.lost_records;
-                warnings.push(format!(
-                    "journal: {}: {} corrupt region(s) skipped, {} record(s) lost",
-                    path.display(),
-                    scan.corrupt_regions,
-                    scan.lost_records
-                ));
-            }
-            if scan.torn_tail_bytes > 0 {
-                stats.torn_tails += 1;
-                stats.corrupt_records += 1;
-                warnings.push(format!(
-                    "journal: {}: torn tail of {} bytes cut off",
-                    path.display(),
-                    scan.torn_tail_bytes
-                ));
-            }
-            // Drop records that do not decode (a valid checksum over a payload of another
-            // version): counted, never fatal.
-            let mut undecodable = 0u64;
-            scan.index.retain(|e| {
-                let start = e.offset as usize + record::FRAME_HEADER;
-                let end = e.offset as usize + e.len as usize;
-                match bytes.get(start..end).map(postcard::from_bytes::<Record>) {
-                    Some(Ok(r)) => {
-                        if let Some(k) = kmsg_seq_of(&r) {
-                            last_kmsg_seq = Some(last_kmsg_seq.map_or(k, |l| l.max(k)));
-                        }
-                        true
-                    }
-                    _ => {
-                        undecodable += 1;
-                        false
-                    }
-                }
-            });
-            if undecodable > 0 {
-                stats.corrupt_records += undecodable;
-                warnings.push(format!(
-                    "journal: {}: {undecodable} record(s) with a valid checksum do not decode",
-                    path.display()
-                ));
-            }
-            if scan.index.is_empty() {
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            if scan.torn_tail_bytes > 0
-                && let Err(e) = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(scan.valid_end as u64).and_then(|_| f.sync_all()))
-            {
-                warnings.push(format!("journal: cannot truncate {}: {e}", path.display()));
-            }
-            max_seq = scan.index.last().map(|e| e.seq);
-            if scan.index[0].seq != base {
-                warnings.push(format!(
-                    "journal: {} starts at record {}, not at its name's {base}",
-                    path.display(),
-                    scan.index[0].seq
-                ));
-            }
-            segments.push_back(Segment {
-                // What the records say, whatever the file is called.
-                base: scan.index[0].seq,
-                path,
-                size: scan.valid_end as u64,
-                index: scan.index,
-            });
-        }
-
-        let mut next_seq = ckpt.next_seq.max(max_seq.map_or(0, |m| m + 1));
+        let mut next_seq = ckpt.next_seq.max(rec.max_seq.map_or(0, |m| m + 1));
         while segments
             .iter()
             .any(|s| s.path == dir.join(segment::file_name(next_seq)))
         {
             next_seq += 1;
         }
-        let oldest = segments.front().map_or(next_seq, |s| s.base.min(next_seq));
-        let mut acks = BTreeMap::new();
-        let mut replayed = 0;
-        for name in exporters {
-            let a = ckpt
-                .acks
-                .get(*name)
-                .copied()
-                .unwrap_or(oldest)
-                .clamp(oldest, next_seq);
-            replayed += segments
-                .iter()
-                .map(|s| s.index.iter().filter(|e| e.seq >= a).count() as u64)
-                .sum::<u64>();
-            acks.insert(name.to_string(), a);
-        }
+        let (acks, replayed) = resume_positions(&ckpt, &segments, next_seq, exporters);
         let total_bytes: u64 = segments.iter().map(|s| s.size).sum();
         let (active, seg) = create_segment(dir, next_seq, cfg.fsync)?;
+        let mut segments = segments;
         segments.push_back(seg);
         let now = Instant::now();
         let mut j = Journal {
@@ -325,14 +195,14 @@ impl Journal {
             active,
             next_seq,
             acks,
-            last_kmsg_seq,
-            stats,
+            last_kmsg_seq: rec.last_kmsg_seq,
+            stats: rec.stats,
             total_bytes: total_bytes + HEADER_LEN as u64,
             unsynced: false,
             last_sync: now,
             ckpt_dirty: true,
             last_ckpt: now,
-            warnings,
+            warnings: rec.warnings,
             fsync_warn: Default::default(),
             ckpt_warn: Default::default(),
             replayed,
@@ -780,6 +650,180 @@ fn create_segment(
         Err(e) => {
             let _ = fs::remove_file(&path);
             Err(JournalError::io(&path, e))
+        }
+    }
+}
+
+/// The segment files in `dir`, oldest first (left-over `.tmp` files removed).
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))? {
+        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = segment::parse_file_name(&name) {
+            found.push((base, entry.path()));
+        } else if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Where every exporter resumes (its acknowledged sequence, within what the journal holds)
+/// and how many records that replays.
+fn resume_positions(
+    ckpt: &Checkpoint,
+    segments: &VecDeque<Segment>,
+    next_seq: u64,
+    exporters: &[&str],
+) -> (BTreeMap<String, u64>, u64) {
+    let oldest = segments.front().map_or(next_seq, |s| s.base.min(next_seq));
+    let mut acks = BTreeMap::new();
+    let mut replayed = 0;
+    for name in exporters {
+        let a = ckpt
+            .acks
+            .get(*name)
+            .copied()
+            .unwrap_or(oldest)
+            .clamp(oldest, next_seq);
+        replayed += segments
+            .iter()
+            .map(|s| s.index.iter().filter(|e| e.seq >= a).count() as u64)
+            .sum::<u64>();
+        acks.insert(name.to_string(), a);
+    }
+    (acks, replayed)
+}
+
+/// What opening the journal learns from its segments, one after the other.
+#[derive(Default)]
+struct Recovery {
+    warnings: Vec<String>,
+    stats: JournalStats,
+    last_kmsg_seq: Option<u64>,
+    /// The last sequence of the segments recovered so far.
+    max_seq: Option<u64>,
+}
+
+impl Recovery {
+    /// One segment file: scanned, its corruption cut off and counted; `None` when nothing of
+    /// it is usable (an empty one is removed, an oversized or unreadable one left in place).
+    fn recover(&mut self, base: u64, path: PathBuf) -> Option<Segment> {
+        // Larger than any segment this journal writes (1 GiB + a batch): not read into
+        // memory, left in place for the operator.
+        let too_large = fs::metadata(&path).is_ok_and(|m| m.len() > (1 << 30) + (16 << 20));
+        if too_large {
+            self.warnings.push(format!(
+                "journal: {} is larger than any segment; ignored",
+                path.display()
+            ));
+            return None;
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.warnings
+                    .push(format!("journal: cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        let mut scan = segment::scan(&bytes);
+        if let Some(m) = self.max_seq {
+            let before = scan.index.len();
+            scan.index.retain(|e| e.seq > m);
+            self.stats.corrupt_records += (before - scan.index.len()) as u64;
+        }
+        self.count_damage(&path, &scan, bytes.len());
+        self.drop_undecodable(&path, &bytes, &mut scan);
+        if scan.index.is_empty() {
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        if scan.torn_tail_bytes > 0
+            && let Err(e) = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(scan.valid_end as u64).and_then(|_| f.sync_all()))
+        {
+            self.warnings
+                .push(format!("journal: cannot truncate {}: {e}", path.display()));
+        }
+        self.max_seq = scan.index.last().map(|e| e.seq);
+        if scan.index[0].seq != base {
+            self.warnings.push(format!(
+                "journal: {} starts at record {}, not at its name's {base}",
+                path.display(),
+                scan.index[0].seq
+            ));
+        }
+        Some(Segment {
+            // What the records say, whatever the file is called.
+            base: scan.index[0].seq,
+            path,
+            size: scan.valid_end as u64,
+            index: scan.index,
+        })
+    }
+
+    /// A corrupt header, corrupt regions and a torn tail: counted and told.
+    fn count_damage(&mut self, path: &Path, scan: &segment::Scan, len: usize) {
+        if scan.header_base.is_none() && len >= HEADER_LEN {
+            self.warnings.push(format!(
+                "journal: {} has a corrupt header; keeping its {} valid records",
+                path.display(),
+                scan.index.len()
+            ));
+        }
+        if scan.corrupt_regions > 0 {
+            self.stats.corrupt_records += scan.lost_records;
+            self.warnings.push(format!(
+                "journal: {}: {} corrupt region(s) skipped, {} record(s) lost",
+                path.display(),
+                scan.corrupt_regions,
+                scan.lost_records
+            ));
+        }
+        if scan.torn_tail_bytes > 0 {
+            self.stats.torn_tails += 1;
+            self.stats.corrupt_records += 1;
+            self.warnings.push(format!(
+                "journal: {}: torn tail of {} bytes cut off",
+                path.display(),
+                scan.torn_tail_bytes
+            ));
+        }
+    }
+
+    /// Drop records that do not decode (a valid checksum over a payload of another version):
+    /// counted, never fatal. The kernel-line sequence of those that do is noted.
+    fn drop_undecodable(&mut self, path: &Path, bytes: &[u8], scan: &mut segment::Scan) {
+        let mut undecodable = 0u64;
+        let last_kmsg_seq = &mut self.last_kmsg_seq;
+        scan.index.retain(|e| {
+            let start = e.offset as usize + record::FRAME_HEADER;
+            let end = e.offset as usize + e.len as usize;
+            match bytes.get(start..end).map(postcard::from_bytes::<Record>) {
+                Some(Ok(r)) => {
+                    if let Some(k) = kmsg_seq_of(&r) {
+                        *last_kmsg_seq = Some(last_kmsg_seq.map_or(k, |l| l.max(k)));
+                    }
+                    true
+                }
+                _ => {
+                    undecodable += 1;
+                    false
+                }
+            }
+        });
+        if undecodable > 0 {
+            self.stats.corrupt_records += undecodable;
+            self.warnings.push(format!(
+                "journal: {}: {undecodable} record(s) with a valid checksum do not decode",
+                path.display()
+            ));
         }
     }
 }
