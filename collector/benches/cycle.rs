@@ -32,11 +32,7 @@ fn cpu_time() -> Duration {
 }
 
 fn vm_hwm_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
+    vigil_testkit::proc_status_kib("self", "VmHWM").unwrap_or(0)
 }
 
 /// Every feature issue 12 added, on, but those in `without`; without `--groups all`, only what

@@ -104,8 +104,8 @@ fn drop_thread_to_nobody() {
     // SAFETY: a plain syscall with integer arguments; it changes only this thread's ids.
     let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
     assert_eq!(rc, 0, "setresuid");
-    let st = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    assert!(st.lines().any(|l| l == "CapEff:\t0000000000000000"), "{st}");
+    let k = vigil_testkit::proc_status("thread-self").unwrap();
+    assert_eq!(k.cap_eff, 0, "{k:?}");
 }
 
 #[test]

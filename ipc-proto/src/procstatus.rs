@@ -1,6 +1,7 @@
 //! The fields of `/proc/PID/status` that say what a process may do: ids, capability sets,
 //! NoNewPrivs, seccomp mode. Parsed once here for `vigil status` (the supervisor reads its
-//! children) and the tests (which check the kernel's word against the report).
+//! children) and the tests (which check the kernel's word against the report; they read the
+//! other lines, `State`, `VmRSS`, with [`status_line`]).
 
 /// What one `/proc/PID/status` says (ids as this process's user namespace sees them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -21,10 +22,7 @@ pub struct ProcStatusFields {
 impl ProcStatusFields {
     /// Parse the text of a `/proc/PID/status`; `None` when a field is missing or malformed.
     pub fn parse(text: &str) -> Option<ProcStatusFields> {
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':').map(str::trim))
-        };
+        let field = |k: &str| status_line(text, k);
         let ids = |k: &str| -> Option<[u32; 4]> {
             let mut out = [0; 4];
             let mut it = field(k)?.split_whitespace();
@@ -51,6 +49,13 @@ impl ProcStatusFields {
     pub fn of(pid: u32) -> Option<ProcStatusFields> {
         Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
     }
+}
+
+/// The value of line `key` (`"Uid"`, `"State"`: the name without its colon) of a
+/// `/proc/PID/status` text, trimmed.
+pub fn status_line<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
 }
 
 /// An id as the kernel shows it in our user namespace, translated to the parent namespace
@@ -90,6 +95,12 @@ mod tests {
         assert!(ProcStatusFields::of(u32::MAX).is_none());
         assert_eq!(ProcStatusFields::parse("Uid: 1 2\n"), None);
         assert_eq!(ProcStatusFields::parse(""), None);
+        assert_eq!(
+            status_line("State:\tS (sleeping)\nUid:\t1\n", "State"),
+            Some("S (sleeping)")
+        );
+        assert_eq!(status_line("VmRSS:  12 kB\n", "VmRSS"), Some("12 kB"));
+        assert_eq!(status_line("CapEffX: 1\n", "CapEff"), None);
     }
 
     #[test]

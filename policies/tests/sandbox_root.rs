@@ -8,6 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use vigil_ipc_proto::procstatus::ProcStatusFields;
 use vigil_ipc_proto::{Channel, ChildToSupervisor, Ids, LandlockPlan, Role, SandboxPlan};
 use vigil_policies::{LandlockVars, landlock_plan};
 
@@ -46,13 +47,6 @@ fn plan(role: Role, host_root: &str, keep: Vec<u8>) -> SandboxPlan {
     }
 }
 
-fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-        .unwrap_or_else(|| format!("<no {key}>"))
-}
-
 fn check(ok: bool, what: String, failures: &mut Vec<String>) {
     if !ok {
         failures.push(what);
@@ -78,7 +72,7 @@ fn supervisor_writes(host_root: &str) -> ! {
     );
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     check(
-        status_field(&status, "NoNewPrivs:") == "1",
+        ProcStatusFields::parse(&status).is_some_and(|k| k.no_new_privs),
         "NoNewPrivs not set".into(),
         &mut failures,
     );
@@ -145,29 +139,34 @@ fn child(scenario: &str) -> ! {
     let mut status = String::new();
     let _ = std::io::Read::read_to_string(&mut status_file, &mut status);
     let expect_caps = match scenario {
-        "privhelper" => format!("{:016x}", (1u64 << CAP_SYSLOG) | (1u64 << CAP_BPF)),
-        _ => "0000000000000000".to_string(),
+        "privhelper" => (1u64 << CAP_SYSLOG) | (1u64 << CAP_BPF),
+        _ => 0,
     };
-    for (key, want) in [
-        ("CapEff:", expect_caps.as_str()),
-        ("CapPrm:", expect_caps.as_str()),
-        ("CapBnd:", expect_caps.as_str()),
-        ("CapInh:", "0000000000000000"),
-        ("CapAmb:", "0000000000000000"),
-        ("NoNewPrivs:", "1"),
-        ("Seccomp:", "2"),
+    let k = ProcStatusFields::parse(&status);
+    check(
+        k.is_some(),
+        format!("/proc/self/status: {status}"),
+        &mut failures,
+    );
+    let k = k.unwrap_or_default();
+    for (key, got, want) in [
+        ("CapEff", k.cap_eff, expect_caps),
+        ("CapPrm", k.cap_prm, expect_caps),
+        ("CapBnd", k.cap_bnd, expect_caps),
+        ("CapInh", k.cap_inh, 0),
+        ("CapAmb", k.cap_amb, 0),
+        ("NoNewPrivs", u64::from(k.no_new_privs), 1),
+        ("Seccomp", u64::from(k.seccomp), 2),
     ] {
-        let got = status_field(&status, key);
         check(
             got == want,
-            format!("{key} {got}, want {want}"),
+            format!("{key} {got:016x}, want {want:016x}"),
             &mut failures,
         );
     }
-    let uid = status_field(&status, "Uid:");
     check(
-        uid.split_whitespace().all(|u| u == "65534"),
-        format!("Uid: {uid}"),
+        k.uids.iter().all(|&u| u == 65534),
+        format!("Uid: {:?}", k.uids),
         &mut failures,
     );
     check(

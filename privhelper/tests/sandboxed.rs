@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::IoSlice;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -34,14 +34,8 @@ const STEADY_CAPS: [u8; 3] = [2, 19, 21];
 
 /// CapEff, CapPrm, CapBnd of a process.
 fn cap_sets(pid: u32) -> [u64; 3] {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hex = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap()
-    };
-    [hex("CapEff:"), hex("CapPrm:"), hex("CapBnd:")]
+    let k = vigil_testkit::proc_status(pid).unwrap();
+    [k.cap_eff, k.cap_prm, k.cap_bnd]
 }
 
 /// `landlock`: apply the privhelper Landlock ruleset too.
@@ -273,21 +267,8 @@ fn sandboxed_privhelper_serves_every_request(landlock: bool) {
         .write_all(format!("<6>{marker}\n").as_bytes())
         .unwrap();
     let mut kmsg = File::from(fds.into_iter().next().unwrap());
-    let mut buf = vec![0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut found = false;
-    while !found && Instant::now() < deadline {
-        match kmsg.read(&mut buf) {
-            Ok(n) => found = String::from_utf8_lossy(&buf[..n]).contains(&marker),
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("read kmsg: {e}"),
-        }
-    }
     assert!(
-        found,
+        vigil_testkit::kmsg_fd_finds(&mut kmsg, &marker),
         "marker read through the sandboxed privhelper's kmsg fd"
     );
 

@@ -3,7 +3,7 @@
 //! The test side plays the collector (and the supervisor on the control channel).
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -24,6 +24,7 @@ use vigil_ipc_proto::{
 };
 use vigil_privhelper::PrivhelperError;
 use vigil_privhelper::server::MAX_CONSECUTIVE_BAD;
+use vigil_testkit::netns::VethNetns;
 
 const ALL: [Feature; 3] = [
     Feature::KmsgEvents,
@@ -184,20 +185,7 @@ fn open_kmsg_reads_a_line_written_to_kmsg() {
         .unwrap();
 
     let mut f = File::from(fd);
-    let mut buf = vec![0u8; 8192];
-    let mut found = false;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !found && Instant::now() < deadline {
-        match f.read(&mut buf) {
-            Ok(n) => found = String::from_utf8_lossy(&buf[..n]).contains(&marker),
-            // A record overwritten while we read: go on with the next one.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("read kmsg: {e}"),
-        }
-    }
+    let found = vigil_testkit::kmsg_fd_finds(&mut f, &marker);
     assert!(found, "{marker} not read from the passed /dev/kmsg fd");
     assert_eq!(h.stats().get("served_open_kmsg"), Some(1));
     h.shutdown();
@@ -317,47 +305,13 @@ fn proc_fd_stats_counts_fds_and_sockets() {
 }
 
 /// A named network namespace with one end of a veth pair; deleted on drop, also on failure.
-struct NetnsGuard {
-    name: String,
-    host_if: String,
-    ns_if: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl NetnsGuard {
-    fn new(tag: &str) -> NetnsGuard {
-        let pid = std::process::id();
-        let g = NetnsGuard {
-            name: format!("vigil-ph-test-{pid}-{tag}"),
-            host_if: format!("vph{tag}h{pid}"),
-            ns_if: format!("vph{tag}n{pid}"),
-        };
-        ip(&["netns", "add", &g.name]);
-        ip(&[
-            "link", "add", &g.host_if, "type", "veth", "peer", "name", &g.ns_if,
-        ]);
-        ip(&["link", "set", &g.ns_if, "netns", &g.name]);
-        g
-    }
-}
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+fn netns(tag: &str) -> VethNetns {
+    let pid = std::process::id();
+    VethNetns::new(
+        format!("vigil-ph-test-{pid}-{tag}"),
+        format!("vph{tag}h{pid}"),
+        format!("vph{tag}n{pid}"),
+    )
 }
 
 /// Names of the interfaces an RTM_GETLINK dump on this NETLINK_ROUTE socket returns.
@@ -415,7 +369,7 @@ fn dump_links(sock: &OwnedFd) -> Vec<String> {
 
 #[test]
 fn netns_list_and_netlink_socket_inside() {
-    let guard = NetnsGuard::new("a");
+    let guard = netns("a");
     let mut h = Harness::start(&[Feature::NetnsMetricsSetns]);
     let ns_inode = netns_inode_of(&format!("/run/netns/{}", guard.name));
     let host_inode = netns_inode_of("/proc/self/ns/net");

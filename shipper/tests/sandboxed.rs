@@ -75,11 +75,8 @@ fn agent_user_child() {
     );
     let journal = std::path::PathBuf::from(p[3]);
     assert_eq!(nix::unistd::getuid().as_raw(), 65534);
-    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    assert!(
-        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
-        "{status}"
-    );
+    let k = vigil_testkit::proc_status("thread-self").unwrap();
+    assert_eq!(k.cap_eff, 0, "{k:?}");
     // SAFETY: the parent left these descriptors open across exec for us alone.
     let control = unsafe { Channel::from_raw_fd(ctl) };
     // SAFETY: as above.

@@ -67,10 +67,7 @@ fn role_pid(agent: &Agent, role: &str) -> u32 {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let ppid_ok = status
-                .lines()
-                .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(sup.as_str()));
+            let ppid_ok = vigil_testkit::proc_status_line(pid, "PPid").as_ref() == Some(&sup);
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             if ppid_ok && args.get(2) == Some(&role.as_bytes()) {

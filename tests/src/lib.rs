@@ -5,7 +5,6 @@
 pub mod backends;
 pub mod conformance;
 pub mod otlp;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -432,33 +431,9 @@ pub fn connect(path: &Path) -> Result<Channel, ProtoError> {
     Ok(Channel::from_fd(fd))
 }
 
-/// The kernel's view of one process, from /proc/PID/status: the typed fields the agent's
-/// own `vigil status` parses (`ProcStatusFields`, reachable through `Deref`) plus every
-/// line by name for the rarer checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcStatus {
-    pub kernel: vigil_ipc_proto::procstatus::ProcStatusFields,
-    pub fields: BTreeMap<String, String>,
-}
-
-impl std::ops::Deref for ProcStatus {
-    type Target = vigil_ipc_proto::procstatus::ProcStatusFields;
-    fn deref(&self) -> &Self::Target {
-        &self.kernel
-    }
-}
-
-pub fn proc_status(pid: u32) -> std::io::Result<ProcStatus> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kernel = vigil_ipc_proto::procstatus::ProcStatusFields::parse(&text)
-        .ok_or_else(|| std::io::Error::other(format!("/proc/{pid}/status: unexpected format")))?;
-    let fields = text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect();
-    Ok(ProcStatus { kernel, fields })
-}
+/// The kernel's view of one process, from /proc/PID/status, read by the agent's own parser
+/// (the fields `vigil status` reports), and its other lines by name for the rarer checks.
+pub use vigil_testkit::{proc_status, proc_status_kib, proc_status_line};
 
 /// Bit of a capability in the /proc masks.
 pub const fn cap_bit(cap: u32) -> u64 {
@@ -528,6 +503,17 @@ pub fn kmsg(line: &str) {
         .expect("open /dev/kmsg");
     f.write_all(format!("{line}\n").as_bytes())
         .expect("write /dev/kmsg");
+}
+
+/// Segfault lines for `name` with pids `ns` into the kernel log: each becomes one `Segfault`
+/// log record with `process.executable.name = name` and `process.pid = n` (the markers the
+/// delivery tests count).
+pub fn kmsg_segfaults(name: &str, ns: impl IntoIterator<Item = i64>) {
+    for n in ns {
+        kmsg(&format!(
+            "<6>{name}[{n}]: segfault at 0 ip 0000000000000000 sp 00007ffc00000000 error 4 in {name}[1000,2000]"
+        ));
+    }
 }
 
 /// Run a command, panic with its output if it fails.

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vigil_testkit::netns::VethNetns;
 use vigil_tests::{Agent, capsh_drop, sh};
 
 /// Tests of this file that write to /dev/kmsg (or make the kernel write a lot there) run one at a
@@ -40,72 +41,26 @@ fn start_with(wrapper: Option<&str>, collector_toml: &str) -> Agent {
     a
 }
 
-/// A network namespace with a veth pair, one end inside; deleted on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-    ns_if: String,
-    host_ip: String,
-    ns_ip: String,
+/// A network namespace with a veth pair, one end inside (10.231.x.y/30, or 10.232 with a tag).
+fn netns(tag: &str) -> VethNetns {
+    let pid = std::process::id();
+    let (a, b) = (((pid / 64) % 256) as u8, ((pid % 64) * 4) as u8);
+    let c = if tag.is_empty() { 231 } else { 232 };
+    VethNetns::addressed(
+        format!("vigil-e2e-{tag}{pid}"),
+        format!("vh{tag}{pid}"),
+        format!("vn{tag}{pid}"),
+        Ipv4Addr::new(10, c, a, b + 1),
+        Ipv4Addr::new(10, c, a, b + 2),
+    )
 }
 
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let pid = std::process::id();
-        let name = format!("vigil-e2e-{tag}{pid}");
-        let host_if = format!("vh{tag}{pid}");
-        let ns_if = format!("vn{tag}{pid}");
-        let (a, b) = ((pid / 64) % 256, (pid % 64) * 4);
-        let c = if tag.is_empty() { 231 } else { 232 };
-        let n = Netns {
-            host_ip: format!("10.{c}.{a}.{}", b + 1),
-            ns_ip: format!("10.{c}.{a}.{}", b + 2),
-            name,
-            host_if,
-            ns_if,
-        };
-        let _ = Command::new("ip").args(["netns", "del", &n.name]).output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &n.host_if])
-            .output();
-        sh(&format!("ip netns add {}", n.name));
-        sh(&format!(
-            "ip link add {h} type veth peer name {p} && ip link set {p} netns {ns} \
-             && ip addr add {hip}/30 dev {h} && ip link set {h} up \
-             && ip -n {ns} addr add {pip}/30 dev {p} && ip -n {ns} link set {p} up \
-             && ip -n {ns} link set lo up",
-            h = n.host_if,
-            p = n.ns_if,
-            ns = n.name,
-            hip = n.host_ip,
-            pip = n.ns_ip
-        ));
-        n
-    }
-
-    /// A UDP socket bound inside the namespace (a thread enters it, the socket stays in it).
-    fn udp_socket(&self, port: u16) -> UdpSocket {
-        let path = format!("/run/netns/{}", self.name);
-        let addr: SocketAddr = format!("{}:{port}", self.ns_ip).parse().unwrap();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            UdpSocket::bind(addr).expect("bind in netns")
-        })
+/// A UDP socket bound inside the namespace (a thread enters it, the socket stays in it).
+fn udp_socket(ns: &VethNetns, port: u16) -> UdpSocket {
+    let addr = SocketAddr::from((ns.ns_ip, port));
+    ns.run_inside(move || UdpSocket::bind(addr).expect("bind in netns"))
         .join()
         .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-    }
 }
 
 /// Which namespace's records: the host's (no netns attribute), one named by `ip netns`
@@ -185,7 +140,7 @@ fn wait_counters(
 
 /// A process of another user (uid 4242) living in the namespace; its /proc/PID/net/dev inode
 /// is the namespace's `linux.netns.id`.
-fn resident(ns: &Netns) -> (Kill, u64) {
+fn resident(ns: &VethNetns) -> (Kill, u64) {
     let child = Command::new("ip")
         .args([
             "netns",
@@ -223,7 +178,7 @@ fn resident(ns: &Netns) -> (Kill, u64) {
 /// socket inside a named namespace with no process; otherwise /proc/PID/net/dev of a process
 /// living in it (the default, no capability).
 fn counters_follow_traffic(setns: bool) {
-    let ns = Netns::new(if setns { "s" } else { "" });
+    let ns = netns(if setns { "s" } else { "" });
     let (_resident, id) = resident(&ns);
     let (agent, sel) = if setns {
         (
@@ -237,7 +192,7 @@ fn counters_follow_traffic(setns: bool) {
 
     const N: usize = 50;
     const LEN: usize = 200;
-    let inner = ns.udp_socket(9999);
+    let inner = udp_socket(&ns, 9999);
     inner
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -734,7 +689,7 @@ fn capabilities_decide_fd_counts() {
 
 #[test]
 fn without_sys_admin_netns_counters_still_come_from_proc() {
-    let ns = Netns::new("c");
+    let ns = netns("c");
     let (_resident, id) = resident(&ns);
     let agent = start(Some("cap_sys_admin,cap_sys_ptrace,cap_dac_read_search"));
     assert!(feature_on(&agent, "netns_metrics"));

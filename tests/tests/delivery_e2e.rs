@@ -18,20 +18,12 @@ use vigil_tests::backends::{
     ConnectProxy, DnsNet, Pki, Rotel, Stunnel, hosts_with, mount_ns_wrapper, temp_file,
 };
 use vigil_tests::otlp::{Receiver, free_port};
-use vigil_tests::{Agent, kmsg, unique_name};
+use vigil_tests::{Agent, kmsg_segfaults, unique_name};
 
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn marker(name: &str, n: i64) -> String {
     format!("{name}[{n}]: segfault at 0")
-}
-
-fn write_markers(name: &str, ns: impl IntoIterator<Item = i64>) {
-    for n in ns {
-        kmsg(&format!(
-            "<6>{name}[{n}]: segfault at 0 ip 0000000000000000 sp 00007ffc00000000 error 4 in {name}[1000,2000]"
-        ));
-    }
 }
 
 /// Wait until every marker `ns` of `name` arrived at one of `rx`.
@@ -217,7 +209,7 @@ fn https_by_name_with_the_system_bundle_replaced_by_the_test_ca() {
         .start();
     agent.wait_ready(Duration::from_secs(30));
     let name = unique_name("h");
-    write_markers(&name, 0..20);
+    kmsg_segfaults(&name, 0..20);
     wait_markers(&[&rotel], &name, 0..20, Duration::from_secs(30));
     // Metrics travel the same way.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -254,7 +246,7 @@ fn mtls_is_refused_without_the_client_certificate_and_loses_nothing_once_it_is_s
         .args(["--otlp-endpoint", &endpoint])
         .start();
     agent.wait_ready(Duration::from_secs(30));
-    write_markers(&name, 0..10);
+    kmsg_segfaults(&name, 0..10);
     wait_stat(
         &agent,
         "export_errors.tls",
@@ -294,7 +286,7 @@ fn mtls_is_refused_without_the_client_certificate_and_loses_nothing_once_it_is_s
         .args(["--otlp-endpoint", &endpoint])
         .start();
     agent.wait_ready(Duration::from_secs(30));
-    write_markers(&name, 10..20);
+    kmsg_segfaults(&name, 10..20);
     wait_markers(&[&rotel], &name, 0..20, Duration::from_secs(40));
     no_restarts(&agent);
 }
@@ -325,7 +317,7 @@ fn wrong_ca_counts_one_clear_error_keeps_the_journal_and_a_fixed_config_delivers
         .args(["--otlp-endpoint", &endpoint])
         .start();
     agent.wait_ready(Duration::from_secs(30));
-    write_markers(&name, 0..15);
+    kmsg_segfaults(&name, 0..15);
     let errors = wait_stat(
         &agent,
         "export_errors.tls",
@@ -392,7 +384,7 @@ fn dnsmasq_search_list_resolves_the_backend_and_a_moved_name_is_followed() {
         .start();
     agent.wait_ready(Duration::from_secs(30));
     let name = unique_name("d");
-    write_markers(&name, 0..10);
+    kmsg_segfaults(&name, 0..10);
     wait_markers(&[&rotel_a], &name, 0..10, Duration::from_secs(30));
     assert!(
         net.queries_for("otlp.example.test") > 0,
@@ -411,7 +403,7 @@ fn dnsmasq_search_list_resolves_the_backend_and_a_moved_name_is_followed() {
             moved.elapsed() < Duration::from_secs(100),
             "still not at the new address"
         );
-        write_markers(&name, [n]);
+        kmsg_segfaults(&name, [n]);
         n += 1;
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -447,7 +439,7 @@ fn https_through_a_connect_proxy_with_credentials_resolves_nothing_itself() {
         .start();
     agent.wait_ready(Duration::from_secs(30));
     let name = unique_name("p");
-    write_markers(&name, 0..10);
+    kmsg_segfaults(&name, 0..10);
     wait_markers(&[&rotel], &name, 0..10, Duration::from_secs(30));
     assert!(proxy.connects.lock().unwrap().iter().all(|c| *c == target));
     assert_eq!(*proxy.refused.lock().unwrap(), 0);
@@ -486,7 +478,7 @@ fn the_opentelemetry_environment_alone_configures_delivery() {
         .start();
     agent.wait_ready(Duration::from_secs(30));
     let name = unique_name("o");
-    write_markers(&name, 0..5);
+    kmsg_segfaults(&name, 0..5);
     wait_markers(&[&rotel], &name, 0..5, Duration::from_secs(40));
     let text = rotel.out.text();
     assert!(
@@ -526,7 +518,7 @@ fn headers_from_config_file_and_environment_reach_the_backend() {
         .start();
     agent.wait_ready(Duration::from_secs(30));
     let name = unique_name("x");
-    write_markers(&name, 0..3);
+    kmsg_segfaults(&name, 0..3);
     let seen = rx.wait(Duration::from_secs(30), |r| {
         let logs = r.requests.iter().position(|q| q.0 == "/v1/logs")?;
         let metrics = r.requests.iter().position(|q| q.0 == "/v1/metrics")?;
@@ -564,7 +556,7 @@ fn a_hostname_endpoint_ships_and_never_trips_seccomp() {
         .start();
     agent.wait_ready(Duration::from_secs(30));
     let name = unique_name("n");
-    write_markers(&name, 0..5);
+    kmsg_segfaults(&name, 0..5);
     wait_markers(&[&rotel], &name, 0..5, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     no_restarts(&agent);

@@ -31,18 +31,13 @@
 //! not supported"), which this VM has. Tools: deploy/ci-deps.sh (podman, buildah, runc).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use prost::Message;
 use vigil_tests::DEFAULT_ON;
+use vigil_tests::otlp::{Metric, Received, Receiver, free_port};
 
 const IMAGE: &str = "localhost/vigil:deploytest";
 
@@ -148,124 +143,22 @@ fn cap_number(name: &str) -> u32 {
         .unwrap_or_else(|| panic!("unknown capability {name}")) as u32
 }
 
-/// What one OTLP request carried: its path and the timestamps of its records.
-#[derive(Debug, Clone)]
-struct Got {
-    path: String,
-    times: Vec<u64>,
+/// The timestamps of every record received: log records (time, or observed time), gauge and
+/// sum points.
+fn record_times(r: &Received) -> Vec<u64> {
+    let logs = r
+        .logs
+        .iter()
+        .map(|l| l.log.time_unix_nano.max(l.log.observed_time_unix_nano));
+    let points = r.metrics.iter().flat_map(|m| point_times(&m.metric));
+    logs.chain(points).collect()
 }
 
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<Got>>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                let g = g.clone();
-                std::thread::spawn(move || serve(s, g));
-            }
-        });
-        Receiver { port, got }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn snapshot(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn wait(&self, timeout: Duration, mut pred: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
-        let end = Instant::now() + timeout;
-        loop {
-            let s = self.snapshot();
-            if pred(&s) || Instant::now() > end {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn serve(s: TcpStream, got: Arc<Mutex<Vec<Got>>>) {
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let (mut len, mut gzip) = (0usize, false);
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap_or((h, ""));
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                "content-encoding" => gzip = v.trim() == "gzip",
-                _ => {}
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        let raw = if gzip {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .read_to_end(&mut out)
-                .unwrap();
-            out
-        } else {
-            body
-        };
-        let mut times = Vec::new();
-        if path.ends_with("/v1/logs") {
-            let req = ExportLogsServiceRequest::decode(&raw[..]).expect("OTLP logs");
-            for rl in req.resource_logs {
-                for sl in rl.scope_logs {
-                    for lr in sl.log_records {
-                        times.push(lr.time_unix_nano.max(lr.observed_time_unix_nano));
-                    }
-                }
-            }
-        } else if path.ends_with("/v1/metrics") {
-            let req = ExportMetricsServiceRequest::decode(&raw[..]).expect("OTLP metrics");
-            for rm in req.resource_metrics {
-                for sm in rm.scope_metrics {
-                    for m in sm.metrics {
-                        match m.data {
-                            Some(Data::Gauge(g)) => {
-                                times.extend(g.data_points.iter().map(|p| p.time_unix_nano))
-                            }
-                            Some(Data::Sum(s)) => {
-                                times.extend(s.data_points.iter().map(|p| p.time_unix_nano))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        got.lock().unwrap().push(Got { path, times });
-        let _ = w.write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-        );
+fn point_times(m: &Metric) -> Vec<u64> {
+    match &m.data {
+        Some(Data::Gauge(g)) => g.data_points.iter().map(|p| p.time_unix_nano).collect(),
+        Some(Data::Sum(s)) => s.data_points.iter().map(|p| p.time_unix_nano).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -673,18 +566,10 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
     // the runtime's seccomp profile in force (the supervisor installs none itself), and no
     // capability outside the add-list, SYS_ADMIN least of all, in its bounding set.
     let pid = c.pid();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}:")))
-            .unwrap_or_else(|| panic!("no {k} in {status}"))
-            .trim()
-            .to_string()
-    };
-    assert_eq!(field("NoNewPrivs"), "1", "{status}");
-    assert_eq!(field("Seccomp"), "2", "runtime seccomp profile not applied");
-    let bnd = u64::from_str_radix(&field("CapBnd"), 16).unwrap();
+    let k = vigil_tests::proc_status(pid).unwrap();
+    assert!(k.no_new_privs, "{k:?}");
+    assert_eq!(k.seccomp, 2, "runtime seccomp profile not applied");
+    let bnd = k.cap_bnd;
     let allowed: u64 = caps.iter().map(|c| 1u64 << cap_number(c)).sum();
     assert_eq!(
         bnd & !allowed,
@@ -771,15 +656,14 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         "{sup}"
     );
 
-    let got = rx.wait(Duration::from_secs(30), |g| {
-        g.iter()
-            .any(|x| x.path == "/v1/metrics" && !x.times.is_empty())
-            && g.iter()
-                .any(|x| x.path == "/v1/logs" && !x.times.is_empty())
+    let got = rx.wait(Duration::from_secs(30), |r| {
+        let metrics = r.metrics.iter().any(|m| !point_times(&m.metric).is_empty());
+        (metrics && !r.logs.is_empty()).then_some(())
     });
     assert!(
-        got.iter().any(|x| x.path == "/v1/metrics") && got.iter().any(|x| x.path == "/v1/logs"),
-        "no OTLP metrics and logs: {got:?}\n{}",
+        got.is_some(),
+        "no OTLP metrics and logs: {:?}\n{}",
+        rx.received.lock().unwrap().requests,
         c.logs()
     );
     // `vigil status` answers over the root-only socket in the shared runtime directory
@@ -967,15 +851,14 @@ fn slow_journal_survives_container_recreation() {
     let rx = Receiver::start();
     let c = Container::start(&name, daemonset(), &journal, &rx.endpoint());
     c.wait_log("sandboxed role=shipper", Duration::from_secs(30));
-    rx.wait(Duration::from_secs(30), |g| !g.is_empty());
+    rx.wait(Duration::from_secs(30), |r| {
+        (!r.requests.is_empty()).then_some(())
+    });
     c.stop();
     drop(c);
 
     // 4. Backend unreachable: the data goes to the journal on the host directory.
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dead = free_port();
     let before = unshipped(&journal);
     let c = Container::start(
         &name,
@@ -998,20 +881,18 @@ fn slow_journal_survives_container_recreation() {
     let restart = now_ns();
     let rx2 = Receiver::start();
     let c = Container::start(&name, daemonset(), &journal, &rx2.endpoint());
-    let got = rx2.wait(Duration::from_secs(40), |g| {
-        g.iter()
-            .flat_map(|x| &x.times)
-            .any(|&t| t > 0 && t < restart)
-    });
-    let old = got
-        .iter()
-        .flat_map(|x| &x.times)
-        .filter(|&&t| t > 0 && t < restart)
-        .count();
+    let old_records = |r: &Received| {
+        let n = record_times(r)
+            .into_iter()
+            .filter(|&t| t > 0 && t < restart)
+            .count();
+        (n > 0).then_some(n)
+    };
+    let old = rx2.wait(Duration::from_secs(40), old_records).unwrap_or(0);
     assert!(
         old > 0,
         "no record from before the new container was shipped ({} requests)\n{}",
-        got.len(),
+        rx2.received.lock().unwrap().requests.len(),
         c.logs()
     );
     c.stop();

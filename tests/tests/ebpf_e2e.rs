@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use vigil_testkit::netns::VethNetns;
 use vigil_tests::Agent;
 
 fn attr<'a>(v: &'a serde_json::Value, k: &str) -> &'a serde_json::Value {
@@ -135,71 +136,18 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
     }
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace joined to the host by a veth pair, removed on drop.
-struct VethNetns {
-    name: String,
-    host_if: String,
-}
-
-impl Drop for VethNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
 #[test]
 fn tc_flows_on_a_veth_from_the_real_agent() {
-    use std::os::fd::AsRawFd;
     let pid = std::process::id();
-    let ns = VethNetns {
-        name: format!("vigil-e2e-tc-{pid}"),
-        host_if: format!("vge{}h", pid % 100_000),
-    };
-    let ns_if = format!("vge{}n", pid % 100_000);
     let x = (pid % 250) as u8;
-    let (host_ip, ns_ip) = (
+    let ns = VethNetns::addressed(
+        format!("vigil-e2e-tc-{pid}"),
+        format!("vge{}h", pid % 100_000),
+        format!("vge{}n", pid % 100_000),
         Ipv4Addr::new(10, 200, x, 249),
         Ipv4Addr::new(10, 200, x, 250),
     );
-    ip(&["netns", "add", &ns.name]);
-    ip(&[
-        "link",
-        "add",
-        &ns.host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &ns_if,
-        "netns",
-        &ns.name,
-    ]);
-    ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if]);
-    ip(&["link", "set", &ns.host_if, "up"]);
-    ip(&[
-        "-n",
-        &ns.name,
-        "addr",
-        "add",
-        &format!("{ns_ip}/30"),
-        "dev",
-        &ns_if,
-    ]);
-    ip(&["-n", &ns.name, "link", "set", &ns_if, "up"]);
+    let (host_ip, ns_ip) = (ns.host_ip, ns.ns_ip);
 
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -227,12 +175,8 @@ fn tc_flows_on_a_veth_from_the_real_agent() {
     );
 
     // A receiver inside the namespace (setns is per thread for network namespaces).
-    let path = format!("/run/netns/{}", ns.name);
     let (tx_addr, rx_addr) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on a descriptor we hold; affects this thread only.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let server = ns.run_inside(move || {
         let r = UdpSocket::bind(SocketAddr::from((ns_ip, 0))).unwrap();
         tx_addr.send(r.local_addr().unwrap()).unwrap();
         r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

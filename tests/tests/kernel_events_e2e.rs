@@ -931,11 +931,7 @@ fn lookback_then_exact_resume_with_conditions_restored() {
 }
 
 fn vm_kb(pid: u32, key: &str) -> u64 {
-    vigil_tests::proc_status(pid).unwrap().fields[key]
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
+    vigil_tests::proc_status_kib(pid, key).unwrap()
 }
 
 /// 100,000 lines in about a second: the collector's memory stays bounded, what is dropped is

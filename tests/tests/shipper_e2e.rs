@@ -23,17 +23,9 @@ use nix::unistd::Pid;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use vigil_ipc_proto::Role;
 use vigil_tests::otlp::{Receiver, Reply, free_port};
-use vigil_tests::{Agent, kmsg, proc_status, unique_name};
+use vigil_tests::{Agent, kmsg, kmsg_segfaults, proc_status, proc_status_line, unique_name};
 
 const NOBODY: u32 = 65534;
-
-fn write_markers(name: &str, ns: impl IntoIterator<Item = i64>) {
-    for n in ns {
-        kmsg(&format!(
-            "<6>{name}[{n}]: segfault at 0 ip 0000000000000000 sp 00007ffc00000000 error 4 in {name}[1000,2000]"
-        ));
-    }
-}
 
 /// Distinct marker numbers received for `name`, and the total count (duplicates included).
 fn markers(rx: &Receiver, name: &str) -> (BTreeSet<i64>, usize) {
@@ -270,7 +262,7 @@ fn otlp_metrics_resource_process_and_kernel_oom_event() {
         .find(|m| m.metric.name == "process.memory.usage")
         .unwrap();
     assert_eq!(mem.metric.unit, "By");
-    // An UpDownCounter of the conventions: a cumulative non-monotonic sum (issue 12).
+    // An UpDownCounter of the conventions: a cumulative non-monotonic sum.
     let Some(Data::Sum(g)) = &mem.metric.data else {
         panic!("process.memory.usage is not a sum: {:?}", mem.metric.data)
     };
@@ -350,7 +342,7 @@ fn backend_down_then_up_loses_no_kernel_event() {
     let run = tmp.path().join("run");
     let agent = start_agent(&run, tmp.path(), &endpoint);
     let name = unique_name("a");
-    write_markers(&name, 1..=100);
+    kmsg_segfaults(&name, 1..=100);
     wait_journaled(&agent, &name, 1..=100);
     // Nothing listens: connection refused, retried.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -358,7 +350,7 @@ fn backend_down_then_up_loses_no_kernel_event() {
         assert!(Instant::now() < deadline, "no retry counted while down");
         std::thread::sleep(Duration::from_millis(100));
     }
-    write_markers(&name, 101..=200);
+    kmsg_segfaults(&name, 101..=200);
     let rx = Receiver::start_at(port);
     wait_markers(&rx, &name, &(1..=200).collect(), Duration::from_secs(30));
     assert!(
@@ -379,7 +371,7 @@ fn backend_503_retry_after_then_200_loses_no_kernel_event() {
     let run = tmp.path().join("run");
     let agent = start_agent(&run, tmp.path(), &rx.endpoint());
     let name = unique_name("b");
-    write_markers(&name, 1..=200);
+    kmsg_segfaults(&name, 1..=200);
     wait_journaled(&agent, &name, 1..=200);
     // Several refusals (Retry-After: 1 s between them), nothing accepted meanwhile.
     assert!(
@@ -408,7 +400,7 @@ fn kill_9_shipper_mid_stream_journal_replays() {
     let run = tmp.path().join("run");
     let agent = start_agent(&run, tmp.path(), &rx.endpoint());
     let name = unique_name("c");
-    write_markers(&name, 1..=100);
+    kmsg_segfaults(&name, 1..=100);
     wait_journaled(&agent, &name, 1..=100);
 
     let before = agent.status().unwrap();
@@ -421,9 +413,9 @@ fn kill_9_shipper_mid_stream_journal_replays() {
     assert_eq!(proc_status(shipper).unwrap().uids, [NOBODY; 4]);
     kill(Pid::from_raw(shipper as i32), Signal::SIGKILL).unwrap();
     // While the children are restarted: more lines, then the backend recovers.
-    write_markers(&name, 101..=150);
+    kmsg_segfaults(&name, 101..=150);
     rx.set_default(Reply::status(200));
-    write_markers(&name, 151..=200);
+    kmsg_segfaults(&name, 151..=200);
     wait_markers(&rx, &name, &(1..=200).collect(), Duration::from_secs(30));
 
     let after = agent.status().unwrap();
@@ -449,7 +441,7 @@ fn kill_9_whole_agent_then_restart_on_same_runtime_dir_ships_the_journal() {
     let run = tmp.path().join("run");
     let mut agent = start_agent(&run, tmp.path(), &rx.endpoint());
     let name = unique_name("d");
-    write_markers(&name, 1..=100);
+    kmsg_segfaults(&name, 1..=100);
     wait_journaled(&agent, &name, 1..=100);
 
     // SIGKILL the supervisor, then every child it had.
@@ -464,8 +456,7 @@ fn kill_9_whole_agent_then_restart_on_same_runtime_dir_ships_the_journal() {
     let deadline = Instant::now() + Duration::from_secs(10);
     for p in &last.processes {
         while Path::new(&format!("/proc/{}", p.pid)).exists()
-            && proc_status(p.pid)
-                .is_ok_and(|s| s.fields.get("State").is_some_and(|s| !s.starts_with('Z')))
+            && proc_status_line(p.pid, "State").is_some_and(|s| !s.starts_with('Z'))
         {
             assert!(
                 Instant::now() < deadline,
@@ -479,7 +470,7 @@ fn kill_9_whole_agent_then_restart_on_same_runtime_dir_ships_the_journal() {
     drop(agent);
 
     // Lines written while no agent runs are read from the kernel by the next one.
-    write_markers(&name, 101..=200);
+    kmsg_segfaults(&name, 101..=200);
     rx.set_default(Reply::status(200));
     let agent2 = start_agent(&run, tmp.path(), &rx.endpoint());
     wait_markers(&rx, &name, &(1..=200).collect(), Duration::from_secs(30));

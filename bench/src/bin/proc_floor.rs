@@ -304,12 +304,7 @@ fn main() {
         procs = p;
     }
     // VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the parent's (Python's) peak.
-    let rss: u64 = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let rss = vigil_tests::proc_status_kib("self", "VmHWM").unwrap_or(0);
     let by_path = by_path / (k as u64 + 1);
     println!(
         "{}",
