@@ -25,6 +25,12 @@ pub fn open_kmsg(privhelper: &mut PrivClient) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
+/// A feature the supervisor turned on does not work here: `vigil status` shows it off, with
+/// the reason.
+fn feature_off(control: &Channel, feature: Feature, reason: String) {
+    let _ = control.send(&ChildToSupervisor::FeatureOff { feature, reason });
+}
+
 /// Collect every interval and send batches to the shipper until the supervisor says shut down.
 pub fn run(
     init: &InitConfig,
@@ -99,13 +105,14 @@ impl Collector {
                 }
                 Err(e) => {
                     tracing::warn!("kmsg events unavailable: {e}");
-                    let _ = control.send(&ChildToSupervisor::Warning(format!(
-                        "collector: kernel events off: {e}"
-                    )));
+                    feature_off(control, Feature::KmsgEvents, e);
                 }
             }
         }
-        let ebpf = ebpf::start(&mut privhelper, init);
+        let mut ebpf = ebpf::start(&mut privhelper, init);
+        for (feature, reason) in ebpf.take_failures() {
+            feature_off(control, feature, reason);
+        }
         if !ebpf.is_empty() {
             sources.add(Box::new(ebpf));
         }

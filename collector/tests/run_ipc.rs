@@ -193,3 +193,62 @@ fn run_batches_acks_resume_stats_shutdown() {
     col.join().unwrap().unwrap();
     ph.join().unwrap();
 }
+
+/// A feature the supervisor turned on that the privhelper refuses (as under a container
+/// runtime's seccomp profile that denies bpf()): the collector keeps running and tells the
+/// supervisor which feature is off and why, so `vigil status` does not say "on".
+#[test]
+fn a_refused_feature_is_reported_off_and_collection_goes_on() {
+    let (mut ctl, ctl_col) = Channel::pair().unwrap();
+    let (ph_col, ph_fake) = Channel::pair().unwrap();
+    let (sh_col, mut sh_fake) = Channel::pair().unwrap();
+    let (_kmsg_writer, kmsg_reader) = socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let ph = std::thread::spawn(move || fake_privhelper(ph_fake, kmsg_reader));
+    let cfg = CollectorConfig {
+        interval_ms: 200,
+        kmsg: false,
+        ebpf_exec: true,
+        ebpf_flows: false,
+        ..Default::default()
+    };
+    let init = common::init(&[Feature::EbpfExec, Feature::HostMetrics], cfg);
+    let col = std::thread::spawn(move || vigil_collector::run(&init, ctl_col, ph_col, sh_col));
+    sh_fake
+        .handshake(Role::Shipper, Some(Role::Collector))
+        .unwrap();
+    sh_fake
+        .send(&ShipperToCollector::Resume {
+            last_kmsg_seq: None,
+        })
+        .unwrap();
+
+    ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let first = ctl.recv::<ChildToSupervisor>();
+    if first.is_err() && col.is_finished() {
+        panic!("collector ended: {:?}", col.join().unwrap());
+    }
+    match first.unwrap() {
+        ChildToSupervisor::FeatureOff { feature, reason } => {
+            assert_eq!(feature, Feature::EbpfExec);
+            assert!(reason.contains("refused ExecExit"), "{reason}");
+        }
+        other => panic!("expected FeatureOff, got {other:?}"),
+    }
+    // Collection goes on without it.
+    sh_fake
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(matches!(
+        sh_fake.recv::<CollectorToShipper>(),
+        Ok(CollectorToShipper::Batch(_))
+    ));
+    ctl.send(&SupervisorToChild::Shutdown).unwrap();
+    col.join().unwrap().unwrap();
+    ph.join().unwrap();
+}

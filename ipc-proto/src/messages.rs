@@ -102,6 +102,13 @@ pub enum ChildToSupervisor {
     /// does not parse, a key that does not match its certificate, ...). Sent before the child
     /// exits; the supervisor then stops the agent with this message instead of restarting.
     ConfigError(String),
+    /// A feature the supervisor turned on did not work in the child (the privhelper refused
+    /// it, the runtime's seccomp profile denied a syscall, ...): `vigil status` shows it off
+    /// with this reason until the child is started again.
+    FeatureOff {
+        feature: crate::Feature,
+        reason: String,
+    },
 }
 
 /// What a child actually applied to itself, as it saw it.
@@ -183,6 +190,17 @@ pub enum BpfProgram {
     FlowsSocketFilter,
     /// Network flows from tc (cls_bpf) on an interface.
     FlowsTc,
+}
+
+impl BpfProgram {
+    /// The feature the program serves.
+    pub fn feature(self) -> crate::Feature {
+        match self {
+            BpfProgram::ExecExit => crate::Feature::EbpfExec,
+            BpfProgram::FlowsSocketFilter => crate::Feature::EbpfFlowsSocket,
+            BpfProgram::FlowsTc => crate::Feature::EbpfFlowsTc,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

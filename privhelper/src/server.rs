@@ -252,7 +252,7 @@ impl Server {
     }
 
     fn attach(&mut self, program: vigil_ipc_proto::BpfProgram) -> Result<Answer, RequestError> {
-        self.require(crate::bpf::feature_of(program))?;
+        self.require(program.feature())?;
         // The BPF module answers completely (and logs its refusals).
         let (resp, fd) = crate::bpf::respond(program, &self.init);
         release_free_memory();

@@ -21,7 +21,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, InitConfig, ProtoError, Role, RoleStats, SandboxReport,
+    Channel, ChildToSupervisor, Feature, InitConfig, ProtoError, Role, RoleStats, SandboxReport,
     SupervisorToChild,
 };
 
@@ -59,10 +59,12 @@ pub struct ChildState {
     streak_cause: Option<String>,
     pub same_cause: u32,
     pub bad_frames: u64,
+    /// Features this run of the child found not working (`FeatureOff`), with the reason.
+    pub features_off: Vec<(Feature, String)>,
 }
 
 impl ChildState {
-    fn new(role: Role) -> Self {
+    pub(crate) fn new(role: Role) -> Self {
         ChildState {
             role,
             pid: None,
@@ -77,6 +79,7 @@ impl ChildState {
             streak_cause: None,
             same_cause: 0,
             bad_frames: 0,
+            features_off: Vec::new(),
         }
     }
 }
@@ -204,6 +207,7 @@ impl Supervisor {
             st.pid = Some(pid);
             st.ready = None;
             st.violation = None;
+            st.features_off.clear();
             match sent {
                 Ok(()) => {
                     mine.set_nonblocking(true).map_err(|e| Error::Sys {
@@ -481,6 +485,12 @@ fn drain_control(c: &mut ChildState) {
             Ok(ChildToSupervisor::Stats(s)) => c.stats = s,
             Ok(ChildToSupervisor::Warning(w)) => warn!(role = %c.role, "{}: {w}", c.role),
             Ok(ChildToSupervisor::ConfigError(m)) => c.config_error = Some(m),
+            Ok(ChildToSupervisor::FeatureOff { feature, reason }) => {
+                if !c.features_off.iter().any(|(f, _)| *f == feature) {
+                    warn!(role = %c.role, "{}: {feature} off: {reason}", c.role);
+                    c.features_off.push((feature, reason));
+                }
+            }
             Ok(ChildToSupervisor::SeccompViolation { syscall, .. }) => {
                 c.violation = Some(syscall);
                 // A repeat of a deterministic failure already reported: not again.

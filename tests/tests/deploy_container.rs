@@ -721,7 +721,26 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         assert!(!logs.contains("eBPF source unavailable"), "{logs}");
     }
     assert!(logs.contains("sandboxed role=shipper uid=65534"), "{logs}");
-    assert!(c.status(&journal).status.success(), "{}", c.logs());
+    let st = c.status(&journal);
+    assert!(st.status.success(), "{}", c.logs());
+    // `vigil status` does not call them on: the collector told the supervisor.
+    let text = String::from_utf8_lossy(&st.stdout);
+    if moved > 0 {
+        for (feature, program) in [
+            ("ebpf_exec", "ExecExit"),
+            ("ebpf_flows_socket", "FlowsSocketFilter"),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(feature))
+                .unwrap_or_else(|| panic!("no {feature} line in status:\n{text}"));
+            assert!(
+                line.contains("off")
+                    && line.contains(&format!("did not work: privhelper refused {program}")),
+                "{line}\n{text}"
+            );
+        }
+    }
     c.stop();
     drop(c);
 

@@ -286,13 +286,13 @@ pub fn request(privhelper: &mut PrivClient, program: BpfProgram) -> Result<EbpfS
 pub fn attach_all(
     privhelper: &mut PrivClient,
     init: &InitConfig,
-) -> (Vec<EbpfSource>, Vec<EbpfError>) {
+) -> (Vec<EbpfSource>, Vec<(BpfProgram, EbpfError)>) {
     let mut ok = Vec::new();
     let mut errs = Vec::new();
     for p in wanted_programs(init) {
         match request(privhelper, p) {
             Ok(s) => ok.push(s),
-            Err(e) => errs.push(e),
+            Err(e) => errs.push((p, e)),
         }
     }
     (ok, errs)
@@ -303,6 +303,8 @@ pub fn attach_all(
 /// [`EbpfSources::next_deadline`] passes).
 pub struct EbpfSources {
     sources: Vec<EbpfSource>,
+    /// The features whose program could not be attached, and why.
+    failed: Vec<(Feature, String)>,
     /// The resource attributes of the records it makes (`host.name`).
     resource: Vec<KeyValue>,
     evict_every: std::time::Duration,
@@ -323,6 +325,7 @@ impl EbpfSources {
         let evict_every = std::time::Duration::from_millis(flow_evict_ms.max(100));
         EbpfSources {
             sources,
+            failed: Vec::new(),
             resource: Vec::new(),
             evict_every,
             next_evict: now + evict_every,
@@ -338,6 +341,11 @@ impl EbpfSources {
 
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
+    }
+
+    /// The features whose program [`start`] could not attach, and why (taken once).
+    pub fn take_failures(&mut self) -> Vec<(Feature, String)> {
+        std::mem::take(&mut self.failed)
     }
 
     /// [`EbpfSources::service`] with its own resource, failures logged.
@@ -450,12 +458,17 @@ pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
             s.set_cgroup_resolver(r);
         }
     }
-    for e in &errors {
+    for (_, e) in &errors {
         tracing::warn!("eBPF source unavailable: {e}");
     }
     for s in &sources {
         tracing::info!(program = ?s.program, ring_bytes = s.ring.size(), "eBPF ring buffer mapped");
     }
-    EbpfSources::new(sources, init.collector.flow_evict_ms)
-        .with_resource(crate::host_resource(init))
+    let mut set = EbpfSources::new(sources, init.collector.flow_evict_ms)
+        .with_resource(crate::host_resource(init));
+    set.failed = errors
+        .into_iter()
+        .map(|(p, e)| (p.feature(), e.to_string()))
+        .collect();
+    set
 }

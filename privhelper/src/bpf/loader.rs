@@ -7,7 +7,7 @@ use aya::programs::{RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use vigil_ipc_proto::{BpfProgram, InitConfig};
 
-use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, feature_of, packet_socket, tcx};
+use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, packet_socket, tcx};
 
 const PROC_RING: &str = "vigil_proc_rb";
 const PROC_DROPS: &str = "vigil_proc_drops";
@@ -114,7 +114,7 @@ impl BpfManager {
 
     /// Load and attach `program` once; every call returns a new duplicate of its ring buffer.
     pub fn attach(&mut self, program: BpfProgram, init: &InitConfig) -> Result<Attached, BpfError> {
-        let feature = feature_of(program);
+        let feature = program.feature();
         if !init.feature_enabled(feature) {
             return Err(BpfError::FeatureDisabled(feature));
         }

@@ -42,15 +42,6 @@ pub(crate) static EXEC_OBJ: &[u8] =
 pub(crate) static FLOWS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
 
-/// The feature a program needs.
-pub fn feature_of(program: BpfProgram) -> Feature {
-    match program {
-        BpfProgram::ExecExit => Feature::EbpfExec,
-        BpfProgram::FlowsSocketFilter => Feature::EbpfFlowsSocket,
-        BpfProgram::FlowsTc => Feature::EbpfFlowsTc,
-    }
-}
-
 /// A program attached (now or earlier) and a fresh duplicate of its ring buffer descriptor, to
 /// be sent to the collector.
 #[derive(Debug)]

@@ -12,7 +12,8 @@ use nix::sys::socket::{
 use tracing::warn;
 use vigil_ipc_proto::procstatus::{ProcStatusFields, to_parent_id};
 use vigil_ipc_proto::{
-    Channel, ClientRequest, ClientResponse, ProcessStatus, Role, RoleStats, StatusReport,
+    Channel, ClientRequest, ClientResponse, FeatureState, ProcessStatus, Role, RoleStats,
+    StatusReport,
 };
 
 use super::{StatusContext, socket_path};
@@ -159,7 +160,7 @@ pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusRepor
         non_root_mode: ctx.non_root_mode,
         user: ctx.user.clone(),
         processes,
-        features: ctx.features.clone(),
+        features: features_now(ctx, children),
         stats: std::iter::once((
             Role::Supervisor,
             RoleStats {
@@ -177,6 +178,21 @@ pub fn build_report(children: &[ChildState], ctx: &StatusContext) -> StatusRepor
     }
 }
 
+/// The features as evaluated at start, with those a child found not working turned off.
+fn features_now(ctx: &StatusContext, children: &[ChildState]) -> Vec<FeatureState> {
+    let mut features = ctx.features.clone();
+    for (feature, reason) in children.iter().flat_map(|c| &c.features_off) {
+        if let Some(f) = features
+            .iter_mut()
+            .find(|f| f.name == *feature && f.enabled)
+        {
+            f.enabled = false;
+            f.reason = format!("did not work: {reason}");
+        }
+    }
+    features
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +208,49 @@ mod tests {
         assert!(!peer_allowed(1000, 999));
         // The overflow uid (an unmapped peer seen from a user namespace) is nobody special.
         assert!(!peer_allowed(65534, 0));
+    }
+
+    #[test]
+    fn a_feature_a_child_found_not_working_is_shown_off_with_its_reason() {
+        use vigil_ipc_proto::Feature;
+        let on = |name| FeatureState {
+            name,
+            enabled: true,
+            reason: String::new(),
+        };
+        let ctx = StatusContext {
+            mount_mode: "full".into(),
+            virtual_root: true,
+            non_root_mode: true,
+            user: "vigil".into(),
+            features: vec![
+                on(Feature::EbpfExec),
+                on(Feature::EbpfFlowsSocket),
+                FeatureState {
+                    name: Feature::EbpfFlowsTc,
+                    enabled: false,
+                    reason: "not configured".into(),
+                },
+            ],
+            landlock: "off".into(),
+            allowed_uid: 0,
+            refused: 0,
+        };
+        let mut collector = ChildState::new(Role::Collector);
+        collector.features_off = vec![
+            (Feature::EbpfExec, "privhelper refused ExecExit".into()),
+            (Feature::EbpfFlowsTc, "privhelper refused FlowsTc".into()),
+        ];
+        let report = build_report(&[ChildState::new(Role::Privhelper), collector], &ctx);
+        let state = |f| report.features.iter().find(|s| s.name == f).unwrap();
+        assert!(!state(Feature::EbpfExec).enabled);
+        assert_eq!(
+            state(Feature::EbpfExec).reason,
+            "did not work: privhelper refused ExecExit"
+        );
+        assert!(state(Feature::EbpfFlowsSocket).enabled);
+        // Off already: its reason stays the evaluation's.
+        assert_eq!(state(Feature::EbpfFlowsTc).reason, "not configured");
     }
 
     #[test]

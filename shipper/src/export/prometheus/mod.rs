@@ -522,7 +522,10 @@ mod tests {
         ));
         // From now: on a loaded machine the turns above take a while, and the answer's
         // deadline counts from when it started.
-        ep.step(Instant::now() + ANSWER_TIMEOUT + Duration::from_secs(1), &mut stats);
+        ep.step(
+            Instant::now() + ANSWER_TIMEOUT + Duration::from_secs(1),
+            &mut stats,
+        );
         assert_eq!(ep.connections(), 0);
         assert_eq!(stats.prometheus_refused, 1);
     }
