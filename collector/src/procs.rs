@@ -1033,7 +1033,10 @@ mod tests {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(a.tracked[&pid].fds.is_some(), "the child's descriptors are kept");
+        assert!(
+            a.tracked[&pid].fds.is_some(),
+            "the child's descriptors are kept"
+        );
         a.scan().unwrap();
         assert!(a.samples.iter().all(|p| p.pid != pid));
         assert_eq!(a.cmdline(pid), "");

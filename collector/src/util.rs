@@ -72,60 +72,63 @@ pub struct Stamp {
     pub now: u64,
 }
 
-pub fn gauge_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyValue>) -> Metric {
+/// One data point of `kind` at the cycle's stamp.
+fn point(
+    name: &str,
+    unit: &str,
+    kind: MetricKind,
+    st: Stamp,
+    value: MetricValue,
+    attributes: Vec<KeyValue>,
+) -> Metric {
     Metric {
         name: name.into(),
         unit: unit.into(),
-        kind: MetricKind::Gauge,
+        kind,
         start_time_unix_nano: st.start,
         time_unix_nano: st.now,
-        value: MetricValue::I64(v),
+        value,
         attributes,
     }
+}
+
+pub fn gauge_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyValue>) -> Metric {
+    point(
+        name,
+        unit,
+        MetricKind::Gauge,
+        st,
+        MetricValue::I64(v),
+        attributes,
+    )
 }
 
 pub fn gauge_f64(name: &str, unit: &str, st: Stamp, v: f64, attributes: Vec<KeyValue>) -> Metric {
-    Metric {
-        name: name.into(),
-        unit: unit.into(),
-        kind: MetricKind::Gauge,
-        start_time_unix_nano: st.start,
-        time_unix_nano: st.now,
-        value: MetricValue::F64(v),
+    point(
+        name,
+        unit,
+        MetricKind::Gauge,
+        st,
+        MetricValue::F64(v),
         attributes,
-    }
+    )
 }
 
+/// A Counter of the conventions: a cumulative, monotonic sum.
 pub fn sum_f64(name: &str, unit: &str, st: Stamp, v: f64, attributes: Vec<KeyValue>) -> Metric {
-    Metric {
-        name: name.into(),
-        unit: unit.into(),
-        kind: MetricKind::Sum { monotonic: true },
-        start_time_unix_nano: st.start,
-        time_unix_nano: st.now,
-        value: MetricValue::F64(v),
-        attributes,
-    }
+    let kind = MetricKind::Sum { monotonic: true };
+    point(name, unit, kind, st, MetricValue::F64(v), attributes)
 }
 
 pub fn sum_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyValue>) -> Metric {
-    Metric {
-        name: name.into(),
-        unit: unit.into(),
-        kind: MetricKind::Sum { monotonic: true },
-        start_time_unix_nano: st.start,
-        time_unix_nano: st.now,
-        value: MetricValue::I64(v),
-        attributes,
-    }
+    let kind = MetricKind::Sum { monotonic: true };
+    point(name, unit, kind, st, MetricValue::I64(v), attributes)
 }
 
 /// An UpDownCounter of the conventions: a cumulative, non-monotonic sum.
 pub fn updown_i64(name: &str, unit: &str, st: Stamp, v: i64, attributes: Vec<KeyValue>) -> Metric {
-    Metric {
-        kind: MetricKind::Sum { monotonic: false },
-        ..gauge_i64(name, unit, st, v, attributes)
-    }
+    let kind = MetricKind::Sum { monotonic: false };
+    point(name, unit, kind, st, MetricValue::I64(v), attributes)
 }
 
 /// Every non-blank line `f` parses (at most `max`), and the count of the ones it refused.

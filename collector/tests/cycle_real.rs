@@ -8,8 +8,7 @@ use std::path::Path;
 use vigil_ipc_proto::Feature;
 
 use common::*;
-use vigil_collector::cycle::Cycle;
-use vigil_ipc_proto::{Channel, CollectorConfig, MetricValue};
+use vigil_ipc_proto::{CollectorConfig, MetricValue};
 
 const ID: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
@@ -71,18 +70,13 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
     // Give exec a moment so comm/cmdline are sleep's.
     std::thread::sleep(std::time::Duration::from_millis(100));
 
-    let init = common::init(
+    let (cy, out) = common::one_cycle(
         &[Feature::ProcessFds],
         CollectorConfig {
             netns: false,
             ..Default::default()
         },
     );
-    let mut cy = Cycle::new(&init).unwrap();
-    let (ph, _peer) = Channel::pair().unwrap();
-    let mut ph = vigil_collector::privclient::PrivClient::greeted(ph);
-    let mut out = Vec::new();
-    cy.collect(&mut ph, &mut out);
     assert_eq!(cy.stats.cycles, 1);
     assert!(cy.stats.processes > 3);
 
@@ -113,7 +107,7 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
     assert!(p.start_time_unix_nano > boot && p.start_time_unix_nano <= p.time_unix_nano);
 
     // fd counts off: absent.
-    let init = common::init(
+    let (_, out2) = common::one_cycle(
         &[],
         CollectorConfig {
             process_fds: false,
@@ -121,9 +115,6 @@ fn full_cycle_sees_a_nobody_process_and_its_cgroups() {
             ..Default::default()
         },
     );
-    let mut cy2 = Cycle::new(&init).unwrap();
-    let mut out2 = Vec::new();
-    cy2.collect(&mut ph, &mut out2);
     assert_eq!(common::process(&out2, pid).unwrap().open_fds, None);
 
     // The v1 container with its limit, and the v2 one.

@@ -140,7 +140,7 @@ fn namespaces_of_processes_without_any_capability() {
         .ino();
     let out = std::thread::spawn(move || {
         drop_thread_to_nobody();
-        let init = common::init(
+        let (cy, out) = common::one_cycle(
             &[Feature::NetnsMetrics],
             CollectorConfig {
                 host: false,
@@ -149,11 +149,6 @@ fn namespaces_of_processes_without_any_capability() {
                 ..Default::default()
             },
         );
-        let mut cy = Cycle::new(&init).unwrap();
-        let (ph, _peer) = Channel::pair().unwrap();
-        let mut ph = vigil_collector::privclient::PrivClient::greeted(ph);
-        let mut out = Vec::new();
-        cy.collect(&mut ph, &mut out);
         assert_eq!(cy.stats.netns_errors, 0);
         out
     })

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vigil_testkit::KillOnDrop;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{MsgFlags, recv, send, setsockopt, sockopt};
@@ -227,14 +228,6 @@ fn child_with_known_fds() -> Child {
     let child = cmd.spawn().unwrap();
     drop(srcs);
     child
-}
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// fd counts alone are the collector's own business where the kernel gives them by stat:

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -309,16 +308,6 @@ fn malformed_frames_are_counted_not_fatal() {
     assert!(st.get("malformed_frames").unwrap() >= 3, "{st:?}");
     assert_eq!(st.get("records_accepted"), Some(3));
     sh.shutdown();
-}
-
-fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "vjl"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The journal on its own: append, read, acknowledge, reopen, rotation, drop-oldest,
 //! corruption on disk, full filesystem.
 
+mod common;
+
+use common::segments;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,16 +52,6 @@ fn id_of(r: &Record) -> i64 {
 fn read_all(j: &mut Journal, from: u64) -> Vec<i64> {
     let b = j.read(from, usize::MAX, usize::MAX).unwrap();
     b.records.iter().map(|(_, r)| id_of(r)).collect()
-}
-
-fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "vjl"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -122,3 +122,13 @@ pub fn kmsg_fd_finds(kmsg: &mut std::fs::File, marker: &str) -> bool {
     }
     false
 }
+
+/// A child process killed and reaped when the test lets go of it (also when it fails).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

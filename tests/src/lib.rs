@@ -765,3 +765,28 @@ pub const DEFAULT_ON: &[&str] = &[
     "ebpf_exec",
     "ebpf_flows_socket",
 ];
+
+/// Wait until every marker of `want` is among those `arrived` returns (asked every 100 ms);
+/// past `timeout`, fail naming the missing ones.
+pub fn wait_markers_by(
+    name: &str,
+    want: &std::collections::BTreeSet<i64>,
+    timeout: Duration,
+    mut arrived: impl FnMut() -> std::collections::BTreeSet<i64>,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = arrived();
+        if want.is_subset(&got) {
+            return;
+        }
+        let missing: Vec<_> = want.difference(&got).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {} of {} markers missing after {timeout:?}: {missing:?}",
+            missing.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

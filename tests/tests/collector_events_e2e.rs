@@ -86,7 +86,9 @@ impl Ns<'_> {
 
 /// [rx bytes, tx bytes, rx packets, tx packets] of `ifname` in the namespace `ns` from the
 /// latest cycle in `lines` that has all four.
-fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str) -> Option<[i64; 4]> {
+/// The latest complete counters of `ifname` in `ns` among `lines`, of samples taken at or after
+/// `since_ns` (Unix ns).
+fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str, since_ns: u64) -> Option<[i64; 4]> {
     let mut by_time: BTreeMap<u64, [Option<i64>; 4]> = BTreeMap::new();
     for v in lines {
         // The conventions name the interface `system.device` on system.network.packet.count.
@@ -107,6 +109,9 @@ fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str) -> Option<[i64; 4]> {
             _ => continue,
         };
         let t = v["time_unix_nano"].as_u64().unwrap_or(0);
+        if t < since_ns {
+            continue;
+        }
         by_time.entry(t).or_default()[idx] = v["value"].as_i64();
     }
     by_time
@@ -116,17 +121,25 @@ fn counters(lines: &[Value], ns: Ns<'_>, ifname: &str) -> Option<[i64; 4]> {
         .map(|a| a.map(Option::unwrap))
 }
 
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
 fn wait_counters(
     agent: &Agent,
     from: usize,
     ns: Ns<'_>,
     ifname: &str,
+    since_ns: u64,
     timeout: Duration,
 ) -> [i64; 4] {
     let deadline = Instant::now() + timeout;
     loop {
         let lines = agent.json_lines();
-        if let Some(c) = counters(&lines[from.min(lines.len())..], ns, ifname) {
+        if let Some(c) = counters(&lines[from.min(lines.len())..], ns, ifname, since_ns) {
             return c;
         }
         assert!(
@@ -188,7 +201,7 @@ fn counters_follow_traffic(setns: bool) {
     } else {
         (start(None), Ns::Id(id))
     };
-    let before = wait_counters(&agent, 0, sel, &ns.ns_if, Duration::from_secs(20));
+    let before = wait_counters(&agent, 0, sel, &ns.ns_if, 0, Duration::from_secs(20));
 
     const N: usize = 50;
     const LEN: usize = 200;
@@ -214,8 +227,10 @@ fn counters_follow_traffic(setns: bool) {
             .expect("datagram out of the netns");
         assert_eq!(n, LEN);
     }
+    // Samples taken after the traffic (a line printed after it may have been sampled before).
     let mark = agent.json_lines().len();
-    let after = wait_counters(&agent, mark, sel, &ns.ns_if, Duration::from_secs(20));
+    let done = unix_ns();
+    let after = wait_counters(&agent, mark, sel, &ns.ns_if, done, Duration::from_secs(20));
     let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     let (n, len) = (N as i64, (N * LEN) as i64);
     assert!(
@@ -248,7 +263,14 @@ fn counters_follow_traffic(setns: bool) {
             Some(u64::from(_resident.0.id()))
         );
     }
-    let host = wait_counters(&agent, mark, Ns::Host, &ns.host_if, Duration::from_secs(10));
+    let host = wait_counters(
+        &agent,
+        mark,
+        Ns::Host,
+        &ns.host_if,
+        done,
+        Duration::from_secs(10),
+    );
     assert!(
         host[1] >= len && host[3] >= n && host[0] >= len && host[2] >= n,
         "host end {host:?}"
@@ -694,9 +716,9 @@ fn without_sys_admin_netns_counters_still_come_from_proc() {
     let agent = start(Some("cap_sys_admin,cap_sys_ptrace,cap_dac_read_search"));
     assert!(feature_on(&agent, "netns_metrics"));
     assert!(feature_on(&agent, "net_metrics"));
-    wait_counters(&agent, 0, Ns::Id(id), &ns.ns_if, Duration::from_secs(20));
-    wait_counters(&agent, 0, Ns::Host, &ns.host_if, Duration::from_secs(20));
-    wait_counters(&agent, 0, Ns::Host, "lo", Duration::from_secs(20));
+    wait_counters(&agent, 0, Ns::Id(id), &ns.ns_if, 0, Duration::from_secs(20));
+    wait_counters(&agent, 0, Ns::Host, &ns.host_if, 0, Duration::from_secs(20));
+    wait_counters(&agent, 0, Ns::Host, "lo", 0, Duration::from_secs(20));
     drop(agent);
 
     // The setns source needs both: without them it is off, said once, and the host's

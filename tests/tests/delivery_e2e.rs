@@ -18,7 +18,7 @@ use vigil_tests::backends::{
     ConnectProxy, DnsNet, Pki, Rotel, Stunnel, hosts_with, mount_ns_wrapper, temp_file,
 };
 use vigil_tests::otlp::{Receiver, free_port};
-use vigil_tests::{Agent, kmsg_segfaults, unique_name};
+use vigil_tests::{Agent, kmsg_segfaults, unique_name, wait_markers_by};
 
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -29,24 +29,12 @@ fn marker(name: &str, n: i64) -> String {
 /// Wait until every marker `ns` of `name` arrived at one of `rx`.
 fn wait_markers(rx: &[&Rotel], name: &str, ns: impl IntoIterator<Item = i64>, timeout: Duration) {
     let want: BTreeSet<i64> = ns.into_iter().collect();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let missing: Vec<i64> = want
-            .iter()
+    wait_markers_by(name, &want, timeout, || {
+        want.iter()
             .copied()
-            .filter(|n| rx.iter().all(|r| r.count_bodies(&marker(name, *n)) == 0))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {} of {} markers never arrived: {missing:?}",
-            missing.len(),
-            want.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .filter(|n| rx.iter().any(|r| r.count_bodies(&marker(name, *n)) > 0))
+            .collect()
+    });
 }
 
 /// Short batching and retries so the tests stay short.

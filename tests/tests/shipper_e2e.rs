@@ -15,15 +15,18 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use vigil_testkit::KillOnDrop;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use vigil_ipc_proto::Role;
 use vigil_tests::otlp::{Receiver, Reply, free_port};
-use vigil_tests::{Agent, kmsg, kmsg_segfaults, proc_status, proc_status_line, unique_name};
+use vigil_tests::{
+    Agent, kmsg, kmsg_segfaults, proc_status, proc_status_line, unique_name, wait_markers_by,
+};
 
 const NOBODY: u32 = 65534;
 
@@ -46,23 +49,9 @@ fn markers(rx: &Receiver, name: &str) -> (BTreeSet<i64>, usize) {
 }
 
 fn wait_markers(rx: &Receiver, name: &str, want: &BTreeSet<i64>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (got, n) = markers(rx, name);
-        if want.is_subset(&got) {
-            eprintln!("{name}: {} distinct markers, {n} received", got.len());
-            return;
-        }
-        if Instant::now() > deadline {
-            let missing: Vec<_> = want.difference(&got).collect();
-            panic!(
-                "{name}: {} of {} markers missing after {timeout:?} ({n} received): {missing:?}",
-                missing.len(),
-                want.len()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_markers_by(name, want, timeout, || markers(rx, name).0);
+    let (got, n) = markers(rx, name);
+    eprintln!("{name}: {} distinct markers, {n} received", got.len());
 }
 
 /// Fast retries and batching so the fault tests stay short (backoff capped at 1 s).
@@ -190,15 +179,6 @@ fn runtime_tmp() -> tempfile::TempDir {
         .prefix("vigil-e2e-ship-")
         .tempdir_in("/tmp")
         .unwrap()
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // ----------------------------------------------------------------------------------------

@@ -36,3 +36,18 @@ pub fn metric<'a>(r: &'a Record, name: &str) -> Option<&'a vigil_ipc_proto::Metr
 pub fn s(v: &str) -> AttrValue {
     AttrValue::Str(v.into())
 }
+
+/// One collection cycle of a new `Cycle` with these features and settings, with a privhelper
+/// channel nobody answers (the paths that need none); the cycle and its records.
+pub fn one_cycle(
+    features: &[Feature],
+    collector: CollectorConfig,
+) -> (vigil_collector::cycle::Cycle, Vec<Record>) {
+    let init = init(features, collector);
+    let mut cy = vigil_collector::cycle::Cycle::new(&init).unwrap();
+    let (ph, _peer) = vigil_ipc_proto::Channel::pair().unwrap();
+    let mut ph = vigil_collector::privclient::PrivClient::greeted(ph);
+    let mut out = Vec::new();
+    cy.collect(&mut ph, &mut out);
+    (cy, out)
+}

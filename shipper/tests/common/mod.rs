@@ -202,3 +202,14 @@ pub fn log(id: i64) -> Record {
 pub fn logs(range: std::ops::Range<i64>) -> Vec<Record> {
     range.map(log).collect()
 }
+
+/// The journal's segment files in `dir`, oldest first.
+pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vjl"))
+        .collect();
+    v.sort();
+    v
+}
