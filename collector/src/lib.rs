@@ -171,6 +171,9 @@ pub fn run(
         if !ebpf.is_empty() {
             deadline = deadline.min(ebpf.next_deadline());
         }
+        if let Some(d) = batcher.deadline() {
+            deadline = deadline.min(d);
+        }
         let wait = deadline.saturating_duration_since(Instant::now());
         let timeout = PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
@@ -183,9 +186,7 @@ pub fn run(
                 PollFd::new(control.as_fd_ref(), PollFlags::POLLIN),
                 PollFd::new(
                     b(shipper.as_raw_fd()),
-                    if batcher.unsent() > 0
-                        && batcher.unacked() < init.collector.max_unacked_batches.max(1)
-                    {
+                    if batcher.wants_to_send(Instant::now()) {
                         PollFlags::POLLIN | PollFlags::POLLOUT
                     } else {
                         PollFlags::POLLIN
@@ -286,6 +287,7 @@ fn batch_counters(b: &batch::Batcher) -> Vec<(String, u64)> {
         ("records_sent".into(), s.records_sent),
         ("batches_acked".into(), s.acked),
         ("batches_nacked".into(), s.nacked),
+        ("batches_requeued".into(), s.requeued),
         ("dropped_batches".into(), s.dropped_batches),
         ("dropped_records".into(), s.dropped_records),
         ("oversized_records".into(), s.oversized_records),
