@@ -3,9 +3,13 @@
 //! and not acknowledged; data that could not be sent when the next cycle's metrics arrive is
 //! dropped and counted, oldest first (the collector never blocks on the shipper). Batches
 //! holding log records (kernel events, which are not produced again) are kept longer (up to
-//! `16 × max_unacked` batches).
+//! `16 × max_unacked` batches), and kept while unacknowledged: one the shipper refuses because
+//! the journal's file system is full is sent again, in sequence order, after
+//! [`RETRY_NOSPACE`] (the journal's at-least-once contract starts when the collector reads a
+//! kernel line, not when the disk has room).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use vigil_ipc_proto::batch::{BatchFrame, EncodedBatch, PushError};
 use vigil_ipc_proto::{
@@ -17,12 +21,18 @@ use crate::sink::Sink;
 /// Hard cap on queued batches (one huge cycle cannot grow the queue without bound).
 pub const MAX_UNSENT: usize = 4096;
 
+/// A batch with log records refused for want of space is sent again this much later (the
+/// shipper would refuse it again at once; nothing is sent before then).
+pub const RETRY_NOSPACE: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BatchStats {
     pub batches_sent: u64,
     pub records_sent: u64,
     pub acked: u64,
     pub nacked: u64,
+    /// Log batches refused for want of journal space and queued to be sent again.
+    pub requeued: u64,
     pub dropped_batches: u64,
     pub dropped_records: u64,
     /// Single records too large for any frame.
@@ -35,7 +45,10 @@ pub struct Batcher {
     max_unacked: usize,
     current: BatchFrame,
     unsent: VecDeque<EncodedBatch>,
-    unacked: VecDeque<u64>,
+    /// Sent, not answered: the sequence, and the batch itself when it holds log records.
+    unacked: VecDeque<(u64, Option<EncodedBatch>)>,
+    /// Nothing is sent before this (a refused batch waits for the journal to have room).
+    hold_until: Option<Instant>,
     pub stats: BatchStats,
 }
 
@@ -48,6 +61,7 @@ impl Batcher {
             current: BatchFrame::new(),
             unsent: VecDeque::new(),
             unacked: VecDeque::new(),
+            hold_until: None,
             stats: BatchStats::default(),
         }
     }
@@ -59,6 +73,18 @@ impl Batcher {
 
     pub fn unacked(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// Whether [`flush`](Self::flush) would send something now (the poll asks for POLLOUT).
+    pub fn wants_to_send(&self, now: Instant) -> bool {
+        !self.unsent.is_empty()
+            && self.unacked.len() < self.max_unacked
+            && self.hold_until.is_none_or(|t| now >= t)
+    }
+
+    /// When a held batch may be sent again.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.hold_until.filter(|_| !self.unsent.is_empty())
     }
 
     /// Encode one record into the batch being filled (sealing it first when it is full).
@@ -119,6 +145,12 @@ impl Batcher {
 
     /// Send what the window allows; stops at the first would-block.
     pub fn flush(&mut self, ch: &Channel) -> Result<(), vigil_ipc_proto::ProtoError> {
+        if let Some(t) = self.hold_until {
+            if Instant::now() < t {
+                return Ok(());
+            }
+            self.hold_until = None;
+        }
         while self.unacked.len() < self.max_unacked {
             let Some(b) = self.unsent.front() else {
                 break;
@@ -131,7 +163,8 @@ impl Batcher {
             if let Some(b) = self.unsent.pop_front() {
                 self.stats.batches_sent += 1;
                 self.stats.records_sent += u64::from(b.records);
-                self.unacked.push_back(b.seq);
+                let seq = b.seq;
+                self.unacked.push_back((seq, b.has_logs.then_some(b)));
             }
         }
         Ok(())
@@ -141,21 +174,40 @@ impl Batcher {
     pub fn on_answer(&mut self, m: &ShipperToCollector) {
         match m {
             ShipperToCollector::Ack { seq } => {
-                if let Some(pos) = self.unacked.iter().position(|s| s == seq) {
+                if let Some(pos) = self.unacked.iter().position(|(s, _)| s == seq) {
                     self.unacked.remove(pos);
                     self.stats.acked += 1;
                 }
             }
-            ShipperToCollector::Nack { seq, .. } => {
-                if let Some(pos) = self.unacked.iter().position(|s| s == seq) {
-                    self.unacked.remove(pos);
-                    self.stats.nacked += 1;
+            ShipperToCollector::Nack { seq, reason } => {
+                let Some(pos) = self.unacked.iter().position(|(s, _)| s == seq) else {
+                    return;
+                };
+                let (_, kept) = self.unacked.remove(pos).expect("position in range");
+                self.stats.nacked += 1;
+                match kept {
+                    Some(b) if reason.starts_with(NOSPACE_REASON) => {
+                        // Back in sequence order: the unsent ones were all sealed after it,
+                        // other refused ones may be back already.
+                        let at = self.unsent.partition_point(|u| u.seq < b.seq);
+                        self.unsent.insert(at, b);
+                        self.stats.requeued += 1;
+                        self.hold_until = Some(Instant::now() + RETRY_NOSPACE);
+                    }
+                    Some(b) => {
+                        self.stats.dropped_batches += 1;
+                        self.stats.dropped_records += u64::from(b.records);
+                    }
+                    None => {}
                 }
             }
             ShipperToCollector::Resume { .. } => {}
         }
     }
 }
+
+/// How the shipper's `Nack` reason starts when the journal's file system is full.
+const NOSPACE_REASON: &str = "not journaled: no space";
 
 impl Sink for Batcher {
     fn record(&mut self, r: Record) {
@@ -247,5 +299,77 @@ mod tests {
         b.flush(&a).unwrap();
         assert_eq!((b.unacked(), b.unsent()), (2, 0));
         assert_eq!(b.stats.records_sent, 3);
+    }
+
+    fn log_record() -> Record {
+        Record::Log {
+            resource: Vec::new(),
+            log: vigil_ipc_proto::LogRecord {
+                time_unix_nano: 0,
+                observed_time_unix_nano: 0,
+                severity_number: 13,
+                severity_text: "WARN".into(),
+                event_name: String::new(),
+                body: "kernel line".into(),
+                attributes: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn log_batches_refused_for_space_are_sent_again_in_order() {
+        let (a, mut peer) = Channel::pair().unwrap();
+        let mut b = Batcher::new(1, 8);
+        push_all(&mut b, &[log_record(), rec(1), log_record()]);
+        b.flush(&a).unwrap();
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| {
+                vigil_ipc_proto::batch::split_batch(peer.recv_bytes().unwrap())
+                    .unwrap()
+                    .seq
+            })
+            .collect();
+        let nospace = |seq| ShipperToCollector::Nack {
+            seq,
+            reason: "not journaled: no space left on the journal's filesystem (/j)".into(),
+        };
+        // Refused out of order; the metrics batch is not kept.
+        b.on_answer(&nospace(seqs[2]));
+        b.on_answer(&nospace(seqs[1]));
+        b.on_answer(&nospace(seqs[0]));
+        assert_eq!((b.unacked(), b.unsent(), b.stats.requeued), (0, 2, 2));
+        // Held: nothing goes out before the journal may have room.
+        assert!(!b.wants_to_send(Instant::now()));
+        b.flush(&a).unwrap();
+        assert_eq!(b.unsent(), 2);
+        let due = b.deadline().expect("a retry deadline");
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        assert!(b.wants_to_send(Instant::now()));
+        b.flush(&a).unwrap();
+        let again: Vec<u64> = (0..2)
+            .map(|_| {
+                vigil_ipc_proto::batch::split_batch(peer.recv_bytes().unwrap())
+                    .unwrap()
+                    .seq
+            })
+            .collect();
+        assert_eq!(again, vec![seqs[0], seqs[2]], "the log batches, in order");
+        b.on_answer(&ShipperToCollector::Ack { seq: seqs[0] });
+        b.on_answer(&ShipperToCollector::Ack { seq: seqs[2] });
+        assert_eq!(
+            (b.unacked(), b.unsent(), b.stats.dropped_batches),
+            (0, 0, 0)
+        );
+        // Any other refusal drops a log batch, counted.
+        push_all(&mut b, &[log_record()]);
+        b.flush(&a).unwrap();
+        let s = vigil_ipc_proto::batch::split_batch(peer.recv_bytes().unwrap())
+            .unwrap()
+            .seq;
+        b.on_answer(&ShipperToCollector::Nack {
+            seq: s,
+            reason: "malformed".into(),
+        });
+        assert_eq!((b.unsent(), b.stats.dropped_batches), (0, 1));
     }
 }

@@ -70,6 +70,7 @@ fn batch_counters(b: &batch::Batcher) -> Vec<(String, u64)> {
         ("records_sent".into(), s.records_sent),
         ("batches_acked".into(), s.acked),
         ("batches_nacked".into(), s.nacked),
+        ("batches_requeued".into(), s.requeued),
         ("dropped_batches".into(), s.dropped_batches),
         ("dropped_records".into(), s.dropped_records),
         ("oversized_records".into(), s.oversized_records),

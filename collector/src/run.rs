@@ -55,7 +55,6 @@ struct Collector {
     interval: Duration,
     next_cycle: Instant,
     start_ns: u64,
-    max_unacked: usize,
     /// The sources' descriptors of this turn (after the shipper's, in [`Worker::watch`]).
     source_fds: Vec<RawFd>,
 }
@@ -136,7 +135,6 @@ impl Collector {
             interval: Duration::from_millis(c.interval_ms.max(10)),
             next_cycle: Instant::now(),
             start_ns: util::now_unix_nano(),
-            max_unacked: c.max_unacked_batches.max(1),
             source_fds,
         })
     }
@@ -188,16 +186,17 @@ impl Worker for Collector {
         }
         self.batcher.seal();
         self.batcher.flush(&self.shipper)?;
-        let at = self
-            .sources
-            .deadline()
-            .map_or(self.next_cycle, |d| d.min(self.next_cycle));
+        // The next cycle, a source's timer, or a held batch's retry, whichever comes first.
+        let at = [self.sources.deadline(), self.batcher.deadline()]
+            .into_iter()
+            .flatten()
+            .fold(self.next_cycle, Instant::min);
         Ok(Some(at))
     }
 
     fn watch(&self, out: &mut Vec<(RawFd, PollFlags)>) {
         // Writable matters only while a sealed batch waits for room in the window.
-        let send = self.batcher.unsent() > 0 && self.batcher.unacked() < self.max_unacked;
+        let send = self.batcher.wants_to_send(Instant::now());
         let flags = if send {
             PollFlags::POLLIN | PollFlags::POLLOUT
         } else {

@@ -64,17 +64,29 @@ impl Rotel {
     }
 
     pub fn start_on(ip: &str) -> Rotel {
+        Self::spawn(&format!("{ip}:{}", free_port()), &["logs", "metrics"])
+    }
+
+    /// OTLP/HTTP on exactly `addr` (a backend started again where it was), printing only the
+    /// log records it decoded (a long run's metrics would be most of its output).
+    pub fn start_logs_at(addr: &str) -> Rotel {
+        Self::spawn(addr, &["logs"])
+    }
+
+    fn spawn(addr: &str, debug: &[&str]) -> Rotel {
         let dir = tmpdir("vigil-rotel-");
-        let addr = format!("{ip}:{}", free_port());
-        let mut child = Command::new(rotel_bin())
-            .arg("start")
-            .args(["--otlp-http-endpoint", &addr])
+        let mut cmd = Command::new(rotel_bin());
+        cmd.arg("start")
+            .args(["--otlp-http-endpoint", addr])
             .args([
                 "--otlp-grpc-endpoint",
                 &format!("127.0.0.1:{}", free_port()),
             ])
-            .args(["--exporter", "blackhole"])
-            .args(["--debug-log", "logs", "--debug-log", "metrics"])
+            .args(["--exporter", "blackhole"]);
+        for d in debug {
+            cmd.args(["--debug-log", d]);
+        }
+        let mut child = cmd
             .args(["--debug-log-verbosity", "detailed"])
             .args(["--batch-timeout", "50ms"])
             .arg("--pid-file")
@@ -90,13 +102,19 @@ impl Rotel {
         let out = Output::default();
         out.spawn_reader(child.stdout.take().unwrap());
         out.spawn_reader(child.stderr.take().unwrap());
-        wait_listening(&addr, Duration::from_secs(20));
+        wait_listening(addr, Duration::from_secs(20));
         Rotel {
             child,
-            addr,
+            addr: addr.to_string(),
             out,
             _dir: dir,
         }
+    }
+
+    /// SIGTERM, as an operator stops it: it answers or drops what is in flight and prints
+    /// what it accepted before it exits (SIGKILL after `grace`).
+    pub fn stop(&mut self, grace: Duration) {
+        crate::terminate(&mut self.child, grace);
     }
 
     pub fn port(&self) -> u16 {

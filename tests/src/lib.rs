@@ -55,6 +55,21 @@ impl Output {
         self.lines.lock().unwrap().clone()
     }
 
+    /// How many lines were captured so far.
+    pub fn len(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lines from index `start` on (to read a long output piece by piece).
+    pub fn lines_from(&self, start: usize) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines[start.min(lines.len())..].to_vec()
+    }
+
     pub fn text(&self) -> String {
         self.lines().join("\n")
     }
