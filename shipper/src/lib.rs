@@ -34,6 +34,7 @@ pub mod export;
 pub mod http;
 pub mod journal;
 pub mod net;
+pub mod order;
 mod run;
 pub mod stats;
 

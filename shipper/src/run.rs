@@ -61,6 +61,8 @@ struct Shipper {
     next_self_metrics: Instant,
     /// Batches are being refused for a full disk (warned once per streak).
     nospace_streak: bool,
+    /// Kernel lines journaled in the order they were read.
+    kmsg_order: crate::order::KmsgOrder,
     warnings: Vec<String>,
 }
 
@@ -138,6 +140,7 @@ impl Shipper {
             metrics_every,
             next_self_metrics: Instant::now() + metrics_every,
             nospace_streak: false,
+            kmsg_order: Default::default(),
             warnings,
         })
     }
@@ -199,8 +202,13 @@ impl Shipper {
                     let kmsg = journal::max_kmsg_seq(batch.records.iter().map(|(r, _)| r));
                     let events = batch.records.iter().any(|(r, _)| !convert::is_metrics(r));
                     let payloads: Vec<&[u8]> = batch.records.iter().map(|(_, b)| *b).collect();
-                    match self.journal.append_encoded_deferred(&payloads, kmsg) {
+                    let appended = self
+                        .kmsg_order
+                        .admit(batch.seq, Instant::now())
+                        .and_then(|()| self.journal.append_encoded_deferred(&payloads, kmsg));
+                    match appended {
                         Ok(()) => {
+                            self.kmsg_order.journaled(batch.seq);
                             staged.push((batch.seq, n));
                             if events && let Some(o) = self.otlp.as_mut() {
                                 o.urge();
@@ -213,6 +221,8 @@ impl Shipper {
                             }
                         }
                         Err(e) => replies.push(refuse(
+                            &mut self.kmsg_order,
+                            kmsg.is_some(),
                             &mut self.stats,
                             &mut self.nospace_streak,
                             &mut self.warnings,
@@ -246,7 +256,18 @@ impl Shipper {
                 Err(e) => {
                     for b in staged {
                         let (stats, streak) = (&mut self.stats, &mut self.nospace_streak);
-                        replies.push(refuse(stats, streak, &mut self.warnings, b, &e));
+                        // Their kernel lines are in the journal's file (not durably): no
+                        // order to keep.
+                        let order = &mut crate::order::KmsgOrder::default();
+                        replies.push(refuse(
+                            order,
+                            false,
+                            stats,
+                            streak,
+                            &mut self.warnings,
+                            b,
+                            &e,
+                        ));
                     }
                 }
             }
@@ -355,12 +376,15 @@ impl Worker for Shipper {
 /// A batch `(seq, records)` that is not (durably) in the journal: counted, warned about (once
 /// per full-disk streak), answered with `Nack`.
 fn refuse(
+    kmsg_order: &mut crate::order::KmsgOrder,
+    kernel_lines: bool,
     stats: &mut Stats,
     nospace_streak: &mut bool,
     warnings: &mut Vec<String>,
     (seq, n): (u64, u64),
     e: &JournalError,
 ) -> ShipperToCollector {
+    kmsg_order.refused(seq, kernel_lines, e, Instant::now());
     stats.batches_nacked += 1;
     let reason = match e {
         JournalError::NoSpace { .. } => "enospc",
