@@ -90,7 +90,9 @@ fuzz_target!(|input: Input| {
     for (_, bytes) in &input.segments {
         check_scan(bytes);
     }
-    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path();
+    let dir = DIR
+        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path();
     for e in std::fs::read_dir(dir).expect("read temp dir") {
         let _ = std::fs::remove_file(e.expect("dir entry").path());
     }

@@ -30,8 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(rules) = RuleSet::load(mode & 1 == 1, &user) else {
         return;
     };
-    if let Ok(mut p) = KmsgParser::with_rules(Vec::new(), 0, None, rules, KmsgOptions::default())
-    {
+    if let Ok(mut p) = KmsgParser::with_rules(Vec::new(), 0, None, rules, KmsgOptions::default()) {
         let mut out = Vec::new();
         for l in LINES {
             p.feed(l, &mut out);

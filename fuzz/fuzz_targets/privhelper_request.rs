@@ -33,7 +33,10 @@ fn pids_ok(pids: &[u32], max: usize, pid_max: u32) -> Result<(), RequestError> {
     assert!(out.len() <= max && out.len() <= pids.len());
     let mut seen = std::collections::HashSet::new();
     for &p in &out {
-        assert!((1..=pid_max).contains(&p), "pid {p} passed with pid_max {pid_max}");
+        assert!(
+            (1..=pid_max).contains(&p),
+            "pid {p} passed with pid_max {pid_max}"
+        );
         assert!(seen.insert(p), "duplicate pid {p} passed");
     }
     Ok(())

@@ -175,7 +175,9 @@ impl Server {
 
     /// Whether the table lets this request be served now.
     fn admit(&self, rule: &RequestRule) -> Result<(), RequestError> {
-        admit(rule, self.steady, &self.done, |f| self.init.feature_enabled(f))
+        admit(rule, self.steady, &self.done, |f| {
+            self.init.feature_enabled(f)
+        })
     }
 
     /// Serve one decoded request. `Err` only for a fatal condition (the process must exit).
