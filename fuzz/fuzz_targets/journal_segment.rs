@@ -17,14 +17,71 @@ use vigil_shipper::journal::record::{self, Parsed};
 use vigil_shipper::journal::segment::{self, file_name};
 use vigil_shipper::journal::{CHECKPOINT, Journal, JournalConfig};
 
+/// One segment file, built from valid records and then damaged, so the scan sees both what
+/// the shipper writes and every way a crash or a disk can spoil it.
+#[derive(Debug, Arbitrary)]
+struct Seg {
+    /// Base sequence in the file name and (when `header`) in the header.
+    base: u16,
+    header: bool,
+    /// Records: the step from the previous sequence (0 repeats it), then the payload.
+    records: Vec<(u8, Payload)>,
+    /// Bytes to XOR, at an offset taken modulo the length.
+    flips: Vec<(u16, u8)>,
+    /// Length to cut the file to (modulo its length + 1).
+    cut: Option<u16>,
+    /// Garbage appended after the cut.
+    tail: Vec<u8>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Payload {
+    /// A log record with this body, as the shipper journals them.
+    Log(String),
+    /// Any bytes with a valid frame and checksum (a record of another version).
+    Raw(Vec<u8>),
+}
+
 #[derive(Debug, Arbitrary)]
 struct Input {
-    /// Segment files: base sequence of the file name, bytes.
-    segments: Vec<(u16, Vec<u8>)>,
+    segments: Vec<Seg>,
     /// Checkpoint fields: next_seq, last_kmsg_seq, the exporter's ack.
     checkpoint: Option<(u64, Option<u64>, Option<u64>)>,
     /// Or a checkpoint file of any text.
     raw_checkpoint: Option<String>,
+}
+
+impl Seg {
+    fn bytes(&self) -> Vec<u8> {
+        let base = u64::from(self.base);
+        let mut b = if self.header {
+            segment::header(base).to_vec()
+        } else {
+            vec![0; segment::HEADER_LEN]
+        };
+        let mut seq = base;
+        for (i, (step, p)) in self.records.iter().take(64).enumerate() {
+            if i > 0 {
+                seq += u64::from(*step);
+            }
+            let payload = match p {
+                Payload::Log(body) => {
+                    postcard::to_stdvec(&log(body)).expect("a log record encodes")
+                }
+                Payload::Raw(raw) => raw.clone(),
+            };
+            record::encode(seq, &payload, &mut b);
+        }
+        let n = b.len();
+        for &(off, x) in &self.flips {
+            b[usize::from(off) % n] ^= x;
+        }
+        if let Some(c) = self.cut {
+            b.truncate(usize::from(c) % (n + 1));
+        }
+        b.extend_from_slice(&self.tail);
+        b
+    }
 }
 
 static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -57,7 +114,7 @@ fn config() -> JournalConfig {
     }
 }
 
-fn log() -> Record {
+fn log(body: &str) -> Record {
     Record::Log {
         resource: Vec::<KeyValue>::new(),
         log: LogRecord {
@@ -66,7 +123,7 @@ fn log() -> Record {
             severity_number: 9,
             severity_text: "INFO".into(),
             event_name: String::new(),
-            body: "fuzz".into(),
+            body: body.into(),
             attributes: Vec::new(),
         },
     }
@@ -87,7 +144,13 @@ fn read_all(j: &mut Journal) {
 }
 
 fuzz_target!(|input: Input| {
-    for (_, bytes) in &input.segments {
+    let segments: Vec<(u64, Vec<u8>)> = input
+        .segments
+        .iter()
+        .take(4)
+        .map(|s| (u64::from(s.base), s.bytes()))
+        .collect();
+    for (_, bytes) in &segments {
         check_scan(bytes);
     }
     let dir = DIR
@@ -96,8 +159,8 @@ fuzz_target!(|input: Input| {
     for e in std::fs::read_dir(dir).expect("read temp dir") {
         let _ = std::fs::remove_file(e.expect("dir entry").path());
     }
-    for (base, bytes) in input.segments.iter().take(4) {
-        std::fs::write(dir.join(file_name(u64::from(*base))), bytes).expect("write segment");
+    for (base, bytes) in &segments {
+        std::fs::write(dir.join(file_name(*base)), bytes).expect("write segment");
     }
     let ckpt = match (&input.checkpoint, &input.raw_checkpoint) {
         (Some((next, kmsg, ack)), _) => Some(format!(
@@ -115,7 +178,7 @@ fuzz_target!(|input: Input| {
         return;
     };
     read_all(&mut j);
-    let _ = j.append(&[log()]);
+    let _ = j.append(&[log("appended")]);
     let _ = j.commit();
     j.close();
     drop(j);

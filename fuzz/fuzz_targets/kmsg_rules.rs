@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_level(&text);
     let _ = parse_duration(&text);
     let user = [("fuzz.json".to_string(), text)];
-    let Ok(rules) = RuleSet::load(mode & 1 == 1, &user) else {
+    // After the built-in files for one input in eight (conflicts with them; slow to compile).
+    let Ok(rules) = RuleSet::load(mode & 7 == 0, &user) else {
         return;
     };
     if let Ok(mut p) = KmsgParser::with_rules(Vec::new(), 0, None, rules, KmsgOptions::default()) {

@@ -16,7 +16,7 @@ struct Bucket {
     dropped: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Limiter {
     rate: f64,
     burst: f64,

@@ -29,12 +29,14 @@ impl Target {
     }
 }
 
+#[derive(Clone)]
 struct Multi {
     target: Target,
     re: Regex,
     lines: usize,
 }
 
+#[derive(Clone)]
 pub struct Matcher {
     set: RegexSet,
     targets: Vec<Target>,
