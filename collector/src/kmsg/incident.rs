@@ -69,7 +69,6 @@ const DETAIL: &[&str] = &[
 const DIE_HEADER: &str = r"^(?:Internal error: )?(?:Oops: )?[\w ,.()-]*?: [0-9a-f]{4,16} \[#\d+\]";
 
 /// Compiled once per parser.
-#[derive(Clone)]
 pub struct Detail {
     lines: RegexSet,
     die: Regex,
@@ -105,7 +104,6 @@ impl Default for Detail {
 
 /// An open incident: its event (none yet for an OOM report before its "Killed process" line),
 /// what it absorbed so far.
-#[derive(Clone)]
 pub struct Incident {
     pub event: Option<Record>,
     head_ts: u64,

@@ -16,7 +16,7 @@ struct Bucket {
     dropped: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Limiter {
     rate: f64,
     burst: f64,

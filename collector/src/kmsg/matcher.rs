@@ -29,14 +29,12 @@ impl Target {
     }
 }
 
-#[derive(Clone)]
 struct Multi {
     target: Target,
     re: Regex,
     lines: usize,
 }
 
-#[derive(Clone)]
 pub struct Matcher {
     set: RegexSet,
     targets: Vec<Target>,

@@ -112,9 +112,6 @@ impl<'a> Line<'a> {
 }
 
 /// Turns kmsg records into event log records, plain log records and the kernel metrics.
-/// Cloning is cheap (the compiled patterns are shared): a parser per test input from one
-/// compiled template.
-#[derive(Clone)]
 pub struct KmsgParser {
     pub boot_time_ns: u64,
     pub resume_after: Option<u64>,

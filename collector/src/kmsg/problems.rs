@@ -34,13 +34,12 @@ pub struct Change {
     pub message: String,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Window {
     /// (kernel time µs, +1 match / -1 revert), oldest first.
     hits: VecDeque<(u64, i32)>,
 }
 
-#[derive(Clone)]
 pub struct Problems {
     reasons: Vec<String>,
     counts: Vec<u64>,
