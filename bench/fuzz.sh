@@ -7,7 +7,8 @@
 # (`cargo install cargo-fuzz --locked`); the product itself builds with stable, and CI never
 # runs this. Corpora grow under fuzz/corpus/TARGET (kept between runs, not committed except
 # the seed-* files); a crash, timeout or OOM input lands in fuzz/artifacts/TARGET and the
-# script exits 1 after the last target. Logs: fuzz/artifacts/logs/TARGET.log.
+# script exits 1 after the last target. The inputs of crashes fixed before
+# (fuzz/regressions/TARGET/) are run first. Logs: fuzz/artifacts/logs/TARGET.log.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../fuzz"
 
@@ -27,11 +28,15 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     log="artifacts/logs/$t.log"
     before=$(find "artifacts/$t" -type f | wc -l)
-    # -timeout: one input running 10 s is a hang; -rss_limit_mb: 2 GiB is an OOM.
     rc=0
+    # Inputs of crashes fixed before: each must run clean (libFuzzer runs files given alone).
+    if [ -d "regressions/$t" ]; then
+        cargo +nightly fuzz run "$t" regressions/"$t"/* >"artifacts/logs/$t.regressions.log" 2>&1 || rc=$?
+    fi
+    # -timeout: one input running 10 s is a hang; -rss_limit_mb: 2 GiB is an OOM.
     cargo +nightly fuzz run "$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"$log" 2>&1 || rc=$?
+        >"$log" 2>&1 || rc=$((rc ? rc : $?))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
