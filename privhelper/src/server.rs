@@ -100,6 +100,29 @@ fn release_free_memory() {
     }
 }
 
+/// Whether the table lets a request of `rule` be served now: not a start-up request once
+/// `steady`, not a once-only request already in `done`, and one of its features enabled.
+/// Pure, so the fuzz target runs exactly what [`Server::handle`] runs.
+pub fn admit(
+    rule: &RequestRule,
+    steady: bool,
+    done: &[PrivRequestKind],
+    enabled: impl Fn(Feature) -> bool,
+) -> Result<(), RequestError> {
+    if rule.phase == Phase::StartUp && steady {
+        return Err(RequestError::OutOfPhase(rule.kind, "start-up is over"));
+    }
+    if rule.once && done.contains(&rule.kind) {
+        return Err(RequestError::OutOfPhase(rule.kind, "served once already"));
+    }
+    match rule.features.first() {
+        Some(first) if !rule.features.iter().any(|f| enabled(*f)) => {
+            Err(RequestError::FeatureDisabled(*first))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// An answer: the response and the descriptors to attach to it.
 pub type Answer = (PrivResponse, Vec<OwnedFd>);
 
@@ -153,18 +176,9 @@ impl Server {
 
     /// Whether the table lets this request be served now.
     fn admit(&self, rule: &RequestRule) -> Result<(), RequestError> {
-        if rule.phase == Phase::StartUp && self.steady {
-            return Err(RequestError::OutOfPhase(rule.kind, "start-up is over"));
-        }
-        if rule.once && self.done.contains(&rule.kind) {
-            return Err(RequestError::OutOfPhase(rule.kind, "served once already"));
-        }
-        match rule.features.first() {
-            Some(first) if !rule.features.iter().any(|f| self.init.feature_enabled(*f)) => {
-                Err(RequestError::FeatureDisabled(*first))
-            }
-            _ => Ok(()),
-        }
+        admit(rule, self.steady, &self.done, |f| {
+            self.init.feature_enabled(f)
+        })
     }
 
     /// Serve one decoded request. `Err` only for a fatal condition (the process must exit).

@@ -230,7 +230,15 @@ pub fn parse_http_date(s: &str) -> Option<SystemTime> {
     let h: u64 = hms.next()?.parse().ok()?;
     let m: u64 = hms.next()?.parse().ok()?;
     let sec: u64 = hms.next()?.parse().ok()?;
-    if it.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+    // IMF-fixdate has a four-digit year; a larger one would overflow the arithmetic below
+    // and `SystemTime` (a panic on a backend's header).
+    if it.next()? != "GMT"
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || h > 23
+        || m > 59
+        || sec > 60
+    {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -346,6 +354,29 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(parse_retry_after("garbage", now), None);
+    }
+
+    /// A `Retry-After` date with a year of any size is refused, never a panic: years past
+    /// 9999 overflowed the day arithmetic (debug) or `SystemTime` (release too).
+    #[test]
+    fn http_date_years_out_of_range() {
+        for y in [
+            "299999999999",
+            "99999999999999999",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "10000",
+            "1969",
+        ] {
+            let d = format!("Sun, 06 Nov {y} 08:49:37 GMT");
+            assert_eq!(parse_http_date(&d), None, "{d}");
+            assert_eq!(parse_retry_after(&d, SystemTime::now()), None, "{d}");
+        }
+        let head = b"HTTP/1.1 429 x\r\nRetry-After: Sun, 06 Nov 299999999999 08:49:37 GMT\r\n\
+                     Content-Length: 0\r\n\r\n";
+        let r = parse_response(head, false).unwrap().unwrap();
+        assert_eq!((r.status, r.retry_after), (429, None));
+        assert!(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
     }
 
     proptest::proptest! {

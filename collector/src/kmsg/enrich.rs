@@ -212,7 +212,10 @@ fn task_hung(msg: &str, out: &mut Vec<KeyValue>) {
     let Some(i) = msg.find(" blocked for more than ") else {
         return;
     };
-    let task = &msg[msg.find("task ").map_or(0, |t| t + 5)..i];
+    // "task " before that phrase only: a later one (another "task " further in the line)
+    // would make the range run backwards.
+    let head = &msg[..i];
+    let task = &head[head.find("task ").map_or(0, |t| t + 5)..];
     if let Some((name, pid)) = task.rsplit_once(':') {
         pid_name(num(pid), Some(name), out);
     }
@@ -315,6 +318,29 @@ mod tests {
         );
         assert_eq!(get(&a, "linux.oom.score_adj"), Some(&AttrValue::I64(-997)));
         assert_eq!(get(&a, "process.user.id"), Some(&AttrValue::I64(1000)));
+    }
+
+    /// Found by the `kmsg` fuzz target (fuzz/regressions/kmsg/): a "task " only after
+    /// " blocked for more than " sliced the line backwards, a panic of the collector.
+    #[test]
+    fn task_hung_with_task_after_the_phrase() {
+        let a = attrs(
+            "TaskHung",
+            "INFO: x blocked for more than 120 seconds; task kworker/0:1:42",
+        );
+        assert_eq!(get(&a, "process.pid"), None);
+        assert_eq!(
+            get(&a, "linux.task.blocked_seconds"),
+            Some(&AttrValue::I64(120))
+        );
+        let a = attrs(
+            "TaskHung",
+            "a blocked for more than 1 task b:7 blocked for more than 120 seconds.",
+        );
+        assert_eq!(
+            get(&a, "linux.task.blocked_seconds"),
+            Some(&AttrValue::I64(1))
+        );
     }
 
     #[test]

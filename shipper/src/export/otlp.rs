@@ -480,8 +480,9 @@ impl OtlpExporter {
 }
 
 /// Items (log records or data points) a 2xx answer says were rejected (`partial_success`).
-/// An empty or undecodable body means full success.
-fn partial_rejections(signal: Signal, body: &[u8]) -> u64 {
+/// An empty or undecodable body means full success. Public for the fuzz target only.
+#[doc(hidden)]
+pub fn partial_rejections(signal: Signal, body: &[u8]) -> u64 {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
     if body.is_empty() {

@@ -97,7 +97,10 @@ pub fn open_tunnel(
     })
 }
 
-fn parse_status(head: &[u8]) -> Option<u16> {
+/// Status code of a proxy's answer to CONNECT, from its status line. Public for the fuzz
+/// target only.
+#[doc(hidden)]
+pub fn parse_status(head: &[u8]) -> Option<u16> {
     let line = head.split(|&b| b == b'\r').next()?;
     let line = std::str::from_utf8(line).ok()?;
     let mut parts = line.split_ascii_whitespace();
