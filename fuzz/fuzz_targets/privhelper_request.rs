@@ -60,7 +60,7 @@ fn fields(req: &PrivRequest, pid_max: u32) -> Result<(), RequestError> {
             Ok(())
         }
         PrivRequest::BpfAttach { program } => {
-            let _ = vigil_privhelper::bpf::feature_of(*program);
+            let _ = program.feature();
             Ok(())
         }
         PrivRequest::OpenKmsg | PrivRequest::ListNetns | PrivRequest::Ready => Ok(()),

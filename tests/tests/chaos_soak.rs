@@ -253,10 +253,13 @@ fn chaos_soak() {
     let tmpfs = Tmpfs::mount();
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("vigil.toml");
+    // A lookback of a minute: the first markers may be written before the collector opens
+    // /dev/kmsg (readiness is the sandbox, not the kmsg source), and only this run's markers
+    // are counted.
     std::fs::write(
         &cfg,
         format!(
-            "[collector]\nkmsg_lookback = \"0s\"\n\
+            "[collector]\nkmsg_lookback = \"1m\"\n\
              [shipper]\njournal_max_bytes = {JOURNAL_MAX}\njournal_segment_bytes = {}\n\
              [shipper.otlp]\ntimeout_ms = 3000\nmax_batch_delay_ms = 100\n\
              retry_initial_ms = 100\nretry_max_ms = 1000\n",
