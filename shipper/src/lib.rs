@@ -314,6 +314,7 @@ pub fn run(
     let mut next_self_metrics = Instant::now() + metrics_every;
     let mut collector_open = true;
     let mut nospace_streak = false;
+    let mut kmsg_order = journal::KmsgOrder::default();
 
     loop {
         let now = Instant::now();
@@ -410,7 +411,8 @@ pub fn run(
         // Collector: journal every batch available (one fsync for all of them: group
         // commit), then acknowledge them.
         let mut handled = 0;
-        let mut staged: Vec<(u64, u64)> = Vec::new();
+        // (batch sequence, records, earliest kmsg sequence)
+        let mut staged: Vec<(u64, u64, Option<u64>)> = Vec::new();
         let mut replies: Vec<ShipperToCollector> = Vec::new();
         while collector_open && handled < MAX_BATCHES_PER_TURN {
             handled += 1;
@@ -423,11 +425,19 @@ pub fn run(
                 Ok(batch) => {
                     let n = batch.records.len() as u64;
                     let kmsg = journal::max_kmsg_seq(batch.records.iter().map(|(r, _)| r));
+                    let kmsg_min = journal::min_kmsg_seq(batch.records.iter().map(|(r, _)| r));
                     let events = batch.records.iter().any(|(r, _)| !convert::is_metrics(r));
                     let payloads: Vec<&[u8]> = batch.records.iter().map(|(_, b)| *b).collect();
-                    match journal.append_encoded_deferred(&payloads, kmsg) {
+                    let appended = if kmsg_order.admits(kmsg_min, Instant::now()) {
+                        journal.append_encoded_deferred(&payloads, kmsg)
+                    } else {
+                        Err(JournalError::NoSpace {
+                            path: "earlier kernel lines still to be journaled".into(),
+                        })
+                    };
+                    match appended {
                         Ok(()) => {
-                            staged.push((batch.seq, n));
+                            staged.push((batch.seq, n, kmsg_min));
                             if events && let Some(o) = otlp.as_mut() {
                                 o.urge();
                             }
@@ -439,6 +449,9 @@ pub fn run(
                             }
                         }
                         Err(e) => {
+                            if matches!(e, JournalError::NoSpace { .. }) {
+                                kmsg_order.refused(kmsg_min, Instant::now());
+                            }
                             let (nack, w) =
                                 refuse(&mut stats, batch.seq, n, &e, &mut nospace_streak);
                             replies.push(nack);
@@ -467,14 +480,18 @@ pub fn run(
                             "shipper: journal has space again; accepting batches".into(),
                         );
                     }
-                    for (seq, n) in staged {
+                    for (seq, n, kmsg_min) in staged {
+                        kmsg_order.journaled(kmsg_min);
                         stats.records_accepted += n;
                         stats.batches_accepted += 1;
                         replies.push(ShipperToCollector::Ack { seq });
                     }
                 }
                 Err(e) => {
-                    for (seq, n) in staged {
+                    for (seq, n, kmsg_min) in staged {
+                        if matches!(e, JournalError::NoSpace { .. }) {
+                            kmsg_order.refused(kmsg_min, Instant::now());
+                        }
                         let (nack, w) = refuse(&mut stats, seq, n, &e, &mut nospace_streak);
                         replies.push(nack);
                         if let Some(w) = w {

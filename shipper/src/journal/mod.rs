@@ -737,6 +737,60 @@ pub fn max_kmsg_seq<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option
     records.into_iter().filter_map(kmsg_seq_of).max()
 }
 
+pub fn min_kmsg_seq<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u64> {
+    records.into_iter().filter_map(kmsg_seq_of).min()
+}
+
+/// Keeps the kernel lines journaled in the kernel's order while batches are refused for want
+/// of space. A restarted collector resumes after the highest kmsg sequence the journal holds,
+/// so a batch of later lines journaled before a refused batch of earlier ones (which the
+/// collector sends again) would make those earlier lines unrecoverable if the group restarted
+/// in between. Once a batch with kernel lines is refused, later kernel lines are refused too
+/// until the earliest refused line arrives again; if it does not come within
+/// [`KmsgOrder::FORGET_AFTER`] of the last refusal (the collector gave it up and counted it),
+/// the order is released.
+#[derive(Debug, Default)]
+pub struct KmsgOrder {
+    /// The earliest kmsg sequence refused and not journaled since, and when the last refusal was.
+    gap: Option<(u64, Instant)>,
+}
+
+impl KmsgOrder {
+    pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+    /// Whether a batch whose earliest kernel line is `min` may be journaled now.
+    pub fn admits(&mut self, min: Option<u64>, now: Instant) -> bool {
+        match (self.gap, min) {
+            (Some((_, at)), _) if now.duration_since(at) > Self::FORGET_AFTER => {
+                self.gap = None;
+                true
+            }
+            (Some((g, _)), Some(m)) => m <= g,
+            _ => true,
+        }
+    }
+
+    /// A batch with kernel lines from `min` on was refused for want of space.
+    pub fn refused(&mut self, min: Option<u64>, now: Instant) {
+        // Only a refusal of the earliest line itself keeps the order: later lines refused
+        // while waiting for it must not keep waiting for a batch that will never come.
+        match (self.gap, min) {
+            (Some((g, _)), Some(m)) if m > g => {}
+            (_, Some(m)) => self.gap = Some((m, now)),
+            (_, None) => {}
+        }
+    }
+
+    /// A batch with kernel lines from `min` on is in the journal.
+    pub fn journaled(&mut self, min: Option<u64>) {
+        if let (Some((g, _)), Some(m)) = (self.gap, min)
+            && m <= g
+        {
+            self.gap = None;
+        }
+    }
+}
+
 fn kmsg_seq_of(r: &Record) -> Option<u64> {
     match r {
         Record::Log { log, .. } => log.attributes.iter().find_map(|kv| match kv.value {
@@ -824,4 +878,33 @@ fn write_checkpoint(dir: &Path, ckpt: &Checkpoint, durable: bool) -> io::Result<
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod kmsg_order_tests {
+    use super::*;
+
+    #[test]
+    fn kernel_lines_are_journaled_in_order_while_the_disk_is_full() {
+        let t = Instant::now();
+        let mut o = KmsgOrder::default();
+        assert!(o.admits(Some(10), t) && o.admits(None, t));
+        // Lines 10.. refused; lines 20.. must wait, metrics need not.
+        o.refused(Some(10), t);
+        assert!(!o.admits(Some(20), t));
+        assert!(o.admits(None, t));
+        o.refused(Some(20), t);
+        // The earliest comes again and is journaled: the order is restored.
+        assert!(o.admits(Some(10), t));
+        o.journaled(Some(10));
+        assert!(o.admits(Some(20), t));
+        // A refused batch that never comes back releases the order after a while.
+        o.refused(Some(30), t);
+        assert!(!o.admits(Some(40), t + Duration::from_secs(1)));
+        o.refused(Some(40), t + Duration::from_secs(30));
+        assert!(o.admits(
+            Some(40),
+            t + KmsgOrder::FORGET_AFTER + Duration::from_secs(1)
+        ));
+    }
 }
