@@ -191,8 +191,23 @@ fn rss_kb(pid: u32) -> Option<u64> {
     proc_status_kib(pid, "VmRSS")
 }
 
+/// Open descriptors, less the collector's per-process /proc handles (/proc/PID and files in
+/// it, cached while that host process lives: their number follows the host, not the agent).
 fn fd_count(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+    let per_process = |t: &std::path::Path| {
+        t.strip_prefix("/proc").ok().is_some_and(|rest| {
+            rest.components().next().is_some_and(|c| {
+                let c = c.as_os_str().to_string_lossy();
+                !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+    };
+    let rd = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| !per_process(t))
+            .count(),
+    )
 }
 
 /// The three roles' pids when all are up and sandboxed, from one status request.
