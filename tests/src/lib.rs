@@ -805,3 +805,14 @@ pub fn wait_markers_by(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The agent as the delivery tests run it: user nobody, a cycle a second, no JSON lines (the
+/// backend is what they read).
+pub const QUIET_ARGS: [&str; 6] = [
+    "--user",
+    "nobody",
+    "--interval-ms",
+    "1000",
+    "--json-lines",
+    "",
+];

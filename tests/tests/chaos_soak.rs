@@ -291,14 +291,7 @@ fn chaos_soak() {
 
     let mut agent = Agent::builder()
         .runtime_dir(&tmpfs.mnt)
-        .args([
-            "--user",
-            "nobody",
-            "--interval-ms",
-            "1000",
-            "--json-lines",
-            "",
-        ])
+        .args(vigil_tests::QUIET_ARGS)
         .arg("--config")
         .arg(cfg.display().to_string())
         .args(["--otlp-endpoint", &format!("http://{addr}")])

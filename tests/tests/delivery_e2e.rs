@@ -52,18 +52,11 @@ fn config(dir: &Path, otlp_extra: &str) -> String {
 }
 
 fn base_args(cfg: &str) -> Vec<String> {
-    [
-        "--user",
-        "nobody",
-        "--interval-ms",
-        "1000",
-        "--json-lines",
-        "",
-        "--config",
-        cfg,
-    ]
-    .map(String::from)
-    .to_vec()
+    vigil_tests::QUIET_ARGS
+        .iter()
+        .chain(&["--config", cfg])
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn shipper_stat(agent: &Agent, key: &str) -> Option<u64> {

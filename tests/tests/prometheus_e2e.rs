@@ -165,14 +165,7 @@ fn real_prometheus_scrapes_process_and_host_series() {
     let pid = marker.id();
     let listen = format!("127.0.0.1:{}", free_port());
     let mut agent = Agent::builder()
-        .args([
-            "--user",
-            "nobody",
-            "--interval-ms",
-            "1000",
-            "--json-lines",
-            "",
-        ])
+        .args(vigil_tests::QUIET_ARGS)
         .env("VIGIL_PROMETHEUS_LISTEN", listen.as_str())
         .start();
     let st = agent.wait_ready(Duration::from_secs(60));

@@ -69,20 +69,16 @@ fn config_file(dir: &Path, endpoint: &str) -> PathBuf {
 }
 
 fn agent_args(cfg: &Path, endpoint: &str) -> Vec<String> {
-    [
-        "--user",
-        "nobody",
-        "--interval-ms",
-        "1000",
-        "--json-lines",
-        "",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--otlp-endpoint",
-        endpoint,
-    ]
-    .map(String::from)
-    .to_vec()
+    vigil_tests::QUIET_ARGS
+        .iter()
+        .chain(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--otlp-endpoint",
+            endpoint,
+        ])
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn start_agent(runtime: &Path, cfg_dir: &Path, endpoint: &str) -> Agent {
