@@ -561,16 +561,17 @@ fn chaos_soak() {
     // one to see it (the exec tracepoint's program is the privhelper's, loaded again with the
     // group).
     let observable = |t: Instant| -> bool {
-        let from = timeline.iter().find(|(s, _)| *s + EXEC_SETTLE >= t);
+        // A sample at least EXEC_SETTLE before the exec and one at least as long after it,
+        // and the same group in every sample between.
+        let from = timeline.iter().rev().find(|(s, _)| *s + EXEC_SETTLE <= t);
         let to = timeline.iter().find(|(s, _)| *s >= t + EXEC_SETTLE);
         let (Some((tb, Some(gb))), Some((ta, _))) = (from, to) else {
             return false;
         };
-        *tb + EXEC_SETTLE >= t
-            && timeline
-                .iter()
-                .filter(|(s, _)| s >= tb && s <= ta)
-                .all(|(_, g)| *g == Some(*gb))
+        timeline
+            .iter()
+            .filter(|(s, _)| s >= tb && s <= ta)
+            .all(|(_, g)| *g == Some(*gb))
     };
     let exec_observable: Vec<&(String, Instant)> =
         execs.iter().filter(|(_, t)| observable(*t)).collect();
