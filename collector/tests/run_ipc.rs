@@ -52,18 +52,23 @@ fn fake_privhelper(mut ch: Channel, kmsg: std::os::fd::OwnedFd) {
     }
 }
 
-#[test]
-fn run_batches_acks_resume_stats_shutdown() {
-    let (ctl_sup, ctl_col) = Channel::pair().unwrap();
-    let (ph_col, ph_fake) = Channel::pair().unwrap();
-    let (sh_col, mut sh_fake) = Channel::pair().unwrap();
-    let (kmsg_writer, kmsg_reader) = socketpair(
+/// A datagram pair standing in for /dev/kmsg: one record per datagram, as the kernel reads it.
+fn kmsg_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    socketpair(
         AddressFamily::Unix,
         SockType::Datagram,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn run_batches_acks_resume_stats_shutdown() {
+    let (ctl_sup, ctl_col) = Channel::pair().unwrap();
+    let (ph_col, ph_fake) = Channel::pair().unwrap();
+    let (sh_col, mut sh_fake) = Channel::pair().unwrap();
+    let (kmsg_writer, kmsg_reader) = kmsg_pair();
     for rec in [
         "2,99,1000,-;EXT4-fs (old1): Remounting filesystem read-only",
         "2,100,1001,-;EXT4-fs (old2): Remounting filesystem read-only",
@@ -202,13 +207,7 @@ fn a_refused_feature_is_reported_off_and_collection_goes_on() {
     let (mut ctl, ctl_col) = Channel::pair().unwrap();
     let (ph_col, ph_fake) = Channel::pair().unwrap();
     let (sh_col, mut sh_fake) = Channel::pair().unwrap();
-    let (_kmsg_writer, kmsg_reader) = socketpair(
-        AddressFamily::Unix,
-        SockType::Datagram,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap();
+    let (_kmsg_writer, kmsg_reader) = kmsg_pair();
     let ph = std::thread::spawn(move || fake_privhelper(ph_fake, kmsg_reader));
     let cfg = CollectorConfig {
         interval_ms: 200,
