@@ -63,6 +63,13 @@ fn kmsg_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     .unwrap()
 }
 
+/// The shipper's side of the collector's start: hello both ways, then where kmsg resumes.
+fn greet_as_shipper(ch: &mut Channel, last_kmsg_seq: Option<u64>) {
+    ch.handshake(Role::Shipper, Some(Role::Collector)).unwrap();
+    ch.send(&ShipperToCollector::Resume { last_kmsg_seq })
+        .unwrap();
+}
+
 #[test]
 fn run_batches_acks_resume_stats_shutdown() {
     let (ctl_sup, ctl_col) = Channel::pair().unwrap();
@@ -97,14 +104,7 @@ fn run_batches_acks_resume_stats_shutdown() {
     );
     let col = std::thread::spawn(move || vigil_collector::run(&init, ctl_col, ph_col, sh_col));
 
-    sh_fake
-        .handshake(Role::Shipper, Some(Role::Collector))
-        .unwrap();
-    sh_fake
-        .send(&ShipperToCollector::Resume {
-            last_kmsg_seq: Some(100),
-        })
-        .unwrap();
+    greet_as_shipper(&mut sh_fake, Some(100));
     sh_fake
         .set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
@@ -218,14 +218,7 @@ fn a_refused_feature_is_reported_off_and_collection_goes_on() {
     };
     let init = common::init(&[Feature::EbpfExec, Feature::HostMetrics], cfg);
     let col = std::thread::spawn(move || vigil_collector::run(&init, ctl_col, ph_col, sh_col));
-    sh_fake
-        .handshake(Role::Shipper, Some(Role::Collector))
-        .unwrap();
-    sh_fake
-        .send(&ShipperToCollector::Resume {
-            last_kmsg_seq: None,
-        })
-        .unwrap();
+    greet_as_shipper(&mut sh_fake, None);
 
     ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let first = ctl.recv::<ChildToSupervisor>();
