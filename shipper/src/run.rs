@@ -257,10 +257,9 @@ impl Shipper {
                     for b in staged {
                         let (stats, streak) = (&mut self.stats, &mut self.nospace_streak);
                         // Their kernel lines are in the journal's file (not durably): no
-                        // order to keep.
-                        let order = &mut crate::order::KmsgOrder::default();
+                        // order to keep (`false`: the order is left as it is).
                         replies.push(refuse(
-                            order,
+                            &mut self.kmsg_order,
                             false,
                             stats,
                             streak,
