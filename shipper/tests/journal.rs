@@ -4,7 +4,6 @@
 mod common;
 
 use common::segments;
-use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -205,23 +204,8 @@ fn kmsg_seq_survives_gc_and_reopen() {
 /// and appending works again once space is freed.
 #[test]
 fn full_tmpfs() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "vigil-test"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs (needs root)");
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Umount(&mnt);
-    let jdir = mnt.join("journal");
+    let fs = SmallTmpfs::mount();
+    let jdir = fs.mnt.join("journal");
     let mut ok = Vec::new();
     let mut nospace = 0;
     {
@@ -244,6 +228,85 @@ fn full_tmpfs() {
     let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
     let from = j.acked("a").unwrap();
     assert_eq!(read_all(&mut j, from), vec![100_000]);
+}
+
+/// Root: a 256 KiB tmpfs of the test's own, unmounted on drop.
+struct SmallTmpfs {
+    mnt: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount() -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "vigil-test"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (needs root)");
+        SmallTmpfs { mnt, _dir: dir }
+    }
+
+    /// Fill the file system to the last byte with one file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.mnt.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// Root: a shipper started while its journal's file system is full opens the journal (no
+/// new segment can be made), refuses appends with NoSpace, serves what the journal holds, and
+/// appends again once space comes back, instead of exiting and taking the group down.
+#[test]
+fn opens_on_a_full_filesystem() {
+    let fs = SmallTmpfs::mount();
+    let jdir = fs.mnt.join("journal");
+    {
+        let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
+        j.append(&[rec(1), rec(2)]).unwrap();
+    }
+    let filler = fs.fill();
+    let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
+    let warnings = j.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("no space for a new segment")),
+        "{warnings:?}"
+    );
+    assert_eq!(read_all(&mut j, 0), vec![1, 2]);
+    for _ in 0..3 {
+        match j.append(&[rec(3)]) {
+            Err(JournalError::NoSpace { .. }) => {}
+            other => panic!("append on a full file system: {other:?}"),
+        }
+    }
+    std::fs::remove_file(filler).unwrap();
+    j.append(&[rec(3)]).unwrap();
+    j.append(&[rec(4)]).unwrap();
+    assert_eq!(read_all(&mut j, 0), vec![1, 2, 3, 4]);
+    drop(j);
+    let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
+    assert_eq!(read_all(&mut j, 0), vec![1, 2, 3, 4]);
+    assert_eq!(j.stats().corrupt_records, 0);
 }
 
 proptest! {

@@ -123,7 +123,9 @@ pub struct Journal {
     dir: PathBuf,
     cfg: JournalConfig,
     segments: VecDeque<Segment>,
-    active: File,
+    /// The last segment's file, open for appending; `None` while a new segment could not be
+    /// created (the file system was full at open): the next append creates it.
+    active: Option<File>,
     next_seq: u64,
     acks: BTreeMap<String, u64>,
     last_kmsg_seq: Option<u64>,
@@ -183,10 +185,25 @@ impl Journal {
             next_seq += 1;
         }
         let (acks, replayed) = resume_positions(&ckpt, &segments, next_seq, exporters);
-        let total_bytes: u64 = segments.iter().map(|s| s.size).sum();
-        let (active, seg) = create_segment(dir, next_seq, cfg.fsync)?;
+        let mut total_bytes: u64 = segments.iter().map(|s| s.size).sum();
         let mut segments = segments;
-        segments.push_back(seg);
+        // A full file system must not stop the shipper from starting: it then refuses
+        // batches (`NoSpace`, the collector keeps them) until space comes back.
+        let active = match create_segment(dir, next_seq, cfg.fsync) {
+            Ok((file, seg)) => {
+                total_bytes += seg.size;
+                segments.push_back(seg);
+                Some(file)
+            }
+            Err(JournalError::NoSpace { path }) => {
+                rec.warnings.push(format!(
+                    "journal: no space for a new segment {}; appends are refused until there is",
+                    path.display()
+                ));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let now = Instant::now();
         let mut j = Journal {
             dir: dir.to_path_buf(),
@@ -197,7 +214,7 @@ impl Journal {
             acks,
             last_kmsg_seq: rec.last_kmsg_seq,
             stats: rec.stats,
-            total_bytes: total_bytes + HEADER_LEN as u64,
+            total_bytes,
             unsynced: false,
             last_sync: now,
             ckpt_dirty: true,
@@ -251,13 +268,16 @@ impl Journal {
 
     /// Under the `batch` policy, make every deferred append durable (one fdatasync).
     pub fn commit(&mut self) -> Result<(), JournalError> {
-        if self.unsynced && self.cfg.fsync == FsyncPolicy::Batch {
+        if let Some(active) = &self.active
+            && self.unsynced
+            && self.cfg.fsync == FsyncPolicy::Batch
+        {
             let path = self
                 .segments
                 .back()
                 .map_or_else(|| self.dir.clone(), |s| s.path.clone());
             self.stats.data_syncs += 1;
-            self.active
+            active
                 .sync_data()
                 .map_err(|e| JournalError::io(&path, e))?;
             self.unsynced = false;
@@ -291,28 +311,30 @@ impl Journal {
         }
         let active_size = self.segments.back().map_or(0, |s| s.size);
         let active_has_records = self.segments.back().is_some_and(|s| !s.index.is_empty());
-        if active_has_records && active_size + buf.len() as u64 > self.cfg.segment_limit() {
+        if self.active.is_none()
+            || (active_has_records && active_size + buf.len() as u64 > self.cfg.segment_limit())
+        {
             self.rotate()?;
         }
         self.make_room(buf.len() as u64);
-        let Some(seg) = self.segments.back_mut() else {
+        let (Some(seg), Some(active)) = (self.segments.back_mut(), self.active.as_ref()) else {
             return Err(JournalError::Io {
                 path: self.dir.clone(),
                 source: io::Error::other("no active segment"),
             });
         };
         let pos = seg.size;
-        let written = self.active.write_all_at(&buf, pos).and_then(|_| {
+        let written = active.write_all_at(&buf, pos).and_then(|_| {
             if sync {
                 self.stats.data_syncs += 1;
-                self.active.sync_data()
+                active.sync_data()
             } else {
                 Ok(())
             }
         });
         if let Err(e) = written {
             // Leave nothing of this batch behind (a later append continues at `pos`).
-            let _ = self.active.set_len(pos);
+            let _ = active.set_len(pos);
             return Err(JournalError::io(&seg.path, e));
         }
         for (i, (off, len)) in offsets.into_iter().enumerate() {
@@ -339,7 +361,7 @@ impl Journal {
             self.sync();
         }
         let (file, seg) = create_segment(&self.dir, self.next_seq, self.cfg.fsync)?;
-        self.active = file;
+        self.active = Some(file);
         self.total_bytes += seg.size;
         self.segments.push_back(seg);
         Ok(())
@@ -518,8 +540,12 @@ impl Journal {
     }
 
     fn sync(&mut self) {
+        let Some(active) = &self.active else {
+            self.unsynced = false;
+            return;
+        };
         self.stats.data_syncs += 1;
-        match self.active.sync_data() {
+        match active.sync_data() {
             Ok(()) => self.unsynced = false,
             Err(e) => {
                 self.stats.fsync_errors += 1;
