@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 secs="${1:-1200}"
 log="$(mktemp /tmp/vigil-chaos-soak.XXXXXX)"
 echo "chaos soak: ${secs}s of chaos, full output in $log" >&2
+# The agent under test is the release binary next to the test (tests/src/lib.rs vigil_bin).
+cargo build --release --locked -p vigil-supervisor --bin vigil
 status=0
 VIGIL_SOAK_SECS="$secs" cargo test --release --locked -p vigil-tests --test chaos_soak \
     -- --nocapture >"$log" 2>&1 || status=$?

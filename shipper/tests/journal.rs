@@ -289,7 +289,9 @@ fn opens_on_a_full_filesystem() {
     let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
     let warnings = j.take_warnings();
     assert!(
-        warnings.iter().any(|w| w.contains("no space for a new segment")),
+        warnings
+            .iter()
+            .any(|w| w.contains("no space for a new segment")),
         "{warnings:?}"
     );
     assert_eq!(read_all(&mut j, 0), vec![1, 2]);

@@ -229,22 +229,27 @@ pub fn rfc3339(unix_nano: u64, buf: &mut [u8; 24]) -> &str {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let mut w = std::io::Cursor::new(&mut buf[..]);
-    let _ = std::io::Write::write_fmt(
-        &mut w,
-        format_args!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            y.clamp(0, 9999),
-            m,
-            d,
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            ms
-        ),
-    );
-    let n = w.position() as usize;
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
+    // Written digit by digit: through `format_args!` this was ≈ 5 % of the shipper's CPU
+    // per process record.
+    let fields: [(u64, usize); 7] = [
+        (y.clamp(0, 9999) as u64, 4),
+        (m as u64, 2),
+        (d as u64, 2),
+        (rem / 3600, 2),
+        (rem / 60 % 60, 2),
+        (rem % 60, 2),
+        (ms, 3),
+    ];
+    let mut at = 0;
+    for ((mut v, width), sep) in fields.into_iter().zip(*b"--T::.Z") {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        buf[at + width] = sep;
+        at += width + 1;
+    }
+    std::str::from_utf8(&buf[..]).unwrap_or("")
 }
 
 /// Most resource attributes of a process record.

@@ -205,6 +205,11 @@ fn groups<'a>(records: impl IntoIterator<Item = &'a Record>, metrics: bool) -> V
     groups
 }
 
+/// A request body is handed on in pieces of about this size (at resource boundaries): the
+/// exporter compresses each piece as it comes, so the uncompressed request is never whole in
+/// memory.
+pub const CHUNK: usize = 32 * 1024;
+
 /// Append an `ExportMetricsServiceRequest` of the metric records among `records` to `out`.
 /// Returns the number of data points written (0: nothing to send).
 pub fn metrics_request<'a>(
@@ -212,8 +217,24 @@ pub fn metrics_request<'a>(
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
 ) -> usize {
+    metrics_request_chunked(records, d, out, |_| {})
+}
+
+/// [`metrics_request`], calling `chunk` with `out` whenever it holds [`CHUNK`] bytes or more
+/// and once at the end: the request is the concatenation of what `out` held at each call
+/// (`chunk` may take the bytes out). A request's top level is a repeated field, so it may be
+/// cut between resources.
+pub fn metrics_request_chunked<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    d: &ResourceDefaults,
+    out: &mut Vec<u8>,
+    mut chunk: impl FnMut(&mut Vec<u8>),
+) -> usize {
     let mut points = 0;
     for group in groups(records, true) {
+        if out.len() >= CHUNK {
+            chunk(out);
+        }
         let group = group.records();
         message(out, 1, |out| {
             if let Some(r) = group.first() {
@@ -238,6 +259,7 @@ pub fn metrics_request<'a>(
             });
         });
     }
+    chunk(out);
     points
 }
 
@@ -276,8 +298,21 @@ pub fn logs_request<'a>(
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
 ) -> usize {
+    logs_request_chunked(records, d, out, |_| {})
+}
+
+/// [`logs_request`] handed on in pieces, as [`metrics_request_chunked`].
+pub fn logs_request_chunked<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    d: &ResourceDefaults,
+    out: &mut Vec<u8>,
+    mut chunk: impl FnMut(&mut Vec<u8>),
+) -> usize {
     let mut n = 0;
     for group in groups(records, false) {
+        if out.len() >= CHUNK {
+            chunk(out);
+        }
         let group = group.records();
         message(out, 1, |out| {
             if let Some(r) = group.first() {
@@ -300,6 +335,7 @@ pub fn logs_request<'a>(
             });
         });
     }
+    chunk(out);
     n
 }
 

@@ -3,6 +3,7 @@
 //! endpoint is not one of them: it keeps only the latest values, fed as records are journaled,
 //! and holds back no segment.
 
+pub mod gzip;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;

@@ -22,13 +22,11 @@
 //! so the shipper's encoding overlaps the backend's decoding.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use flate2::write::GzEncoder;
 use prost::Message;
 use rustls::ClientConfig;
 use vigil_ipc_proto::delivery::{Scheme, ShipperInputs, Signal, Target};
@@ -36,6 +34,7 @@ use vigil_ipc_proto::{Compression, OtlpConfig, Record};
 
 use crate::backoff::{self, Backoff};
 use crate::convert::{self, ResourceDefaults};
+use crate::export::gzip::{Gzip, GzipError};
 use crate::http::{self, Response};
 use crate::journal::Journal;
 use crate::net::resolve::Resolver;
@@ -95,6 +94,10 @@ pub struct OtlpExporter {
     failing: bool,
     /// Latest export error, for warnings and tests.
     pub last_error: Option<String>,
+    /// Encoding state kept between requests: a piece of protobuf being written and the gzip
+    /// stream (made on the first gzip request).
+    scratch: Vec<u8>,
+    gzip: Option<Box<Gzip>>,
 }
 
 impl OtlpExporter {
@@ -143,6 +146,8 @@ impl OtlpExporter {
             urgent: false,
             failing: false,
             last_error: None,
+            scratch: Vec::new(),
+            gzip: None,
         })
     }
 
@@ -220,7 +225,13 @@ impl OtlpExporter {
                             j.ack(OTLP, b.next);
                             continue;
                         }
-                        self.batch = Some(self.build(&b.records, b.next));
+                        match self.build(&b.records, b.next) {
+                            Ok(p) => self.batch = Some(p),
+                            Err(e) => {
+                                self.fail("encode", e.to_string(), None, stats, now);
+                                continue;
+                            }
+                        }
                     }
                     Err(e) => {
                         self.fail("journal", format!("journal read: {e}"), None, stats, now);
@@ -389,7 +400,8 @@ impl OtlpExporter {
         if let Ok(rb) = j.read(b.next, max, MAX_READ_BYTES)
             && !rb.records.is_empty()
         {
-            self.ahead = Some(self.build(&rb.records, rb.next));
+            // An encoding failure is met again (and reported) when the batch is taken.
+            self.ahead = self.build(&rb.records, rb.next).ok();
         }
     }
 
@@ -424,58 +436,66 @@ impl OtlpExporter {
         self.retry_at = Some(now + delay);
     }
 
-    fn build(&self, records: &[(u64, Record)], next: u64) -> Pending {
+    fn build(&mut self, records: &[(u64, Record)], next: u64) -> Result<Pending, GzipError> {
         let mut requests = VecDeque::new();
-        let seqs_of = |metrics: bool| -> Vec<u64> {
-            records
-                .iter()
-                .filter(|(_, r)| convert::is_metrics(r) == metrics)
-                .map(|(s, _)| *s)
-                .collect()
-        };
-        let mut raw = Vec::new();
-        if convert::pb::metrics_request(records.iter().map(|(_, r)| r), &self.defaults, &mut raw)
-            > 0
-        {
-            let seqs = seqs_of(true);
-            requests.push_back(Request {
-                signal: Signal::Metrics,
-                body: self.encode(Signal::Metrics, raw),
-                records: seqs.len() as u64,
-                seqs,
-            });
-        }
-        let mut raw = Vec::new();
-        if convert::pb::logs_request(records.iter().map(|(_, r)| r), &self.defaults, &mut raw) > 0 {
-            let seqs = seqs_of(false);
-            requests.push_back(Request {
-                signal: Signal::Logs,
-                body: self.encode(Signal::Logs, raw),
-                records: seqs.len() as u64,
-                seqs,
-            });
+        for signal in [Signal::Metrics, Signal::Logs] {
+            let metrics = signal == Signal::Metrics;
+            let (items, body) = self.encode(signal, records.iter().map(|(_, r)| r))?;
+            if items > 0 {
+                let seqs: Vec<u64> = records
+                    .iter()
+                    .filter(|(_, r)| convert::is_metrics(r) == metrics)
+                    .map(|(s, _)| *s)
+                    .collect();
+                requests.push_back(Request {
+                    signal,
+                    body,
+                    records: seqs.len() as u64,
+                    seqs,
+                });
+            }
         }
         let from = records.first().map_or(next, |(s, _)| *s);
-        Pending {
+        Ok(Pending {
             from,
             next,
             requests,
-        }
+        })
     }
 
-    fn encode(&self, s: Signal, raw: Vec<u8>) -> Vec<u8> {
-        if self.targets[idx(s)].compression == Compression::None {
-            return raw;
+    /// The request body of `signal` for these records, compressed as its target says, and the
+    /// number of items (data points or log records) in it.
+    fn encode<'a>(
+        &mut self,
+        signal: Signal,
+        records: impl Iterator<Item = &'a Record>,
+    ) -> Result<(usize, Vec<u8>), GzipError> {
+        let d = &self.defaults;
+        let request = |out: &mut Vec<u8>, chunk: &mut dyn FnMut(&mut Vec<u8>)| match signal {
+            Signal::Metrics => convert::pb::metrics_request_chunked(records, d, out, chunk),
+            Signal::Logs => convert::pb::logs_request_chunked(records, d, out, chunk),
+        };
+        if self.targets[idx(signal)].compression == Compression::None {
+            let mut body = Vec::new();
+            let items = request(&mut body, &mut |_| {});
+            return Ok((items, body));
         }
-        let mut gz = GzEncoder::new(
-            Vec::with_capacity(raw.len() / 4),
-            flate2::Compression::fast(),
-        );
-        match gz.write_all(&raw).and_then(|_| gz.finish()) {
-            Ok(v) => v,
-            // Writing to a Vec cannot fail; keep the type honest anyway.
-            Err(_) => raw,
+        let gz = self.gzip.get_or_insert_with(Box::default);
+        gz.begin(convert::pb::CHUNK);
+        let mut failed = None;
+        self.scratch.clear();
+        let items = request(&mut self.scratch, &mut |piece| {
+            if failed.is_none()
+                && let Err(e) = gz.write(piece)
+            {
+                failed = Some(e);
+            }
+            piece.clear();
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
+        Ok((items, gz.finish()?))
     }
 }
 

@@ -277,9 +277,7 @@ impl Journal {
                 .back()
                 .map_or_else(|| self.dir.clone(), |s| s.path.clone());
             self.stats.data_syncs += 1;
-            active
-                .sync_data()
-                .map_err(|e| JournalError::io(&path, e))?;
+            active.sync_data().map_err(|e| JournalError::io(&path, e))?;
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
