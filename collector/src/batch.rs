@@ -104,6 +104,15 @@ impl Batcher {
         }
     }
 
+    /// Records of batches holding log records (kernel lines, exec and exit events) that the
+    /// shipper has not acknowledged: what this collector alone holds (a batch refused because
+    /// the journal's disk is full waits here for space), lost if it exits now.
+    pub fn unacknowledged_event_records(&self) -> u64 {
+        let held = self.unacked.iter().filter_map(|(_, b)| b.as_ref());
+        let unsent = self.unsent.iter().filter(|b| b.has_logs);
+        held.chain(unsent).map(|b| u64::from(b.records)).sum()
+    }
+
     /// Queue the batch being filled (end of a loop turn): it gets its sequence number now.
     pub fn seal(&mut self) {
         if self.current.is_empty() {
@@ -338,6 +347,8 @@ mod tests {
         b.on_answer(&nospace(seqs[1]));
         b.on_answer(&nospace(seqs[0]));
         assert_eq!((b.unacked(), b.unsent(), b.stats.requeued), (0, 2, 2));
+        // What an exit now would lose: the two event records, not the metrics.
+        assert_eq!(b.unacknowledged_event_records(), 2);
         // Held: nothing goes out before the journal may have room.
         assert!(!b.wants_to_send(Instant::now()));
         b.flush(&a).unwrap();
@@ -354,8 +365,14 @@ mod tests {
             })
             .collect();
         assert_eq!(again, vec![seqs[0], seqs[2]], "the log batches, in order");
+        assert_eq!(
+            b.unacknowledged_event_records(),
+            2,
+            "sent, not acknowledged"
+        );
         b.on_answer(&ShipperToCollector::Ack { seq: seqs[0] });
         b.on_answer(&ShipperToCollector::Ack { seq: seqs[2] });
+        assert_eq!(b.unacknowledged_event_records(), 0);
         assert_eq!(
             (b.unacked(), b.unsent(), b.stats.dropped_batches),
             (0, 0, 0)

@@ -155,13 +155,30 @@ impl Collector {
         }
     }
 
+    /// The shipper's channel failed: this collector exits, and the group restarts. Say what is
+    /// lost with it: event batches the shipper never acknowledged (one it refused because the
+    /// journal's disk was full is held here until space comes back).
+    fn shipper_gone(&self) {
+        let n = self.batcher.unacknowledged_event_records();
+        if n > 0 {
+            tracing::warn!(
+                "{n} event records not acknowledged by the shipper are dropped with this \
+                 collector: kernel lines among them are read again from /dev/kmsg, exec and \
+                 exit events are lost"
+            );
+        }
+    }
+
     /// Every acknowledgement the shipper sent.
     fn read_answers(&mut self) -> Result<(), CollectorError> {
         loop {
             match self.shipper.recv::<ShipperToCollector>() {
                 Ok(m) => self.batcher.on_answer(&m),
                 Err(e) if e.is_would_block() => return Ok(()),
-                Err(ProtoError::Closed) => return Err(ProtoError::Closed.into()),
+                Err(ProtoError::Closed) => {
+                    self.shipper_gone();
+                    return Err(ProtoError::Closed.into());
+                }
                 Err(e) => {
                     self.cycle.stats.peer_errors += 1;
                     tracing::warn!("shipper channel: {e}");
@@ -185,7 +202,10 @@ impl Worker for Collector {
             self.batcher.push(&r);
         }
         self.batcher.seal();
-        self.batcher.flush(&self.shipper)?;
+        if let Err(e) = self.batcher.flush(&self.shipper) {
+            self.shipper_gone();
+            return Err(e.into());
+        }
         // The next cycle, a source's timer, or a held batch's retry, whichever comes first.
         let at = [self.sources.deadline(), self.batcher.deadline()]
             .into_iter()
