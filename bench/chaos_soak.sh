@@ -16,5 +16,5 @@ cargo build --release --locked -p vigil-supervisor --bin vigil
 status=0
 VIGIL_SOAK_SECS="$secs" cargo test --release --locked -p vigil-tests --test chaos_soak \
     -- --nocapture >"$log" 2>&1 || status=$?
-grep -E '^chaos soak|^counters|^test result|panicked|never arrived|grew' "$log" || true
+grep -E '^chaos soak|^counters|^missing exec|^test result|panicked|never arrived|grew' "$log" || true
 exit "$status"

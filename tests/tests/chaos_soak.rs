@@ -612,6 +612,27 @@ fn chaos_soak() {
         .copied()
         .filter(|(n, _)| !delivered.execs.contains(n))
         .partition(|(_, t)| lost_to_full_disk(*t));
+    // Where each missing exec fell, seconds from the start of the chaos: the fills and kills
+    // around it.
+    let secs = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+    for (n, t) in &exec_missing {
+        let fills_near: Vec<(f64, Option<f64>)> = fills
+            .iter()
+            .filter(|(a, b)| {
+                secs(*a) < secs(*t) + 30.0 && b.is_none_or(|b| secs(b) + 30.0 > secs(*t))
+            })
+            .map(|(a, b)| (secs(*a), b.map(secs)))
+            .collect();
+        let kills_near: Vec<(f64, Role)> = kills
+            .iter()
+            .filter(|(k, _)| (secs(*k) - secs(*t)).abs() < 30.0)
+            .map(|(k, r)| (secs(*k), *r))
+            .collect();
+        eprintln!(
+            "missing exec {n} at {:.1}s: fills {fills_near:?} kills {kills_near:?}",
+            secs(*t)
+        );
+    }
     let exec_missing: Vec<&String> = exec_missing.iter().map(|(n, _)| n).collect();
     let exec_dropped_full: Vec<&String> = exec_dropped_full.iter().map(|(n, _)| n).collect();
     let dropped_said = agent
