@@ -393,22 +393,8 @@ fn corrupt_segments_detected_counted_rest_replayed() {
 /// shipper keeps running and accepts batches again once space is freed.
 #[test]
 fn full_tmpfs_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "vigil-shipper-test"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs (needs root)");
-    struct Umount(std::path::PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Umount(mnt.clone());
+    let fs = SmallTmpfs::mount();
+    let mnt = fs.mnt.clone();
     let port = free_port();
     let mut cfg = init(
         &mnt.join("journal"),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::segments;
+use common::{SmallTmpfs, segments};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -228,50 +228,6 @@ fn full_tmpfs() {
     let mut j = Journal::open(&jdir, cfg(16 << 20, 32 * 1024), &["a"]).unwrap();
     let from = j.acked("a").unwrap();
     assert_eq!(read_all(&mut j, from), vec![100_000]);
-}
-
-/// Root: a 256 KiB tmpfs of the test's own, unmounted on drop.
-struct SmallTmpfs {
-    mnt: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn mount() -> SmallTmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "vigil-test"])
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs (needs root)");
-        SmallTmpfs { mnt, _dir: dir }
-    }
-
-    /// Fill the file system to the last byte with one file.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.mnt.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
-            }
-        }
-        path
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
-    }
 }
 
 /// Root: a shipper started while its journal's file system is full opens the journal (no

@@ -213,3 +213,47 @@ pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// Root: a 256 KiB tmpfs of the test's own, unmounted on drop.
+pub struct SmallTmpfs {
+    pub mnt: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    pub fn mount() -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "vigil-test"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (needs root)");
+        SmallTmpfs { mnt, _dir: dir }
+    }
+
+    /// Fill the file system to the last byte with one file.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.mnt.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
