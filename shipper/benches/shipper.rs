@@ -72,8 +72,12 @@ fn process(i: u64) -> ProcessRecord {
 const POINTS_PER_PROCESS: usize = 11;
 
 fn cpu_of_thread(tid: i32) -> Duration {
-    // utime + stime (fields 14, 15) of /proc/self/task/TID/stat, in clock ticks (100 Hz).
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    cpu_of(&format!("/proc/self/task/{tid}/stat"))
+}
+
+fn cpu_of(stat: &str) -> Duration {
+    // utime + stime (fields 14, 15) of a /proc stat file, in clock ticks (100 Hz).
+    let s = std::fs::read_to_string(stat).unwrap_or_default();
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<u64> = rest
         .split_whitespace()
@@ -323,6 +327,13 @@ fn throughput(batches: u64, tls: bool) -> f64 {
     let window = 64u64;
     let mut frame = BatchFrame::new();
     let cpu0 = cpu_of_thread(shipper_tid);
+    let stunnel_stat = _tls
+        .as_ref()
+        .map(|(_, st)| format!("/proc/{}/stat", st.pid()));
+    let others0 = (
+        cpu_of("/proc/self/stat"),
+        stunnel_stat.as_deref().map_or(Duration::ZERO, cpu_of),
+    );
     let start = Instant::now();
     let (mut sent, mut acked, mut bytes) = (0u64, 0u64, 0usize);
     while acked < batches {
@@ -351,6 +362,12 @@ fn throughput(batches: u64, tls: bool) -> f64 {
     }
     let t_ship = start.elapsed();
     let cpu = cpu_of_thread(shipper_tid) - cpu0;
+    // The rest of this process (collector stand-in, receiver) and stunnel, on the same cores.
+    let process = cpu_of("/proc/self/stat").saturating_sub(others0.0);
+    let stunnel = stunnel_stat
+        .as_deref()
+        .map_or(Duration::ZERO, cpu_of)
+        .saturating_sub(others0.1);
     let st = sh.stats();
     println!(
         "throughput{}: {records} records ({processes} process records + {batches} kernel events, \
@@ -379,6 +396,15 @@ fn throughput(batches: u64, tls: bool) -> f64 {
         t_ship.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / records as f64,
         st.get("retries")
+    );
+    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+    println!(
+        "  CPU per record on the two cores: shipper thread {:.2} µs, collector stand-in + \
+         receiver {:.2} µs, stunnel {:.2} µs; wall {:.2} µs",
+        per_record(cpu),
+        per_record(process.saturating_sub(cpu)),
+        per_record(stunnel),
+        per_record(t_ship)
     );
     sh.shutdown();
     records as f64 / t_ship.as_secs_f64()

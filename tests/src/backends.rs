@@ -258,6 +258,10 @@ pub struct Stunnel {
 }
 
 impl Stunnel {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `client_ca`: require a client certificate signed by it (mTLS).
     pub fn start(pki: &Pki, accept: &str, connect: &str, client_ca: Option<&str>) -> Stunnel {
         let dir = tmpdir("vigil-stunnel-");

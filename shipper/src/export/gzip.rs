@@ -6,7 +6,8 @@
 //! made on the first gzip request and reset between requests; the body is fed in pieces as it
 //! is encoded ([`crate::convert::pb::metrics_request_chunked`]).
 
-use flate2::{Compress, CompressError, Compression, Crc, FlushCompress, Status};
+use crc32fast::Hasher;
+use flate2::{Compress, CompressError, Compression, FlushCompress, Status};
 
 /// ID1 ID2, CM deflate, no flags, no modification time, XFL 4 (fastest), OS unknown.
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
@@ -20,7 +21,11 @@ pub struct GzipError(#[from] CompressError);
 
 pub struct Gzip {
     deflate: Compress,
-    crc: Crc,
+    /// crc32fast (PCLMULQDQ when the CPU has it): flate2's `Crc` over zlib-rs took the
+    /// portable path here, 11 % of the shipper's CPU.
+    crc: Hasher,
+    /// Bytes of input in this body (gzip's ISIZE is this modulo 2^32).
+    len: u64,
     out: Vec<u8>,
 }
 
@@ -28,7 +33,8 @@ impl Default for Gzip {
     fn default() -> Self {
         Gzip {
             deflate: Compress::new(Compression::fast(), false),
-            crc: Crc::new(),
+            crc: Hasher::new(),
+            len: 0,
             out: Vec::new(),
         }
     }
@@ -38,7 +44,8 @@ impl Gzip {
     /// Start a body; `capacity` is a guess of its compressed size.
     pub fn begin(&mut self, capacity: usize) {
         self.deflate.reset();
-        self.crc.reset();
+        self.crc = Hasher::new();
+        self.len = 0;
         self.out = Vec::with_capacity(capacity.max(HEADER.len() + GROW));
         self.out.extend_from_slice(&HEADER);
     }
@@ -46,6 +53,7 @@ impl Gzip {
     /// Compress the next piece of the body.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), GzipError> {
         self.crc.update(data);
+        self.len += data.len() as u64;
         while !data.is_empty() {
             if self.out.capacity() == self.out.len() {
                 self.out.reserve(GROW);
@@ -73,8 +81,9 @@ impl Gzip {
                 break;
             }
         }
-        self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
-        self.out.extend_from_slice(&self.crc.amount().to_le_bytes());
+        let crc = std::mem::take(&mut self.crc).finalize();
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out.extend_from_slice(&(self.len as u32).to_le_bytes());
         Ok(std::mem::take(&mut self.out))
     }
 }
