@@ -237,6 +237,21 @@ fn full_flow_table_evictions_and_lost_packets_are_counted() {
     );
     assert_eq!(reported + table.lost_packets, t.packets, "{t:?}");
     assert!(table.len() <= 16_384);
+    let (evicted, lost) = (table.evicted_flows as i64, table.lost_packets as i64);
+    // Reported as metrics with the flows.
+    let recs = src.evict_flows(&[]);
+    let value = |name: &str| {
+        recs.iter().find_map(|r| match r {
+            vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.value.clone()),
+            _ => None,
+        })
+    };
+    use vigil_ipc_proto::MetricValue::I64;
+    assert_eq!(value("vigil.network.flow.evictions"), Some(I64(evicted)));
+    assert_eq!(value("vigil.network.flow.lost"), Some(I64(lost)));
     // The counters say so too.
     let set = vigil_collector::ebpf::EbpfSources::new(vec![src], 100);
     let c = set.counters();

@@ -29,7 +29,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use crate::event_loop::Source;
 use crate::privclient::{PrivClient, PrivClientError};
 use vigil_ipc_proto::{
-    BpfProgram, Feature, InitConfig, KeyValue, PrivErrorCode, PrivResponse, ProtoError, Record,
+    BpfProgram, Feature, InitConfig, KeyValue, Metric, MetricKind, MetricValue, PrivErrorCode,
+    PrivResponse, ProtoError, Record,
 };
 
 pub use cgroup::CgroupResolver;
@@ -139,6 +140,8 @@ pub struct EbpfSource {
     hook: Option<ProcessHook>,
     cgroups: Option<CgroupResolver>,
     pub stats: SourceStats,
+    /// Wall clock when the source was made (start of its cumulative counters).
+    started_unix_nano: u64,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -213,6 +216,7 @@ impl EbpfSource {
             hook: None,
             cgroups: None,
             stats: SourceStats::default(),
+            started_unix_nano: Clock::now().now_unix_nano(),
         }
     }
 
@@ -331,13 +335,42 @@ impl EbpfSource {
     }
 
     /// Flow metrics for the interval from the last read (call every `collector.flow_evict_ms`,
-    /// after [`read_flows`](Self::read_flows)).
+    /// after [`read_flows`](Self::read_flows)), then the table's own: `vigil.network.flow.
+    /// evictions` and `vigil.network.flow.lost` (flow sources).
     pub fn evict_flows(&mut self, resource: &[KeyValue]) -> Vec<Record> {
-        self.flows.evict_with(
-            Clock::now().now_unix_nano(),
-            resource,
-            self.cgroups.as_mut(),
-        )
+        let now = Clock::now().now_unix_nano();
+        let mut out = self.flows.evict_with(now, resource, self.cgroups.as_mut());
+        if let Input::Flows(_) = self.input {
+            let source = match self.program {
+                BpfProgram::FlowsTc => "tc",
+                _ => "socket",
+            };
+            let metric = |name: &str, unit: &str, v: u64| Metric {
+                name: name.into(),
+                unit: unit.into(),
+                kind: MetricKind::Sum { monotonic: true },
+                start_time_unix_nano: self.started_unix_nano,
+                time_unix_nano: now,
+                value: MetricValue::I64(i64::try_from(v).unwrap_or(i64::MAX)),
+                attributes: vec![KeyValue::str("vigil.flow.source", source)],
+            };
+            out.push(Record::Metrics {
+                resource: resource.to_vec(),
+                metrics: vec![
+                    metric(
+                        "vigil.network.flow.evictions",
+                        "{flow}",
+                        self.flows.evicted_flows,
+                    ),
+                    metric(
+                        "vigil.network.flow.lost",
+                        "{packet}",
+                        self.flows.lost_packets,
+                    ),
+                ],
+            });
+        }
+        out
     }
 
     /// Bytes of records not consumed yet (ring sources).
@@ -576,7 +609,16 @@ pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
         tracing::warn!("eBPF source unavailable: {e}");
     }
     for s in &sources {
-        tracing::info!(program = ?s.program, input = ?s, "eBPF source ready");
+        match &s.input {
+            Input::Ring(r) => {
+                tracing::info!(program = ?s.program, ring_bytes = r.size(), "eBPF ring buffer mapped")
+            }
+            Input::Flows(m) => tracing::info!(
+                program = ?s.program,
+                max_entries = m.max_entries(),
+                "eBPF flow table ready"
+            ),
+        }
     }
     let mut set = EbpfSources::new(sources, init.collector.flow_evict_ms)
         .with_resource(crate::host_resource(init));
