@@ -167,10 +167,10 @@ fn tc_flows_on_a_veth_from_the_real_agent() {
         agent
             .stderr
             .wait_for(Duration::from_secs(20), |l| l
-                .contains("eBPF ring buffer mapped")
+                .contains("eBPF flow table ready")
                 && l.contains("FlowsTc"))
             .is_some(),
-        "no tc ring mapped: {}",
+        "no tc flow table: {}",
         agent.stderr.text()
     );
 
