@@ -245,7 +245,7 @@ fn full_flow_table_evictions_and_lost_packets_are_counted() {
             vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics
                 .iter()
                 .find(|m| m.name == name)
-                .map(|m| m.value.clone()),
+                .map(|m| m.value),
             _ => None,
         })
     };

@@ -1,8 +1,8 @@
 //! eBPF data in the collector, through descriptors the privhelper passed over the IPC channel
 //! (`PrivRequest::BpfAttach`): exec/exit's ring buffer (`PrivResponse::BpfRingbuf` + fd),
 //! consumed with mmap only, and the flow programs' table and totals (`PrivResponse::BpfFlowMap`
-//! + two fds), read-only maps read with the two bpf() lookup commands the collector's seccomp
-//! policy allows when flows are on (`collector-flows.policy`).
+//! with two fds), read-only maps read with the two bpf() lookup commands the collector's
+//! seccomp policy allows when flows are on (`collector-flows.policy`).
 //!
 //! - [`ringbuf`]: the mmap consumer;
 //! - [`records`]: the binary records of `privhelper/bpf/vigil_records.h`;
