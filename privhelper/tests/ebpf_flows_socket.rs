@@ -242,10 +242,9 @@ fn full_flow_table_evictions_and_lost_packets_are_counted() {
     let recs = src.evict_flows(&[]);
     let value = |name: &str| {
         recs.iter().find_map(|r| match r {
-            vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics
-                .iter()
-                .find(|m| m.name == name)
-                .map(|m| m.value),
+            vigil_ipc_proto::Record::Metrics { metrics, .. } => {
+                metrics.iter().find(|m| m.name == name).map(|m| m.value)
+            }
             _ => None,
         })
     };
