@@ -8,8 +8,9 @@
 //! descriptor someone handed over is read (measured: `bench/flowmap_read.c`).
 //!
 //! Every size is bounded: the flow count by the map's `max_entries` (checked in
-//! /proc/self/fdinfo against what the privhelper said), the per-CPU buffer by the number of
-//! possible CPUs (/sys/devices/system/cpu/possible, at most [`MAX_CPUS`]).
+//! /proc/self/fdinfo against what the privhelper said); the per-CPU lookup writes one value per
+//! possible CPU, so its buffer has room for [`MAX_CPUS`] of them whatever
+//! /sys/devices/system/cpu/possible says (which must say at most that many).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -24,7 +25,8 @@ pub const VALUE_SIZE: usize = 32;
 pub const TOTALS_SIZE: usize = 32;
 /// Largest flow table accepted.
 pub const MAX_ENTRIES: u32 = 1 << 20;
-/// Most possible CPUs accepted (the per-CPU lookup writes this many values).
+/// Most possible CPUs accepted (the per-CPU lookup writes one value per possible CPU; the
+/// kernel's own limit, NR_CPUS, is at most this on x86_64 and aarch64).
 pub const MAX_CPUS: usize = 8192;
 /// Entries asked for per `BPF_MAP_LOOKUP_BATCH` call.
 const BATCH: u32 = 4096;
@@ -243,8 +245,8 @@ fn lookup_elem(fd: RawFd, key: &[u8], value: &mut [u8]) -> std::io::Result<()> {
         flags: 0,
     };
     // SAFETY: attr points at live buffers; the kernel reads key_size bytes of `key` and writes
-    // value_size × possible CPUs bytes into `value`, both checked against fdinfo by the caller
-    // and the buffers sized from them.
+    // value_size (× possible CPUs for a per-CPU map) bytes into `value`; the caller checked the
+    // sizes against fdinfo and sized the buffers for them (for MAX_CPUS CPUs).
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -348,7 +350,8 @@ impl FlowMap {
             TOTALS_SIZE,
             1,
         )?;
-        let cpus = possible_cpus()?;
+        // A sanity check of the host: more possible CPUs than the buffer holds is refused.
+        possible_cpus()?;
         let chunk = BATCH.min(max_entries) as usize;
         Ok(FlowMap {
             flows,
@@ -356,7 +359,7 @@ impl FlowMap {
             max_entries,
             keys: vec![0; chunk * KEY_SIZE],
             values: vec![0; chunk * VALUE_SIZE],
-            per_cpu: vec![0; cpus * TOTALS_SIZE],
+            per_cpu: vec![0; MAX_CPUS * TOTALS_SIZE],
         })
     }
 
@@ -364,8 +367,10 @@ impl FlowMap {
         self.max_entries
     }
 
-    /// The totals, summed over the CPUs.
+    /// The totals, summed over the CPUs (the buffer is zeroed first, so the CPUs the kernel
+    /// did not write add nothing).
     pub fn totals(&mut self) -> Result<Totals, FlowMapError> {
+        self.per_cpu.fill(0);
         lookup_elem(
             self.totals.as_raw_fd(),
             &0u32.to_ne_bytes(),

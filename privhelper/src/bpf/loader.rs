@@ -234,7 +234,7 @@ impl BpfManager {
     pub fn flow_totals(&self, program: BpfProgram) -> Option<FlowTotals> {
         let l = self.loaded.iter().find(|l| l.program == program)?;
         let map = l.ebpf.map(FLOW_TOTALS)?;
-        let arr: PerCpuArray<&aya::maps::MapData, FlowTotals> = PerCpuArray::try_from(map).ok()?;
+        let arr: PerCpuArray<&aya::maps::MapData, [u64; 4]> = PerCpuArray::try_from(map).ok()?;
         let per_cpu = arr.get(&0, 0).ok()?;
         Some(per_cpu.iter().fold(FlowTotals::default(), |a, t| a.plus(t)))
     }

@@ -65,9 +65,8 @@ impl Attached {
     }
 }
 
-/// `struct vigil_flow_totals` (`bpf/vigil_records.h`) of one CPU, or summed.
+/// `struct vigil_flow_totals` (`bpf/vigil_records.h`), summed over the CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[repr(C)]
 pub struct FlowTotals {
     pub packets: u64,
     pub bytes: u64,
@@ -75,16 +74,14 @@ pub struct FlowTotals {
     pub created: u64,
 }
 
-// SAFETY: plain integers, no padding; any bit pattern is valid.
-unsafe impl aya::Pod for FlowTotals {}
-
 impl FlowTotals {
-    fn plus(self, o: &FlowTotals) -> FlowTotals {
+    /// Add one CPU's `[packets, bytes, not_stored, created]`.
+    fn plus(self, o: &[u64; 4]) -> FlowTotals {
         FlowTotals {
-            packets: self.packets.wrapping_add(o.packets),
-            bytes: self.bytes.wrapping_add(o.bytes),
-            not_stored: self.not_stored.wrapping_add(o.not_stored),
-            created: self.created.wrapping_add(o.created),
+            packets: self.packets.wrapping_add(o[0]),
+            bytes: self.bytes.wrapping_add(o[1]),
+            not_stored: self.not_stored.wrapping_add(o[2]),
+            created: self.created.wrapping_add(o[3]),
         }
     }
 }
