@@ -29,7 +29,17 @@ fn init() -> InitConfig {
         .build()
 }
 
-fn server() -> Child {
+/// The iperf3 server, killed when dropped (also when a run panics).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> Server {
     let c = Command::new("iperf3")
         .args(["-s", "-p", PORT])
         .stdout(Stdio::null())
@@ -37,7 +47,7 @@ fn server() -> Child {
         .spawn()
         .expect("iperf3 -s (is iperf3 installed?)");
     std::thread::sleep(Duration::from_millis(300));
-    c
+    Server(c)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -209,7 +219,7 @@ fn main() {
     let rounds = arg(2, 5) as usize;
     let every = Duration::from_millis(arg(3, 1000));
     let load_before = loadavg();
-    let mut srv = server();
+    let srv = server();
     let mut rows: Vec<(Traffic, Vec<f64>, Vec<f64>)> = vec![
         (Traffic::Tcp, vec![], vec![]),
         (Traffic::Udp64, vec![], vec![]),
@@ -241,8 +251,7 @@ fn main() {
         }
         eprintln!("round {} of {rounds} done, load {}", round + 1, loadavg());
     }
-    let _ = srv.kill();
-    let _ = srv.wait();
+    drop(srv);
 
     println!(
         "loopback iperf3, {rounds} interleaved rounds of {secs} s runs per case (order \
