@@ -628,3 +628,52 @@ pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
         .collect();
     set
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devnull() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    /// An answer with the wrong number of descriptors, or descriptors that are not the maps
+    /// it names, is refused before anything is mapped or looked up.
+    #[test]
+    fn answers_are_checked_against_their_descriptors() {
+        let flows = PrivResponse::BpfFlowMap {
+            program: BpfProgram::FlowsSocketFilter,
+            max_entries: 16384,
+        };
+        let ring = PrivResponse::BpfRingbuf {
+            program: BpfProgram::ExecExit,
+            ring_size: 4096,
+        };
+        for (resp, n) in [(&flows, 1), (&flows, 3), (&ring, 0), (&ring, 2)] {
+            let fds = (0..n).map(|_| devnull()).collect();
+            assert!(
+                matches!(
+                    EbpfSource::from_response(resp, fds),
+                    Err(EbpfError::BadAnswer { fds, .. }) if fds == n
+                ),
+                "{resp:?} with {n}"
+            );
+        }
+        assert!(matches!(
+            EbpfSource::from_response(&flows, vec![devnull(), devnull()]),
+            Err(EbpfError::FlowMap(FlowMapError::NotFlowMap { .. }))
+        ));
+        let big = PrivResponse::BpfFlowMap {
+            program: BpfProgram::FlowsTc,
+            max_entries: flowmap::MAX_ENTRIES + 1,
+        };
+        assert!(matches!(
+            EbpfSource::from_response(&big, vec![devnull(), devnull()]),
+            Err(EbpfError::FlowMap(FlowMapError::BadSize(_)))
+        ));
+        assert!(matches!(
+            EbpfSource::from_response(&ring, vec![devnull()]),
+            Err(EbpfError::Ring(_))
+        ));
+    }
+}
