@@ -72,16 +72,23 @@ impl PrivClient {
         }
     }
 
-    /// Attach `program`; its ring buffer map and the ring's data size (start-up only).
-    pub fn bpf_attach(&mut self, program: BpfProgram) -> Result<(OwnedFd, u32)> {
-        match self.call("BpfAttach", &PrivRequest::BpfAttach { program }, 1)? {
-            (
-                PrivResponse::BpfRingbuf {
-                    program: p,
-                    ring_size,
-                },
-                mut fds,
-            ) if p == program => Ok((fds.remove(0), ring_size)),
+    /// Attach `program` (start-up only): the answer (`BpfRingbuf` with the ring buffer map, or
+    /// `BpfFlowMap` with the flow table and totals) and exactly the descriptors it names.
+    pub fn bpf_attach(&mut self, program: BpfProgram) -> Result<(PrivResponse, Vec<OwnedFd>)> {
+        self.ch.send(&PrivRequest::BpfAttach { program })?;
+        let (resp, fds) = self.ch.recv_with_fds::<PrivResponse>(2)?;
+        match resp {
+            PrivResponse::Error(e) => Err(PrivClientError::Refused {
+                request: "BpfAttach",
+                code: e.code,
+                message: e.message,
+            }),
+            PrivResponse::BpfRingbuf { program: p, .. } if p == program && fds.len() == 1 => {
+                Ok((resp, fds))
+            }
+            PrivResponse::BpfFlowMap { program: p, .. } if p == program && fds.len() == 2 => {
+                Ok((resp, fds))
+            }
             _ => Err(PrivClientError::Unexpected("BpfAttach")),
         }
     }

@@ -3,7 +3,8 @@
 //! vmstat, swaps, diskstats, net/dev, net/sockstat, pressure/*, self/mountinfo; /etc/passwd
 //! and group; cgroup v2 and v1 files (memory.stat, memory.max, cpu.stat, cpuacct.stat,
 //! io.stat, blkio) and cgroup paths (container and pod ids); kubelet directory names;
-//! netlink RTM_NEWLINK and sock_diag datagrams; BPF ring buffer records. The first byte picks
+//! netlink RTM_NEWLINK and sock_diag datagrams; BPF ring buffer records and flow table
+//! entries, /sys/devices/system/cpu/possible. The first byte picks
 //! the parser, the rest is the file (so each parser gets the whole corpus' attention).
 
 #![no_main]
@@ -118,6 +119,12 @@ fuzz_target!(|data: &[u8]| {
         }
         26 => {
             let _ = ebpf::records::parse(buf);
+        }
+        27 => {
+            // One flow table entry: key, then value; and the possible-CPUs list.
+            let (k, v) = buf.split_at(buf.len().min(ebpf::flowmap::KEY_SIZE));
+            let _ = ebpf::flowmap::parse_entry(k, v);
+            let _ = ebpf::flowmap::parse_possible(&text);
         }
         _ => {
             let _ = util::parse_u64(buf);

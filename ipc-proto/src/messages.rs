@@ -163,7 +163,8 @@ pub enum PrivRequest {
     ListNetns,
     /// Create a NETLINK_ROUTE socket inside that network namespace; answered with the fd.
     NetlinkRouteInNetns { target: NetnsTarget },
-    /// Load and attach a BPF program; answered with the ring buffer map fd (or flow map fd).
+    /// Load and attach a BPF program; answered with its ring buffer map fd (exec) or its flow
+    /// map fds (flows).
     BpfAttach { program: BpfProgram },
     /// Storage I/O counters (/proc/PID/io) of these processes (feature `process_io`).
     ProcIoStats { pids: Vec<u32> },
@@ -227,6 +228,15 @@ pub enum PrivResponse {
     BpfRingbuf {
         program: BpfProgram,
         ring_size: u32,
+    },
+    /// Answer to [`PrivRequest::BpfAttach`] for a flow program: two descriptors are attached
+    /// (both [`FdKind::BpfMap`], read-only from user space), the flows (an LRU hash of at most
+    /// `max_entries` entries from `struct vigil_flow_key` to `struct vigil_flow_value`) and
+    /// the per-CPU totals (`struct vigil_flow_totals`), in that order. The collector reads
+    /// them with `BPF_MAP_LOOKUP_BATCH` / `BPF_MAP_LOOKUP_ELEM` only.
+    BpfFlowMap {
+        program: BpfProgram,
+        max_entries: u32,
     },
 }
 

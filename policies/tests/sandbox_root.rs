@@ -125,10 +125,16 @@ fn child(scenario: &str) -> ! {
         "shipper" => (Role::Shipper, vec![]),
         _ => (Role::Collector, vec![]),
     };
+    // The collector with flows on: its policy plus the bpf() map lookups.
+    let flows = matches!(scenario, "collector-flows" | "bpf_update");
+    let mut plan = plan(role, &host_root, keep);
+    if flows {
+        plan.seccomp.push("collector-flows".into());
+    }
     // Opened before the sandbox (the shipper's Landlock set has no /proc), read after: procfs
     // generates the text at the first read.
     let mut status_file = std::fs::File::open("/proc/self/status").expect("/proc/self/status");
-    let report = match vigil_policies::apply(role, &plan(role, &host_root, keep), fd) {
+    let report = match vigil_policies::apply(role, &plan, fd) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("apply: {e}");
@@ -170,7 +176,7 @@ fn child(scenario: &str) -> ! {
         &mut failures,
     );
     check(
-        report.uid == NOBODY && report.no_new_privs && report.seccomp == role.to_string(),
+        report.uid == NOBODY && report.no_new_privs && report.seccomp == plan.seccomp.join("+"),
         format!("report {report:?}"),
         &mut failures,
     );
@@ -205,6 +211,18 @@ fn child(scenario: &str) -> ! {
                     &mut failures,
                 );
             }
+        }
+        "collector-flows" => {
+            // A map lookup is let through to the kernel (which finds no such descriptor).
+            let attr = [u32::MAX as u64, 0, 0, 0];
+            // SAFETY: bpf(BPF_MAP_LOOKUP_ELEM) on an invalid descriptor: EBADF, nothing read.
+            let r = unsafe { libc::syscall(libc::SYS_bpf, 1, attr.as_ptr(), 32) };
+            let e = std::io::Error::last_os_error().raw_os_error();
+            check(
+                r == -1 && e == Some(libc::EBADF),
+                format!("bpf(BPF_MAP_LOOKUP_ELEM, bad fd): {r} {e:?}"),
+                &mut failures,
+            );
         }
         "shipper" => {
             // Read-write journal dir, nothing else writable; TCP connect to the OTLP port only.
@@ -250,6 +268,8 @@ fn child(scenario: &str) -> ! {
             let r = unsafe {
                 match forbidden {
                     "bpf" => libc::syscall(libc::SYS_bpf, 0, 0, 0),
+                    // With flows on, any command but the two lookups (here MAP_UPDATE_ELEM).
+                    "bpf_update" => libc::syscall(libc::SYS_bpf, 2, 0, 0),
                     "ptrace" => libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0),
                     "setns" => libc::syscall(libc::SYS_setns, -1, 0),
                     "mount" => libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0),
@@ -333,12 +353,19 @@ fn main() {
             failed += 1;
         }
     };
-    for s in ["collector", "privhelper", "shipper", "supervisor-writes"] {
+    for s in [
+        "collector",
+        "collector-flows",
+        "privhelper",
+        "shipper",
+        "supervisor-writes",
+    ] {
         let (st, msg) = run(s, &root, ports);
         report(s, st.success() && msg.is_none(), format!("{st:?} {msg:?}"));
     }
     for (name, nr) in [
         ("bpf", libc::SYS_bpf),
+        ("bpf_update", libc::SYS_bpf),
         ("ptrace", libc::SYS_ptrace),
         ("setns", libc::SYS_setns),
         ("mount", libc::SYS_mount),

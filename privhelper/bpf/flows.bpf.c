@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
-/* Network flow records, one per packet, from
+/* Network flows counted in the kernel, per flow key (vigil_records.h), from
  *  - a socket filter (BPF_PROG_TYPE_SOCKET_FILTER) attached with SO_ATTACH_BPF to an AF_PACKET
  *    socket (CAP_BPF + CAP_NET_RAW): it sees both directions of every interface of the
  *    network namespace and always returns 0, so the packet socket itself never queues anything;
  *  - tc (BPF_PROG_TYPE_SCHED_CLS) ingress and egress programs (CAP_BPF + CAP_NET_ADMIN), which
  *    return TC_ACT_UNSPEC/TCX_NEXT (-1) and never change the packet's fate.
  * Every packet read goes through bpf_skb_load_bytes (bounds checked by the helper), so no direct
- * packet access and no CAP_PERFMON are needed. The collector aggregates per flow key.
+ * packet access and no CAP_PERFMON are needed. Per packet: one hash lookup and atomic adds to
+ * the flow's counters, which only grow; the collector reads them all once per flow interval
+ * (BPF_MAP_LOOKUP_BATCH) and computes the deltas. No per-packet record, no ring buffer.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/in.h>
@@ -22,51 +25,76 @@
 #define MAX_IPV6_EXT 6
 #define TC_CONTINUE (-1) /* TC_ACT_UNSPEC for cls_bpf, TCX_NEXT for tcx */
 
-/* 1 MiB: 13 000 packet records; the consumer is woken at an eighth of it and drains on a timer
- * too. Its pages are the collector's resident memory twice over (the data area is mapped
- * twice), so bigger costs every host memory for bursts only. */
+/* The flows: bounded, the kernel evicts the least recently used entry to make room (its
+ * counts since the collector's last read are then in the totals only, and reported as lost).
+ * Preallocated: 16,384 entries of 48 + 32 bytes plus the kernel's element header, about 2 MiB.
+ * BPF_F_RDONLY: the map's descriptors are read-only, so whoever holds one (the privhelper,
+ * the collector) cannot write or delete an entry through bpf(); only these programs write. */
+#define MAX_FLOWS 16384
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1024 * 1024);
-} vigil_flow_rb SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_RDONLY);
+	__type(key, struct vigil_flow_key);
+	__type(value, struct vigil_flow_value);
+} vigil_flows SEC(".maps");
 
-/* Records the ring buffer had no room for. */
+/* Per-CPU totals (no shared cache line per packet); read-only descriptors too. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_RDONLY);
 	__type(key, __u32);
-	__type(value, __u64);
-} vigil_flow_drops SEC(".maps");
+	__type(value, struct vigil_flow_totals);
+} vigil_flow_totals SEC(".maps");
 
-static __always_inline void count_drop(void)
+/* Count one packet of flow k: the flow's counters first, then the totals, so that a reader
+ * taking the totals before the flows never sees a packet in the totals that is missing from a
+ * flow still present (the lost count stays exact). Atomic adds everywhere: a program can be
+ * interrupted by another one on the same CPU (softirq), and flows are shared by CPUs. */
+static __always_inline void account(struct vigil_flow_key *k, __u32 len, __u64 cgroup_id)
 {
-	__u32 k = 0;
-	__u64 *v = bpf_map_lookup_elem(&vigil_flow_drops, &k);
-	if (v)
-		__sync_fetch_and_add(v, 1);
-}
+	struct vigil_flow_value *v;
+	struct vigil_flow_totals *t;
+	__u32 zero = 0;
+	__u64 not_stored = 0, created = 0;
 
-/* Drops so far, carried in every record so the consumer learns about losses without bpf(). */
-static __always_inline __u32 drops_so_far(void)
-{
-	__u32 k = 0;
-	__u64 *v = bpf_map_lookup_elem(&vigil_flow_drops, &k);
-	return v ? (__u32)*v : 0;
-}
-
-/* Wake the consumer only once WAKEUP_BYTES are pending: a wakeup per packet (irq_work + epoll)
- * would cost more than the record itself. The collector also drains this ring on a timer. */
-#define WAKEUP_BYTES (128 * 1024)
-
-static __always_inline __u64 wakeup_flags(void)
-{
-	if (bpf_ringbuf_query(&vigil_flow_rb, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
+	v = bpf_map_lookup_elem(&vigil_flows, k);
+	if (!v) {
+		struct vigil_flow_value nv = {
+			.packets = 1,
+			.bytes = len,
+			.first_ns = bpf_ktime_get_ns(),
+			.cgroup_id = cgroup_id,
+		};
+		long err = bpf_map_update_elem(&vigil_flows, k, &nv, BPF_NOEXIST);
+		if (err == 0)
+			created = 1;
+		else if (err == -EEXIST)
+			/* Another CPU inserted it meanwhile. */
+			v = bpf_map_lookup_elem(&vigil_flows, k);
+		if (err != 0 && !v)
+			not_stored = 1;
+	}
+	if (v) {
+		__sync_fetch_and_add(&v->packets, 1);
+		__sync_fetch_and_add(&v->bytes, len);
+		if (cgroup_id && !v->cgroup_id)
+			v->cgroup_id = cgroup_id;
+	}
+	t = bpf_map_lookup_elem(&vigil_flow_totals, &zero);
+	if (!t)
+		return;
+	__sync_fetch_and_add(&t->packets, 1);
+	__sync_fetch_and_add(&t->bytes, len);
+	if (not_stored)
+		__sync_fetch_and_add(&t->not_stored, 1);
+	if (created)
+		__sync_fetch_and_add(&t->created, 1);
 }
 
 /* Ports of a TCP/UDP header at off (only for a first fragment). */
-static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
+static __always_inline void load_ports(struct __sk_buff *skb, __u32 off, struct vigil_flow_key *e)
 {
 	__u16 ports[2];
 	if (e->proto != IPPROTO_TCP && e->proto != IPPROTO_UDP)
@@ -95,7 +123,7 @@ static __always_inline int l3_offset(struct __sk_buff *skb, __u16 proto_be)
 	return -1;
 }
 
-static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
+static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct vigil_flow_key *e)
 {
 	__u8 hdr[20];
 	__u32 ihl;
@@ -118,7 +146,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct v
 	return 0;
 }
 
-static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct vigil_flow_event *e)
+static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct vigil_flow_key *e)
 {
 	__u8 hdr[40];
 	__u8 ext[2];
@@ -169,42 +197,60 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct v
 	return 0;
 }
 
+/* The common case in one helper call: IPv4 without options behind an Ethernet header, whose
+ * Ethernet, IPv4 and first four L4 bytes (the ports) are read at once (14 + 20 + 4 bytes).
+ * Returns 0 when k is filled, -1 to take the general path (which reads the same fields, one
+ * header at a time). */
+#define FAST_LEN (ETH_HLEN + 20 + 4)
+static __always_inline int parse_eth_ipv4_fast(struct __sk_buff *skb, struct vigil_flow_key *k)
+{
+	__u8 b[FAST_LEN];
+	__u16 eth_type, frag;
+
+	if (bpf_skb_load_bytes(skb, 0, b, sizeof(b)) < 0)
+		return -1;
+	__builtin_memcpy(&eth_type, &b[12], 2);
+	if (eth_type != bpf_htons(ETH_P_IP) || b[ETH_HLEN] != 0x45) /* version 4, IHL 5 */
+		return -1;
+	k->family = 4;
+	k->proto = b[ETH_HLEN + 9];
+	__builtin_memcpy(k->saddr, &b[ETH_HLEN + 12], 4);
+	__builtin_memcpy(k->daddr, &b[ETH_HLEN + 16], 4);
+	frag = ((__u16)b[ETH_HLEN + 6] << 8) | b[ETH_HLEN + 7];
+	if ((frag & 0x1fff) == 0 && (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP)) {
+		k->sport = ((__u16)b[ETH_HLEN + 20] << 8) | b[ETH_HLEN + 21];
+		k->dport = ((__u16)b[ETH_HLEN + 22] << 8) | b[ETH_HLEN + 23];
+	}
+	return 0;
+}
+
 static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 source,
 				   __u64 cgroup_id)
 {
-	struct vigil_flow_event *e;
+	struct vigil_flow_key k;
 	__u16 proto_be = (__u16)skb->protocol;
 	int l3, ret;
 
 	if (proto_be != bpf_htons(ETH_P_IP) && proto_be != bpf_htons(ETH_P_IPV6))
 		return;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.ifindex = skb->ifindex;
+	k.direction = direction;
+	k.source = source;
+	if (proto_be == bpf_htons(ETH_P_IP) && parse_eth_ipv4_fast(skb, &k) == 0) {
+		account(&k, skb->len, cgroup_id);
+		return;
+	}
 	l3 = l3_offset(skb, proto_be);
 	if (l3 < 0)
 		return;
-
-	e = bpf_ringbuf_reserve(&vigil_flow_rb, sizeof(*e), 0);
-	if (!e) {
-		count_drop();
-		return;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->kind = VIGIL_KIND_FLOW;
-	e->ifindex = skb->ifindex;
-	e->bytes = skb->len;
-	e->direction = direction;
-	e->source = source;
-	e->drops = drops_so_far();
-	e->cgroup_id = cgroup_id;
-	e->ktime_ns = bpf_ktime_get_ns();
 	if (proto_be == bpf_htons(ETH_P_IP))
-		ret = parse_ipv4(skb, l3, e);
+		ret = parse_ipv4(skb, l3, &k);
 	else
-		ret = parse_ipv6(skb, l3, e);
-	if (ret < 0) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		ret = parse_ipv6(skb, l3, &k);
+	if (ret < 0)
 		return;
-	}
-	bpf_ringbuf_submit(e, wakeup_flags());
+	account(&k, skb->len, cgroup_id);
 }
 
 /* On the packet socket of every interface that ignores outgoing packets (PACKET_IGNORE_OUTGOING:

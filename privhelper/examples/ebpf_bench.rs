@@ -1,10 +1,16 @@
 //! Benchmark (root): loopback iperf3 throughput without and with the flow socket filter attached
-//! (same run, ratio printed), and the flow ring buffer's consumed records per second.
+//! (flows counted in the kernel, the table read by the collector's reader), TCP and 64-byte UDP
+//! floods, in one run: rounds interleaved, the order of "without" and "with" alternating per
+//! round; per-round ratios and medians printed, with the machine's load around the run.
 //!
-//! `cargo run --release -p vigil-privhelper --example ebpf_bench [seconds]`
-//! Needs iperf3 in PATH. The consumer is the collector's (mmap + poll, no bpf()).
+//! `cargo run --release -p vigil-privhelper --example ebpf_bench -- [seconds] [rounds] [read_ms]`
+//! Needs iperf3 in PATH. First it measures what one read of the flow table costs the collector
+//! with 1,000 and 10,000 flows in it (one datagram to each of that many ports). While the filter is attached a thread reads the flow table and totals
+//! every `read_ms` (default 1000; the collector reads every `collector.flow_evict_ms`, 10 s by
+//! default) exactly as the collector does (`EbpfSource::read_flows`), and its CPU per read is
+//! printed too (`EBPF_BENCH_NO_READER=1`: no reader, for variants of the program whose maps
+//! the collector cannot read).
 
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +29,17 @@ fn init() -> InitConfig {
         .build()
 }
 
-fn server() -> Child {
+/// The iperf3 server, killed when dropped (also when a run panics).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> Server {
     let c = Command::new("iperf3")
         .args(["-s", "-p", PORT])
         .stdout(Stdio::null())
@@ -31,11 +47,18 @@ fn server() -> Child {
         .spawn()
         .expect("iperf3 -s (is iperf3 installed?)");
     std::thread::sleep(Duration::from_millis(300));
-    c
+    Server(c)
 }
 
-/// One iperf3 client run; returns (bits per second received, packets per second if UDP).
-fn client(secs: u32, udp: bool) -> f64 {
+#[derive(Clone, Copy, PartialEq)]
+enum Traffic {
+    Tcp,
+    Udp64,
+}
+
+/// One iperf3 client run; returns bits per second (TCP: received; UDP: sent, as iperf3's
+/// end.sum reports it).
+fn client(secs: u32, t: Traffic) -> f64 {
     let mut args = vec![
         "-c".to_string(),
         "127.0.0.1".into(),
@@ -45,7 +68,7 @@ fn client(secs: u32, udp: bool) -> f64 {
         secs.to_string(),
         "-J".into(),
     ];
-    if udp {
+    if t == Traffic::Udp64 {
         args.extend(["-u", "-b", "0", "-l", "64"].map(String::from));
     }
     let out = Command::new("iperf3")
@@ -54,7 +77,10 @@ fn client(secs: u32, udp: bool) -> f64 {
         .expect("iperf3 -c");
     let json = String::from_utf8_lossy(&out.stdout);
     // Minimal extraction: the last "bits_per_second" in end.sum_received / end.sum.
-    let key = if udp { "\"sum\":" } else { "\"sum_received\":" };
+    let key = match t {
+        Traffic::Udp64 => "\"sum\":",
+        Traffic::Tcp => "\"sum_received\":",
+    };
     let tail = json.rfind(key).map(|i| &json[i..]).unwrap_or("");
     tail.split("\"bits_per_second\":")
         .nth(1)
@@ -65,121 +91,206 @@ fn client(secs: u32, udp: bool) -> f64 {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-struct Consumer {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(u64, u64, Duration)>,
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// The collector's consumer in a thread: poll (100 ms timeout, the flow ring wakes it only
-/// when 256 KiB are pending) then drain into the flow table.
-fn consume(mut src: EbpfSource) -> Consumer {
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// What the reader saw while the filter was attached.
+#[derive(Default)]
+struct ReadStats {
+    reads: u64,
+    cpu: Duration,
+    entries: u64,
+    packets: u64,
+    lost: u64,
+    evicted: u64,
+}
+
+/// The collector's reader in a thread: the table and totals every `every`.
+fn reader(
+    mut src: EbpfSource,
+    every: Duration,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<ReadStats>) {
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
-    let handle = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut busy = Duration::ZERO;
+    let h = std::thread::spawn(move || {
+        let mut st = ReadStats::default();
         loop {
             let last = stop2.load(Ordering::Relaxed);
-            let mut pfd = libc::pollfd {
-                fd: src.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll on one live pollfd.
-            unsafe { libc::poll(&mut pfd, 1, 100) };
-            let t = Instant::now();
-            src.drain(&mut out, &[]).expect("drain");
-            busy += t.elapsed();
-            out.clear();
+            let t = thread_cpu();
+            let n = src.read_flows().expect("read flows");
+            st.cpu += thread_cpu() - t;
+            st.reads += 1;
+            st.entries += n as u64;
             if last {
                 break;
             }
+            let until = Instant::now() + every;
+            while Instant::now() < until && !stop2.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
-        (src.stats.records, src.stats.malformed, busy)
+        let f = src.flows();
+        st.packets = src.stats.flow_packets;
+        st.lost = f.lost_packets;
+        st.evicted = f.evicted_flows;
+        st
     });
-    Consumer { stop, handle }
+    (stop, h)
+}
+
+/// One run with the filter attached and read; returns (bits/s, what the reader saw).
+fn with_filter(secs: u32, t: Traffic, every: Duration) -> (f64, ReadStats) {
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(BpfProgram::FlowsSocketFilter, &init())
+        .expect("attach socket filter");
+    if std::env::var_os("EBPF_BENCH_NO_READER").is_some() {
+        // Variants of the program whose maps the collector does not read (BENCHMARKS.md).
+        return (client(secs, t), ReadStats::default());
+    }
+    let src = EbpfSource::from_response(&att.response, att.fds).expect("flow maps");
+    let (stop, h) = reader(src, every);
+    let bps = client(secs, t);
+    stop.store(true, Ordering::Relaxed);
+    let st = h.join().expect("reader");
+    drop(mgr);
+    (bps, st)
+}
+
+/// CPU of one `read_flows` (median of 21) with `n` flows in the table, and the entries read.
+fn read_cost(n: u16) -> (Duration, usize) {
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(BpfProgram::FlowsSocketFilter, &init())
+        .expect("attach socket filter");
+    let mut src = EbpfSource::from_response(&att.response, att.fds).expect("flow maps");
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for p in 0..n {
+        let _ = tx.send_to(&[0u8; 8], ("127.0.0.1", 30_000 + p));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut cpu = Vec::new();
+    let mut entries = 0;
+    for _ in 0..21 {
+        let t = thread_cpu();
+        entries = src.read_flows().expect("read flows");
+        cpu.push((thread_cpu() - t).as_secs_f64());
+    }
+    drop(mgr);
+    (Duration::from_secs_f64(median(cpu)), entries)
 }
 
 fn main() {
-    let secs: u32 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let rounds: usize = std::env::args()
-        .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let mut srv = server();
-    let (mut tcp_r, mut udp_r) = (Vec::new(), Vec::new());
-    let (mut tcp_b, mut tcp_f, mut udp_b, mut udp_f) = (vec![], vec![], vec![], vec![]);
-    let (mut records, mut malformed, mut drops) = (0u64, 0u64, 0u64);
-    let mut busy = Duration::ZERO;
-    let mut filtered_time = Duration::ZERO;
-    for _ in 0..rounds {
-        let tb = client(secs, false);
-        let ub = client(secs, true);
-        let mut mgr = BpfManager::new();
-        let att = mgr
-            .attach(BpfProgram::FlowsSocketFilter, &init())
-            .expect("attach socket filter");
-        let src = EbpfSource::new(att.program, att.fd, att.ring_size).expect("mmap ring");
-        let c = consume(src);
-        let t0 = Instant::now();
-        let tf = client(secs, false);
-        let uf = client(secs, true);
-        filtered_time += t0.elapsed();
-        c.stop.store(true, Ordering::Relaxed);
-        let (r, m, b) = c.handle.join().expect("consumer");
-        records += r;
-        malformed += m;
-        busy += b;
-        drops += mgr.drops(BpfProgram::FlowsSocketFilter).unwrap_or(0);
-        drop(mgr);
-        tcp_r.push(tf / tb);
-        udp_r.push(uf / ub);
-        tcp_b.push(tb);
-        tcp_f.push(tf);
-        udp_b.push(ub);
-        udp_f.push(uf);
+    let no_reader = std::env::var_os("EBPF_BENCH_NO_READER").is_some();
+    for n in [1000u16, 10_000].into_iter().filter(|_| !no_reader) {
+        let (cpu, entries) = read_cost(n);
+        println!(
+            "flow table read with {n} flows sent ({entries} entries): {:.0} us CPU per read \
+             (median of 21)",
+            cpu.as_secs_f64() * 1e6
+        );
     }
-    let _ = srv.kill();
-    let _ = srv.wait();
+    let arg = |i: usize, d: u64| -> u64 {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let secs = arg(1, 5) as u32;
+    let rounds = arg(2, 5) as usize;
+    let every = Duration::from_millis(arg(3, 1000));
+    let load_before = loadavg();
+    let srv = server();
+    let mut rows: Vec<(Traffic, Vec<f64>, Vec<f64>)> = vec![
+        (Traffic::Tcp, vec![], vec![]),
+        (Traffic::Udp64, vec![], vec![]),
+    ];
+    let mut reads = ReadStats::default();
+    let mut filtered = Duration::ZERO;
+    for round in 0..rounds {
+        for (t, without, with) in rows.iter_mut() {
+            let mut one = |on: bool| {
+                if on {
+                    let t0 = Instant::now();
+                    let (b, st) = with_filter(secs, *t, every);
+                    filtered += t0.elapsed();
+                    reads.reads += st.reads;
+                    reads.cpu += st.cpu;
+                    reads.entries += st.entries;
+                    reads.packets += st.packets;
+                    reads.lost += st.lost;
+                    reads.evicted += st.evicted;
+                    with.push(b);
+                } else {
+                    without.push(client(secs, *t));
+                }
+            };
+            // Alternate which goes first, so a drift of the machine does not favour one.
+            let first_on = round % 2 == 1;
+            one(first_on);
+            one(!first_on);
+        }
+        eprintln!("round {} of {rounds} done, load {}", round + 1, loadavg());
+    }
+    drop(srv);
 
-    let g = |b: f64| b / 1e9;
-    let pps = |b: f64| b / 8.0 / 64.0;
     println!(
-        "loopback iperf3, {rounds} rounds of {secs} s runs (without, then with the socket filter); medians"
+        "loopback iperf3, {rounds} interleaved rounds of {secs} s runs per case (order \
+         alternating); load average before {load_before}, after {}",
+        loadavg()
     );
-    println!(
-        "TCP           without {:.2} Gbit/s, with {:.2} Gbit/s, ratio {:.3} (per round {:?})",
-        g(median(tcp_b)),
-        g(median(tcp_f)),
-        median(tcp_r.clone()),
-        tcp_r
+    for (t, without, with) in &rows {
+        let ratios: Vec<f64> = without.iter().zip(with).map(|(a, b)| b / a).collect();
+        let per_round: Vec<f64> = ratios
             .iter()
             .map(|r| (r * 1000.0).round() / 1000.0)
-            .collect::<Vec<_>>()
-    );
+            .collect();
+        match t {
+            Traffic::Tcp => println!(
+                "TCP           without {:.2} Gbit/s, with {:.2} Gbit/s, median ratio {:.3} \
+                 (per round {per_round:?})",
+                median(without.clone()) / 1e9,
+                median(with.clone()) / 1e9,
+                median(ratios.clone()),
+            ),
+            Traffic::Udp64 => println!(
+                "UDP 64 B      without {:.0} datagrams/s, with {:.0}, median ratio {:.3} \
+                 (per round {per_round:?})",
+                median(without.clone()) / 8.0 / 64.0,
+                median(with.clone()) / 8.0 / 64.0,
+                median(ratios.clone()),
+            ),
+        }
+    }
     println!(
-        "UDP 64 B      without {:.0} datagrams/s, with {:.0}, ratio {:.3} (per round {:?})",
-        pps(median(udp_b)),
-        pps(median(udp_f)),
-        median(udp_r.clone()),
-        udp_r
-            .iter()
-            .map(|r| (r * 1000.0).round() / 1000.0)
-            .collect::<Vec<_>>()
-    );
-    println!(
-        "ring buffer:  {records} records in {:.1} s with the filter = {:.0} records/s produced and \
-         consumed; consumer busy {:.2} s = {:.0} records/s per busy core-second; \
-         {drops} kernel-side drops (ring full), {malformed} malformed",
-        filtered_time.as_secs_f64(),
-        records as f64 / filtered_time.as_secs_f64(),
-        busy.as_secs_f64(),
-        records as f64 / busy.as_secs_f64().max(1e-9),
+        "flow table:   {} reads in {:.1} s with the filter, {:.0} entries per read, {:.1} us CPU \
+         per read; {} packets counted in the kernel, {} lost (evicted unread or no room), {} \
+         flows evicted",
+        reads.reads,
+        filtered.as_secs_f64(),
+        reads.entries as f64 / reads.reads.max(1) as f64,
+        reads.cpu.as_secs_f64() * 1e6 / reads.reads.max(1) as f64,
+        reads.packets,
+        reads.lost,
+        reads.evicted,
     );
 }

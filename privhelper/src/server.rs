@@ -5,7 +5,7 @@
 //! | request                 | feature          | phase    | answer                          |
 //! |-------------------------|------------------|----------|---------------------------------|
 //! | `OpenKmsg`              | `kmsg_events`    | start-up, once | `Fd{Kmsg}` + /dev/kmsg    |
-//! | `BpfAttach{program}`    | `ebpf_*`         | start-up | `BpfRingbuf` + ring buffer map  |
+//! | `BpfAttach{program}`    | `ebpf_*`         | start-up | `BpfRingbuf` + ring buffer map; flows: `BpfFlowMap` + flows and totals maps |
 //! | `Ready`                 | —                | start-up, once | `Ready{caps}`: capabilities dropped to the steady-state set |
 //! | `ProcFdStats{pids}`     | `process_sockets`, or `process_fds` before Linux 6.2 | always | `FdStats` |
 //! | `ListNetns`             | `netns_metrics_setns` | always | `Netns`                    |
@@ -268,7 +268,7 @@ impl Server {
     fn attach(&mut self, program: vigil_ipc_proto::BpfProgram) -> Result<Answer, RequestError> {
         self.require(program.feature())?;
         // The BPF module answers completely (and logs its refusals).
-        let (resp, fd) = crate::bpf::respond(program, &self.init);
+        let (resp, fds) = crate::bpf::respond(program, &self.init);
         release_free_memory();
         match &resp {
             PrivResponse::Error(PrivError { code, message }) => Err(match code {
@@ -280,7 +280,7 @@ impl Server {
                     source: std::io::Error::other(message.clone()),
                 },
             }),
-            _ => Ok((resp, fd.into_iter().collect())),
+            _ => Ok((resp, fds)),
         }
     }
 

@@ -27,9 +27,9 @@ fn exec_and_exit_of_20_processes() {
     let mut mgr = BpfManager::new();
     let cfg = init(&ALL, &[]);
     let att = mgr.attach(BpfProgram::ExecExit, &cfg).expect("attach exec");
-    assert_eq!(att.ring_size, 256 * 1024);
+    assert_eq!(att.ring_size(), Some(256 * 1024));
     assert_eq!(
-        att.response(),
+        att.response,
         PrivResponse::BpfRingbuf {
             program: BpfProgram::ExecExit,
             ring_size: 256 * 1024
@@ -37,16 +37,16 @@ fn exec_and_exit_of_20_processes() {
     );
     // A second request: a new descriptor for the same map, no second load.
     let again = mgr.attach(BpfProgram::ExecExit, &cfg).expect("re-attach");
-    assert_ne!(again.fd.as_raw_fd(), att.fd.as_raw_fd());
+    assert_ne!(again.fds[0].as_raw_fd(), att.fds[0].as_raw_fd());
     assert_eq!(
-        fdinfo_field(&again.fd, "map_id:"),
-        fdinfo_field(&att.fd, "map_id:")
+        fdinfo_field(&again.fds[0], "map_id:"),
+        fdinfo_field(&att.fds[0], "map_id:")
     );
     assert_eq!(again.prog_ids, att.prog_ids);
     assert_eq!(mgr.prog_ids().len(), 2);
     drop(again);
 
-    let mut src = EbpfSource::new(BpfProgram::ExecExit, att.fd, att.ring_size).expect("mmap");
+    let mut src = EbpfSource::from_response(&att.response, att.fds).expect("mmap");
     let mut pids = HashSet::new();
     for _ in 0..20 {
         let st = Command::new("/bin/true").spawn().expect("spawn /bin/true");
@@ -69,7 +69,7 @@ fn exec_and_exit_of_20_processes() {
 
     // The ring buffer descriptor is pollable: readable now that records are pending.
     let mut pfd = libc::pollfd {
-        fd: src.as_raw_fd(),
+        fd: src.ring_fd().unwrap(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -176,7 +176,7 @@ fn exec_in_a_container_cgroup_is_attributed() {
 
     let mut mgr = BpfManager::new();
     let att = mgr.attach(BpfProgram::ExecExit, &init(&ALL, &[])).unwrap();
-    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    let mut src = EbpfSource::from_response(&att.response, att.fds).unwrap();
     src.set_cgroup_resolver(CgroupResolver::discover().expect("cgroup2 mount"));
     let script = format!(
         "echo $$ > {}/cgroup.procs && exec /bin/true",

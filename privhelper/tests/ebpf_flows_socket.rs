@@ -1,5 +1,7 @@
 //! The flow socket filter (run as root): real loopback TCP and UDP (IPv4 and IPv6) counted
-//! per flow, a ring that wraps, a ring nobody drains (drops counted and reported).
+//! per flow in the kernel, exactly; many packets read by the collector's loop; a full flow
+//! table (evictions and the packets they lose counted, nothing else lost); maps that user
+//! space cannot write.
 
 mod common;
 
@@ -20,8 +22,15 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     let att = mgr
         .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
         .expect("attach socket filter");
-    assert_eq!(att.ring_size, 1024 * 1024);
-    let drainer = Drainer::start(EbpfSource::new(att.program, att.fd, att.ring_size).unwrap());
+    assert_eq!(
+        att.response,
+        vigil_ipc_proto::PrivResponse::BpfFlowMap {
+            program: BpfProgram::FlowsSocketFilter,
+            max_entries: 16384
+        }
+    );
+    assert_eq!(att.fds.len(), 2);
+    let drainer = Drainer::start(EbpfSource::from_response(&att.response, att.fds).unwrap());
 
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let l = TcpListener::bind(SocketAddr::new(lo, 0)).unwrap();
@@ -74,7 +83,11 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     // The reverse TCP direction (ACKs, the one-byte answer) exists too.
     let back = key(ifi, Direction::Ingress, 6, tcp_srv, tcp_cli, src_);
     assert!(stats(&src, &back).1 > 0);
-    assert_eq!(mgr.drops(BpfProgram::FlowsSocketFilter), Some(0));
+    let t = mgr.flow_totals(BpfProgram::FlowsSocketFilter).unwrap();
+    assert_eq!(t.not_stored, 0);
+    assert!(t.packets >= UDP_COUNT + 20);
+    assert_eq!(src.flows().evicted_flows, 0);
+    assert_eq!(src.flows().lost_packets, 0);
 
     // Eviction turns them into metrics with the documented names and attributes.
     let recs = src.evict_flows(&[]);
@@ -108,11 +121,10 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     assert_detached(&ids);
 }
 
-/// More records than the 1 MiB flow ring holds (80-byte records with their headers straddle
-/// its end), consumed through `EbpfSources` as the collector's loop does; counts stay exact,
-/// eviction emits them.
+/// Many packets of one flow, read by `EbpfSources` as the collector's loop does (the table read
+/// at each eviction): counts exact, the final count emitted once.
 #[test]
-fn flow_ring_wraps_and_sources_service_evicts() {
+fn many_packets_counted_exactly_and_sources_service_evicts() {
     use vigil_collector::ebpf::EbpfSources;
     let _serial = flow_lock();
     const N: u64 = 40_000;
@@ -121,7 +133,7 @@ fn flow_ring_wraps_and_sources_service_evicts() {
     let att = mgr
         .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
         .unwrap();
-    let src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    let src = EbpfSource::from_response(&att.response, att.fds).unwrap();
     let mut set = EbpfSources::new(vec![src], 100);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let rx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
@@ -133,37 +145,31 @@ fn flow_ring_wraps_and_sources_service_evicts() {
     for i in 0..N {
         tx.send_to(&[1u8; PAYLOAD], to).unwrap();
         while rx.recv(&mut buf).is_ok() {}
-        if i % 500 == 0 {
+        if i % 5000 == 0 {
             assert!(set.service(Instant::now(), &mut out, &[]).is_empty());
         }
     }
     let eg = key(1, Direction::Egress, 17, from, to, FlowSource::Socket);
     let inn = key(1, Direction::Ingress, 17, from, to, FlowSource::Socket);
     let frame = (14 + 20 + 8 + PAYLOAD) as u64;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        set.service(Instant::now(), &mut out, &[]);
-        let s = &set.sources()[0];
-        if stats(s, &inn).1 >= N {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{:?}", stats(s, &inn));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // The counters only grow: one read after the last packet has them all.
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(set.service(Instant::now(), &mut out, &[]).is_empty());
     let s = &set.sources()[0];
     // Loopback: once per packet, as received.
     assert_eq!(stats(s, &inn), (N * frame, N));
     assert_eq!(stats(s, &eg), (0, 0));
-    assert!(s.stats.records >= N);
-    assert!(
-        s.stats.records * 80 > 1024 * 1024,
-        "the ring wrapped at least once"
-    );
     assert_eq!(s.stats.malformed, 0);
-    assert_eq!(mgr.drops(BpfProgram::FlowsSocketFilter), Some(0));
+    assert!(s.stats.flow_reads >= 2);
+    assert_eq!(s.flows().lost_packets, 0);
+    assert_eq!(
+        mgr.flow_totals(BpfProgram::FlowsSocketFilter)
+            .unwrap()
+            .not_stored,
+        0
+    );
     // Each eviction emits the flows active since the previous one (cumulative values): the
-    // final count shows up exactly once (loopback: one direction, received), at the first
-    // eviction after the last packet was counted (at the latest the one after this sleep).
+    // final count shows up exactly once.
     std::thread::sleep(Duration::from_millis(150));
     set.service(Instant::now(), &mut out, &[]);
     let port = vigil_ipc_proto::AttrValue::I64(i64::from(from.port()));
@@ -183,50 +189,101 @@ fn flow_ring_wraps_and_sources_service_evicts() {
     assert_eq!(n, 1, "final count once");
     let c = set.counters();
     assert!(c.iter().any(|(k, v)| k == "ebpf_flow_packets" && *v >= N));
+    assert!(
+        c.iter()
+            .any(|(k, v)| k == "ebpf_flow_overflow_packets" && *v == 0)
+    );
     let ids = mgr.prog_ids();
     drop(set);
     drop(mgr);
     assert_detached(&ids);
 }
 
-/// A ring nobody drains fills up: the kernel counts what it could not write, and the next record
-/// written carries that count to the unprivileged consumer.
+/// More flows than the kernel's table holds: it evicts the least recently used; the collector
+/// counts the evictions and the packets counted in no flow it reported, and the packets it did
+/// report plus those lost are exactly what the programs counted.
 #[test]
-fn full_ring_drops_are_counted_and_reported_in_records() {
+fn full_flow_table_evictions_and_lost_packets_are_counted() {
     let _serial = flow_lock();
     let mut mgr = BpfManager::new();
     let att = mgr
         .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
         .unwrap();
-    let mut src = EbpfSource::new(att.program, att.fd, att.ring_size).unwrap();
+    let mut src = EbpfSource::from_response(&att.response, att.fds).unwrap();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let rx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
     let tx = UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
-    rx.set_nonblocking(true).unwrap();
-    let to = rx.local_addr().unwrap();
-    let mut buf = [0u8; 64];
-    // 1 MiB / 80-byte records (header included) ~ 13k records; 20k datagrams make 20k
-    // records on lo (counted once, as received).
-    for _ in 0..20_000 {
-        tx.send_to(&[1u8; 8], to).unwrap();
-        while rx.recv(&mut buf).is_ok() {}
-    }
-    let dropped = mgr.drops(BpfProgram::FlowsSocketFilter).unwrap();
-    assert!(dropped > 0, "the undrained ring must have overflowed");
-    let mut out = Vec::new();
-    src.drain(&mut out, &[]).unwrap();
-    // A full ring: every slot it has was written.
-    assert!(src.stats.records >= 13_000, "{}", src.stats.records);
-    // Room again: the next records carry the kernel's count.
-    for _ in 0..10 {
-        tx.send_to(&[1u8; 8], to).unwrap();
+    // Ports nobody listens on: one flow each (the ICMP answers are rate-limited, a few flows).
+    let base: u16 = 20_000;
+    let flows: u16 = 20_000;
+    for i in 0..flows {
+        let _ = tx.send_to(&[1u8; 8], SocketAddr::new(lo, base + i));
     }
     std::thread::sleep(Duration::from_millis(50));
-    src.drain(&mut out, &[]).unwrap();
-    let now = mgr.drops(BpfProgram::FlowsSocketFilter).unwrap();
+    src.read_flows().unwrap();
+    let t = src.flows().totals;
+    let table = src.flows();
+    let reported: u64 = table.iter().map(|(_, s)| s.packets).sum();
     assert!(
-        src.stats.kernel_drops >= dropped && src.stats.kernel_drops <= now,
-        "consumer saw {} drops, kernel counted {dropped}..{now}",
-        src.stats.kernel_drops
+        table.evicted_flows >= u64::from(flows) - 16_384,
+        "{} evictions",
+        table.evicted_flows
     );
+    // Every flow evicted before the first read had unread packets.
+    assert!(
+        table.lost_packets >= table.evicted_flows,
+        "{} lost, {} evicted",
+        table.lost_packets,
+        table.evicted_flows
+    );
+    assert_eq!(reported + table.lost_packets, t.packets, "{t:?}");
+    assert!(table.len() <= 16_384);
+    let (evicted, lost) = (table.evicted_flows as i64, table.lost_packets as i64);
+    // Reported as metrics with the flows.
+    let recs = src.evict_flows(&[]);
+    let value = |name: &str| {
+        recs.iter().find_map(|r| match r {
+            vigil_ipc_proto::Record::Metrics { metrics, .. } => {
+                metrics.iter().find(|m| m.name == name).map(|m| m.value)
+            }
+            _ => None,
+        })
+    };
+    use vigil_ipc_proto::MetricValue::I64;
+    assert_eq!(value("vigil.network.flow.evictions"), Some(I64(evicted)));
+    assert_eq!(value("vigil.network.flow.lost"), Some(I64(lost)));
+    // The counters say so too.
+    let set = vigil_collector::ebpf::EbpfSources::new(vec![src], 100);
+    let c = set.counters();
+    let get = |k: &str| c.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap();
+    assert!(get("ebpf_flow_evictions") >= u64::from(flows) - 16_384);
+    assert!(get("ebpf_flow_overflow_packets") >= get("ebpf_flow_evictions"));
+}
+
+/// Nobody the privhelper hands the descriptors to can write the flow maps (created with
+/// `BPF_F_RDONLY`: the descriptors are read-only): updates and deletes are refused by the
+/// kernel, even for root.
+#[test]
+fn flow_maps_are_read_only_from_user_space() {
+    use std::os::fd::AsRawFd;
+    let _serial = flow_lock();
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
+        .unwrap();
+    // bpf(cmd, union bpf_attr { map_fd, key, value, flags }) on each map.
+    for (fd, key_size, value_size) in [(&att.fds[0], 48, 32), (&att.fds[1], 4, 32 * 4096)] {
+        let key = vec![0u8; key_size];
+        let value = vec![0u8; value_size];
+        for cmd in [2u64 /* UPDATE_ELEM */, 3 /* DELETE_ELEM */] {
+            let value = if cmd == 2 { value.as_ptr() as u64 } else { 0 };
+            let attr: [u64; 4] = [fd.as_raw_fd() as u64, key.as_ptr() as u64, value, 0];
+            // SAFETY: bpf() with a live attr whose buffers outlive the call.
+            let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), 32) };
+            assert_eq!(
+                (r, std::io::Error::last_os_error().raw_os_error()),
+                (-1, Some(libc::EPERM)),
+                "cmd {cmd}"
+            );
+        }
+    }
 }

@@ -53,8 +53,8 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     let sock = mgr.attach(BpfProgram::FlowsSocketFilter, &cfg).unwrap();
     let tc = mgr.attach(BpfProgram::FlowsTc, &cfg).expect("attach tc");
     assert_eq!(mgr.tc_interfaces(), vec![ns.host_if.clone()]);
-    let sock = Drainer::start(EbpfSource::new(sock.program, sock.fd, sock.ring_size).unwrap());
-    let tc = Drainer::start(EbpfSource::new(tc.program, tc.fd, tc.ring_size).unwrap());
+    let sock = Drainer::start(EbpfSource::from_response(&sock.response, sock.fds).unwrap());
+    let tc = Drainer::start(EbpfSource::from_response(&tc.response, tc.fds).unwrap());
     // A loader running inside the namespace: its packet socket sees that namespace's
     // interfaces (what the privhelper does for a container after setns).
     let ns_if = ns.ns_if.clone();
@@ -72,7 +72,7 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
         })
         .join()
         .unwrap();
-    let inner = Drainer::start(EbpfSource::new(inner.program, inner.fd, inner.ring_size).unwrap());
+    let inner = Drainer::start(EbpfSource::from_response(&inner.response, inner.fds).unwrap());
 
     let ns_ip = IpAddr::V4(ns.ns_ip);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -134,8 +134,8 @@ fn consumer_works_unprivileged() {
         pids.push(c.id().to_string());
         c.wait().unwrap();
     }
-    let spec = format!("{};{}", att.ring_size, pids.join(","));
-    let fd = att.fd.as_raw_fd();
+    let spec = format!("{};{}", att.ring_size().unwrap(), pids.join(","));
+    let fd = att.fds[0].as_raw_fd();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -225,7 +225,7 @@ fn caps_child_entry() {
         (BpfProgram::FlowsTc, CAP_NET_ADMIN),
     ] {
         match (mgr.attach(p, &cfg), has(CAP_BPF) && has(needs)) {
-            (Ok(a), true) => println!("CAPS-OK {p:?} ring {}", a.ring_size),
+            (Ok(a), true) => println!("CAPS-OK {p:?} {:?}", a.response),
             (Err(e), false) => {
                 assert_eq!(
                     e.to_priv_error().code,
@@ -239,7 +239,7 @@ fn caps_child_entry() {
     }
     if full {
         let a = mgr.attach(BpfProgram::ExecExit, &cfg).unwrap();
-        let mut src = EbpfSource::new(a.program, a.fd, a.ring_size).unwrap();
+        let mut src = EbpfSource::from_response(&a.response, a.fds).unwrap();
         let mut c = Command::new("/bin/true").spawn().unwrap();
         let pid = c.id();
         c.wait().unwrap();
@@ -451,8 +451,8 @@ fn attach_over_the_ipc_channel() {
             let PrivRequest::BpfAttach { program } = req else {
                 panic!("unexpected {req:?}")
             };
-            let (resp, fd) = vigil_privhelper::bpf::respond(program, &priv_init);
-            let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+            let (resp, fds) = vigil_privhelper::bpf::respond(program, &priv_init);
+            let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
             privh.send_with_fds(&resp, &fds).unwrap();
             answered.push((program, matches!(resp, PrivResponse::BpfRingbuf { .. })));
         }

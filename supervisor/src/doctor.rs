@@ -84,7 +84,7 @@ fn kernel_section(cfg: &AgentConfig, facts: &KernelFacts) -> String {
     );
     let _ = writeln!(
         s,
-        "  kernel.unprivileged_bpf_disabled {}  (irrelevant with CAP_BPF; the collector never calls bpf())",
+        "  kernel.unprivileged_bpf_disabled {}  (irrelevant with CAP_BPF; since Linux 6.5 it does not cover the collector's lookups in the flow maps the privhelper passed)",
         opt(facts.unprivileged_bpf_disabled)
     );
     let _ = writeln!(

@@ -3,7 +3,7 @@
 //! (`vigil_policies::apply`) before it reads any peer input.
 
 use vigil_ipc_proto::delivery::NetNeeds;
-use vigil_ipc_proto::{AgentConfig, Attached, Ids, InitConfig, Role, SandboxPlan};
+use vigil_ipc_proto::{AgentConfig, Attached, Feature, Ids, InitConfig, Role, SandboxPlan};
 use vigil_policies::LandlockVars;
 use vigil_policies::features::Evaluation;
 
@@ -43,12 +43,17 @@ pub fn supervisor_writable(runtime_dir: &str, journal_dir: &str) -> Vec<String> 
 
 /// The seccomp policy files of a role for this run: its own, then `shipper-dns` (UDP to the
 /// nameservers) only when a name must be resolved, `shipper-listen` (accept4 on the socket the
-/// supervisor bound) only with the Prometheus endpoint.
-fn seccomp_files(role: Role, facts: &RunFacts) -> Vec<String> {
+/// supervisor bound) only with the Prometheus endpoint, `collector-flows` (bpf() map lookups
+/// only) only with a flow feature on.
+fn seccomp_files(role: Role, eval: &Evaluation, facts: &RunFacts) -> Vec<String> {
     let mut v: Vec<String> = vigil_policies::seccomp::policy_name(role)
         .map(str::to_string)
         .into_iter()
         .collect();
+    let flows = [Feature::EbpfFlowsSocket, Feature::EbpfFlowsTc];
+    if role == Role::Collector && flows.iter().any(|f| eval.is_enabled(*f)) {
+        v.push("collector-flows".to_string());
+    }
     if role == Role::Shipper {
         if facts.net.dns {
             v.push("shipper-dns".to_string());
@@ -158,7 +163,7 @@ pub fn sandbox_plan(
         non_dumpable: role == Role::Privhelper || !keep_caps.is_empty(),
         keep_caps,
         steady_caps,
-        seccomp: seccomp_files(role, facts),
+        seccomp: seccomp_files(role, eval, facts),
         landlock,
     })
 }
@@ -261,7 +266,8 @@ mod tests {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &run()).unwrap();
             assert!(p.keep_caps.is_empty());
             assert_eq!(p.ids.as_ref().unwrap().gid, 985);
-            assert!(p.seccomp == [role.as_str()] && p.landlock.enabled);
+            assert_eq!(p.seccomp[0], role.as_str());
+            assert!(p.landlock.enabled);
             assert!(!p.non_dumpable);
         }
         let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &run()).unwrap();
@@ -273,7 +279,13 @@ mod tests {
         assert_eq!(s.seccomp, ["shipper"]);
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
-        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector"]);
+        // Flows are on by default: the collector may read their maps (bpf() lookups only).
+        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector", "collector-flows"]);
+        let mut no_flows = cfg.clone();
+        no_flows.collector.ebpf_flows = false;
+        let ev2 = evaluate(&no_flows, &all, &facts());
+        let c2 = sandbox_plan(Role::Collector, &no_flows, &ev2, Some(&user()), &run()).unwrap();
+        assert_eq!(c2.seccomp, ["collector"]);
         // By default the privhelper inspects no other process: Landlock stays on.
         assert!(ph.landlock.enabled);
         assert!(ph.non_dumpable && ph.seccomp == ["privhelper"]);
@@ -311,7 +323,8 @@ mod tests {
         );
         for role in [Role::Collector, Role::Privhelper] {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &r).unwrap();
-            assert!(p.seccomp == [role.as_str()] && p.landlock.connect_tcp.is_empty());
+            assert!(p.seccomp[0] == role.as_str() && p.landlock.connect_tcp.is_empty());
+            assert!(!p.seccomp.iter().any(|f| f.starts_with("shipper")));
             assert!(attached(role, &r).is_empty());
         }
     }

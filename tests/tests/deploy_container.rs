@@ -536,7 +536,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         Opts::daemonset(&caps, Some(&containerd_like)).env("VIGIL_SELFTEST", &probes.join(","));
     let c = Container::start(&name, opts, &journal, &rx.endpoint());
     let logs = c.wait_log(
-        "eBPF ring buffer mapped program=FlowsSocketFilter",
+        "eBPF flow table ready program=FlowsSocketFilter",
         Duration::from_secs(30),
     );
     let on = features(&logs);
@@ -555,11 +555,11 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         !logs.contains("required system capabilities not present") && !logs.contains("missing"),
         "warning with the add-list:\n{logs}"
     );
-    for program in ["ExecExit", "FlowsSocketFilter"] {
-        assert!(
-            logs.contains(&format!("eBPF ring buffer mapped program={program}")),
-            "{program} not attached:\n{logs}"
-        );
+    for line in [
+        "eBPF ring buffer mapped program=ExecExit",
+        "eBPF flow table ready program=FlowsSocketFilter",
+    ] {
+        assert!(logs.contains(line), "{line}: not attached:\n{logs}");
     }
     assert!(!logs.contains("eBPF source unavailable"), "{logs}");
     // The supervisor as the runtime started it: NoNewPrivs (allowPrivilegeEscalation: false),

@@ -22,15 +22,15 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
         .arg(cfg.path().to_str().unwrap())
         .start();
     agent.wait_ready(Duration::from_secs(30));
-    // The collector maps the rings the privhelper attached (logged by the collector).
+    // The collector checked the flow maps the privhelper attached (logged by the collector).
     assert!(
         agent
             .stderr
             .wait_for(Duration::from_secs(20), |l| l
-                .contains("eBPF ring buffer mapped")
+                .contains("eBPF flow table ready")
                 && l.contains("FlowsSocketFilter"))
             .is_some(),
-        "no eBPF ring mapped: {}",
+        "no eBPF flow table: {}",
         agent.stderr.text()
     );
 
@@ -167,10 +167,10 @@ fn tc_flows_on_a_veth_from_the_real_agent() {
         agent
             .stderr
             .wait_for(Duration::from_secs(20), |l| l
-                .contains("eBPF ring buffer mapped")
+                .contains("eBPF flow table ready")
                 && l.contains("FlowsTc"))
             .is_some(),
-        "no tc ring mapped: {}",
+        "no tc flow table: {}",
         agent.stderr.text()
     );
 

@@ -115,7 +115,7 @@ fn without_cap_perfmon_no_exec_events_but_socket_flows() {
     agent
         .stderr
         .wait_for(Duration::from_secs(20), |l| {
-            l.contains("eBPF ring buffer mapped") && l.contains("FlowsSocketFilter")
+            l.contains("eBPF flow table ready") && l.contains("FlowsSocketFilter")
         })
         .expect("socket filter attached");
     assert!(agent.try_wait().is_none());

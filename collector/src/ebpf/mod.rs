@@ -1,40 +1,45 @@
-//! eBPF data in the collector: ring buffers whose descriptors the privhelper passed over the
-//! IPC channel (`PrivRequest::BpfAttach` → `PrivResponse::BpfRingbuf` + fd), consumed with mmap
-//! only — this process never calls bpf().
+//! eBPF data in the collector, through descriptors the privhelper passed over the IPC channel
+//! (`PrivRequest::BpfAttach`): exec/exit's ring buffer (`PrivResponse::BpfRingbuf` + fd),
+//! consumed with mmap only, and the flow programs' table and totals (`PrivResponse::BpfFlowMap`
+//! with two fds), read-only maps read with the two bpf() lookup commands the collector's
+//! seccomp policy allows when flows are on (`collector-flows.policy`).
 //!
 //! - [`ringbuf`]: the mmap consumer;
 //! - [`records`]: the binary records of `privhelper/bpf/vigil_records.h`;
 //! - [`exec`]: exec/exit events → `Record::Log` (`process.exec` / `process.exit`);
-//! - [`flows`]: per-packet records aggregated per flow → `network.flow.bytes` /
-//!   `network.flow.packets` metrics on eviction (every `collector.flow_evict_ms`).
+//! - [`flowmap`]: the flow table and totals, read by batch;
+//! - [`flows`]: the kernel's per-flow counters as deltas and cumulative sums →
+//!   `vigil.network.flow.bytes` / `.packets` metrics on eviction (every `collector.flow_evict_ms`).
 //!
-//! Integration: [`attach_all`] asks the privhelper for every enabled program; each
-//! [`EbpfSource`] is pollable ([`EbpfSource::as_raw_fd`] is readable when records are pending,
-//! register it with epoll/mio) and [`EbpfSource::drain`] turns pending records into
-//! [`Record`]s. [`EbpfSource::set_process_hook`] lets the process table see exec/exit events.
+//! Integration: [`attach_all`] asks the privhelper for every enabled program; a ring
+//! [`EbpfSource`] is pollable ([`EbpfSource::ring_fd`] is readable when records are pending)
+//! and [`EbpfSource::drain`] turns pending records into [`Record`]s; a flow source is read on
+//! the eviction timer. [`EbpfSource::set_process_hook`] lets the process table see exec/exit
+//! events.
 
 pub mod cgroup;
 pub mod exec;
+pub mod flowmap;
 pub mod flows;
 pub mod records;
 pub mod ringbuf;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::event_loop::Source;
 use crate::privclient::{PrivClient, PrivClientError};
 use vigil_ipc_proto::{
-    BpfProgram, Feature, InitConfig, KeyValue, PrivErrorCode, ProtoError, Record,
+    BpfProgram, Feature, InitConfig, KeyValue, Metric, MetricKind, MetricValue, PrivErrorCode,
+    PrivResponse, ProtoError, Record,
 };
 
 pub use cgroup::CgroupResolver;
+pub use flowmap::{FlowMap, FlowMapError};
 pub use flows::FlowTable;
-pub use records::{BpfRecord, FlowEvent, ProcEvent, ProcEventKind};
+pub use records::{BpfRecord, ProcEvent, ProcEventKind};
 pub use ringbuf::{RingBuf, RingBufError};
 
-/// The flow programs wake the consumer only once 128 KiB of records are pending (a wakeup per
-/// packet costs more than the record): drain flow sources on a timer at least this often too.
-/// Exec/exit records wake the consumer as soon as it has caught up.
+/// Ring buffers are drained on a timer at least this often too (besides their wakeups).
 pub const FLOW_DRAIN_INTERVAL_MS: u64 = 500;
 
 /// Records taken from one ring buffer per [`EbpfSource::drain`] call, so one busy ring cannot
@@ -55,6 +60,14 @@ pub enum EbpfError {
     Unexpected(BpfProgram),
     #[error("ring buffer: {0}")]
     Ring(#[from] RingBufError),
+    #[error("flow table: {0}")]
+    FlowMap(#[from] FlowMapError),
+    #[error("{program:?}: answer {answer} with {fds} descriptors")]
+    BadAnswer {
+        program: BpfProgram,
+        answer: &'static str,
+        fds: usize,
+    },
 }
 
 /// Wall clock from CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns).
@@ -97,45 +110,123 @@ type ProcessHook = Box<dyn FnMut(&ProcEvent) + Send>;
 /// Counters of one source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceStats {
+    /// Ring records consumed.
     pub records: u64,
+    /// Ring records, or flow table entries, that were not what the programs write.
     pub malformed: u64,
     pub proc_events: u64,
+    /// Packets the flow programs counted (their totals at the last read).
     pub flow_packets: u64,
     /// Records the kernel could not write because the ring was full (latest count carried by
     /// the records themselves).
     pub kernel_drops: u64,
+    /// Reads of the flow table.
+    pub flow_reads: u64,
 }
 
-/// One ring buffer and what its records become.
+/// What a source reads.
+enum Input {
+    /// Exec/exit records.
+    Ring(RingBuf),
+    /// The flow programs' table and totals.
+    Flows(FlowMap),
+}
+
+/// One BPF program's output and what it becomes.
 pub struct EbpfSource {
     pub program: BpfProgram,
-    ring: RingBuf,
+    input: Input,
     flows: FlowTable,
     hook: Option<ProcessHook>,
     cgroups: Option<CgroupResolver>,
     pub stats: SourceStats,
+    /// Wall clock when the source was made (start of its cumulative counters).
+    started_unix_nano: u64,
 }
 
 impl std::fmt::Debug for EbpfSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let input: &dyn std::fmt::Debug = match &self.input {
+            Input::Ring(r) => r,
+            Input::Flows(m) => m,
+        };
         f.debug_struct("EbpfSource")
             .field("program", &self.program)
-            .field("ring", &self.ring)
+            .field("input", input)
             .field("stats", &self.stats)
             .finish()
     }
 }
 
 impl EbpfSource {
+    /// A ring buffer source (exec/exit).
     pub fn new(program: BpfProgram, fd: OwnedFd, ring_size: u32) -> Result<Self, EbpfError> {
-        Ok(EbpfSource {
+        Ok(Self::with_input(
             program,
-            ring: RingBuf::new(fd, ring_size)?,
+            Input::Ring(RingBuf::new(fd, ring_size)?),
+        ))
+    }
+
+    /// A flow table source.
+    pub fn flow_map(
+        program: BpfProgram,
+        flows: OwnedFd,
+        totals: OwnedFd,
+        max_entries: u32,
+    ) -> Result<Self, EbpfError> {
+        Ok(Self::with_input(
+            program,
+            Input::Flows(FlowMap::new(flows, totals, max_entries)?),
+        ))
+    }
+
+    /// The source a `BpfAttach` answer describes, with the descriptors that came with it.
+    pub fn from_response(resp: &PrivResponse, mut fds: Vec<OwnedFd>) -> Result<Self, EbpfError> {
+        let n = fds.len();
+        match *resp {
+            PrivResponse::BpfRingbuf { program, ring_size } if n == 1 => {
+                Self::new(program, fds.remove(0), ring_size)
+            }
+            PrivResponse::BpfFlowMap {
+                program,
+                max_entries,
+            } if n == 2 => {
+                let totals = fds.remove(1);
+                Self::flow_map(program, fds.remove(0), totals, max_entries)
+            }
+            PrivResponse::BpfRingbuf { program, .. } => Err(EbpfError::BadAnswer {
+                program,
+                answer: "BpfRingbuf",
+                fds: n,
+            }),
+            PrivResponse::BpfFlowMap { program, .. } => Err(EbpfError::BadAnswer {
+                program,
+                answer: "BpfFlowMap",
+                fds: n,
+            }),
+            _ => Err(EbpfError::Unexpected(BpfProgram::ExecExit)),
+        }
+    }
+
+    fn with_input(program: BpfProgram, input: Input) -> Self {
+        EbpfSource {
+            program,
+            input,
             flows: FlowTable::new(),
             hook: None,
             cgroups: None,
             stats: SourceStats::default(),
-        })
+            started_unix_nano: Clock::now().now_unix_nano(),
+        }
+    }
+
+    /// The ring buffer's descriptor, readable when records are pending (ring sources only; a
+    /// map descriptor is not pollable).
+    pub fn ring_fd(&self) -> Option<RawFd> {
+        match &self.input {
+            Input::Ring(r) => Some(r.as_raw_fd()),
+            Input::Flows(_) => None,
+        }
     }
 
     /// Attribute exec/exit events and tc egress flows to containers / pods by cgroup.
@@ -158,7 +249,8 @@ impl EbpfSource {
     }
 
     /// Consume pending records (at most [`DRAIN_BUDGET`]): exec/exit events are appended to
-    /// `out` as log records, packets go to the flow table. Returns the records consumed.
+    /// `out` as log records. A flow source reads the kernel's table into the flow table
+    /// instead ([`read_flows`](Self::read_flows)). Returns the records (entries) read.
     pub fn drain(
         &mut self,
         out: &mut Vec<Record>,
@@ -166,13 +258,16 @@ impl EbpfSource {
     ) -> Result<usize, EbpfError> {
         let clock = Clock::now();
         let Self {
-            ring,
-            flows,
+            input,
             hook,
             cgroups,
             stats,
             ..
         } = self;
+        let ring = match input {
+            Input::Ring(r) => r,
+            Input::Flows(_) => return self.read_flows(),
+        };
         let n = ring.consume(DRAIN_BUDGET, |bytes| {
             stats.records += 1;
             match records::parse(bytes) {
@@ -194,25 +289,43 @@ impl EbpfSource {
                         extra,
                     ));
                 }
-                Some(BpfRecord::Flow(e)) => {
-                    stats.flow_packets += 1;
-                    stats.kernel_drops = stats.kernel_drops.max(u64::from(e.drops));
-                    flows.add(&e, clock.unix_nano(e.ktime_ns));
-                }
                 None => stats.malformed += 1,
             }
         })?;
         Ok(n)
     }
 
-    /// Like [`drain`](Self::drain) but hands the parsed records to `f` (tests, benchmarks).
+    /// Read the kernel's flow table into the flow table (flow sources; 0 for a ring): the
+    /// totals first, then every entry, so that a packet in the totals is in its entry unless
+    /// the entry is gone. Returns the entries read.
+    pub fn read_flows(&mut self) -> Result<usize, EbpfError> {
+        let Input::Flows(map) = &mut self.input else {
+            return Ok(0);
+        };
+        let clock = Clock::now();
+        let totals = map.totals()?;
+        let flows = &mut self.flows;
+        flows.begin_read();
+        let (present, skipped) = map.for_each(|e| flows.apply(e, &clock))?;
+        flows.end_read(totals, present.saturating_sub(skipped));
+        self.stats.flow_reads += 1;
+        self.stats.malformed += skipped as u64;
+        self.stats.flow_packets = totals.packets;
+        Ok(present)
+    }
+
+    /// Like [`drain`](Self::drain) but hands the parsed records to `f` (ring sources; tests,
+    /// benchmarks).
     pub fn drain_raw(
         &mut self,
         max: usize,
         mut f: impl FnMut(BpfRecord),
     ) -> Result<usize, EbpfError> {
+        let Input::Ring(ring) = &mut self.input else {
+            return Ok(0);
+        };
         let stats = &mut self.stats;
-        Ok(self.ring.consume(max, |bytes| {
+        Ok(ring.consume(max, |bytes| {
             stats.records += 1;
             match records::parse(bytes) {
                 Some(r) => f(r),
@@ -221,30 +334,51 @@ impl EbpfSource {
         })?)
     }
 
-    /// Flow metrics for the interval (call every `collector.flow_evict_ms`).
+    /// Flow metrics for the interval from the last read (call every `collector.flow_evict_ms`,
+    /// after [`read_flows`](Self::read_flows)), then the table's own: `vigil.network.flow.
+    /// evictions` and `vigil.network.flow.lost` (flow sources).
     pub fn evict_flows(&mut self, resource: &[KeyValue]) -> Vec<Record> {
-        self.flows.evict_with(
-            Clock::now().now_unix_nano(),
-            resource,
-            self.cgroups.as_mut(),
-        )
+        let now = Clock::now().now_unix_nano();
+        let mut out = self.flows.evict_with(now, resource, self.cgroups.as_mut());
+        if let Input::Flows(_) = self.input {
+            let source = match self.program {
+                BpfProgram::FlowsTc => "tc",
+                _ => "socket",
+            };
+            let metric = |name: &str, unit: &str, v: u64| Metric {
+                name: name.into(),
+                unit: unit.into(),
+                kind: MetricKind::Sum { monotonic: true },
+                start_time_unix_nano: self.started_unix_nano,
+                time_unix_nano: now,
+                value: MetricValue::I64(i64::try_from(v).unwrap_or(i64::MAX)),
+                attributes: vec![KeyValue::str("vigil.flow.source", source)],
+            };
+            out.push(Record::Metrics {
+                resource: resource.to_vec(),
+                metrics: vec![
+                    metric(
+                        "vigil.network.flow.evictions",
+                        "{flow}",
+                        self.flows.evicted_flows,
+                    ),
+                    metric(
+                        "vigil.network.flow.lost",
+                        "{packet}",
+                        self.flows.lost_packets,
+                    ),
+                ],
+            });
+        }
+        out
     }
 
-    /// Bytes of records not consumed yet.
+    /// Bytes of records not consumed yet (ring sources).
     pub fn pending_bytes(&self) -> u64 {
-        self.ring.pending()
-    }
-}
-
-impl AsFd for EbpfSource {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.ring.as_fd()
-    }
-}
-
-impl AsRawFd for EbpfSource {
-    fn as_raw_fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
+        match &self.input {
+            Input::Ring(r) => r.pending(),
+            Input::Flows(_) => 0,
+        }
     }
 }
 
@@ -266,11 +400,11 @@ pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
     v
 }
 
-/// Ask the privhelper to attach `program` and map the ring buffer it sends back. Blocks for the
+/// Ask the privhelper to attach `program` and map (or check) what it sends back. Blocks for the
 /// answer (use at start-up, before the event loop, on a blocking channel).
 pub fn request(privhelper: &mut PrivClient, program: BpfProgram) -> Result<EbpfSource, EbpfError> {
     match privhelper.bpf_attach(program) {
-        Ok((fd, ring_size)) => EbpfSource::new(program, fd, ring_size),
+        Ok((resp, fds)) => EbpfSource::from_response(&resp, fds),
         Err(PrivClientError::Refused { code, message, .. }) => Err(EbpfError::Refused {
             program,
             code,
@@ -371,8 +505,8 @@ impl EbpfSources {
     }
 
     /// Drain every ring (exec/exit records are appended to `out` at once), and when the eviction
-    /// interval has passed append the flow metrics too. A failing source is reported and the
-    /// others still serviced.
+    /// interval has passed read every flow table and append the flow metrics. A failing source
+    /// is reported and the others still serviced.
     pub fn service(
         &mut self,
         now: std::time::Instant,
@@ -380,14 +514,17 @@ impl EbpfSources {
         resource: &[KeyValue],
     ) -> Vec<EbpfError> {
         let mut errors = Vec::new();
-        for s in &mut self.sources {
+        for s in self.sources.iter_mut().filter(|s| s.ring_fd().is_some()) {
             if let Err(e) = s.drain(out, resource) {
                 errors.push(e);
             }
         }
         self.next_drain = now + std::time::Duration::from_millis(FLOW_DRAIN_INTERVAL_MS);
         if now >= self.next_evict {
-            for s in &mut self.sources {
+            for s in self.sources.iter_mut().filter(|s| s.ring_fd().is_none()) {
+                if let Err(e) = s.read_flows() {
+                    errors.push(e);
+                }
                 out.extend(s.evict_flows(resource));
             }
             self.next_evict = now + self.evict_every;
@@ -398,16 +535,20 @@ impl EbpfSources {
     /// Counters summed over the sources, for the role's stats (`ebpf_records`, ...).
     pub fn counters(&self) -> Vec<(String, u64)> {
         let mut c = SourceStats::default();
-        let mut flows = 0u64;
-        let mut overflow = 0u64;
+        let (mut flows, mut lost, mut lost_bytes, mut evicted, mut not_stored) = (0, 0, 0, 0, 0);
         for s in &self.sources {
             c.records += s.stats.records;
             c.malformed += s.stats.malformed;
             c.proc_events += s.stats.proc_events;
             c.flow_packets += s.stats.flow_packets;
             c.kernel_drops += s.stats.kernel_drops;
-            flows += s.flows().len() as u64;
-            overflow += s.flows().overflow_packets;
+            c.flow_reads += s.stats.flow_reads;
+            let t = s.flows();
+            flows += t.len() as u64;
+            lost += t.lost_packets;
+            lost_bytes += t.lost_bytes;
+            evicted += t.evicted_flows;
+            not_stored += t.totals.not_stored;
         }
         vec![
             ("ebpf_records".into(), c.records),
@@ -416,14 +557,20 @@ impl EbpfSources {
             ("ebpf_flow_packets".into(), c.flow_packets),
             ("ebpf_kernel_drops".into(), c.kernel_drops),
             ("ebpf_flows".into(), flows),
-            ("ebpf_flow_overflow_packets".into(), overflow),
+            ("ebpf_flow_reads".into(), c.flow_reads),
+            // Packets counted in no flow: evicted before their last counts were read, or no
+            // room in the kernel's table (`ebpf_flow_not_stored`, part of it) or here.
+            ("ebpf_flow_overflow_packets".into(), lost),
+            ("ebpf_flow_lost_bytes".into(), lost_bytes),
+            ("ebpf_flow_not_stored".into(), not_stored),
+            ("ebpf_flow_evictions".into(), evicted),
         ]
     }
 }
 
 impl Source for EbpfSources {
     fn watch(&self, out: &mut Vec<RawFd>) {
-        out.extend(self.sources.iter().map(|s| s.as_raw_fd()));
+        out.extend(self.sources.iter().filter_map(|s| s.ring_fd()));
     }
 
     fn on_readable(&mut self, out: &mut Vec<Record>) {
@@ -462,7 +609,16 @@ pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
         tracing::warn!("eBPF source unavailable: {e}");
     }
     for s in &sources {
-        tracing::info!(program = ?s.program, ring_bytes = s.ring.size(), "eBPF ring buffer mapped");
+        match &s.input {
+            Input::Ring(r) => {
+                tracing::info!(program = ?s.program, ring_bytes = r.size(), "eBPF ring buffer mapped")
+            }
+            Input::Flows(m) => tracing::info!(
+                program = ?s.program,
+                max_entries = m.max_entries(),
+                "eBPF flow table ready"
+            ),
+        }
     }
     let mut set = EbpfSources::new(sources, init.collector.flow_evict_ms)
         .with_resource(crate::host_resource(init));
@@ -471,4 +627,53 @@ pub fn start(privhelper: &mut PrivClient, init: &InitConfig) -> EbpfSources {
         .map(|(p, e)| (p.feature(), e.to_string()))
         .collect();
     set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devnull() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    /// An answer with the wrong number of descriptors, or descriptors that are not the maps
+    /// it names, is refused before anything is mapped or looked up.
+    #[test]
+    fn answers_are_checked_against_their_descriptors() {
+        let flows = PrivResponse::BpfFlowMap {
+            program: BpfProgram::FlowsSocketFilter,
+            max_entries: 16384,
+        };
+        let ring = PrivResponse::BpfRingbuf {
+            program: BpfProgram::ExecExit,
+            ring_size: 4096,
+        };
+        for (resp, n) in [(&flows, 1), (&flows, 3), (&ring, 0), (&ring, 2)] {
+            let fds = (0..n).map(|_| devnull()).collect();
+            assert!(
+                matches!(
+                    EbpfSource::from_response(resp, fds),
+                    Err(EbpfError::BadAnswer { fds, .. }) if fds == n
+                ),
+                "{resp:?} with {n}"
+            );
+        }
+        assert!(matches!(
+            EbpfSource::from_response(&flows, vec![devnull(), devnull()]),
+            Err(EbpfError::FlowMap(FlowMapError::NotFlowMap { .. }))
+        ));
+        let big = PrivResponse::BpfFlowMap {
+            program: BpfProgram::FlowsTc,
+            max_entries: flowmap::MAX_ENTRIES + 1,
+        };
+        assert!(matches!(
+            EbpfSource::from_response(&big, vec![devnull(), devnull()]),
+            Err(EbpfError::FlowMap(FlowMapError::BadSize(_)))
+        ));
+        assert!(matches!(
+            EbpfSource::from_response(&ring, vec![devnull()]),
+            Err(EbpfError::Ring(_))
+        ));
+    }
 }

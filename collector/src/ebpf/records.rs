@@ -1,15 +1,11 @@
-//! The records written by vigil's BPF programs (layouts in `privhelper/bpf/vigil_records.h`),
-//! parsed from ring buffer bytes. Parsing never panics: a short or unknown record is `None`.
-
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+//! The records written by vigil's BPF programs into ring buffers (layouts in
+//! `privhelper/bpf/vigil_records.h`; the flow table's entries are `flowmap.rs`'s), parsed from
+//! ring buffer bytes. Parsing never panics: a short or unknown record is `None`.
 
 pub const KIND_EXEC: u32 = 1;
 pub const KIND_EXIT: u32 = 2;
-pub const KIND_FLOW: u32 = 3;
 /// `sizeof(struct vigil_proc_event)`.
 pub const PROC_EVENT_SIZE: usize = 64;
-/// `sizeof(struct vigil_flow_event)`.
-pub const FLOW_EVENT_SIZE: usize = 72;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProcEventKind {
@@ -74,56 +70,18 @@ pub enum FlowSource {
     Unknown,
 }
 
-/// One packet as seen by the flow programs.
+/// Any record of the ring buffers (more kinds may come).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlowEvent {
-    pub ifindex: u32,
-    /// Length including the link-layer header.
-    pub bytes: u32,
-    pub direction: Direction,
-    /// IP protocol number (6 TCP, 17 UDP, ...).
-    pub proto: u8,
-    pub source: FlowSource,
-    pub saddr: IpAddr,
-    pub daddr: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub ktime_ns: u64,
-    /// Records the ring lost so far (ring full) when this one was written (wraps at 2^32).
-    pub drops: u32,
-    /// cgroup v2 id of the local socket that sent the packet (tc egress only; else 0).
-    pub cgroup_id: u64,
-}
-
-/// Any record of the ring buffers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BpfRecord {
     Proc(ProcEvent),
-    Flow(FlowEvent),
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
-}
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(b.get(off..off + 8)?.try_into().ok()?))
-}
-
-fn addr(b: &[u8], family: u8) -> Option<IpAddr> {
-    match family {
-        4 => {
-            let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(a)))
-        }
-        6 => {
-            let a: [u8; 16] = b.get(..16)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(a)))
-        }
-        _ => None,
-    }
 }
 
 /// Parse one ring buffer record.
@@ -153,34 +111,6 @@ pub fn parse(rec: &[u8]) -> Option<BpfRecord> {
                 cgroup_id: u64_at(rec, 56)?,
             }))
         }
-        KIND_FLOW => {
-            if rec.len() < FLOW_EVENT_SIZE {
-                return None;
-            }
-            let family = *rec.get(14)?;
-            Some(BpfRecord::Flow(FlowEvent {
-                ifindex: u32_at(rec, 4)?,
-                bytes: u32_at(rec, 8)?,
-                direction: if *rec.get(12)? == 1 {
-                    Direction::Egress
-                } else {
-                    Direction::Ingress
-                },
-                proto: *rec.get(13)?,
-                source: match rec.get(15)? {
-                    1 => FlowSource::Socket,
-                    2 => FlowSource::Tc,
-                    _ => FlowSource::Unknown,
-                },
-                sport: u16_at(rec, 16)?,
-                dport: u16_at(rec, 18)?,
-                drops: u32_at(rec, 20)?,
-                ktime_ns: u64_at(rec, 24)?,
-                saddr: addr(rec.get(32..48)?, family)?,
-                daddr: addr(rec.get(48..64)?, family)?,
-                cgroup_id: u64_at(rec, 64)?,
-            }))
-        }
         _ => None,
     }
 }
@@ -194,41 +124,14 @@ mod tests {
         assert_eq!(parse(&[]), None);
         assert_eq!(parse(&[1, 0, 0, 0]), None);
         assert_eq!(parse(&[9; 72]), None);
+        // The flows' old record kind is not a record any more.
         let mut flow = [0u8; 72];
         flow[0] = 3;
-        flow[14] = 5; // bad family
         assert_eq!(parse(&flow), None);
-    }
-
-    #[test]
-    fn flow_record_parses() {
-        let mut r = [0u8; 72];
-        r[0] = 3;
-        r[4] = 7;
-        r[8..12].copy_from_slice(&1500u32.to_ne_bytes());
-        r[12] = 1;
-        r[13] = 6;
-        r[14] = 4;
-        r[15] = 2;
-        r[16..18].copy_from_slice(&40000u16.to_ne_bytes());
-        r[18..20].copy_from_slice(&443u16.to_ne_bytes());
-        r[20..24].copy_from_slice(&5u32.to_ne_bytes());
-        r[32..36].copy_from_slice(&[10, 0, 0, 1]);
-        r[48..52].copy_from_slice(&[10, 0, 0, 2]);
-        r[64..72].copy_from_slice(&77u64.to_ne_bytes());
-        let Some(BpfRecord::Flow(f)) = parse(&r) else {
-            panic!("not a flow")
-        };
-        assert_eq!(f.ifindex, 7);
-        assert_eq!(f.bytes, 1500);
-        assert_eq!(f.direction, Direction::Egress);
-        assert_eq!(f.source, FlowSource::Tc);
-        assert_eq!(f.saddr.to_string(), "10.0.0.1");
-        assert_eq!(f.dport, 443);
-        assert_eq!(f.drops, 5);
-        assert_eq!(f.cgroup_id, 77);
-        // One byte short of the layout: refused.
-        assert_eq!(parse(&r[..71]), None);
+        let mut exec = [0u8; PROC_EVENT_SIZE];
+        exec[0] = 1;
+        assert!(parse(&exec).is_some());
+        assert_eq!(parse(&exec[..PROC_EVENT_SIZE - 1]), None);
     }
 
     proptest::proptest! {

@@ -11,9 +11,10 @@ const SHIPPER: &str = include_str!("../../seccomp/shipper.policy");
 const PRIVHELPER: &str = include_str!("../../seccomp/privhelper.policy");
 const SHIPPER_DNS: &str = include_str!("../../seccomp/shipper-dns.policy");
 const SHIPPER_LISTEN: &str = include_str!("../../seccomp/shipper-listen.policy");
+const COLLECTOR_FLOWS: &str = include_str!("../../seccomp/collector-flows.policy");
 
 /// Policy files a run may add to a role's own (see `SandboxPlan::seccomp`).
-pub const EXTRAS: &[&str] = &["shipper-dns", "shipper-listen"];
+pub const EXTRAS: &[&str] = &["shipper-dns", "shipper-listen", "collector-flows"];
 /// Policy files of a role (see [`policy_name`]).
 const ROLE_POLICIES: &[&str] = &["privhelper", "collector", "shipper"];
 
@@ -68,6 +69,7 @@ fn source(name: &str) -> Option<(&'static str, &'static str)> {
         "privhelper" => ("privhelper.policy", PRIVHELPER),
         "shipper-dns" => ("shipper-dns.policy", SHIPPER_DNS),
         "shipper-listen" => ("shipper-listen.policy", SHIPPER_LISTEN),
+        "collector-flows" => ("collector-flows.policy", COLLECTOR_FLOWS),
         _ => return None,
     })
 }
@@ -117,8 +119,10 @@ impl Policy {
         }
         let mut p = Self::load(first)?;
         for name in extras {
+            // An extra widens its own role only (`collector-flows` is the collector's).
             let (file, text) = source(name)
                 .filter(|_| EXTRAS.contains(&name.as_str()))
+                .filter(|_| name.starts_with(&format!("{first}-")))
                 .ok_or_else(|| unknown(name))?;
             let mut rules = Vec::new();
             parse_into(file, text, &mut rules, 0)?;
@@ -288,7 +292,7 @@ mod tests {
             "listen",
         ];
         let shipper_all: Vec<String> = std::iter::once("shipper")
-            .chain(EXTRAS.iter().copied())
+            .chain(EXTRAS.iter().copied().filter(|e| e.starts_with("shipper-")))
             .map(str::to_string)
             .collect();
         for p in [
@@ -299,6 +303,24 @@ mod tests {
             for f in forbidden {
                 assert!(!p.allows(f), "{role} allows {f}");
             }
+        }
+        // With flows on, the collector may call bpf() with the two map lookup commands only:
+        // that one rule is all collector-flows adds.
+        let lookups = Rule {
+            syscall: "bpf".into(),
+            args: vec![ArgFilter {
+                index: 0,
+                values: vec![Value::Const(1), Value::Const(24)],
+            }],
+        };
+        assert_eq!(
+            Policy::load("collector-flows").unwrap().rules,
+            vec![lookups.clone()]
+        );
+        let flows = Policy::from_files(&["collector".into(), "collector-flows".into()]).unwrap();
+        assert!(flows.rules.contains(&lookups));
+        for f in forbidden.iter().filter(|f| **f != "bpf") {
+            assert!(!flows.allows(f), "collector+collector-flows allows {f}");
         }
         let p = Policy::for_role(Role::Privhelper).unwrap();
         for f in [
@@ -359,6 +381,8 @@ mod tests {
             &["shipper-dns"][..],
             &["shipper", "collector"],
             &["shipper", "nope"],
+            &["shipper", "collector-flows"],
+            &["collector", "shipper-dns"],
             &[],
         ] {
             assert!(Policy::from_files(&files(bad)).is_err(), "{bad:?}");

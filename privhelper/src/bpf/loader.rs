@@ -2,27 +2,38 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use aya::maps::{Array, Map};
+use aya::maps::{Array, Map, PerCpuArray};
 use aya::programs::{RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use vigil_ipc_proto::{BpfProgram, InitConfig};
+use vigil_ipc_proto::{BpfProgram, InitConfig, PrivResponse};
 
-use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, packet_socket, tcx};
+use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, FlowTotals, packet_socket, tcx};
 
 const PROC_RING: &str = "vigil_proc_rb";
 const PROC_DROPS: &str = "vigil_proc_drops";
-const FLOW_RING: &str = "vigil_flow_rb";
-const FLOW_DROPS: &str = "vigil_flow_drops";
+const FLOWS: &str = "vigil_flows";
+const FLOW_TOTALS: &str = "vigil_flow_totals";
 /// Longest interface name (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 /// Most interfaces the tc programs are attached to.
 const MAX_TC_INTERFACES: usize = 256;
 
+/// What the collector reads of a loaded program.
+enum Output {
+    /// A ring buffer of records (exec/exit) and the array counting what did not fit.
+    Ring {
+        map: &'static str,
+        size: u32,
+        drops_map: &'static str,
+    },
+    /// The flows and their totals (flow programs).
+    Flows { max_entries: u32 },
+}
+
 struct Loaded {
     program: BpfProgram,
-    ring_size: u32,
+    output: Output,
     prog_ids: Vec<u32>,
-    drops_map: &'static str,
     /// Interfaces the tc programs are attached to (tc only).
     interfaces: Vec<String>,
     /// The packet sockets carrying the socket filters (socket filter only). Closing them
@@ -32,7 +43,6 @@ struct Loaded {
     _links: Vec<OwnedFd>,
     /// Programs, links and maps; dropping it detaches and unloads everything.
     ebpf: Ebpf,
-    ring_map: &'static str,
 }
 
 /// The programs this privhelper loaded. Dropping it detaches them all (nothing is pinned).
@@ -80,6 +90,34 @@ fn ring_size(ebpf: &Ebpf, name: &'static str) -> Result<u32, BpfError> {
     Ok(size)
 }
 
+/// The flow map's size from its own description (what the collector is told to expect).
+fn flow_entries(ebpf: &Ebpf) -> Result<u32, BpfError> {
+    let Some(Map::LruHashMap(data)) = ebpf.map(FLOWS) else {
+        return Err(BpfError::Missing(FLOWS));
+    };
+    let info = data.info().map_err(|e| BpfError::Io {
+        what: "BPF_OBJ_GET_INFO_BY_FD (flows)",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(info.max_entries())
+}
+
+fn dup_map(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, BpfError> {
+    let map = ebpf.map(name).ok_or(BpfError::Missing(name))?;
+    let data = match map {
+        Map::RingBuf(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
+        _ => return Err(BpfError::Missing(name)),
+    };
+    // F_DUPFD_CLOEXEC: the duplicate is close-on-exec.
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| BpfError::Io {
+            what: "dup of a map descriptor",
+            source,
+        })
+}
+
 /// `name` is a plausible network interface name (what the kernel accepts, minus oddities).
 pub(crate) fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
@@ -112,7 +150,7 @@ impl BpfManager {
         BpfManager::default()
     }
 
-    /// Load and attach `program` once; every call returns a new duplicate of its ring buffer.
+    /// Load and attach `program` once; every call returns new duplicates of its maps.
     pub fn attach(&mut self, program: BpfProgram, init: &InitConfig) -> Result<Attached, BpfError> {
         let feature = program.feature();
         if !init.feature_enabled(feature) {
@@ -128,7 +166,6 @@ impl BpfManager {
                 ?program,
                 prog_ids = ?loaded.prog_ids,
                 interfaces = ?loaded.interfaces,
-                ring_size = loaded.ring_size,
                 "BPF program attached"
             );
             self.loaded.push(loaded);
@@ -138,22 +175,29 @@ impl BpfManager {
             .iter()
             .find(|l| l.program == program)
             .ok_or(BpfError::Missing("loaded program"))?;
-        let Some(Map::RingBuf(data)) = loaded.ebpf.map(loaded.ring_map) else {
-            return Err(BpfError::Missing(loaded.ring_map));
+        let (response, fds) = match loaded.output {
+            Output::Ring { map, size, .. } => (
+                PrivResponse::BpfRingbuf {
+                    program,
+                    ring_size: size,
+                },
+                vec![dup_map(&loaded.ebpf, map)?],
+            ),
+            Output::Flows { max_entries } => (
+                PrivResponse::BpfFlowMap {
+                    program,
+                    max_entries,
+                },
+                vec![
+                    dup_map(&loaded.ebpf, FLOWS)?,
+                    dup_map(&loaded.ebpf, FLOW_TOTALS)?,
+                ],
+            ),
         };
-        // F_DUPFD_CLOEXEC: the duplicate is close-on-exec.
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| BpfError::Io {
-                what: "dup of the ring buffer descriptor",
-                source,
-            })?;
         Ok(Attached {
             program,
-            fd,
-            ring_size: loaded.ring_size,
+            response,
+            fds,
             prog_ids: loaded.prog_ids.clone(),
         })
     }
@@ -175,12 +219,24 @@ impl BpfManager {
             .collect()
     }
 
-    /// Records the program could not write because its ring buffer was full.
+    /// Records the program could not write because its ring buffer was full (exec/exit).
     pub fn drops(&self, program: BpfProgram) -> Option<u64> {
         let l = self.loaded.iter().find(|l| l.program == program)?;
-        let map = l.ebpf.map(l.drops_map)?;
+        let Output::Ring { drops_map, .. } = l.output else {
+            return None;
+        };
+        let map = l.ebpf.map(drops_map)?;
         let arr: Array<&aya::maps::MapData, u64> = Array::try_from(map).ok()?;
         arr.get(&0, 0).ok()
+    }
+
+    /// A flow program's totals, summed over the CPUs (tests, benchmarks).
+    pub fn flow_totals(&self, program: BpfProgram) -> Option<FlowTotals> {
+        let l = self.loaded.iter().find(|l| l.program == program)?;
+        let map = l.ebpf.map(FLOW_TOTALS)?;
+        let arr: PerCpuArray<&aya::maps::MapData, [u64; 4]> = PerCpuArray::try_from(map).ok()?;
+        let per_cpu = arr.get(&0, 0).ok()?;
+        Some(per_cpu.iter().fold(FlowTotals::default(), |a, t| a.plus(t)))
     }
 
     /// Detach and unload one program (no-op if not loaded).
@@ -203,17 +259,19 @@ fn load_exec() -> Result<Loaded, BpfError> {
         let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
         prog_ids.push(program_id(p, name)?);
     }
-    let ring_size = ring_size(&ebpf, PROC_RING)?;
+    let size = ring_size(&ebpf, PROC_RING)?;
     Ok(Loaded {
         program: BpfProgram::ExecExit,
-        ring_size,
+        output: Output::Ring {
+            map: PROC_RING,
+            size,
+            drops_map: PROC_DROPS,
+        },
         prog_ids,
-        drops_map: PROC_DROPS,
         interfaces: Vec::new(),
         _sockets: Vec::new(),
         _links: Vec::new(),
         ebpf,
-        ring_map: PROC_RING,
     })
 }
 
@@ -262,17 +320,15 @@ fn load_flows_socket() -> Result<Loaded, BpfError> {
         let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
         prog_ids.push(program_id(p, name)?);
     }
-    let ring_size = ring_size(&ebpf, FLOW_RING)?;
+    let max_entries = flow_entries(&ebpf)?;
     Ok(Loaded {
         program: BpfProgram::FlowsSocketFilter,
-        ring_size,
+        output: Output::Flows { max_entries },
         prog_ids,
-        drops_map: FLOW_DROPS,
         interfaces,
         _sockets: sockets,
         _links: Vec::new(),
         ebpf,
-        ring_map: FLOW_RING,
     })
 }
 
@@ -357,16 +413,14 @@ fn load_flows_tc(configured: &[String]) -> Result<Loaded, BpfError> {
     if attached.is_empty() {
         return Err(BpfError::TcAttach(errors.join("; ")));
     }
-    let ring_size = ring_size(&ebpf, FLOW_RING)?;
+    let max_entries = flow_entries(&ebpf)?;
     Ok(Loaded {
         program: BpfProgram::FlowsTc,
-        ring_size,
+        output: Output::Flows { max_entries },
         prog_ids,
-        drops_map: FLOW_DROPS,
         interfaces: attached,
         _sockets: Vec::new(),
         _links: links,
         ebpf,
-        ring_map: FLOW_RING,
     })
 }

@@ -3,8 +3,10 @@
 //!
 //! The privhelper keeps every loaded object (programs, links, the packet socket) for as long as it
 //! lives: nothing is pinned (no bpffs), so when the privhelper exits the kernel detaches and frees
-//! everything. What leaves this process is only a duplicate of a ring buffer map descriptor, which
-//! the unprivileged collector consumes with mmap (no bpf() call needed there).
+//! everything. What leaves this process are duplicates of map descriptors: exec/exit's ring
+//! buffer, which the unprivileged collector consumes with mmap, and the flow programs' flow table
+//! and totals, created read-only from user space (`BPF_F_RDONLY`), which the collector reads
+//! with the two lookup commands its seccomp policy allows (`collector-flows.policy`).
 //!
 //! | program                       | feature             | capabilities                    |
 //! |-------------------------------|---------------------|---------------------------------|
@@ -20,8 +22,8 @@
 //! any transmit path, loopback traffic counted once, as received) and one per non-loopback
 //! interface present at the first request for what it transmits. The tc programs attach
 //! (ingress + egress) to `collector.flow_interfaces`, or every interface but `lo` present at
-//! the first request. A program is loaded once: later requests get a new descriptor of the
-//! same ring. Records: `privhelper/bpf/vigil_records.h`.
+//! the first request. A program is loaded once: later requests get new descriptors of the
+//! same maps. Layouts: `privhelper/bpf/vigil_records.h`.
 
 mod loader;
 mod packet_socket;
@@ -30,9 +32,7 @@ mod tcx;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
-use vigil_ipc_proto::{
-    BpfProgram, FdKind, Feature, InitConfig, PrivError, PrivErrorCode, PrivResponse,
-};
+use vigil_ipc_proto::{BpfProgram, Feature, InitConfig, PrivError, PrivErrorCode, PrivResponse};
 
 pub use loader::BpfManager;
 
@@ -42,30 +42,46 @@ pub(crate) static EXEC_OBJ: &[u8] =
 pub(crate) static FLOWS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
 
-/// A program attached (now or earlier) and a fresh duplicate of its ring buffer descriptor, to
-/// be sent to the collector.
+/// A program attached (now or earlier) and fresh duplicates of the maps the collector reads.
 #[derive(Debug)]
 pub struct Attached {
     pub program: BpfProgram,
-    /// Duplicate (`O_CLOEXEC`) of the ring buffer map descriptor; the privhelper keeps its own.
-    pub fd: OwnedFd,
-    /// Data area of the ring buffer in bytes (power of two, multiple of the page size).
-    pub ring_size: u32,
+    /// `BpfRingbuf` (exec/exit) or `BpfFlowMap` (flows).
+    pub response: PrivResponse,
+    /// Duplicates (`O_CLOEXEC`) of the map descriptors, in the order the response names them;
+    /// the privhelper keeps its own.
+    pub fds: Vec<OwnedFd>,
     /// Kernel ids of the loaded programs (diagnostics, tests).
     pub prog_ids: Vec<u32>,
 }
 
 impl Attached {
-    /// What the descriptor is, for a plain `PrivResponse::Fd`.
-    pub fn kind(&self) -> FdKind {
-        FdKind::BpfRingbuf
+    /// The ring's data size (ring buffer programs).
+    pub fn ring_size(&self) -> Option<u32> {
+        match self.response {
+            PrivResponse::BpfRingbuf { ring_size, .. } => Some(ring_size),
+            _ => None,
+        }
     }
+}
 
-    /// The answer to send with `self.fd` attached (SCM_RIGHTS).
-    pub fn response(&self) -> PrivResponse {
-        PrivResponse::BpfRingbuf {
-            program: self.program,
-            ring_size: self.ring_size,
+/// `struct vigil_flow_totals` (`bpf/vigil_records.h`), summed over the CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub not_stored: u64,
+    pub created: u64,
+}
+
+impl FlowTotals {
+    /// Add one CPU's `[packets, bytes, not_stored, created]`.
+    fn plus(self, o: &[u64; 4]) -> FlowTotals {
+        FlowTotals {
+            packets: self.packets.wrapping_add(o[0]),
+            bytes: self.bytes.wrapping_add(o[1]),
+            not_stored: self.not_stored.wrapping_add(o[2]),
+            created: self.created.wrapping_add(o[3]),
         }
     }
 }
@@ -148,13 +164,13 @@ pub fn attach(program: BpfProgram, init: &InitConfig) -> Result<Attached, BpfErr
 }
 
 /// The whole answer to `PrivRequest::BpfAttach { program }` for the privhelper's dispatch: the
-/// response to send and the descriptor to attach to it (SCM_RIGHTS), if any.
-pub fn respond(program: BpfProgram, init: &InitConfig) -> (PrivResponse, Option<OwnedFd>) {
+/// response to send and the descriptors to attach to it (SCM_RIGHTS).
+pub fn respond(program: BpfProgram, init: &InitConfig) -> (PrivResponse, Vec<OwnedFd>) {
     match attach(program, init) {
-        Ok(a) => (a.response(), Some(a.fd)),
+        Ok(a) => (a.response, a.fds),
         Err(e) => {
             tracing::warn!(?program, error = %e, "BpfAttach refused");
-            (PrivResponse::Error(e.to_priv_error()), None)
+            (PrivResponse::Error(e.to_priv_error()), Vec::new())
         }
     }
 }

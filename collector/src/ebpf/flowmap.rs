@@ -1,0 +1,490 @@
+//! The flow programs' maps, read through the descriptors the privhelper passed: the flows (an
+//! LRU hash, `struct vigil_flow_key` → `struct vigil_flow_value`) with
+//! `BPF_MAP_LOOKUP_BATCH`, the per-CPU totals (`struct vigil_flow_totals`) with
+//! `BPF_MAP_LOOKUP_ELEM`. These two commands are all of bpf() this process may call (seccomp:
+//! `policies/seccomp/collector-flows.policy`), and both descriptors are read-only (the maps
+//! were created with `BPF_F_RDONLY`; checked here), so it could not change them anyway. No capability is needed: since
+//! Linux 6.5 the kernel checks privileges when maps and programs are created, not when a map
+//! descriptor someone handed over is read (measured: `bench/flowmap_read.c`).
+//!
+//! Every size is bounded: the flow count by the map's `max_entries` (checked in
+//! /proc/self/fdinfo against what the privhelper said); the per-CPU lookup writes one value per
+//! possible CPU, so its buffer has room for [`MAX_CPUS`] of them whatever
+//! /sys/devices/system/cpu/possible says (which must say at most that many).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::records::{Direction, FlowSource};
+
+/// `sizeof(struct vigil_flow_key)`.
+pub const KEY_SIZE: usize = 48;
+/// `sizeof(struct vigil_flow_value)`.
+pub const VALUE_SIZE: usize = 32;
+/// `sizeof(struct vigil_flow_totals)`.
+pub const TOTALS_SIZE: usize = 32;
+/// Largest flow table accepted.
+pub const MAX_ENTRIES: u32 = 1 << 20;
+/// Most possible CPUs accepted (the per-CPU lookup writes one value per possible CPU; the
+/// kernel's own limit, NR_CPUS, is at most this on x86_64 and aarch64).
+pub const MAX_CPUS: usize = 8192;
+/// Entries asked for per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH: u32 = 4096;
+
+/// `enum bpf_cmd`.
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// `enum bpf_map_type`.
+const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const MAP_TYPE_LRU_HASH: u32 = 9;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowMapError {
+    #[error("{what}: not the expected map ({found})")]
+    NotFlowMap { what: &'static str, found: String },
+    #[error("flow table of {0} entries (at most {MAX_ENTRIES})")]
+    BadSize(u32),
+    #[error("possible CPUs: {0}")]
+    Cpus(String),
+    #[error("{what}: {source}")]
+    Bpf {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The flow programs' totals since they were loaded, summed over the CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Every packet counted, in a flow or not.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets whose flow found no room in the table.
+    pub not_stored: u64,
+    /// Flows inserted; minus the flows present, the flows the kernel evicted.
+    pub created: u64,
+}
+
+/// One entry of the flow table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFlow {
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub proto: u8,
+    pub source: FlowSource,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    /// Counters since the entry was created.
+    pub packets: u64,
+    pub bytes: u64,
+    /// CLOCK_MONOTONIC ns of the entry's first packet (a re-created entry differs).
+    pub first_ns: u64,
+    /// cgroup v2 id of the sending socket (tc egress), else 0.
+    pub cgroup_id: u64,
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+/// One key and value as the kernel wrote them; `None` when the key is not one the programs
+/// write (unknown family).
+pub fn parse_entry(key: &[u8], value: &[u8]) -> Option<KernelFlow> {
+    let family = *key.get(6)?;
+    let addr = |off: usize| -> Option<IpAddr> {
+        match family {
+            4 => {
+                let a: [u8; 4] = key.get(off..off + 4)?.try_into().ok()?;
+                Some(IpAddr::V4(Ipv4Addr::from(a)))
+            }
+            6 => {
+                let a: [u8; 16] = key.get(off..off + 16)?.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(a)))
+            }
+            _ => None,
+        }
+    };
+    Some(KernelFlow {
+        ifindex: u32_at(key, 0)?,
+        direction: if *key.get(4)? == 1 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        },
+        proto: *key.get(5)?,
+        source: match key.get(7)? {
+            1 => FlowSource::Socket,
+            2 => FlowSource::Tc,
+            _ => FlowSource::Unknown,
+        },
+        sport: u16_at(key, 8)?,
+        dport: u16_at(key, 10)?,
+        saddr: addr(16)?,
+        daddr: addr(32)?,
+        packets: u64_at(value, 0)?,
+        bytes: u64_at(value, 8)?,
+        first_ns: u64_at(value, 16)?,
+        cgroup_id: u64_at(value, 24)?,
+    })
+}
+
+/// Number of possible CPUs from a `/sys/devices/system/cpu/possible` text ("0-3", "0,2-5").
+pub fn parse_possible(text: &str) -> Option<usize> {
+    let mut highest = None;
+    for part in text.trim().split(',') {
+        let last = part.rsplit('-').next()?;
+        let n: usize = last.trim().parse().ok()?;
+        highest = Some(highest.map_or(n, |h: usize| h.max(n)));
+    }
+    highest.and_then(|h| h.checked_add(1))
+}
+
+fn possible_cpus() -> Result<usize, FlowMapError> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .map_err(|e| FlowMapError::Cpus(e.to_string()))?;
+    match parse_possible(&text) {
+        Some(n) if (1..=MAX_CPUS).contains(&n) => Ok(n),
+        _ => Err(FlowMapError::Cpus(format!("{text:?}"))),
+    }
+}
+
+/// What /proc/self/fdinfo says about a map descriptor must be exactly this (the per-CPU lookup
+/// writes `value_size × CPUs` bytes: the sizes must be right before any lookup).
+fn check_fdinfo(
+    fd: RawFd,
+    what: &'static str,
+    map_type: u32,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+) -> Result<(), FlowMapError> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|e| {
+        FlowMapError::NotFlowMap {
+            what,
+            found: format!("fdinfo unreadable: {e}"),
+        }
+    })?;
+    let field = |name: &str| -> Option<u64> {
+        let v = text.lines().find_map(|l| l.strip_prefix(name))?.trim();
+        match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        }
+    };
+    let found = (
+        field("map_type:"),
+        field("key_size:"),
+        field("value_size:"),
+        field("max_entries:"),
+    );
+    let want = (
+        Some(u64::from(map_type)),
+        Some(key_size as u64),
+        Some(value_size as u64),
+        Some(u64::from(max_entries)),
+    );
+    // The descriptor itself is read-only (the map was created with BPF_F_RDONLY, which the
+    // kernel keeps as the file's access mode, octal in the `flags:` line, not in `map_flags`).
+    let mode = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 8).ok());
+    let read_only = mode.is_some_and(|m| m & (libc::O_ACCMODE as u64) == libc::O_RDONLY as u64);
+    if found != want || !read_only {
+        return Err(FlowMapError::NotFlowMap {
+            what,
+            found: format!(
+                "type, key, value, entries {found:?}, file flags {mode:?}; expected {want:?}, \
+                 read-only"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `union bpf_attr` for the element commands.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for the batch commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// bpf(BPF_MAP_LOOKUP_ELEM) of `key` into `value`, which must hold what the kernel writes
+/// (the caller checked the map's sizes).
+fn lookup_elem(fd: RawFd, key: &[u8], value: &mut [u8]) -> std::io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: fd as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: attr points at live buffers; the kernel reads key_size bytes of `key` and writes
+    // value_size (× possible CPUs for a per-CPU map) bytes into `value`; the caller checked the
+    // sizes against fdinfo and sized the buffers for them (for MAX_CPUS CPUs).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &mut attr as *mut ElemAttr,
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One bpf(BPF_MAP_LOOKUP_BATCH) call: up to `keys.len() / KEY_SIZE` entries into `keys` and
+/// `values` from the position in `pos` (None: the start). Returns the entries copied and
+/// whether the walk is over.
+fn lookup_batch(
+    fd: RawFd,
+    pos: Option<u64>,
+    next: &mut u64,
+    keys: &mut [u8],
+    values: &mut [u8],
+) -> std::io::Result<(usize, bool)> {
+    let room = (keys.len() / KEY_SIZE).min(values.len() / VALUE_SIZE);
+    let mut in_batch = pos.unwrap_or(0);
+    let mut attr = BatchAttr {
+        in_batch: if pos.is_some() {
+            &mut in_batch as *mut u64 as u64
+        } else {
+            0
+        },
+        out_batch: next as *mut u64 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: u32::try_from(room).unwrap_or(u32::MAX),
+        map_fd: fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: attr points at live buffers of `room` keys and values of the sizes checked
+    // against fdinfo; the batch position is a u32 for hash maps, written into a u64.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    let got = (attr.count as usize).min(room);
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // The end of the table: what was copied is valid.
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok((got, true));
+        }
+        return Err(e);
+    }
+    Ok((got, false))
+}
+
+/// The flow table and totals of one flow program.
+pub struct FlowMap {
+    flows: OwnedFd,
+    totals: OwnedFd,
+    max_entries: u32,
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    per_cpu: Vec<u8>,
+}
+
+impl std::fmt::Debug for FlowMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowMap")
+            .field("flows", &self.flows.as_raw_fd())
+            .field("max_entries", &self.max_entries)
+            .finish()
+    }
+}
+
+impl FlowMap {
+    /// The two descriptors of a `BpfFlowMap` answer, checked to be what it says.
+    pub fn new(flows: OwnedFd, totals: OwnedFd, max_entries: u32) -> Result<Self, FlowMapError> {
+        if max_entries == 0 || max_entries > MAX_ENTRIES {
+            return Err(FlowMapError::BadSize(max_entries));
+        }
+        check_fdinfo(
+            flows.as_raw_fd(),
+            "flow table",
+            MAP_TYPE_LRU_HASH,
+            KEY_SIZE,
+            VALUE_SIZE,
+            max_entries,
+        )?;
+        check_fdinfo(
+            totals.as_raw_fd(),
+            "flow totals",
+            MAP_TYPE_PERCPU_ARRAY,
+            4,
+            TOTALS_SIZE,
+            1,
+        )?;
+        // A sanity check of the host: more possible CPUs than the buffer holds is refused.
+        possible_cpus()?;
+        let chunk = BATCH.min(max_entries) as usize;
+        Ok(FlowMap {
+            flows,
+            totals,
+            max_entries,
+            keys: vec![0; chunk * KEY_SIZE],
+            values: vec![0; chunk * VALUE_SIZE],
+            per_cpu: vec![0; MAX_CPUS * TOTALS_SIZE],
+        })
+    }
+
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// The totals, summed over the CPUs (the buffer is zeroed first, so the CPUs the kernel
+    /// did not write add nothing).
+    pub fn totals(&mut self) -> Result<Totals, FlowMapError> {
+        self.per_cpu.fill(0);
+        lookup_elem(
+            self.totals.as_raw_fd(),
+            &0u32.to_ne_bytes(),
+            &mut self.per_cpu,
+        )
+        .map_err(|source| FlowMapError::Bpf {
+            what: "BPF_MAP_LOOKUP_ELEM (flow totals)",
+            source,
+        })?;
+        let mut t = Totals::default();
+        for c in self.per_cpu.chunks_exact(TOTALS_SIZE) {
+            let at = |off| u64_at(c, off).unwrap_or(0);
+            t.packets = t.packets.wrapping_add(at(0));
+            t.bytes = t.bytes.wrapping_add(at(8));
+            t.not_stored = t.not_stored.wrapping_add(at(16));
+            t.created = t.created.wrapping_add(at(24));
+        }
+        Ok(t)
+    }
+
+    /// Every entry of the flow table, handed to `f`; entries whose key the programs would not
+    /// write are counted and skipped. Returns (entries, skipped). At most `max_entries` plus
+    /// one batch are read (the table changes while it is walked).
+    pub fn for_each(
+        &mut self,
+        mut f: impl FnMut(&KernelFlow),
+    ) -> Result<(usize, usize), FlowMapError> {
+        let fd = self.flows.as_raw_fd();
+        let limit = self.max_entries as usize + self.keys.len() / KEY_SIZE;
+        let (mut seen, mut skipped) = (0usize, 0usize);
+        let mut pos = None;
+        loop {
+            let mut next = 0u64;
+            let (got, end) = lookup_batch(fd, pos, &mut next, &mut self.keys, &mut self.values)
+                .map_err(|source| FlowMapError::Bpf {
+                    what: "BPF_MAP_LOOKUP_BATCH (flow table)",
+                    source,
+                })?;
+            let entries = self
+                .keys
+                .chunks_exact(KEY_SIZE)
+                .zip(self.values.chunks_exact(VALUE_SIZE))
+                .take(got);
+            for (k, v) in entries {
+                match parse_entry(k, v) {
+                    Some(e) => f(&e),
+                    None => skipped += 1,
+                }
+            }
+            seen += got;
+            if end || got == 0 || seen >= limit {
+                return Ok((seen, skipped));
+            }
+            pos = Some(next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn possible_cpus_parse() {
+        assert_eq!(parse_possible("0-1\n"), Some(2));
+        assert_eq!(parse_possible("0"), Some(1));
+        assert_eq!(parse_possible("0,2-5"), Some(6));
+        assert_eq!(parse_possible(""), None);
+        assert_eq!(parse_possible("x"), None);
+    }
+
+    #[test]
+    fn entry_parses() {
+        let mut k = [0u8; KEY_SIZE];
+        k[0..4].copy_from_slice(&7u32.to_ne_bytes());
+        k[4] = 1;
+        k[5] = 17;
+        k[6] = 4;
+        k[7] = 2;
+        k[8..10].copy_from_slice(&40000u16.to_ne_bytes());
+        k[10..12].copy_from_slice(&53u16.to_ne_bytes());
+        k[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        k[32..36].copy_from_slice(&[10, 0, 0, 2]);
+        let mut v = [0u8; VALUE_SIZE];
+        v[0..8].copy_from_slice(&3u64.to_ne_bytes());
+        v[8..16].copy_from_slice(&300u64.to_ne_bytes());
+        v[16..24].copy_from_slice(&99u64.to_ne_bytes());
+        v[24..32].copy_from_slice(&5u64.to_ne_bytes());
+        let e = parse_entry(&k, &v).unwrap();
+        assert_eq!(e.ifindex, 7);
+        assert_eq!(e.direction, Direction::Egress);
+        assert_eq!(e.source, FlowSource::Tc);
+        assert_eq!((e.sport, e.dport), (40000, 53));
+        assert_eq!(e.saddr.to_string(), "10.0.0.1");
+        assert_eq!(e.daddr.to_string(), "10.0.0.2");
+        assert_eq!(
+            (e.packets, e.bytes, e.first_ns, e.cgroup_id),
+            (3, 300, 99, 5)
+        );
+        k[6] = 5;
+        assert_eq!(parse_entry(&k, &v), None, "unknown family");
+        k[6] = 6;
+        assert!(parse_entry(&k, &v).unwrap().saddr.is_ipv6());
+        assert_eq!(parse_entry(&k[..40], &v), None, "short key");
+        assert_eq!(parse_entry(&k, &v[..31]), None, "short value");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_entry_never_panics(
+            k in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            v in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        ) {
+            let _ = parse_entry(&k, &v);
+        }
+    }
+}
