@@ -43,8 +43,9 @@ pub fn supervisor_writable(runtime_dir: &str, journal_dir: &str) -> Vec<String> 
 
 /// The seccomp policy files of a role for this run: its own, then `shipper-dns` (UDP to the
 /// nameservers) only when a name must be resolved, `shipper-listen` (accept4 on the socket the
-/// supervisor bound) only with the Prometheus endpoint.
-fn seccomp_files(role: Role, facts: &RunFacts) -> Vec<String> {
+/// supervisor bound) only with the Prometheus endpoint, `collector-taskiter`
+/// (bpf(BPF_ITER_CREATE) only) with the task iterator.
+fn seccomp_files(role: Role, facts: &RunFacts, eval: &Evaluation) -> Vec<String> {
     let mut v: Vec<String> = vigil_policies::seccomp::policy_name(role)
         .map(str::to_string)
         .into_iter()
@@ -56,6 +57,9 @@ fn seccomp_files(role: Role, facts: &RunFacts) -> Vec<String> {
         if facts.prometheus {
             v.push("shipper-listen".to_string());
         }
+    }
+    if role == Role::Collector && eval.is_enabled(vigil_ipc_proto::Feature::ProcessIter) {
+        v.push("collector-taskiter".to_string());
     }
     v
 }
@@ -158,7 +162,7 @@ pub fn sandbox_plan(
         non_dumpable: role == Role::Privhelper || !keep_caps.is_empty(),
         keep_caps,
         steady_caps,
-        seccomp: seccomp_files(role, facts),
+        seccomp: seccomp_files(role, facts, eval),
         landlock,
     })
 }

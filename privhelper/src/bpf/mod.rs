@@ -26,6 +26,7 @@
 mod loader;
 mod packet_socket;
 mod tcx;
+pub mod taskiter;
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
@@ -41,6 +42,8 @@ pub(crate) static EXEC_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
 pub(crate) static FLOWS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
+pub(crate) static TASK_ITER_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/task_iter.bpf.o"));
 
 /// A program attached (now or earlier) and a fresh duplicate of its ring buffer descriptor, to
 /// be sent to the collector.
