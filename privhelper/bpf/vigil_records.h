@@ -60,7 +60,8 @@ struct vigil_flow_event {
 #define VIGIL_TASK_F_FDS 8u          /* `fds` was counted */
 #define VIGIL_TASK_F_FDS_CUT 16u     /* descriptor table larger than the count's bound */
 
-/* 176 bytes */
+#define VIGIL_TASK_RECORD_SIZE 176
+
 struct vigil_task_record {
 	__u32 magic;          /*   0: VIGIL_TASK_MAGIC */
 	__u32 pid;            /*   4: tgid in the reader's pid namespace */
@@ -91,5 +92,12 @@ struct vigil_task_record {
 	__u32 reserved;       /* 156: zero */
 	char comm[16];        /* 160: the leader's comm, NUL padded */
 };
+
+/* The collector decodes by these offsets (collector/src/taskiter.rs). */
+_Static_assert(sizeof(struct vigil_task_record) == VIGIL_TASK_RECORD_SIZE, "task record size");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, start_boottime) == 48, "start_boottime");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, nivcsw) == 144, "nivcsw");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, fds) == 152, "fds");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, comm) == 160, "comm");
 
 #endif
