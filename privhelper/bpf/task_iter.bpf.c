@@ -223,9 +223,17 @@ static long count_word(__u64 i, void *ctx)
 	return 0;
 }
 
+/* mm->rss_stat[i].count (what percpu_counter_read_positive reads, as /proc does). The array
+ * is indexed by hand: its element size is the kernel's struct percpu_counter, not ours. */
 static __always_inline __u64 counter(struct mm_struct *mm, int i)
 {
-	__s64 v = BPF_CORE_READ(mm, rss_stat[i].count);
+	void *base = (void *)mm + bpf_core_field_offset(struct mm_struct, rss_stat);
+	__u64 off = (__u64)i * bpf_core_type_size(struct percpu_counter) +
+		    bpf_core_field_offset(struct percpu_counter, count);
+	__s64 v = 0;
+
+	if (bpf_probe_read_kernel(&v, sizeof(v), base + off))
+		return 0;
 	return v > 0 ? (__u64)v : 0;
 }
 
