@@ -505,3 +505,92 @@ fn helper_dumps_in_namespace() {
         writeln!(out, "{} {} {}", r.pid, r.ppid, String::from_utf8_lossy(r.comm())).unwrap();
     }
 }
+
+/// The collector's open descriptors.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The real agent with the default configuration takes its processes from the iterator:
+/// the feature is on, the collector's seccomp carries the `collector-taskiter` extra, every
+/// process of the cycle but the ones this VM hides comes from the dump, the collector keeps
+/// no descriptor per process, the privhelper holds no capability once start-up is over, and
+/// a process of another user is reported with its owner, state and threads. With
+/// `process_iter = false` the same agent reads /proc as before.
+#[test]
+fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told() {
+    use vigil_ipc_proto::Role;
+    let mut sleepers: Vec<Child> = (0..300)
+        .map(|_| spawn(&["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "sleep", "300"]))
+        .collect();
+    let mut threaded = spawn(&[
+        "python3",
+        "-c",
+        "import threading,time\n[threading.Thread(target=time.sleep,args=(300,)).start() for _ in range(4)]\ntime.sleep(300)",
+    ]);
+    let tpid = i64::from(threaded.id());
+    for iter in [true, false] {
+        let cfg = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(cfg.path(), format!("[collector]\nprocess_iter = {iter}\n")).unwrap();
+        let mut agent = vigil_tests::Agent::builder()
+            .args(["--user", "nobody", "--interval-ms", "500", "--config"])
+            .arg(cfg.path().to_str().unwrap())
+            .start();
+        agent.wait_ready(Duration::from_secs(30));
+        let threads = agent.wait_json(Duration::from_secs(30), |v| {
+            v["name"] == "process.thread.count" && v["resource"]["process.pid"] == tpid
+        });
+        let threads = threads.unwrap_or_else(|| panic!("no thread count: {}", agent.stderr.text()));
+        assert_eq!(threads["value"], 5, "{threads}");
+        let pid = i64::from(sleepers[0].id());
+        let owner = agent
+            .wait_json(Duration::from_secs(20), |v| {
+                v["name"] == "process.memory.usage" && v["resource"]["process.pid"] == pid
+            })
+            .expect("the sleeper's memory");
+        assert_eq!(owner["resource"]["process.owner"], "nobody");
+        assert_eq!(owner["resource"]["process.command_line"].as_str().map(|s| s.starts_with("sleep 300")), Some(true), "{owner}");
+        // Two more cycles, so the counters are of a steady one.
+        std::thread::sleep(Duration::from_millis(1200));
+        let st = agent.status().unwrap();
+        let on = st.features.iter().any(|f| f.name.as_str() == "process_iter" && f.enabled);
+        let stats = |role: Role| st.stats.iter().find(|(r, _)| *r == role).map(|(_, s)| s.clone()).unwrap();
+        let c = stats(Role::Collector);
+        let (from_iter, missed, processes) = (
+            c.get("procs_from_iter").unwrap(),
+            c.get("procs_iter_missed").unwrap(),
+            c.get("processes").unwrap(),
+        );
+        let collector = st.processes.iter().find(|p| p.role == Role::Collector).unwrap();
+        let privhelper = st.processes.iter().find(|p| p.role == Role::Privhelper).unwrap();
+        let fds = fd_count(collector.pid);
+        eprintln!(
+            "process_iter = {iter}: feature on {on}, {processes} processes, {from_iter} from the \
+             iterator, {missed} through /proc, collector seccomp {}, {fds} descriptors",
+            collector.seccomp_policy
+        );
+        assert!(processes > 300, "{processes}");
+        if iter {
+            assert!(on, "{:?}", st.features);
+            assert_eq!(collector.seccomp_policy, "collector+collector-taskiter");
+            assert_eq!(from_iter + missed, processes);
+            // Only what this VM hides from every reader (pid 1's group) comes from /proc.
+            let hidden_now = all_pids().into_iter().filter(|&p| hidden(p)).count() as u64;
+            assert!(missed <= hidden_now, "{missed} > {hidden_now}");
+            assert!(fds < 100, "the collector keeps {fds} descriptors");
+            assert_eq!(privhelper.kernel.cap_eff, 0, "the privhelper kept capabilities");
+        } else {
+            assert!(!on);
+            assert_eq!(collector.seccomp_policy, "collector");
+            assert_eq!(from_iter, 0);
+            assert!(fds > 600, "the /proc path keeps two descriptors per process: {fds}");
+        }
+        drop(agent);
+    }
+    let _ = threaded.kill();
+    let _ = threaded.wait();
+    for c in &mut sleepers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
