@@ -556,7 +556,11 @@ impl ProcScanner {
                 Err(_) => stats.vanished += 1,
             }
         }
-        hidden.retain(|p| self.tracked.get(p).is_some_and(|t| t.generation == self.generation));
+        hidden.retain(|p| {
+            self.tracked
+                .get(p)
+                .is_some_and(|t| t.generation == self.generation)
+        });
         self.hidden = hidden;
         Ok(())
     }
@@ -993,8 +997,12 @@ impl ProcScanner {
                 gid: p.gid,
                 state: p.state,
                 threads: p.threads,
-                cpu_user_ns: p.cpu_ns.map_or(p.utime.saturating_mul(NS_PER_TICK), |c| c.0),
-                cpu_system_ns: p.cpu_ns.map_or(p.stime.saturating_mul(NS_PER_TICK), |c| c.1),
+                cpu_user_ns: p
+                    .cpu_ns
+                    .map_or(p.utime.saturating_mul(NS_PER_TICK), |c| c.0),
+                cpu_system_ns: p
+                    .cpu_ns
+                    .map_or(p.stime.saturating_mul(NS_PER_TICK), |c| c.1),
                 memory_rss_bytes: p.rss_bytes,
                 memory_virtual_bytes: p.vsize,
                 open_fds: helper.and_then(|f| f.fds).or(p.fds),

@@ -249,8 +249,11 @@ fn iter_create(link: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // Iterators are not created close-on-exec; this process never execs, but say so anyway.
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(std::io::Error::from)?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(std::io::Error::from)?;
     Ok(fd)
 }
 
@@ -405,7 +408,10 @@ mod tests {
         assert_eq!(cputime_adjust(30, 10, 400, (350, 0)), (350, 50));
         assert_eq!(cputime_adjust(30, 10, 400, (0, 200)), (200, 200));
         assert_eq!(cputime_adjust(30, 10, 400, (300, 200)), (300, 200));
-        assert_eq!(cputime_adjust(u64::MAX, u64::MAX, u64::MAX, (0, 0)).0, u64::MAX / 2 + 1);
+        assert_eq!(
+            cputime_adjust(u64::MAX, u64::MAX, u64::MAX, (0, 0)).0,
+            u64::MAX / 2 + 1
+        );
     }
 
     proptest::proptest! {

@@ -144,7 +144,10 @@ fn dump_unprivileged(link: &OwnedFd) -> Result<Vec<u8>, String> {
     std::fs::File::from(r).read_to_end(&mut out).unwrap();
     let st = child.wait().unwrap();
     if !st.success() {
-        return Err(format!("helper failed: {st}: {}", String::from_utf8_lossy(&out)));
+        return Err(format!(
+            "helper failed: {st}: {}",
+            String::from_utf8_lossy(&out)
+        ));
     }
     let (tag, body) = out.split_at(1.min(out.len()));
     match tag {
@@ -268,7 +271,14 @@ fn busy_host() -> Host {
     for i in 0..150 {
         let uid = ["65534", "1234", "0"][i % 3];
         children.push(spawn(&[
-            "setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "sleep", "300",
+            "setpriv",
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--clear-groups",
+            "sleep",
+            "300",
         ]));
     }
     // Real and effective ids apart.
@@ -290,11 +300,21 @@ fn busy_host() -> Host {
     ]));
     // Zombies: children exited and never waited for by their parent (sleep does not wait).
     for _ in 0..3 {
-        children.push(spawn(&["sh", "-c", "sleep 0.05 & sleep 0.05 & exec sleep 300"]));
+        children.push(spawn(&[
+            "sh",
+            "-c",
+            "sleep 0.05 & sleep 0.05 & exec sleep 300",
+        ]));
     }
     // Another pid namespace.
     children.push(spawn(&[
-        "unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c",
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "sh",
+        "-c",
         "sleep 300 & sleep 300",
     ]));
     // Processes starting and exiting all the time.
@@ -344,8 +364,10 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
     let mut failures = Vec::new();
     for round in 0..3 {
         let pids = all_pids();
-        let before: HashMap<u32, ProcView> =
-            pids.iter().filter_map(|&p| Some((p, read_view(p)?))).collect();
+        let before: HashMap<u32, ProcView> = pids
+            .iter()
+            .filter_map(|&p| Some((p, read_view(p)?)))
+            .collect();
         let t0 = Instant::now();
         let dump = dump_unprivileged(&link).expect("BPF_ITER_CREATE as uid 65534, no caps");
         let dump_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -361,13 +383,17 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
         // unless this VM hides it from everyone.
         for (&pid, _) in &before {
             if !by_pid.contains_key(&pid) && read_view(pid).is_some() && !hidden(pid) {
-                failures.push(format!("round {round}: pid {pid} in /proc, not in the dump"));
+                failures.push(format!(
+                    "round {round}: pid {pid} in /proc, not in the dump"
+                ));
             }
         }
         for r in &recs {
             let (Some(b), Some(a)) = (before.get(&r.pid), after.get(&r.pid)) else {
                 // Started during the dump, or exited right after it.
-                *kinds.entry("unbracketed (born or gone around the dump)").or_default() += 1;
+                *kinds
+                    .entry("unbracketed (born or gone around the dump)")
+                    .or_default() += 1;
                 continue;
             };
             if a.starttime != b.starttime {
@@ -385,31 +411,105 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
             let me = r.pid == std::process::id();
             // /proc shows a kernel thread's full name (comm holds its first 15 bytes) and adds
             // a kernel worker's workqueue (kworker/1:2-events).
-            let kworker = r.flags & vigil_collector::taskiter::F_KTHREAD != 0
-                && b.comm.starts_with(r.comm());
-            bad("comm", kworker || either(&b.comm[..], r.comm(), &a.comm[..]),
-                format!("{:?} {:?}", String::from_utf8_lossy(r.comm()), String::from_utf8_lossy(&b.comm)));
-            bad("ppid", either(b.ppid, r.ppid, a.ppid), format!("{} {} {}", b.ppid, r.ppid, a.ppid));
-            bad("start", r.start_ticks() == b.starttime, format!("{} {}", r.start_ticks(), b.starttime));
+            let kworker =
+                r.flags & vigil_collector::taskiter::F_KTHREAD != 0 && b.comm.starts_with(r.comm());
+            bad(
+                "comm",
+                kworker || either(&b.comm[..], r.comm(), &a.comm[..]),
+                format!(
+                    "{:?} {:?}",
+                    String::from_utf8_lossy(r.comm()),
+                    String::from_utf8_lossy(&b.comm)
+                ),
+            );
+            bad(
+                "ppid",
+                either(b.ppid, r.ppid, a.ppid),
+                format!("{} {} {}", b.ppid, r.ppid, a.ppid),
+            );
+            bad(
+                "start",
+                r.start_ticks() == b.starttime,
+                format!("{} {}", r.start_ticks(), b.starttime),
+            );
             // Running is a moment: a task may run between the reads and sleep again.
             let ran = r.state_letter() == b'R' || b.state == b'R' || a.state == b'R';
-            bad("state", ran || either(b.state, r.state_letter(), a.state),
-                format!("{} {} {}", b.state as char, r.state_letter() as char, a.state as char));
-            bad("threads", within(b.threads.into(), r.nr_threads.into(), a.threads.into()),
-                format!("{} {} {}", b.threads, r.nr_threads, a.threads));
-            bad("uid", (r.ruid, r.euid) == (b.ruid, b.euid), format!("{:?} {b:?}", (r.ruid, r.euid)));
-            bad("gid", (r.rgid, r.egid) == (b.rgid, b.egid), format!("{:?}", (r.rgid, r.egid)));
-            bad("cpu", between(b.utime + b.stime, (u + s) / TICK + 1, a.utime + a.stime + 2),
-                format!("{}+{} {}+{} {}+{}", b.utime, b.stime, u / TICK, s / TICK, a.utime, a.stime));
-            bad("utime", u / TICK + 1 >= b.utime && s / TICK + 1 >= b.stime,
-                format!("{} {} {} {}", u / TICK, s / TICK, b.utime, b.stime));
-            bad("minflt", between(b.minflt, r.min_flt, a.minflt), format!("{} {} {}", b.minflt, r.min_flt, a.minflt));
-            bad("majflt", between(b.majflt, r.maj_flt, a.majflt), format!("{} {} {}", b.majflt, r.maj_flt, a.majflt));
-            bad("vsize", me || within(b.vsize, r.vm_pages * page, a.vsize), format!("{} {} {}", b.vsize, r.vm_pages * page, a.vsize));
-            bad("rss", me || within(b.rss, r.rss_pages, a.rss), format!("{} {} {}", b.rss, r.rss_pages, a.rss));
-            bad("fds", me || within(b.fds.into(), r.fds.into(), a.fds.into()), format!("{} {} {}", b.fds, r.fds, a.fds));
-            bad("switches", between(b.vcsw, r.nvcsw, a.vcsw) && between(b.ivcsw, r.nivcsw, a.ivcsw),
-                format!("{}/{} {}/{} {}/{}", b.vcsw, b.ivcsw, r.nvcsw, r.nivcsw, a.vcsw, a.ivcsw));
+            bad(
+                "state",
+                ran || either(b.state, r.state_letter(), a.state),
+                format!(
+                    "{} {} {}",
+                    b.state as char,
+                    r.state_letter() as char,
+                    a.state as char
+                ),
+            );
+            bad(
+                "threads",
+                within(b.threads.into(), r.nr_threads.into(), a.threads.into()),
+                format!("{} {} {}", b.threads, r.nr_threads, a.threads),
+            );
+            bad(
+                "uid",
+                (r.ruid, r.euid) == (b.ruid, b.euid),
+                format!("{:?} {b:?}", (r.ruid, r.euid)),
+            );
+            bad(
+                "gid",
+                (r.rgid, r.egid) == (b.rgid, b.egid),
+                format!("{:?}", (r.rgid, r.egid)),
+            );
+            bad(
+                "cpu",
+                between(b.utime + b.stime, (u + s) / TICK + 1, a.utime + a.stime + 2),
+                format!(
+                    "{}+{} {}+{} {}+{}",
+                    b.utime,
+                    b.stime,
+                    u / TICK,
+                    s / TICK,
+                    a.utime,
+                    a.stime
+                ),
+            );
+            bad(
+                "utime",
+                u / TICK + 1 >= b.utime && s / TICK + 1 >= b.stime,
+                format!("{} {} {} {}", u / TICK, s / TICK, b.utime, b.stime),
+            );
+            bad(
+                "minflt",
+                between(b.minflt, r.min_flt, a.minflt),
+                format!("{} {} {}", b.minflt, r.min_flt, a.minflt),
+            );
+            bad(
+                "majflt",
+                between(b.majflt, r.maj_flt, a.majflt),
+                format!("{} {} {}", b.majflt, r.maj_flt, a.majflt),
+            );
+            bad(
+                "vsize",
+                me || within(b.vsize, r.vm_pages * page, a.vsize),
+                format!("{} {} {}", b.vsize, r.vm_pages * page, a.vsize),
+            );
+            bad(
+                "rss",
+                me || within(b.rss, r.rss_pages, a.rss),
+                format!("{} {} {}", b.rss, r.rss_pages, a.rss),
+            );
+            bad(
+                "fds",
+                me || within(b.fds.into(), r.fds.into(), a.fds.into()),
+                format!("{} {} {}", b.fds, r.fds, a.fds),
+            );
+            bad(
+                "switches",
+                between(b.vcsw, r.nvcsw, a.vcsw) && between(b.ivcsw, r.nivcsw, a.ivcsw),
+                format!(
+                    "{}/{} {}/{} {}/{}",
+                    b.vcsw, b.ivcsw, r.nvcsw, r.nivcsw, a.vcsw, a.ivcsw
+                ),
+            );
             let kind = match r.state_letter() {
                 b'Z' => "zombie",
                 _ if r.flags & vigil_collector::taskiter::F_KTHREAD != 0 => "kernel thread",
@@ -420,7 +520,11 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
             };
             *kinds.entry(kind).or_default() += 1;
         }
-        eprintln!("round {round}: {} records, {} bytes, dump {dump_ms:.2} ms", recs.len(), dump.len());
+        eprintln!(
+            "round {round}: {} records, {} bytes, dump {dump_ms:.2} ms",
+            recs.len(),
+            dump.len()
+        );
     }
     let churned = {
         let mut h = host;
@@ -428,9 +532,23 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
         h.churn.take().map(|j| j.join().unwrap()).unwrap_or(0)
     };
     eprintln!("compared {compared} process samples by kind {kinds:?}; {churned} processes churned");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
-    for k in ["zombie", "kernel thread", "multi-threaded", "real != effective uid", "other user"] {
-        assert!(kinds.get(k).copied().unwrap_or(0) > 0, "no {k} compared: {kinds:?}");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    for k in [
+        "zombie",
+        "kernel thread",
+        "multi-threaded",
+        "real != effective uid",
+        "other user",
+    ] {
+        assert!(
+            kinds.get(k).copied().unwrap_or(0) > 0,
+            "no {k} compared: {kinds:?}"
+        );
     }
     assert!(compared > 3 * 150, "{compared}");
     assert!(churned > 10, "the churn did not run: {churned}");
@@ -446,14 +564,21 @@ fn an_iterator_made_in_a_child_pid_namespace_shows_its_numbers() {
     let w_fd = w.as_raw_fd();
     // unshare(CLONE_NEWPID) affects the children: fork once more inside.
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c"])
-        .arg(format!(
-            "sleep 30 {w_fd}>&- {link_fd}>&- & exec {} --exact helper_dumps_in_namespace --nocapture",
-            std::env::current_exe().unwrap().display()
-        ))
-        .env("VIGIL_TASKITER_NS_LINK", link_fd.to_string())
-        .env("VIGIL_TASKITER_NS_OUT", w_fd.to_string())
-        .stdout(Stdio::null());
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "sh",
+        "-c",
+    ])
+    .arg(format!(
+        "sleep 30 {w_fd}>&- {link_fd}>&- & exec {} --exact helper_dumps_in_namespace --nocapture",
+        std::env::current_exe().unwrap().display()
+    ))
+    .env("VIGIL_TASKITER_NS_LINK", link_fd.to_string())
+    .env("VIGIL_TASKITER_NS_OUT", w_fd.to_string())
+    .stdout(Stdio::null());
     // SAFETY: only async-signal-safe fcntl calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -475,12 +600,22 @@ fn an_iterator_made_in_a_child_pid_namespace_shows_its_numbers() {
         .lines()
         .filter_map(|l| {
             let mut it = l.split(' ');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.to_string()))
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+                it.next()?.to_string(),
+            ))
         })
         .collect();
     assert!(rows.iter().any(|(p, pp, _)| *p == 1 && *pp == 0), "{out}");
-    assert!(rows.iter().any(|(_, pp, c)| *pp == 1 && c == "sleep"), "{out}");
-    assert!(rows.len() <= 4, "the host's processes leak into the namespace: {out}");
+    assert!(
+        rows.iter().any(|(_, pp, c)| *pp == 1 && c == "sleep"),
+        "{out}"
+    );
+    assert!(
+        rows.len() <= 4,
+        "the host's processes leak into the namespace: {out}"
+    );
 }
 
 #[test]
@@ -502,7 +637,14 @@ fn helper_dumps_in_namespace() {
     let mut recs = Vec::new();
     it.dump(&mut recs).unwrap();
     for r in recs {
-        writeln!(out, "{} {} {}", r.pid, r.ppid, String::from_utf8_lossy(r.comm())).unwrap();
+        writeln!(
+            out,
+            "{} {} {}",
+            r.pid,
+            r.ppid,
+            String::from_utf8_lossy(r.comm())
+        )
+        .unwrap();
     }
 }
 
@@ -521,7 +663,18 @@ fn fd_count(pid: u32) -> usize {
 fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told() {
     use vigil_ipc_proto::Role;
     let mut sleepers: Vec<Child> = (0..300)
-        .map(|_| spawn(&["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "sleep", "300"]))
+        .map(|_| {
+            spawn(&[
+                "setpriv",
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "sleep",
+                "300",
+            ])
+        })
         .collect();
     let mut threaded = spawn(&[
         "python3",
@@ -549,20 +702,43 @@ fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told(
             })
             .expect("the sleeper's memory");
         assert_eq!(owner["resource"]["process.owner"], "nobody");
-        assert_eq!(owner["resource"]["process.command_line"].as_str().map(|s| s.starts_with("sleep 300")), Some(true), "{owner}");
+        assert_eq!(
+            owner["resource"]["process.command_line"]
+                .as_str()
+                .map(|s| s.starts_with("sleep 300")),
+            Some(true),
+            "{owner}"
+        );
         // Two more cycles, so the counters are of a steady one.
         std::thread::sleep(Duration::from_millis(1200));
         let st = agent.status().unwrap();
-        let on = st.features.iter().any(|f| f.name.as_str() == "process_iter" && f.enabled);
-        let stats = |role: Role| st.stats.iter().find(|(r, _)| *r == role).map(|(_, s)| s.clone()).unwrap();
+        let on = st
+            .features
+            .iter()
+            .any(|f| f.name.as_str() == "process_iter" && f.enabled);
+        let stats = |role: Role| {
+            st.stats
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, s)| s.clone())
+                .unwrap()
+        };
         let c = stats(Role::Collector);
         let (from_iter, missed, processes) = (
             c.get("procs_from_iter").unwrap(),
             c.get("procs_iter_missed").unwrap(),
             c.get("processes").unwrap(),
         );
-        let collector = st.processes.iter().find(|p| p.role == Role::Collector).unwrap();
-        let privhelper = st.processes.iter().find(|p| p.role == Role::Privhelper).unwrap();
+        let collector = st
+            .processes
+            .iter()
+            .find(|p| p.role == Role::Collector)
+            .unwrap();
+        let privhelper = st
+            .processes
+            .iter()
+            .find(|p| p.role == Role::Privhelper)
+            .unwrap();
         let fds = fd_count(collector.pid);
         eprintln!(
             "process_iter = {iter}: feature on {on}, {processes} processes, {from_iter} from the \
@@ -578,12 +754,18 @@ fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told(
             let hidden_now = all_pids().into_iter().filter(|&p| hidden(p)).count() as u64;
             assert!(missed <= hidden_now, "{missed} > {hidden_now}");
             assert!(fds < 100, "the collector keeps {fds} descriptors");
-            assert_eq!(privhelper.kernel.cap_eff, 0, "the privhelper kept capabilities");
+            assert_eq!(
+                privhelper.kernel.cap_eff, 0,
+                "the privhelper kept capabilities"
+            );
         } else {
             assert!(!on);
             assert_eq!(collector.seccomp_policy, "collector");
             assert_eq!(from_iter, 0);
-            assert!(fds > 600, "the /proc path keeps two descriptors per process: {fds}");
+            assert!(
+                fds > 600,
+                "the /proc path keeps two descriptors per process: {fds}"
+            );
         }
         drop(agent);
     }

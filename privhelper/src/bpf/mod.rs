@@ -25,8 +25,8 @@
 
 mod loader;
 mod packet_socket;
-mod tcx;
 pub mod taskiter;
+mod tcx;
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
