@@ -381,7 +381,7 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
         assert_eq!(by_pid.len(), recs.len(), "a pid twice in one dump");
         // Every process /proc listed before the dump and still there after it is in the dump,
         // unless this VM hides it from everyone.
-        for (&pid, _) in &before {
+        for &pid in before.keys() {
             if !by_pid.contains_key(&pid) && read_view(pid).is_some() && !hidden(pid) {
                 failures.push(format!(
                     "round {round}: pid {pid} in /proc, not in the dump"
