@@ -265,9 +265,19 @@ mod tests {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &run()).unwrap();
             assert!(p.keep_caps.is_empty());
             assert_eq!(p.ids.as_ref().unwrap().gid, 985);
-            assert!(p.seccomp == [role.as_str()] && p.landlock.enabled);
+            // The task iterator (on by default) adds bpf(BPF_ITER_CREATE) to the collector.
+            let want: &[&str] = match role {
+                Role::Collector => &["collector", "collector-taskiter"],
+                _ => &["shipper"],
+            };
+            assert!(p.seccomp == want && p.landlock.enabled, "{:?}", p.seccomp);
             assert!(!p.non_dumpable);
         }
+        let mut off = cfg.clone();
+        off.collector.process_iter = false;
+        let ev_off = evaluate(&off, &all, &facts());
+        let p = sandbox_plan(Role::Collector, &off, &ev_off, Some(&user()), &run()).unwrap();
+        assert_eq!(p.seccomp, ["collector"]);
         let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert_eq!(
             s.landlock.read_write,
@@ -277,7 +287,7 @@ mod tests {
         assert_eq!(s.seccomp, ["shipper"]);
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
-        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector"]);
+        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector", "collector-taskiter"]);
         // By default the privhelper inspects no other process: Landlock stays on.
         assert!(ph.landlock.enabled);
         assert!(ph.non_dumpable && ph.seccomp == ["privhelper"]);
@@ -315,7 +325,8 @@ mod tests {
         );
         for role in [Role::Collector, Role::Privhelper] {
             let p = sandbox_plan(role, &cfg, &ev, Some(&user()), &r).unwrap();
-            assert!(p.seccomp == [role.as_str()] && p.landlock.connect_tcp.is_empty());
+            assert!(p.seccomp[0] == role.as_str() && p.landlock.connect_tcp.is_empty());
+            assert!(p.seccomp.iter().all(|f| !f.starts_with("shipper")));
             assert!(attached(role, &r).is_empty());
         }
     }
