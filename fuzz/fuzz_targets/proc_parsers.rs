@@ -3,7 +3,7 @@
 //! vmstat, swaps, diskstats, net/dev, net/sockstat, pressure/*, self/mountinfo; /etc/passwd
 //! and group; cgroup v2 and v1 files (memory.stat, memory.max, cpu.stat, cpuacct.stat,
 //! io.stat, blkio) and cgroup paths (container and pod ids); kubelet directory names;
-//! netlink RTM_NEWLINK and sock_diag datagrams; BPF ring buffer records. The first byte picks
+//! netlink RTM_NEWLINK and sock_diag datagrams; BPF ring buffer records; task iterator dumps. The first byte picks
 //! the parser, the rest is the file (so each parser gets the whole corpus' attention).
 
 #![no_main]
@@ -118,6 +118,13 @@ fuzz_target!(|data: &[u8]| {
         }
         26 => {
             let _ = ebpf::records::parse(buf);
+        }
+        27 => {
+            let mut out = Vec::new();
+            let _ = vigil_collector::taskiter::decode_dump(buf, &mut out);
+            for r in &out {
+                let _ = (r.state_letter(), r.start_ticks(), r.cputime_ns((1, 1)));
+            }
         }
         _ => {
             let _ = util::parse_u64(buf);
