@@ -287,7 +287,9 @@ mod tests {
         assert_eq!(s.seccomp, ["shipper"]);
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
-        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector", "collector-taskiter"]);
+        assert!(
+            c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector", "collector-taskiter"]
+        );
         // By default the privhelper inspects no other process: Landlock stays on.
         assert!(ph.landlock.enabled);
         assert!(ph.non_dumpable && ph.seccomp == ["privhelper"]);

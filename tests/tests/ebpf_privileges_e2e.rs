@@ -83,7 +83,10 @@ fn burst_of_short_processes_and_who_holds_the_programs() {
             }
         }
     }
-    assert_eq!(iter_links, 1, "the collector holds the task iterator's link");
+    assert_eq!(
+        iter_links, 1,
+        "the collector holds the task iterator's link"
+    );
     assert!(
         held_by.len() >= 2,
         "the privhelper holds the exec/exit programs: {held_by:?}"

@@ -343,9 +343,11 @@ fn between(before: u64, iter: u64, after: u64) -> bool {
     before <= iter && iter <= after
 }
 
-/// Within the values before and after (gauges that moved between the reads).
+/// A gauge: equal to /proc's when /proc read the same value before and after the dump; one
+/// that moved between the reads may have gone anywhere meanwhile (up and back down), so it
+/// is not compared.
 fn within(before: u64, iter: u64, after: u64) -> bool {
-    before.min(after) <= iter && iter <= before.max(after)
+    before != after || iter == before
 }
 
 /// Equal to the value before or after.
@@ -711,7 +713,19 @@ fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told(
         );
         // Two more cycles, so the counters are of a steady one.
         std::thread::sleep(Duration::from_millis(1200));
-        let st = agent.status().unwrap();
+        // The collector's counters come with the supervisor's next stats round.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let st = loop {
+            let st = agent.status().unwrap();
+            let has = st
+                .stats
+                .iter()
+                .any(|(r, s)| *r == Role::Collector && s.get("procs_from_iter").is_some());
+            if has || Instant::now() > deadline {
+                break st;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
         let on = st
             .features
             .iter()
