@@ -23,7 +23,12 @@ resolution) of ONE collection cycle:
                     proc-floor(cached-fds): lean, with /proc/PID/stat kept open (pread)
   apps.plugin       netdata's collector run standalone (`apps.plugin 1`), delta per cycle
   vigil             `vigil run --user nobody --interval-ms I`: collector CPU delta per cycle;
-                    RSS of all four processes; idle cost at 10 s / 500 processes
+                    RSS of all four processes; idle cost at 10 s / 500 processes. Processes come
+                    from the BPF task iterator where it works (issue 15; the collector's
+                    `procs_from_iter` counter says how many)
+  vigil(proc)       the same with `process_iter = false`: processes read from /proc/PID/*
+For both vigil rows the table also prints the CPU of all four processes per cycle and its ratio
+to apps.plugin's (the issue 15 budget: <= 0.10x).
 --vigil-otlp http|https also ships everything over OTLP to a real collector (rotel from the
 /opt/vigil-deploy-venv of deploy/ci-deps.sh, blackhole exporter), for https behind stunnel4 with
 a CA made by openssl for the run: the PSS and CPU of the four processes with TLS on.
@@ -494,6 +499,14 @@ class Vigil:
             return None
         return find_collector_counter(doc, ("cycles", "collection_cycles", "collect_cycles"))
 
+    def status_counter(self, names):
+        try:
+            out = subprocess.run([self.binary, "status", "--json", "--runtime-dir", self.runtime],
+                                 capture_output=True, text=True, timeout=10).stdout
+            return find_collector_counter(json.loads(out), names)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return None
+
     def measure(self, cycles):
         """CPU of the collector per cycle: sampled once per interval for `cycles` intervals;
         the cycle count over the window comes from the status counter if there is one."""
@@ -526,6 +539,8 @@ class Vigil:
                 "per_role_cpu_ms_per_cycle": per_role, "stdout_lines": self.stdout_lines,
                 "rss_kib": rss, "rss_total_kib": sum(rss.values()),
                 "pss_kib": pss, "pss_total_kib": sum(pss.values()),
+                "all_roles_cpu_ms_per_cycle": sum(per_role.values()),
+                "procs_from_iter": self.status_counter(("procs_from_iter",)),
                 "machine_busy_pct": ml.busy_pct()}
 
     def all_cpu_ns(self):
@@ -589,7 +604,7 @@ def main():
                     help="also ship over OTLP to rotel (https: behind stunnel4)")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement")
     ap.add_argument("--idle-seconds", type=int, default=60)
-    ap.add_argument("--tools", default="process-exporter,process-exporter(defaults),node-exporter,psutil,proc-floor,proc-floor(lean),proc-floor(cached-fds),apps.plugin,vigil")
+    ap.add_argument("--tools", default="process-exporter,process-exporter(defaults),node-exporter,psutil,proc-floor,proc-floor(lean),proc-floor(cached-fds),apps.plugin,vigil,vigil(proc)")
     ap.add_argument("--json", default=None, help="write all samples here")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -650,6 +665,8 @@ def main():
                 run["tools"]["apps.plugin"] = measure_apps_plugin(k)
             if "vigil" in tools:
                 run["tools"]["vigil"] = measure_vigil(vigil_bin, a, k)
+            if "vigil(proc)" in tools:
+                run["tools"]["vigil(proc)"] = measure_vigil(vigil_bin, a, k, process_iter=False)
             run["load_busy_pct_whole_run"] = ml.busy_pct()
             load.stop()
             load = None
@@ -674,13 +691,19 @@ def main():
         log(f"wrote {a.json}")
 
 
-def measure_vigil(vigil_bin, a, k):
+def measure_vigil(vigil_bin, a, k, process_iter=True):
     if not vigil_bin:
         return {"error": "no vigil binary (cargo build --release -p vigil-supervisor)"}
-    log(f"vigil: {vigil_bin} --interval-ms {a.vigil_interval_ms}, {k} cycles, OTLP {a.vigil_otlp}")
+    log(f"vigil: {vigil_bin} --interval-ms {a.vigil_interval_ms}, {k} cycles, OTLP {a.vigil_otlp}, "
+        f"process_iter {process_iter}")
     backend = OtlpBackend(a.vigil_otlp) if a.vigil_otlp != "none" else None
-    v = Vigil(vigil_bin, a.vigil_interval_ms, f"{WORK}/vigil-rt",
-              backend.args if backend else (), backend.env if backend else None)
+    args = list(backend.args) if backend else []
+    if not process_iter:
+        with open(f"{WORK}/vigil-proc.toml", "w") as f:
+            f.write("[collector]\nprocess_iter = false\n")
+        args += ["--config", f"{WORK}/vigil-proc.toml"]
+    v = Vigil(vigil_bin, a.vigil_interval_ms, f"{WORK}/vigil-rt", args,
+              backend.env if backend else None)
     try:
         err = v.wait_collecting()
         if err:
@@ -749,13 +772,19 @@ def print_table(results):
                 continue
             s = summary(r["cpu_ms"])
             ratio = ""
-            if name == "vigil" and fastest:
+            if name.startswith("vigil") and fastest:
                 ratio = f"{s['median'] / fastest[1]:.2f} ({fastest[0]})"
             rss = r.get("rss_total_kib", r.get("rss_kib", 0))
             out.append(f"{name:28} {run['n']:>6} {s['median']:>14.2f} ({s['min']:.2f}-{s['max']:.2f})"
                        f"{'':>4} {ratio:>14} {rss / 1024:>8.1f} {r.get('machine_busy_pct', 0):>10.0f}"
                        f" {1000 * s['median'] / run['processes_on_host']:>8.1f}")
-            if name == "vigil" and "per_role_cpu_ms_per_cycle" in r:
+            if name.startswith("vigil") and "all_roles_cpu_ms_per_cycle" in r:
+                allr = r["all_roles_cpu_ms_per_cycle"]
+                ap = meds.get("apps.plugin")
+                vs = f" = {allr / ap:.3f}x apps.plugin's median" if ap else ""
+                out.append(f"{'':28}        all four processes {allr:.2f} ms/cycle{vs}; "
+                           f"processes from the task iterator: {r.get('procs_from_iter')}")
+            if name.startswith("vigil") and "per_role_cpu_ms_per_cycle" in r:
                 roles = ", ".join(f"{k} {v:.2f}" for k, v in r["per_role_cpu_ms_per_cycle"].items())
                 out.append(f"{'':28}        per role, ms/cycle by the cycles counter: {roles}; "
                            f"RSS sum {r['rss_total_kib'] / 1024:.1f} MiB, "

@@ -43,6 +43,11 @@ pub struct CycleStats {
     pub process_io_errors: u64,
     /// Failed sock_diag dumps.
     pub sockdiag_errors: u64,
+    /// Processes of the last cycle from the task iterator, and through /proc because the
+    /// iterator did not show them; failed dumps (those cycles read /proc).
+    pub from_iter: u64,
+    pub iter_missed: u64,
+    pub iter_errors: u64,
 }
 
 pub struct Cycle {
@@ -234,6 +239,9 @@ impl Cycle {
                 self.stats.parse_errors += s.parse_errors;
                 self.stats.uncached = s.uncached;
                 self.stats.status_reads = self.procs.status_reads;
+                self.stats.from_iter = s.from_iter;
+                self.stats.iter_missed = s.iter_missed;
+                self.stats.iter_errors += s.iter_errors;
             }
             Err(_) => self.stats.parse_errors += 1,
         }
@@ -464,6 +472,9 @@ impl Cycle {
             ("procs_uncached".into(), s.uncached),
             ("netns_read".into(), s.netns_read),
             ("status_reads".into(), s.status_reads),
+            ("procs_from_iter".into(), s.from_iter),
+            ("procs_iter_missed".into(), s.iter_missed),
+            ("task_iter_errors".into(), s.iter_errors),
             ("process_io_errors".into(), s.process_io_errors),
             ("sockdiag_errors".into(), s.sockdiag_errors),
             ("k8s_names_refreshes".into(), self.k8s.refreshes),

@@ -24,6 +24,7 @@ pub mod procs;
 mod run;
 pub mod sink;
 pub mod sockets;
+pub mod taskiter;
 pub mod users;
 pub mod util;
 

@@ -93,6 +93,19 @@ impl PrivClient {
         }
     }
 
+    /// The task iterator's link (start-up only): BPF_ITER_CREATE on it gives a dump.
+    pub fn task_iter_link(&mut self) -> Result<OwnedFd> {
+        match self.call("TaskIterLink", &PrivRequest::TaskIterLink, 1)? {
+            (
+                PrivResponse::Fd {
+                    kind: FdKind::BpfIterLink,
+                },
+                mut fds,
+            ) => Ok(fds.remove(0)),
+            _ => Err(PrivClientError::Unexpected("TaskIterLink")),
+        }
+    }
+
     /// Start-up is over: the privhelper refuses start-up requests from now on and keeps only
     /// its steady-state capabilities; returns those (numbers).
     pub fn ready(&mut self) -> Result<Vec<u8>> {

@@ -167,6 +167,8 @@ pub struct ProcSample {
     pub majflt: u64,
     /// Context switches of the main thread (voluntary, involuntary), when read.
     pub switches: Option<(u64, u64)>,
+    /// User and system time in ns, when known finer than clock ticks (the task iterator).
+    pub cpu_ns: Option<(u64, u64)>,
     comm: [u8; 16],
     comm_len: u8,
 }
@@ -185,6 +187,12 @@ pub struct ScanStats {
     pub parse_errors: u64,
     /// Processes read by path because the descriptor budget was spent.
     pub uncached: u64,
+    /// Processes sampled from the task iterator's dump.
+    pub from_iter: u64,
+    /// Processes /proc shows but the iterator did not (sampled through /proc).
+    pub iter_missed: u64,
+    /// Failed iterator dumps (the cycle read /proc instead).
+    pub iter_errors: u64,
 }
 
 /// Hashes a pid for the process table: one multiply (Fibonacci hashing). Pids are small,
@@ -247,6 +255,8 @@ struct Tracked {
     owner: (u32, u32),
     /// /proc/PID/io from the privhelper this cycle.
     io: Option<vigil_ipc_proto::ProcessIo>,
+    /// User and system ns last reported from the iterator (they never go back).
+    cpu_ns: (u64, u64),
     generation: u32,
 }
 
@@ -271,7 +281,21 @@ pub struct ProcScanner {
     cached: usize,
     /// /proc/PID/status reads this scan (the main thread had run).
     pub status_reads: u64,
+    /// The task iterator, when the privhelper attached it: processes come from its dump, not
+    /// from /proc/PID/stat (no descriptors kept per process).
+    iter: Option<crate::taskiter::TaskIter>,
+    records: Vec<crate::taskiter::TaskRecord>,
+    /// Pids of the last dump, sorted.
+    dumped: Vec<u32>,
+    /// Processes /proc lists that the iterator does not show (on this test VM: pid 1's
+    /// thread group); sampled through /proc each cycle, looked for every LIST_EVERY cycles.
+    hidden: Vec<u32>,
+    list_countdown: u32,
 }
+
+/// With the task iterator, /proc is listed every this many cycles to find processes the
+/// iterator does not show.
+const LIST_EVERY: u32 = 10;
 
 fn err_io(e: Errno) -> std::io::Error {
     std::io::Error::from(e)
@@ -350,7 +374,38 @@ impl ProcScanner {
             descriptor_limit: limit,
             cached: 0,
             status_reads: 0,
+            iter: None,
+            records: Vec::new(),
+            dumped: Vec::new(),
+            hidden: Vec::new(),
+            list_countdown: 0,
         })
+    }
+
+    /// Take processes from the task iterator behind `link` from now on.
+    pub fn set_task_iter(&mut self, link: OwnedFd) {
+        self.iter = Some(crate::taskiter::TaskIter::new(link));
+        self.list_countdown = 0;
+    }
+
+    /// Back to /proc for every process.
+    pub fn clear_task_iter(&mut self) {
+        self.iter = None;
+    }
+
+    /// Whether processes come from the task iterator.
+    pub fn has_task_iter(&self) -> bool {
+        self.iter.is_some()
+    }
+
+    /// One dump of the task iterator, for tests and benchmarks comparing it with /proc.
+    pub fn dump_task_iter(&mut self) -> Option<Result<&[crate::taskiter::TaskRecord], String>> {
+        let it = self.iter.as_mut()?;
+        Some(
+            it.dump(&mut self.records)
+                .map(|_| self.records.as_slice())
+                .map_err(|e| e.to_string()),
+        )
     }
 
     /// Read context switches: two more descriptors per process (schedstat, status), so the
@@ -396,19 +451,20 @@ impl ProcScanner {
         self.samples.clear();
         self.status_reads = 0;
         self.generation = self.generation.wrapping_add(1);
-        self.list_pids()?;
-        let pids = std::mem::take(&mut self.pids);
-        for &pid in &pids {
-            match self.sample(pid, &mut stats) {
-                Ok(Some(s)) => {
-                    self.samples.push(s);
-                    stats.processes += 1;
+        let from_iter = match self.iter.is_some() {
+            true => match self.scan_iter(&mut stats) {
+                Ok(()) => true,
+                Err(e) => {
+                    stats.iter_errors += 1;
+                    tracing::debug!("task iterator: {e}; reading /proc this cycle");
+                    false
                 }
-                Ok(None) => stats.parse_errors += 1,
-                Err(_) => stats.vanished += 1,
-            }
+            },
+            false => false,
+        };
+        if !from_iter {
+            self.scan_proc(&mut stats)?;
         }
-        self.pids = pids;
         // Forget processes that are gone (closing their descriptors).
         let g = self.generation;
         let mut freed = 0;
@@ -421,6 +477,184 @@ impl ProcScanner {
         });
         self.cached -= freed;
         Ok(stats)
+    }
+
+    /// Every process through /proc/PID/*.
+    fn scan_proc(&mut self, stats: &mut ScanStats) -> std::io::Result<()> {
+        self.list_pids()?;
+        let pids = std::mem::take(&mut self.pids);
+        for &pid in &pids {
+            match self.sample(pid, stats) {
+                Ok(Some(s)) => {
+                    self.samples.push(s);
+                    stats.processes += 1;
+                }
+                Ok(None) => stats.parse_errors += 1,
+                Err(_) => stats.vanished += 1,
+            }
+        }
+        self.pids = pids;
+        Ok(())
+    }
+
+    /// Every process from one task iterator dump; those it does not show through /proc.
+    fn scan_iter(&mut self, stats: &mut ScanStats) -> Result<(), crate::taskiter::TaskIterError> {
+        let mut records = std::mem::take(&mut self.records);
+        let it = self.iter.as_mut().ok_or_else(|| {
+            crate::taskiter::TaskIterError::Create(std::io::Error::other("no iterator"))
+        })?;
+        let res = it.dump(&mut records);
+        let bad = match res {
+            Ok(bad) => bad,
+            Err(e) => {
+                self.records = records;
+                return Err(e);
+            }
+        };
+        if bad > 0 {
+            stats.parse_errors += 1;
+        }
+        self.dumped.clear();
+        self.dumped.extend(records.iter().map(|r| r.pid));
+        self.dumped.sort_unstable();
+        if self.list_countdown == 0 {
+            self.list_countdown = LIST_EVERY;
+            if self.list_pids().is_ok() {
+                let dumped = &self.dumped;
+                self.hidden.clear();
+                self.hidden.extend(
+                    self.pids
+                        .iter()
+                        .filter(|p| dumped.binary_search(p).is_err()),
+                );
+            }
+        }
+        self.list_countdown -= 1;
+        for r in &records {
+            match self.sample_record(r, stats) {
+                Ok(Some(s)) => {
+                    self.samples.push(s);
+                    stats.processes += 1;
+                    stats.from_iter += 1;
+                }
+                Ok(None) => stats.parse_errors += 1,
+                Err(_) => stats.vanished += 1,
+            }
+        }
+        self.records = records;
+        let mut hidden = std::mem::take(&mut self.hidden);
+        // A process born after the dump was listed shows in the next dump.
+        hidden.retain(|p| self.dumped.binary_search(p).is_err());
+        for &pid in &hidden {
+            match self.sample(pid, stats) {
+                Ok(Some(s)) => {
+                    self.samples.push(s);
+                    stats.processes += 1;
+                    stats.iter_missed += 1;
+                }
+                Ok(None) => stats.parse_errors += 1,
+                Err(_) => stats.vanished += 1,
+            }
+        }
+        hidden.retain(|p| {
+            self.tracked
+                .get(p)
+                .is_some_and(|t| t.generation == self.generation)
+        });
+        self.hidden = hidden;
+        Ok(())
+    }
+
+    /// One process from its iterator record. Its strings (command line, cgroup identity) are
+    /// read through /proc once per (pid, start time) and again after an exec, as on the /proc
+    /// path; a record whose thread walk was cut (more threads than the program's bound) is
+    /// sampled through /proc instead.
+    fn sample_record(
+        &mut self,
+        r: &crate::taskiter::TaskRecord,
+        stats: &mut ScanStats,
+    ) -> Result<Option<ProcSample>, Errno> {
+        use crate::taskiter::{F_FDS, F_FDS_CUT, F_THREADS_CUT};
+        let pid = r.pid;
+        if r.flags & F_THREADS_CUT != 0 || (self.count_fds && r.flags & F_FDS_CUT != 0) {
+            return self.sample(pid, stats);
+        }
+        let starttime = r.start_ticks();
+        let mut fresh = false;
+        let mut t = match self.tracked.remove(&pid) {
+            Some(t) if t.starttime == starttime => t,
+            old => {
+                if old.is_some_and(|o| o.fds.is_some()) {
+                    self.cached -= 1;
+                }
+                fresh = true;
+                Tracked {
+                    starttime,
+                    fds: None,
+                    comm: [0; 16],
+                    cmdline: String::new(),
+                    container_id: String::new(),
+                    pod_uid: String::new(),
+                    exe: String::new(),
+                    exe_asked: false,
+                    netns: None,
+                    pcount: None,
+                    switches: None,
+                    threads: 0,
+                    fd_count: None,
+                    owner: (0, 0),
+                    io: None,
+                    cpu_ns: (0, 0),
+                    generation: self.generation,
+                }
+            }
+        };
+        // A process that was on the /proc path before keeps no descriptors now.
+        if t.fds.take().is_some() {
+            self.cached -= 1;
+        }
+        let cpu = r.cputime_ns(t.cpu_ns);
+        let mut comm = [0u8; 16];
+        let name = r.comm();
+        comm[..name.len()].copy_from_slice(name);
+        const NS_PER_TICK: u64 = 1_000_000_000 / crate::util::USER_HZ;
+        let s = ProcSample {
+            pid,
+            ppid: r.ppid,
+            state: r.state_letter(),
+            utime: cpu.0 / NS_PER_TICK,
+            stime: cpu.1 / NS_PER_TICK,
+            threads: r.nr_threads,
+            starttime,
+            vsize: r.vm_pages.saturating_mul(self.page_size),
+            rss_bytes: r.rss_pages.saturating_mul(self.page_size),
+            uid: r.euid,
+            gid: r.egid,
+            fds: (self.count_fds && r.flags & F_FDS != 0).then_some(r.fds),
+            minflt: r.min_flt,
+            majflt: r.maj_flt,
+            switches: self.switches.then_some((r.nvcsw, r.nivcsw)),
+            cpu_ns: Some(cpu),
+            comm,
+            comm_len: name.len() as u8,
+        };
+        if fresh && self.track_netns {
+            let path = format!("{pid}/net/dev");
+            t.netns = fstatat(self.proc_dir.as_fd(), path.as_str(), AtFlags::empty())
+                .ok()
+                .map(|st| st.st_ino);
+        }
+        if fresh || s.comm != t.comm {
+            self.describe(pid, &mut t, &s);
+        }
+        t.cpu_ns = cpu;
+        t.threads = s.threads;
+        t.fd_count = s.fds;
+        t.owner = (s.uid, s.gid);
+        t.switches = s.switches;
+        t.generation = self.generation;
+        self.tracked.insert(pid, t);
+        Ok(Some(s))
     }
 
     /// One process: `Ok(None)` for an unparsable stat, `Err` when it vanished.
@@ -531,6 +765,7 @@ impl ProcScanner {
             fd_count: None,
             owner: (0, 0),
             io: None,
+            cpu_ns: (0, 0),
             generation: self.generation,
         };
         self.describe(pid, &mut t, &sample);
@@ -563,10 +798,10 @@ impl ProcScanner {
         let opened;
         let dir = match &t.fds {
             Some(f) => f.dir.as_fd(),
-            None => match self.open_process(pid) {
+            None => match self.open_dir(pid) {
                 Ok(f) => {
                     opened = f;
-                    opened.dir.as_fd()
+                    opened.as_fd()
                 }
                 Err(_) => return,
             },
@@ -762,8 +997,12 @@ impl ProcScanner {
                 gid: p.gid,
                 state: p.state,
                 threads: p.threads,
-                cpu_user_ns: p.utime.saturating_mul(NS_PER_TICK),
-                cpu_system_ns: p.stime.saturating_mul(NS_PER_TICK),
+                cpu_user_ns: p
+                    .cpu_ns
+                    .map_or(p.utime.saturating_mul(NS_PER_TICK), |c| c.0),
+                cpu_system_ns: p
+                    .cpu_ns
+                    .map_or(p.stime.saturating_mul(NS_PER_TICK), |c| c.1),
                 memory_rss_bytes: p.rss_bytes,
                 memory_virtual_bytes: p.vsize,
                 open_fds: helper.and_then(|f| f.fds).or(p.fds),
@@ -854,6 +1093,7 @@ fn make_sample(
         minflt: st.minflt,
         majflt: st.majflt,
         switches: None,
+        cpu_ns: None,
         comm,
         comm_len: n as u8,
     }

@@ -31,6 +31,32 @@ fn feature_off(control: &Channel, feature: Feature, reason: String) {
     let _ = control.send(&ChildToSupervisor::FeatureOff { feature, reason });
 }
 
+/// The task iterator's link from the privhelper, tried once (a dump that decodes) before the
+/// process scanner takes it. `Ok` too when the feature is off: nothing to do then.
+fn start_task_iter(
+    privhelper: &mut PrivClient,
+    cycle: &mut cycle::Cycle,
+    init: &InitConfig,
+) -> Result<(), String> {
+    if !(init.collector.processes
+        && init.collector.process_iter
+        && init.feature_enabled(Feature::ProcessIter))
+    {
+        return Ok(());
+    }
+    let link = privhelper.task_iter_link().map_err(|e| e.to_string())?;
+    cycle.procs.set_task_iter(link);
+    let first = match cycle.procs.dump_task_iter() {
+        Some(Ok([])) => Err("the first dump shows no process".into()),
+        Some(Ok(records)) => Ok(records.len()),
+        Some(Err(e)) => Err(format!("first dump: {e}")),
+        None => Err("no iterator".into()),
+    };
+    let n = first.inspect_err(|_| cycle.procs.clear_task_iter())?;
+    tracing::info!(processes = n, "task iterator ready");
+    Ok(())
+}
+
 /// Collect every interval and send batches to the shipper until the supervisor says shut down.
 pub fn run(
     init: &InitConfig,
@@ -82,7 +108,7 @@ impl Collector {
             _ => return Err(CollectorError::NoResume),
         };
 
-        let cycle = cycle::Cycle::new(init).map_err(ProtoError::Io)?;
+        let mut cycle = cycle::Cycle::new(init).map_err(ProtoError::Io)?;
         let mut sources = Sources::default();
         let mut pending = Vec::new();
         if init.collector.kmsg && init.feature_enabled(Feature::KmsgEvents) {
@@ -107,6 +133,10 @@ impl Collector {
                     feature_off(control, Feature::KmsgEvents, e);
                 }
             }
+        }
+        if let Err(reason) = start_task_iter(&mut privhelper, &mut cycle, init) {
+            tracing::warn!("task iterator unavailable, processes are read from /proc: {reason}");
+            feature_off(control, Feature::ProcessIter, reason);
         }
         let mut ebpf = ebpf::start(&mut privhelper, init);
         for (feature, reason) in ebpf.take_failures() {

@@ -63,7 +63,10 @@ fn fields(req: &PrivRequest, pid_max: u32) -> Result<(), RequestError> {
             let _ = program.feature();
             Ok(())
         }
-        PrivRequest::OpenKmsg | PrivRequest::ListNetns | PrivRequest::Ready => Ok(()),
+        PrivRequest::OpenKmsg
+        | PrivRequest::ListNetns
+        | PrivRequest::Ready
+        | PrivRequest::TaskIterLink => Ok(()),
     }
 }
 

@@ -4,7 +4,7 @@
 //! and group; cgroup v2 and v1 files (memory.stat, memory.max, cpu.stat, cpuacct.stat,
 //! io.stat, blkio) and cgroup paths (container and pod ids); kubelet directory names;
 //! netlink RTM_NEWLINK and sock_diag datagrams; BPF ring buffer records and flow table
-//! entries, /sys/devices/system/cpu/possible. The first byte picks
+//! entries, /sys/devices/system/cpu/possible; task iterator dumps. The first byte picks
 //! the parser, the rest is the file (so each parser gets the whole corpus' attention).
 
 #![no_main]
@@ -125,6 +125,13 @@ fuzz_target!(|data: &[u8]| {
             let (k, v) = buf.split_at(buf.len().min(ebpf::flowmap::KEY_SIZE));
             let _ = ebpf::flowmap::parse_entry(k, v);
             let _ = ebpf::flowmap::parse_possible(&text);
+        }
+        28 => {
+            let mut out = Vec::new();
+            let _ = vigil_collector::taskiter::decode_dump(buf, &mut out);
+            for r in &out {
+                let _ = (r.state_letter(), r.start_ticks(), r.cputime_ns((1, 1)));
+            }
         }
         _ => {
             let _ = util::parse_u64(buf);

@@ -107,6 +107,10 @@ pub struct CollectorConfig {
     /// Per-process disk I/O (/proc/PID/io) and executable paths (/proc/PID/exe) of every
     /// process through the privhelper (CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE). Off by default.
     pub process_io: bool,
+    /// Process metrics from a BPF task iterator the privhelper loads (CAP_BPF +
+    /// CAP_PERFMON at start-up only) instead of /proc/PID/stat and friends; where it is not
+    /// available, /proc as before. `false` forces the /proc path.
+    pub process_iter: bool,
     /// Kubernetes namespace, pod and container names from the kubelet's log directories
     /// (`<host_root>/var/log/pods`, `<host_root>/var/log/containers`): no API access, no token.
     pub k8s_names: bool,
@@ -168,6 +172,7 @@ impl Default for CollectorConfig {
             pressure: true,
             connections: true,
             process_io: false,
+            process_iter: true,
             k8s_names: true,
             kmsg: true,
             kmsg_rules: Vec::new(),

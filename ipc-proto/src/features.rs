@@ -40,6 +40,8 @@ features! {
     UserSwitch => "user_switch",
     HostMetrics => "host_metrics",
     ProcessMetrics => "process_metrics",
+    /// Process metrics from a BPF task iterator instead of /proc/PID/* (privhelper loads it).
+    ProcessIter => "process_iter",
     ProcessFds => "process_fds",
     ProcessSockets => "process_sockets",
     ContainerMetrics => "container_metrics",

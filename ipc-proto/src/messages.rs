@@ -173,6 +173,10 @@ pub enum PrivRequest {
     /// The collector's start-up is over: start-up requests are refused from now on, and the
     /// privhelper drops every capability no steady-state request needs. Answered `Ready`.
     Ready,
+    /// Load and attach the task iterator (feature `process_iter`); answered with its BPF link
+    /// descriptor ([`FdKind::BpfIterLink`]), from which the collector creates one iterator
+    /// per cycle (bpf(BPF_ITER_CREATE), the only bpf() command its seccomp filter allows).
+    TaskIterLink,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -246,6 +250,8 @@ pub enum FdKind {
     NetlinkRoute,
     BpfRingbuf,
     BpfMap,
+    /// A BPF iterator link: BPF_ITER_CREATE on it gives a fresh dump to read.
+    BpfIterLink,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ pub enum PrivRequestKind {
     ProcIoStats,
     ProcExePaths,
     Ready,
+    TaskIterLink,
 }
 
 /// One row of the table.
@@ -98,6 +99,14 @@ pub const PRIV_REQUESTS: &[RequestRule] = &[
         counter: "served_proc_exe_paths",
     },
     RequestRule {
+        // The link is all the collector needs: iterators made from it need no capability.
+        kind: PrivRequestKind::TaskIterLink,
+        features: &[Feature::ProcessIter],
+        phase: Phase::StartUp,
+        once: true,
+        counter: "served_task_iter_link",
+    },
+    RequestRule {
         kind: PrivRequestKind::Ready,
         features: &[],
         phase: Phase::StartUp,
@@ -117,6 +126,7 @@ impl PrivRequest {
             PrivRequest::ProcIoStats { .. } => PrivRequestKind::ProcIoStats,
             PrivRequest::ProcExePaths { .. } => PrivRequestKind::ProcExePaths,
             PrivRequest::Ready => PrivRequestKind::Ready,
+            PrivRequest::TaskIterLink => PrivRequestKind::TaskIterLink,
         }
     }
 }
@@ -160,6 +170,7 @@ mod tests {
             Feature::EbpfExec,
             Feature::EbpfFlowsSocket,
             Feature::EbpfFlowsTc,
+            Feature::ProcessIter,
         ] {
             assert!(!needs_privilege_after_startup(f), "{f}");
         }

@@ -64,4 +64,54 @@ struct vigil_flow_totals {
 	__u64 created;    /* 24: flows inserted (inserted - present = evicted) */
 };
 
+/* Task iterator dump (task_iter.bpf.c, read by the collector from an iterator descriptor,
+ * collector/src/taskiter.rs): one record per thread group, written with bpf_seq_write. */
+#define VIGIL_TASK_MAGIC 0x7a5b0001u /* version 1; changes with the layout */
+
+#define VIGIL_TASK_F_KTHREAD 1u      /* a kernel thread (PF_KTHREAD) */
+#define VIGIL_TASK_F_NO_MM 2u        /* no address space (kernel thread, exiting, zombie) */
+#define VIGIL_TASK_F_THREADS_CUT 4u  /* more threads than the walk's bound: sums are partial */
+#define VIGIL_TASK_F_FDS 8u          /* `fds` was counted */
+#define VIGIL_TASK_F_FDS_CUT 16u     /* descriptor table larger than the count's bound */
+
+#define VIGIL_TASK_RECORD_SIZE 176
+
+struct vigil_task_record {
+	__u32 magic;          /*   0: VIGIL_TASK_MAGIC */
+	__u32 pid;            /*   4: tgid in the reader's pid namespace */
+	__u32 ppid;           /*   8: real parent's tgid there (0: none or outside it) */
+	__u32 flags;          /*  12: VIGIL_TASK_F_* */
+	__u32 ruid;           /*  16: real uid (kernel uid, initial user namespace) */
+	__u32 euid;           /*  20: effective uid */
+	__u32 rgid;           /*  24 */
+	__u32 egid;           /*  28 */
+	__u32 state;          /*  32: the leader's __state */
+	__u32 exit_state;     /*  36: the leader's exit_state (EXIT_ZOMBIE 0x20, EXIT_DEAD 0x10) */
+	__u32 nr_threads;     /*  40: signal->nr_threads */
+	__u32 threads_seen;   /*  44: threads summed below */
+	__u64 start_boottime; /*  48: ns after boot, suspend included (the leader's) */
+	__u64 utime_ns;       /*  56: tick-sampled user time: exited threads + live threads */
+	__u64 stime_ns;       /*  64: tick-sampled system time, the same way */
+	__u64 runtime_ns;     /*  72: scheduler runtime: exited threads + live threads */
+	__u64 prev_utime_ns;  /*  80: signal->prev_cputime: what the kernel last reported */
+	__u64 prev_stime_ns;  /*  88 */
+	__u64 min_flt;        /*  96: exited threads + live threads */
+	__u64 maj_flt;        /* 104 */
+	__u64 rss_pages;      /* 112: file + anon + shmem pages (per-CPU counters' central value) */
+	__u64 vm_pages;       /* 120: mm->total_vm */
+	__u64 cgroup_id;      /* 128: cgroup v2 id (inode of the cgroup directory) */
+	__u64 nvcsw;          /* 136: the leader's voluntary context switches */
+	__u64 nivcsw;         /* 144: involuntary */
+	__u32 fds;            /* 152: open descriptors (bits set in open_fds), with F_FDS */
+	__u32 reserved;       /* 156: zero */
+	char comm[16];        /* 160: the leader's comm, NUL padded */
+};
+
+/* The collector decodes by these offsets (collector/src/taskiter.rs). */
+_Static_assert(sizeof(struct vigil_task_record) == VIGIL_TASK_RECORD_SIZE, "task record size");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, start_boottime) == 48, "start_boottime");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, nivcsw) == 144, "nivcsw");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, fds) == 152, "fds");
+_Static_assert(__builtin_offsetof(struct vigil_task_record, comm) == 160, "comm");
+
 #endif

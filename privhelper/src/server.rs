@@ -262,6 +262,17 @@ impl Server {
             }
             PrivRequest::BpfAttach { program } => self.attach(program),
             PrivRequest::Ready => self.end_startup(),
+            PrivRequest::TaskIterLink => {
+                let (resp, fd) = crate::bpf::taskiter::respond();
+                release_free_memory();
+                match resp {
+                    PrivResponse::Error(PrivError { message, .. }) => Err(RequestError::Failed {
+                        what: "attach the task iterator".into(),
+                        source: std::io::Error::other(message),
+                    }),
+                    r => Ok((r, fd.into_iter().collect())),
+                }
+            }
         })
     }
 

@@ -44,7 +44,8 @@ pub fn supervisor_writable(runtime_dir: &str, journal_dir: &str) -> Vec<String> 
 /// The seccomp policy files of a role for this run: its own, then `shipper-dns` (UDP to the
 /// nameservers) only when a name must be resolved, `shipper-listen` (accept4 on the socket the
 /// supervisor bound) only with the Prometheus endpoint, `collector-flows` (bpf() map lookups
-/// only) only with a flow feature on.
+/// only) only with a flow feature on, `collector-taskiter` (bpf(BPF_ITER_CREATE) only) with the
+/// task iterator.
 fn seccomp_files(role: Role, eval: &Evaluation, facts: &RunFacts) -> Vec<String> {
     let mut v: Vec<String> = vigil_policies::seccomp::policy_name(role)
         .map(str::to_string)
@@ -61,6 +62,9 @@ fn seccomp_files(role: Role, eval: &Evaluation, facts: &RunFacts) -> Vec<String>
         if facts.prometheus {
             v.push("shipper-listen".to_string());
         }
+    }
+    if role == Role::Collector && eval.is_enabled(vigil_ipc_proto::Feature::ProcessIter) {
+        v.push("collector-taskiter".to_string());
     }
     v
 }
@@ -267,9 +271,21 @@ mod tests {
             assert!(p.keep_caps.is_empty());
             assert_eq!(p.ids.as_ref().unwrap().gid, 985);
             assert_eq!(p.seccomp[0], role.as_str());
+            // The task iterator (on by default) adds bpf(BPF_ITER_CREATE) to the collector.
+            assert_eq!(
+                p.seccomp.iter().any(|f| f == "collector-taskiter"),
+                role == Role::Collector,
+                "{:?}",
+                p.seccomp
+            );
             assert!(p.landlock.enabled);
             assert!(!p.non_dumpable);
         }
+        let mut off = cfg.clone();
+        off.collector.process_iter = false;
+        let ev_off = evaluate(&off, &all, &facts());
+        let p = sandbox_plan(Role::Collector, &off, &ev_off, Some(&user()), &run()).unwrap();
+        assert_eq!(p.seccomp, ["collector", "collector-flows"]);
         let s = sandbox_plan(Role::Shipper, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert_eq!(
             s.landlock.read_write,
@@ -279,13 +295,17 @@ mod tests {
         assert_eq!(s.seccomp, ["shipper"]);
         let c = sandbox_plan(Role::Collector, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert!(c.landlock.read_only.contains(&"/".to_string()));
-        // Flows are on by default: the collector may read their maps (bpf() lookups only).
-        assert!(c.landlock.connect_tcp.is_empty() && c.seccomp == ["collector", "collector-flows"]);
+        // Flows and the task iterator are on by default: the collector may read the flow maps
+        // (bpf() lookups only) and make iterators (BPF_ITER_CREATE only).
+        assert!(
+            c.landlock.connect_tcp.is_empty()
+                && c.seccomp == ["collector", "collector-flows", "collector-taskiter"]
+        );
         let mut no_flows = cfg.clone();
         no_flows.collector.ebpf_flows = false;
         let ev2 = evaluate(&no_flows, &all, &facts());
         let c2 = sandbox_plan(Role::Collector, &no_flows, &ev2, Some(&user()), &run()).unwrap();
-        assert_eq!(c2.seccomp, ["collector"]);
+        assert_eq!(c2.seccomp, ["collector", "collector-taskiter"]);
         // By default the privhelper inspects no other process: Landlock stays on.
         assert!(ph.landlock.enabled);
         assert!(ph.non_dumpable && ph.seccomp == ["privhelper"]);

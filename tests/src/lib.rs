@@ -766,6 +766,7 @@ pub fn systemd_unit_wrapper(unit_text: &str, without: &[&str], dir: &Path) -> Ve
 pub const DEFAULT_ON: &[&str] = &[
     "host_metrics",
     "process_metrics",
+    "process_iter",
     "process_fds",
     "container_metrics",
     "disk_metrics",

@@ -58,9 +58,13 @@ fn burst_of_short_processes_and_who_holds_the_programs() {
     assert_eq!((k.cap_eff, k.cap_prm, k.cap_bnd, k.cap_amb), (0, 0, 0, 0));
 
     // Every BPF program or link descriptor of the agent is held by the privhelper only
-    // (/proc/PID/fdinfo shows `prog_id:` for program and link descriptors).
+    // (/proc/PID/fdinfo shows `prog_id:` for program and link descriptors), but the task
+    // iterator's link, which the collector holds to create its dumps (issue 15): one
+    // `link_type: iter`, nothing else.
     let privhelper = pid_of(&r, Role::Privhelper);
+    let collector = pid_of(&r, Role::Collector);
     let mut held_by = Vec::new();
+    let mut iter_links = 0;
     for p in &r.processes {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fdinfo", p.pid)) else {
             continue;
@@ -68,10 +72,21 @@ fn burst_of_short_processes_and_who_holds_the_programs() {
         for e in dir.flatten() {
             let info = std::fs::read_to_string(e.path()).unwrap_or_default();
             if info.lines().any(|l| l.starts_with("prog_id:")) {
+                let iter_link = info
+                    .lines()
+                    .any(|l| l.split_whitespace().eq(["link_type:", "iter"]));
+                if p.pid == collector && iter_link {
+                    iter_links += 1;
+                    continue;
+                }
                 held_by.push(p.pid);
             }
         }
     }
+    assert_eq!(
+        iter_links, 1,
+        "the collector holds the task iterator's link"
+    );
     assert!(
         held_by.len() >= 2,
         "the privhelper holds the exec/exit programs: {held_by:?}"

@@ -101,6 +101,30 @@ pub const FEATURES: &[FeatureRow] = &[
         what: "per-process CPU, memory, threads, state, command line, owner",
     },
     FeatureRow {
+        feature: Feature::ProcessIter,
+        // A task iterator is a tracing program that reads kernel memory: CAP_BPF and
+        // CAP_PERFMON to load it, at start-up only. Creating an iterator from its link needs
+        // no capability (measured on Linux 6.18 as uid 65534 holding none, ARCHITECTURE.md):
+        // the collector does that itself each cycle, its seccomp filter allowing
+        // bpf(BPF_ITER_CREATE) and no other bpf() command. Off: /proc, as before.
+        process: Proc::Privhelper,
+        caps: &[CAP_BPF, CAP_PERFMON],
+        configured: |c| c.collector.processes && c.collector.process_iter,
+        on_kernel: |k| {
+            if k.btf {
+                OnKernel::AsWritten
+            } else {
+                OnKernel::Blocked(
+                    "no BTF (/sys/kernel/btf/vmlinux) for the CO-RE task iterator: processes \
+                     are read from /proc",
+                )
+            }
+        },
+        inspects_other_processes: false,
+        what: "process metrics from a BPF task iterator, one dump per cycle instead of \
+               /proc/PID/* (the /proc path where it is off)",
+    },
+    FeatureRow {
         feature: Feature::ProcessFds,
         // Linux >= 6.2 reports the number of open descriptors as the st_size of /proc/PID/fd,
         // which stat(2) gives any user: no capability, no privhelper. Older kernels: the

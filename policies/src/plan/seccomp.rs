@@ -12,9 +12,15 @@ const PRIVHELPER: &str = include_str!("../../seccomp/privhelper.policy");
 const SHIPPER_DNS: &str = include_str!("../../seccomp/shipper-dns.policy");
 const SHIPPER_LISTEN: &str = include_str!("../../seccomp/shipper-listen.policy");
 const COLLECTOR_FLOWS: &str = include_str!("../../seccomp/collector-flows.policy");
+const COLLECTOR_TASKITER: &str = include_str!("../../seccomp/collector-taskiter.policy");
 
 /// Policy files a run may add to a role's own (see `SandboxPlan::seccomp`).
-pub const EXTRAS: &[&str] = &["shipper-dns", "shipper-listen", "collector-flows"];
+pub const EXTRAS: &[&str] = &[
+    "shipper-dns",
+    "shipper-listen",
+    "collector-flows",
+    "collector-taskiter",
+];
 /// Policy files of a role (see [`policy_name`]).
 const ROLE_POLICIES: &[&str] = &["privhelper", "collector", "shipper"];
 
@@ -70,6 +76,7 @@ fn source(name: &str) -> Option<(&'static str, &'static str)> {
         "shipper-dns" => ("shipper-dns.policy", SHIPPER_DNS),
         "shipper-listen" => ("shipper-listen.policy", SHIPPER_LISTEN),
         "collector-flows" => ("collector-flows.policy", COLLECTOR_FLOWS),
+        "collector-taskiter" => ("collector-taskiter.policy", COLLECTOR_TASKITER),
         _ => return None,
     })
 }
@@ -291,16 +298,23 @@ mod tests {
             "acct",
             "listen",
         ];
-        let shipper_all: Vec<String> = std::iter::once("shipper")
-            .chain(EXTRAS.iter().copied().filter(|e| e.starts_with("shipper-")))
-            .map(str::to_string)
-            .collect();
+        let all = |role: &str| -> Vec<String> {
+            std::iter::once(role)
+                .chain(EXTRAS.iter().copied().filter(|e| e.starts_with(role)))
+                .map(str::to_string)
+                .collect()
+        };
         for p in [
             Policy::for_role(Role::Collector).unwrap(),
-            Policy::from_files(&shipper_all).unwrap(),
+            Policy::from_files(&all("shipper")).unwrap(),
+            Policy::from_files(&all("collector")).unwrap(),
         ] {
             let role = &p.name;
             for f in forbidden {
+                // The collector's extras allow bpf() by command only (tested below).
+                if f == "bpf" && role.starts_with("collector+") {
+                    continue;
+                }
                 assert!(!p.allows(f), "{role} allows {f}");
             }
         }
@@ -387,5 +401,20 @@ mod tests {
         ] {
             assert!(Policy::from_files(&files(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    /// The task iterator's extra lets the collector call bpf() with BPF_ITER_CREATE (33) only.
+    #[test]
+    fn the_collector_may_create_iterators_and_nothing_else_of_bpf() {
+        let files = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!Policy::for_role(Role::Collector).unwrap().allows("bpf"));
+        let p = Policy::from_files(&files(&["collector", "collector-taskiter"])).unwrap();
+        let bpf: Vec<_> = p.rules.iter().filter(|r| r.syscall == "bpf").collect();
+        assert_eq!(bpf.len(), 1);
+        assert_eq!(bpf[0].args.len(), 1);
+        assert_eq!(
+            (bpf[0].args[0].index, bpf[0].args[0].values.clone()),
+            (0, vec![Value::Const(33)])
+        );
     }
 }

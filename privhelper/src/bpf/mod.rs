@@ -27,6 +27,7 @@
 
 mod loader;
 mod packet_socket;
+pub mod taskiter;
 mod tcx;
 
 use std::os::fd::OwnedFd;
@@ -41,6 +42,8 @@ pub(crate) static EXEC_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
 pub(crate) static FLOWS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
+pub(crate) static TASK_ITER_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/task_iter.bpf.o"));
 
 /// A program attached (now or earlier) and fresh duplicates of the maps the collector reads.
 #[derive(Debug)]
