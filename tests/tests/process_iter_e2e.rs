@@ -762,7 +762,11 @@ fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told(
         assert!(processes > 300, "{processes}");
         if iter {
             assert!(on, "{:?}", st.features);
-            assert_eq!(collector.seccomp_policy, "collector+collector-taskiter");
+            // Flows are on by default too: their lookup-only extra comes first.
+            assert_eq!(
+                collector.seccomp_policy,
+                "collector+collector-flows+collector-taskiter"
+            );
             assert_eq!(from_iter + missed, processes);
             // Only what this VM hides from every reader (pid 1's group) comes from /proc.
             let hidden_now = all_pids().into_iter().filter(|&p| hidden(p)).count() as u64;
@@ -774,7 +778,7 @@ fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told(
             );
         } else {
             assert!(!on);
-            assert_eq!(collector.seccomp_policy, "collector");
+            assert_eq!(collector.seccomp_policy, "collector+collector-flows");
             assert_eq!(from_iter, 0);
             assert!(
                 fds > 600,
