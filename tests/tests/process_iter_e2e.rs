@@ -561,7 +561,10 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
 #[test]
 fn an_iterator_made_in_a_child_pid_namespace_shows_its_numbers() {
     let link = vigil_privhelper::bpf::taskiter::link().expect("task iterator");
-    let (r, w) = nix::unistd::pipe().unwrap();
+    // Close-on-exec: the other tests of this binary spawn children concurrently, and one that
+    // inherited the write end would hold the read below open for its whole life (the
+    // pre_exec below clears the flag for this child only).
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let link_fd = link.as_raw_fd();
     let w_fd = w.as_raw_fd();
     // unshare(CLONE_NEWPID) affects the children: fork once more inside.
