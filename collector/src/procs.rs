@@ -260,6 +260,31 @@ struct Tracked {
     generation: u32,
 }
 
+impl Tracked {
+    /// A process first seen (or seen again after its pid was reused): nothing read yet.
+    fn new(starttime: u64, fds: Option<ProcFds>, netns: Option<u64>, generation: u32) -> Self {
+        Tracked {
+            starttime,
+            fds,
+            comm: [0; 16],
+            cmdline: String::new(),
+            container_id: String::new(),
+            pod_uid: String::new(),
+            exe: String::new(),
+            exe_asked: false,
+            netns,
+            pcount: None,
+            switches: None,
+            threads: 0,
+            fd_count: None,
+            owner: (0, 0),
+            io: None,
+            cpu_ns: (0, 0),
+            generation,
+        }
+    }
+}
+
 /// Scans /proc; keeps its descriptors, buffers and caches between cycles.
 pub struct ProcScanner {
     proc_dir: OwnedFd,
@@ -479,19 +504,32 @@ impl ProcScanner {
         Ok(stats)
     }
 
+    /// One process's outcome, counted; whether it gave a sample.
+    fn keep<E>(&mut self, res: Result<Option<ProcSample>, E>, stats: &mut ScanStats) -> bool {
+        match res {
+            Ok(Some(s)) => {
+                self.samples.push(s);
+                stats.processes += 1;
+                true
+            }
+            Ok(None) => {
+                stats.parse_errors += 1;
+                false
+            }
+            Err(_) => {
+                stats.vanished += 1;
+                false
+            }
+        }
+    }
+
     /// Every process through /proc/PID/*.
     fn scan_proc(&mut self, stats: &mut ScanStats) -> std::io::Result<()> {
         self.list_pids()?;
         let pids = std::mem::take(&mut self.pids);
         for &pid in &pids {
-            match self.sample(pid, stats) {
-                Ok(Some(s)) => {
-                    self.samples.push(s);
-                    stats.processes += 1;
-                }
-                Ok(None) => stats.parse_errors += 1,
-                Err(_) => stats.vanished += 1,
-            }
+            let res = self.sample(pid, stats);
+            self.keep(res, stats);
         }
         self.pids = pids;
         Ok(())
@@ -531,14 +569,9 @@ impl ProcScanner {
         }
         self.list_countdown -= 1;
         for r in &records {
-            match self.sample_record(r, stats) {
-                Ok(Some(s)) => {
-                    self.samples.push(s);
-                    stats.processes += 1;
-                    stats.from_iter += 1;
-                }
-                Ok(None) => stats.parse_errors += 1,
-                Err(_) => stats.vanished += 1,
+            let res = self.sample_record(r, stats);
+            if self.keep(res, stats) {
+                stats.from_iter += 1;
             }
         }
         self.records = records;
@@ -546,14 +579,9 @@ impl ProcScanner {
         // A process born after the dump was listed shows in the next dump.
         hidden.retain(|p| self.dumped.binary_search(p).is_err());
         for &pid in &hidden {
-            match self.sample(pid, stats) {
-                Ok(Some(s)) => {
-                    self.samples.push(s);
-                    stats.processes += 1;
-                    stats.iter_missed += 1;
-                }
-                Ok(None) => stats.parse_errors += 1,
-                Err(_) => stats.vanished += 1,
+            let res = self.sample(pid, stats);
+            if self.keep(res, stats) {
+                stats.iter_missed += 1;
             }
         }
         hidden.retain(|p| {
@@ -588,25 +616,7 @@ impl ProcScanner {
                     self.cached -= 1;
                 }
                 fresh = true;
-                Tracked {
-                    starttime,
-                    fds: None,
-                    comm: [0; 16],
-                    cmdline: String::new(),
-                    container_id: String::new(),
-                    pod_uid: String::new(),
-                    exe: String::new(),
-                    exe_asked: false,
-                    netns: None,
-                    pcount: None,
-                    switches: None,
-                    threads: 0,
-                    fd_count: None,
-                    owner: (0, 0),
-                    io: None,
-                    cpu_ns: (0, 0),
-                    generation: self.generation,
-                }
+                Tracked::new(starttime, None, None, self.generation)
             }
         };
         // A process that was on the /proc path before keeps no descriptors now.
@@ -749,25 +759,7 @@ impl ProcScanner {
         } else {
             None
         };
-        let mut t = Tracked {
-            starttime: sample.starttime,
-            fds: Some(fds),
-            comm: [0; 16],
-            cmdline: String::new(),
-            container_id: String::new(),
-            pod_uid: String::new(),
-            exe: String::new(),
-            exe_asked: false,
-            netns,
-            pcount: None,
-            switches: None,
-            threads: 0,
-            fd_count: None,
-            owner: (0, 0),
-            io: None,
-            cpu_ns: (0, 0),
-            generation: self.generation,
-        };
+        let mut t = Tracked::new(sample.starttime, Some(fds), netns, self.generation);
         self.describe(pid, &mut t, &sample);
         if self.switches {
             if let Some(f) = t.fds.take() {

@@ -126,18 +126,7 @@ fn dump_unprivileged(link: &OwnedFd) -> Result<Vec<u8>, String> {
         .env("VIGIL_TASKITER_OUT", w.as_raw_fd().to_string())
         .args(["--exact", "helper_dumps_unprivileged", "--nocapture"])
         .stdout(Stdio::null());
-    // SAFETY: only async-signal-safe fcntl calls between fork and exec.
-    unsafe {
-        let (l, o) = (link_fd, w.as_raw_fd());
-        cmd.pre_exec(move || {
-            for fd in [l, o] {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    inherit(&mut cmd, [link_fd, w.as_raw_fd()]);
     let mut child = cmd.spawn().unwrap();
     drop(w);
     let mut out = Vec::new();
@@ -584,17 +573,7 @@ fn an_iterator_made_in_a_child_pid_namespace_shows_its_numbers() {
     .env("VIGIL_TASKITER_NS_LINK", link_fd.to_string())
     .env("VIGIL_TASKITER_NS_OUT", w_fd.to_string())
     .stdout(Stdio::null());
-    // SAFETY: only async-signal-safe fcntl calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in [link_fd, w_fd] {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    inherit(&mut cmd, [link_fd, w_fd]);
     let mut child = cmd.spawn().unwrap();
     drop(w);
     let mut out = String::new();
@@ -650,6 +629,21 @@ fn helper_dumps_in_namespace() {
             String::from_utf8_lossy(r.comm())
         )
         .unwrap();
+    }
+}
+
+/// Let the child `cmd` starts inherit `fds` (close-on-exec cleared in the child only).
+fn inherit(cmd: &mut Command, fds: [std::os::fd::RawFd; 2]) {
+    // SAFETY: only async-signal-safe fcntl calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 

@@ -30,7 +30,7 @@ mod packet_socket;
 pub mod taskiter;
 mod tcx;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use vigil_ipc_proto::{BpfProgram, Feature, InitConfig, PrivError, PrivErrorCode, PrivResponse};
@@ -176,4 +176,27 @@ pub fn respond(program: BpfProgram, init: &InitConfig) -> (PrivResponse, Vec<Own
             (PrivResponse::Error(e.to_priv_error()), Vec::new())
         }
     }
+}
+
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// `bpf(BPF_LINK_CREATE)` with `attr` as the `link_create` member of `union bpf_attr` (the
+/// tcx and iterator links, which aya would keep to itself). Returns the link.
+fn link_create(mut attr: [u64; 8]) -> std::io::Result<OwnedFd> {
+    // SAFETY: bpf(2) with a live, zero-padded attribute buffer of the size passed; the kernel
+    // only reads it. The result is checked before being owned.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(r).map_err(|_| std::io::Error::other("bad link descriptor"))?;
+    // SAFETY: the kernel just returned this descriptor (close-on-exec) to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -4,7 +4,7 @@
 //! of the link descriptor and makes one iterator from it per cycle (BPF_ITER_CREATE needs no
 //! capability), so nothing here runs per cycle and no capability outlives start-up.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use aya::programs::Iter;
@@ -14,7 +14,6 @@ use vigil_ipc_proto::{FdKind, PrivResponse};
 use super::{BpfError, TASK_ITER_OBJ};
 
 const PROGRAM: &str = "vigil_task_iter";
-const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_TRACE_ITER: u32 = 28;
 
 /// The loaded program and its link.
@@ -35,22 +34,7 @@ fn iter_link(prog: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
     let mut attr = [0u64; 8];
     attr[0] = u64::from(prog.as_raw_fd() as u32);
     attr[1] = u64::from(BPF_TRACE_ITER);
-    // SAFETY: bpf(2) with a live, zero-padded attribute buffer of the size passed; the kernel
-    // only reads it. The result is checked before being owned.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(r).map_err(|_| std::io::Error::other("bad link descriptor"))?;
-    // SAFETY: the kernel just returned this descriptor (close-on-exec) to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::link_create(attr)
 }
 
 fn load() -> Result<TaskIter, BpfError> {

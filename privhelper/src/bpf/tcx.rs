@@ -3,9 +3,8 @@
 //! here rather than through aya's name-based attach so the privhelper needs no
 //! `ioctl(SIOCGIFINDEX)` (glibc's if_nametoindex), which its seccomp policy does not allow.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_TCX_INGRESS: u32 = 46;
 const BPF_TCX_EGRESS: u32 = 47;
 
@@ -30,20 +29,5 @@ pub(crate) fn attach(prog: BorrowedFd<'_>, ifindex: u32, egress: bool) -> std::i
     };
     attr[0] = u64::from(prog.as_raw_fd() as u32) | (u64::from(ifindex) << 32);
     attr[1] = u64::from(at);
-    // SAFETY: bpf(2) with a live, zero-padded attribute buffer of the size passed; the kernel
-    // only reads it. The result is checked before being owned.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(r).map_err(|_| std::io::Error::other("bad link descriptor"))?;
-    // SAFETY: the kernel just returned this descriptor (close-on-exec) to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::link_create(attr)
 }
