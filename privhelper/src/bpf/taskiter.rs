@@ -7,7 +7,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
-use aya::programs::Iter;
+use aya::programs::{Iter, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use vigil_ipc_proto::{FdKind, PrivResponse};
 
@@ -15,6 +15,8 @@ use super::{BpfError, TASK_ITER_OBJ};
 
 const PROGRAM: &str = "vigil_task_iter";
 const BPF_TRACE_ITER: u32 = 28;
+/// Loads tried while the verifier answers EAGAIN.
+const LOAD_TRIES: u32 = 5;
 
 /// The loaded program and its link.
 struct TaskIter {
@@ -50,10 +52,25 @@ fn load() -> Result<TaskIter, BpfError> {
         name: PROGRAM,
         source,
     })?;
-    it.load("task", &btf).map_err(|source| BpfError::Program {
-        name: PROGRAM,
-        source,
-    })?;
+    // The verifier gives up with EAGAIN when a signal is pending for the loading thread (seen
+    // in the tests, whose harness forks concurrently): try again, as libbpf does, a few times.
+    let mut tries = 1;
+    loop {
+        match it.load("task", &btf) {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < LOAD_TRIES =>
+            {
+                tries += 1;
+            }
+            r => {
+                r.map_err(|source| BpfError::Program {
+                    name: PROGRAM,
+                    source,
+                })?;
+                break;
+            }
+        }
+    }
     let fd = it.fd().map_err(|source| BpfError::Program {
         name: PROGRAM,
         source,
