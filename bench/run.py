@@ -32,6 +32,8 @@ to apps.plugin's (the issue 15 budget: <= 0.10x).
 --vigil-otlp http|https also ships everything over OTLP to a real collector (rotel from the
 /opt/vigil-deploy-venv of deploy/ci-deps.sh, blackhole exporter), for https behind stunnel4 with
 a CA made by openssl for the run: the PSS and CPU of the four processes with TLS on.
+--vigil-json-lines off turns vigil's JSON-lines stdout off (the deployed configuration of
+deploy/: OTLP only); vigil is then taken as collecting once the shipper reports OTLP records.
 Prints a table; --json writes every sample. Installs what it needs with apt-get when missing:
 prometheus-process-exporter, prometheus-node-exporter, python3-psutil, netdata-core
 (apps.plugin), gcc.
@@ -335,7 +337,7 @@ def measure_apps_plugin(k):
     return {"cpu_ms": samples, "rss_kib": rss, "machine_busy_pct": ml.busy_pct()}
 
 
-def find_collector_counter(doc, names):
+def find_collector_counter(doc, names, role="collector"):
     """In `vigil status --json`, stats are `[[role, {"counters": [[name, value], ...]}], ...]`
     (or a dict keyed by role): the first counter of the collector whose name is in `names`."""
     def counter_in(x):
@@ -357,7 +359,7 @@ def find_collector_counter(doc, names):
     def walk(x):
         if isinstance(x, dict):
             for k, v in x.items():
-                if k.lower() == "collector":
+                if k.lower() == role:
                     r = counter_in(v)
                     if r is not None:
                         return r
@@ -365,7 +367,7 @@ def find_collector_counter(doc, names):
                 if r is not None:
                     return r
         elif isinstance(x, list):
-            if len(x) == 2 and isinstance(x[0], str) and x[0].lower() == "collector":
+            if len(x) == 2 and isinstance(x[0], str) and x[0].lower() == role:
                 r = counter_in(x[1])
                 if r is not None:
                     return r
@@ -441,6 +443,7 @@ class OtlpBackend:
 class Vigil:
     def __init__(self, binary, interval_ms, runtime, extra_args=(), extra_env=None):
         self.binary, self.interval_ms, self.runtime = binary, interval_ms, runtime
+        self.json_off = "--json-lines" in extra_args
         shutil.rmtree(runtime, ignore_errors=True)
         os.makedirs(runtime, mode=0o755)
         os.chmod(runtime, 0o755)
@@ -483,7 +486,9 @@ class Vigil:
             if self.proc.poll() is not None:
                 return f"vigil exited with {self.proc.returncode} (see {WORK}/vigil-*.stderr)"
             r = self.roles()
-            if all(x in r for x in ("privhelper", "collector", "shipper")) and self.process_lines > 0:
+            if all(x in r for x in ("privhelper", "collector", "shipper")) and (
+                    self.process_lines > 0 or (self.json_off and (self.status_counter(
+                        ("records_shipped.otlp",), role="shipper") or 0) > 0)):
                 return None
             time.sleep(0.2)
         return (f"no process metrics on stdout after {timeout}s (roles {sorted(self.roles())}, "
@@ -499,11 +504,11 @@ class Vigil:
             return None
         return find_collector_counter(doc, ("cycles", "collection_cycles", "collect_cycles"))
 
-    def status_counter(self, names):
+    def status_counter(self, names, role="collector"):
         try:
             out = subprocess.run([self.binary, "status", "--json", "--runtime-dir", self.runtime],
                                  capture_output=True, text=True, timeout=10).stdout
-            return find_collector_counter(json.loads(out), names)
+            return find_collector_counter(json.loads(out), names, role)
         except (OSError, ValueError, subprocess.SubprocessError):
             return None
 
@@ -602,6 +607,8 @@ def main():
     ap.add_argument("--vigil-interval-ms", type=int, default=1000)
     ap.add_argument("--vigil-otlp", choices=["none", "http", "https"], default="none",
                     help="also ship over OTLP to rotel (https: behind stunnel4)")
+    ap.add_argument("--vigil-json-lines", choices=["stdout", "off"], default="stdout",
+                    help="vigil's JSON-lines output (off: only OTLP, as deploy/ configures it)")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement")
     ap.add_argument("--idle-seconds", type=int, default=60)
     ap.add_argument("--tools", default="process-exporter,process-exporter(defaults),node-exporter,psutil,proc-floor,proc-floor(lean),proc-floor(cached-fds),apps.plugin,vigil,vigil(proc)")
@@ -698,6 +705,8 @@ def measure_vigil(vigil_bin, a, k, process_iter=True):
         f"process_iter {process_iter}")
     backend = OtlpBackend(a.vigil_otlp) if a.vigil_otlp != "none" else None
     args = list(backend.args) if backend else []
+    if a.vigil_json_lines == "off":
+        args += ["--json-lines", ""]
     if not process_iter:
         with open(f"{WORK}/vigil-proc.toml", "w") as f:
             f.write("[collector]\nprocess_iter = false\n")
@@ -710,6 +719,7 @@ def measure_vigil(vigil_bin, a, k, process_iter=True):
             return {"error": err}
         r = v.measure(k)
         r["otlp"] = a.vigil_otlp
+        r["json_lines"] = a.vigil_json_lines
         return r
     finally:
         v.stop()

@@ -48,7 +48,8 @@ fn all(f: &[u8]) {
         for (r, bytes) in &b.records {
             let again = postcard::from_bytes::<vigil_ipc_proto::Record>(bytes)
                 .expect("a record's bytes decode alone");
-            assert!(same_bytes(r, &again));
+            assert!(same_bytes(&r.borrowed(), &again.decoded().borrowed()));
+            assert_eq!(r.clone().into_owned(), again);
         }
     }
 }

@@ -135,6 +135,8 @@ fn read_all(j: &mut Journal) {
         let Ok(b) = j.read(from, 100, 64 << 10) else {
             return;
         };
+        // What passed the read's checks decodes (the exporters rely on it).
+        assert_eq!(b.decode().len(), b.len());
         if b.next <= from {
             break;
         }

@@ -10,7 +10,7 @@
 
 use crate::error::ProtoError;
 use crate::frame::{HEADER_LEN, MAX_FRAME, payload};
-use crate::records::{EncodesAsRecord, Record};
+use crate::records::{Decoded, EncodesAsRecord};
 
 /// Variant index of `CollectorToShipper::Batch`.
 const BATCH_TAG: u8 = 0;
@@ -135,7 +135,8 @@ impl BatchFrame {
 #[derive(Debug)]
 pub struct SplitBatch<'a> {
     pub seq: u64,
-    pub records: Vec<(Record, &'a [u8])>,
+    /// Each record decoded (process records borrow their strings from the frame) and its bytes.
+    pub records: Vec<(Decoded<'a>, &'a [u8])>,
 }
 
 fn take<'a, T: serde::Deserialize<'a>>(b: &'a [u8]) -> Result<(T, &'a [u8]), ProtoError> {
@@ -160,7 +161,7 @@ pub fn split_batch(frame: &[u8]) -> Result<SplitBatch<'_>, ProtoError> {
     }
     let mut records = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let (r, after): (Record, _) = take(rest)?;
+        let (r, after) = Decoded::take(rest).map_err(ProtoError::Decode)?;
         records.push((r, &rest[..rest.len() - after.len()]));
         rest = after;
     }
@@ -175,7 +176,7 @@ mod tests {
     use super::*;
     use crate::frame::decode;
     use crate::messages::CollectorToShipper;
-    use crate::records::{Batch, KeyValue, RecordRef};
+    use crate::records::{Batch, KeyValue, Record, RecordRef};
 
     fn rec(n: usize) -> Record {
         Record::Metrics {
@@ -214,7 +215,7 @@ mod tests {
         assert_eq!(s.seq, 1 << 40);
         assert_eq!(s.records.len(), 4);
         for ((r, bytes), w) in s.records.iter().zip(&all) {
-            assert_eq!(r, w);
+            assert_eq!(&r.clone().into_owned(), w);
             assert_eq!(*bytes, &postcard::to_allocvec(w).unwrap()[..]);
         }
         assert!(!e.has_logs && e.records == 4);

@@ -1,6 +1,8 @@
 //! The data model carried from the collector to the shipper: metrics and log records grouped by
 //! the resource they describe, close to OTLP so the shipper maps them one to one.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// One unit of transfer and of acknowledgement on the data path.
@@ -45,6 +47,75 @@ pub enum RecordRef<'a> {
         log: &'a LogRecord,
     },
     Process(&'a ProcessRecord<&'a str>),
+}
+
+impl Record {
+    /// This record as [`Decoded`] gives it (a process record's strings lent, nothing copied).
+    pub fn decoded(&self) -> Decoded<'_> {
+        match self {
+            Record::Process(p) => Decoded(Inner::Process(p.lend())),
+            other => Decoded(Inner::Other(Cow::Borrowed(other))),
+        }
+    }
+}
+
+/// A record decoded from postcard bytes without copying the bulk of the data path: a process
+/// record (thousands per cycle) borrows its strings from the bytes; the other kinds are decoded
+/// owned. Accepts exactly what decoding a [`Record`] accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<'a>(Inner<'a>);
+
+/// Private, so that a process record is always the borrowed `Process` (what
+/// [`Decoded::borrowed`] relies on): `Other` never holds one.
+#[derive(Debug, Clone, PartialEq)]
+enum Inner<'a> {
+    Process(ProcessRecord<&'a str>),
+    Other(Cow<'a, Record>),
+}
+
+/// [`Record::Process`]'s variant index (postcard writes an enum as its index, a varint, then
+/// the variant's fields; a box as its content).
+const PROCESS_VARIANT: u32 = 2;
+
+impl<'a> Decoded<'a> {
+    /// Decode one record from the front of `bytes`; returns it and the bytes after it.
+    pub fn take(bytes: &'a [u8]) -> Result<(Decoded<'a>, &'a [u8]), postcard::Error> {
+        let (variant, fields): (u32, _) = postcard::take_from_bytes(bytes)?;
+        if variant == PROCESS_VARIANT {
+            let (p, rest) = postcard::take_from_bytes::<ProcessRecord<&str>>(fields)?;
+            Ok((Decoded(Inner::Process(p)), rest))
+        } else {
+            let (r, rest) = postcard::take_from_bytes::<Record>(bytes)?;
+            Ok((Decoded(Inner::Other(Cow::Owned(r))), rest))
+        }
+    }
+
+    /// Decode `bytes`, which must hold exactly one record.
+    pub fn decode(bytes: &'a [u8]) -> Result<Decoded<'a>, postcard::Error> {
+        match Decoded::take(bytes)? {
+            (d, []) => Ok(d),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
+    }
+
+    /// The view the shipper's converters take.
+    pub fn borrowed(&self) -> RecordRef<'_> {
+        match &self.0 {
+            Inner::Process(p) => RecordRef::Process(p),
+            Inner::Other(r) => match r.as_ref() {
+                Record::Metrics { resource, metrics } => RecordRef::Metrics { resource, metrics },
+                Record::Log { resource, log } => RecordRef::Log { resource, log },
+                Record::Process(_) => unreachable!("a decoded process record is never `Other`"),
+            },
+        }
+    }
+
+    pub fn into_owned(self) -> Record {
+        match self.0 {
+            Inner::Process(p) => Record::Process(Box::new(p.to_owned_record())),
+            Inner::Other(r) => r.into_owned(),
+        }
+    }
 }
 
 /// What [`crate::batch::BatchFrame::push`] accepts: a value whose postcard encoding is that of
@@ -364,5 +435,57 @@ mod tests {
             );
             assert_eq!(r.is_log(), v.is_log());
         }
+    }
+
+    /// The borrowing decoder gives back every kind of record, process records without a copy
+    /// of their strings, and refuses what decoding a `Record` refuses.
+    #[test]
+    fn decoded_matches_the_owned_decoder() {
+        let p = Record::Process(Box::new(process()));
+        let m = Record::Metrics {
+            resource: vec![KeyValue::str("host.name", "h")],
+            metrics: vec![],
+        };
+        let l = Record::Log {
+            resource: vec![],
+            log: LogRecord {
+                time_unix_nano: 3,
+                observed_time_unix_nano: 4,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                event_name: String::new(),
+                body: "b".into(),
+                attributes: vec![],
+            },
+        };
+        for r in [&p, &m, &l] {
+            let bytes = postcard::to_allocvec(r).unwrap();
+            let d = Decoded::decode(&bytes).unwrap();
+            assert_eq!(d.borrowed().is_log(), r.is_log());
+            assert_eq!(postcard::to_allocvec(&d.borrowed()).unwrap(), bytes);
+            assert_eq!(&d.clone().into_owned(), r);
+            assert_eq!(r.decoded(), d);
+            if let RecordRef::Process(q) = d.borrowed() {
+                let range = bytes.as_ptr_range();
+                assert!(
+                    range.contains(&q.command_args.as_ptr()),
+                    "borrowed, not copied"
+                );
+            }
+            // Cut anywhere, or with a byte more: an error, as for the owned decoder.
+            for cut in 0..bytes.len() {
+                assert!(Decoded::decode(&bytes[..cut]).is_err());
+                assert!(postcard::from_bytes::<Record>(&bytes[..cut]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Decoded::decode(&longer).is_err());
+            let (d2, rest) = Decoded::take(&longer).unwrap();
+            assert_eq!(d2.into_owned(), *r);
+            assert_eq!(rest, [0]);
+        }
+        // An unknown variant.
+        assert!(Decoded::decode(&[3]).is_err());
+        assert!(Decoded::decode(&[]).is_err());
     }
 }

@@ -118,7 +118,7 @@ proptest! {
         prop_assert_eq!(&e.frame, &encode(&want).unwrap());
         let s = vigil_ipc_proto::batch::split_batch(&e.frame).unwrap();
         prop_assert_eq!(s.seq, seq);
-        let got: Vec<Record> = s.records.iter().map(|(r, _)| r.clone()).collect();
+        let got: Vec<Record> = s.records.iter().map(|(r, _)| r.clone().into_owned()).collect();
         prop_assert_eq!(got, records);
     }
 

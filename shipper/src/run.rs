@@ -199,8 +199,12 @@ impl Shipper {
                 Err(e) if e.is_would_block() => break,
                 Ok(batch) => {
                     let n = batch.records.len() as u64;
-                    let kmsg = journal::max_kmsg_seq(batch.records.iter().map(|(r, _)| r));
-                    let events = batch.records.iter().any(|(r, _)| !convert::is_metrics(r));
+                    let kmsg =
+                        journal::max_kmsg_seq(batch.records.iter().map(|(r, _)| r.borrowed()));
+                    let events = batch
+                        .records
+                        .iter()
+                        .any(|(r, _)| !convert::is_metrics(r.borrowed()));
                     let payloads: Vec<&[u8]> = batch.records.iter().map(|(_, b)| *b).collect();
                     let appended = self
                         .kmsg_order
@@ -216,7 +220,7 @@ impl Shipper {
                             if let Some(p) = self.prom.as_mut() {
                                 let now = Instant::now();
                                 for (r, _) in batch.records {
-                                    p.ingest(r, now);
+                                    p.ingest(r.into_owned(), now);
                                 }
                             }
                         }

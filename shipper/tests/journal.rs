@@ -7,7 +7,9 @@ use common::{SmallTmpfs, segments};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use vigil_ipc_proto::{ATTR_KMSG_SEQ, AttrValue, FsyncPolicy, KeyValue, LogRecord, Record};
+use vigil_ipc_proto::{
+    ATTR_KMSG_SEQ, AttrValue, Decoded, FsyncPolicy, KeyValue, LogRecord, Record, RecordRef,
+};
 use vigil_shipper::journal::{Journal, JournalConfig, JournalError};
 
 fn cfg(max: u64, seg: u64) -> JournalConfig {
@@ -34,9 +36,9 @@ fn rec(id: i64) -> Record {
     }
 }
 
-fn id_of(r: &Record) -> i64 {
-    match r {
-        Record::Log { log, .. } => log
+fn id_of(r: &Decoded<'_>) -> i64 {
+    match r.borrowed() {
+        RecordRef::Log { log, .. } => log
             .attributes
             .iter()
             .find_map(|kv| match kv.value {
@@ -50,7 +52,7 @@ fn id_of(r: &Record) -> i64 {
 
 fn read_all(j: &mut Journal, from: u64) -> Vec<i64> {
     let b = j.read(from, usize::MAX, usize::MAX).unwrap();
-    b.records.iter().map(|(_, r)| id_of(r)).collect()
+    b.decode().iter().map(|(_, r)| id_of(r)).collect()
 }
 
 #[test]
@@ -60,7 +62,7 @@ fn append_read_ack_reopen() {
         let mut j = Journal::open(dir.path(), cfg(1 << 20, 1 << 16), &["a", "b"]).unwrap();
         j.append(&(0..10).map(rec).collect::<Vec<_>>()).unwrap();
         let b = j.read(0, 4, usize::MAX).unwrap();
-        assert_eq!(b.records.len(), 4);
+        assert_eq!(b.len(), 4);
         assert_eq!(b.next, 4);
         j.ack("a", b.next);
         j.ack("b", 10);
@@ -284,7 +286,7 @@ proptest! {
         let _ = j.read(0, usize::MAX, usize::MAX).unwrap();
         j.append(&[rec(7)]).unwrap();
         let b = j.read(0, usize::MAX, usize::MAX).unwrap();
-        prop_assert_eq!(b.records.last().map(|(_, r)| id_of(r)), Some(7));
+        prop_assert_eq!(b.decode().last().map(|(_, r)| id_of(r)), Some(7));
     }
 }
 
@@ -405,7 +407,7 @@ proptest! {
         let _ = j.read(from, usize::MAX, usize::MAX).unwrap();
         j.append(&[rec(7)]).unwrap();
         let b = j.read(j.next_seq() - 1, usize::MAX, usize::MAX).unwrap();
-        prop_assert_eq!(b.records.last().map(|(_, r)| id_of(r)), Some(7));
+        prop_assert_eq!(b.decode().last().map(|(_, r)| id_of(r)), Some(7));
         j.ack("a", j.next_seq());
     }
 }

@@ -10,7 +10,7 @@
 //!  "resource":{...}}
 //! ```
 
-use vigil_ipc_proto::{MetricKind, MetricValue, Record};
+use vigil_ipc_proto::{MetricKind, MetricValue, RecordRef};
 
 use super::{Attrs, Resource, ResourceDefaults, Val, View, with_view};
 
@@ -79,7 +79,7 @@ fn resource(out: &mut Vec<u8>, r: Resource<'_>) {
 
 /// Append the JSON lines of one record (each ending in `\n`) to `out`. The resource object is
 /// rendered once per record and repeated on each of its lines.
-pub fn write_record(r: &Record, d: &ResourceDefaults, out: &mut Vec<u8>) {
+pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
     with_view(r, d, |v| match v {
         View::Metrics {
             resource: res,
@@ -141,11 +141,15 @@ pub fn write_record(r: &Record, d: &ResourceDefaults, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_ipc_proto::{AttrValue, KeyValue, LogRecord, Metric};
+    use vigil_ipc_proto::{AttrValue, KeyValue, LogRecord, Metric, Record};
 
     fn lines(r: &Record) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        write_record(r, &ResourceDefaults::new("h"), &mut out);
+        write_record(
+            r.decoded().borrowed(),
+            &ResourceDefaults::new("h"),
+            &mut out,
+        );
         assert!(out.ends_with(b"\n"));
         out.split(|&c| c == b'\n')
             .filter(|l| !l.is_empty())

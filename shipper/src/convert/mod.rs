@@ -11,7 +11,7 @@ pub mod json;
 pub mod pb;
 
 use vigil_ipc_proto::{
-    AttrValue, KeyValue, LogRecord, Metric, MetricKind, MetricValue, ProcessRecord, Record,
+    AttrValue, KeyValue, LogRecord, Metric, MetricKind, MetricValue, ProcessRecord, RecordRef,
 };
 
 pub const SCOPE_NAME: &str = "vigil";
@@ -418,9 +418,13 @@ pub fn process_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Po
 }
 
 /// Call `f` with the view of `r`.
-pub fn with_view<T>(r: &Record, d: &ResourceDefaults, f: impl FnOnce(View<'_, '_>) -> T) -> T {
+pub fn with_view<T>(
+    r: RecordRef<'_>,
+    d: &ResourceDefaults,
+    f: impl FnOnce(View<'_, '_>) -> T,
+) -> T {
     match r {
-        Record::Metrics { resource, metrics } => {
+        RecordRef::Metrics { resource, metrics } => {
             let mut points = metrics.iter().map(Point::from);
             f(View::Metrics {
                 resource: Resource {
@@ -430,14 +434,14 @@ pub fn with_view<T>(r: &Record, d: &ResourceDefaults, f: impl FnOnce(View<'_, '_
                 points: &mut points,
             })
         }
-        Record::Log { resource, log } => f(View::Log {
+        RecordRef::Log { resource, log } => f(View::Log {
             resource: Resource {
                 own: Attrs::Kv(resource),
                 defaults: d,
             },
             log,
         }),
-        Record::Process(p) => {
+        RecordRef::Process(p) => {
             let line = p.command_args.trim_end_matches('\0').replace('\0', " ");
             let mut buf = [0u8; 24];
             let created = rfc3339(p.start_time_unix_nano, &mut buf);
@@ -456,13 +460,14 @@ pub fn with_view<T>(r: &Record, d: &ResourceDefaults, f: impl FnOnce(View<'_, '_
 }
 
 /// Whether a record goes to `/v1/metrics` (else `/v1/logs`).
-pub fn is_metrics(r: &Record) -> bool {
-    !matches!(r, Record::Log { .. })
+pub fn is_metrics(r: RecordRef<'_>) -> bool {
+    !matches!(r, RecordRef::Log { .. })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use vigil_ipc_proto::Record;
 
     pub fn process() -> ProcessRecord {
         ProcessRecord {
@@ -494,7 +499,7 @@ pub(crate) mod tests {
     fn process_view_follows_the_semantic_conventions() {
         let d = ResourceDefaults::new("h");
         let r = Record::Process(Box::new(process()));
-        with_view(&r, &d, |v| {
+        with_view(r.decoded().borrowed(), &d, |v| {
             let View::Metrics { resource, points } = v else {
                 panic!("metrics")
             };

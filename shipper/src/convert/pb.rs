@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use vigil_ipc_proto::{LogRecord, MetricKind, MetricValue, Record};
+use vigil_ipc_proto::{LogRecord, MetricKind, MetricValue, RecordRef};
 
 use super::{Attr, Attrs, Point, Resource, ResourceDefaults, SCOPE_NAME, SCOPE_VERSION, Val};
 use super::{View, with_view};
@@ -154,12 +154,12 @@ fn metric(out: &mut Vec<u8>, p: &Point<'_>) {
 
 /// A stable grouping key for the resource of a `Record::Metrics` or `Record::Log` (its
 /// postcard bytes); process records are each their own resource.
-fn resource_key(r: &Record) -> Option<Vec<u8>> {
+fn resource_key(r: RecordRef<'_>) -> Option<Vec<u8>> {
     match r {
-        Record::Metrics { resource, .. } | Record::Log { resource, .. } => {
+        RecordRef::Metrics { resource, .. } | RecordRef::Log { resource, .. } => {
             postcard::to_allocvec(resource).ok()
         }
-        Record::Process(_) => None,
+        RecordRef::Process(_) => None,
     }
 }
 
@@ -167,12 +167,12 @@ fn resource_key(r: &Record) -> Option<Vec<u8>> {
 /// collector sends the host's metrics in several records; kernel events share the host's).
 /// Process records are each their own resource: no key, no allocation for them.
 enum Group<'a> {
-    One(&'a Record),
-    Shared(Vec<&'a Record>),
+    One(RecordRef<'a>),
+    Shared(Vec<RecordRef<'a>>),
 }
 
 impl<'a> Group<'a> {
-    fn records(&self) -> &[&'a Record] {
+    fn records(&self) -> &[RecordRef<'a>] {
         match self {
             Group::One(r) => std::slice::from_ref(r),
             Group::Shared(v) => v,
@@ -180,7 +180,7 @@ impl<'a> Group<'a> {
     }
 }
 
-fn groups<'a>(records: impl IntoIterator<Item = &'a Record>, metrics: bool) -> Vec<Group<'a>> {
+fn groups<'a>(records: impl IntoIterator<Item = RecordRef<'a>>, metrics: bool) -> Vec<Group<'a>> {
     let mut groups: Vec<Group<'a>> = Vec::new();
     let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
     for r in records {
@@ -213,7 +213,7 @@ pub const CHUNK: usize = 32 * 1024;
 /// Append an `ExportMetricsServiceRequest` of the metric records among `records` to `out`.
 /// Returns the number of data points written (0: nothing to send).
 pub fn metrics_request<'a>(
-    records: impl IntoIterator<Item = &'a Record>,
+    records: impl IntoIterator<Item = RecordRef<'a>>,
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
 ) -> usize {
@@ -225,7 +225,7 @@ pub fn metrics_request<'a>(
 /// (`chunk` may take the bytes out). A request's top level is a repeated field, so it may be
 /// cut between resources.
 pub fn metrics_request_chunked<'a>(
-    records: impl IntoIterator<Item = &'a Record>,
+    records: impl IntoIterator<Item = RecordRef<'a>>,
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
     mut chunk: impl FnMut(&mut Vec<u8>),
@@ -238,7 +238,7 @@ pub fn metrics_request_chunked<'a>(
         let group = group.records();
         message(out, 1, |out| {
             if let Some(r) = group.first() {
-                with_view(r, d, |v| {
+                with_view(*r, d, |v| {
                     if let View::Metrics { resource: res, .. } = v {
                         resource(out, res);
                     }
@@ -247,7 +247,7 @@ pub fn metrics_request_chunked<'a>(
             message(out, 2, |out| {
                 scope(out);
                 for r in group {
-                    with_view(r, d, |v| {
+                    with_view(*r, d, |v| {
                         if let View::Metrics { points: ps, .. } = v {
                             for p in ps {
                                 metric(out, &p);
@@ -294,7 +294,7 @@ fn log_record(out: &mut Vec<u8>, l: &LogRecord) {
 /// Append an `ExportLogsServiceRequest` of the log records among `records` to `out`. Returns
 /// the number of log records written.
 pub fn logs_request<'a>(
-    records: impl IntoIterator<Item = &'a Record>,
+    records: impl IntoIterator<Item = RecordRef<'a>>,
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
 ) -> usize {
@@ -303,7 +303,7 @@ pub fn logs_request<'a>(
 
 /// [`logs_request`] handed on in pieces, as [`metrics_request_chunked`].
 pub fn logs_request_chunked<'a>(
-    records: impl IntoIterator<Item = &'a Record>,
+    records: impl IntoIterator<Item = RecordRef<'a>>,
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
     mut chunk: impl FnMut(&mut Vec<u8>),
@@ -316,7 +316,7 @@ pub fn logs_request_chunked<'a>(
         let group = group.records();
         message(out, 1, |out| {
             if let Some(r) = group.first() {
-                with_view(r, d, |v| {
+                with_view(*r, d, |v| {
                     if let View::Log { resource: res, .. } = v {
                         resource(out, res);
                     }
@@ -325,7 +325,7 @@ pub fn logs_request_chunked<'a>(
             message(out, 2, |out| {
                 scope(out);
                 for r in group {
-                    with_view(r, d, |v| {
+                    with_view(*r, d, |v| {
                         if let View::Log { log, .. } = v {
                             log_record(out, log);
                             n += 1;
@@ -349,6 +349,7 @@ mod tests {
     use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NV;
     use prost::Message;
     use vigil_ipc_proto::{AttrValue, KeyValue, Metric};
+    use vigil_ipc_proto::{Decoded, Record};
 
     fn attr(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue], k: &str) -> Option<AV> {
         kvs.iter()
@@ -391,7 +392,7 @@ mod tests {
             value: v,
             attributes: attrs,
         };
-        let records = vec![
+        let records = [
             Record::Metrics {
                 resource: host.clone(),
                 metrics: vec![m(
@@ -420,7 +421,8 @@ mod tests {
             },
         ];
         let mut buf = Vec::new();
-        let n = metrics_request(&records, &d, &mut buf);
+        let decoded: Vec<_> = records.iter().map(Record::decoded).collect();
+        let n = metrics_request(decoded.iter().map(Decoded::borrowed), &d, &mut buf);
         assert_eq!(n, 2 + 9);
         let req = ExportMetricsServiceRequest::decode(&buf[..]).unwrap();
         assert_eq!(req.resource_metrics.len(), 2, "the host's records merge");
@@ -484,7 +486,7 @@ mod tests {
         };
         assert_eq!(a.values.len(), 4);
         let mut empty = Vec::new();
-        assert_eq!(metrics_request(&[], &d, &mut empty), 0);
+        assert_eq!(metrics_request(std::iter::empty(), &d, &mut empty), 0);
         assert!(empty.is_empty());
     }
 
@@ -503,13 +505,25 @@ mod tests {
                 attributes: vec![KeyValue::i64("linux.kmsg.seq", seq)],
             },
         };
-        let records = vec![
+        let records = [
             log(1),
             Record::Process(Box::new(crate::convert::tests::process())),
             log(-2),
         ];
         let mut buf = Vec::new();
-        assert_eq!(logs_request(&records, &d, &mut buf), 2);
+        assert_eq!(
+            logs_request(
+                records
+                    .iter()
+                    .map(Record::decoded)
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(Decoded::borrowed),
+                &d,
+                &mut buf
+            ),
+            2
+        );
         let req = ExportLogsServiceRequest::decode(&buf[..]).unwrap();
         assert_eq!(req.resource_logs.len(), 1);
         let lr = &req.resource_logs[0].scope_logs[0].log_records;

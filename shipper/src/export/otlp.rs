@@ -30,7 +30,7 @@ use std::sync::Arc;
 use prost::Message;
 use rustls::ClientConfig;
 use vigil_ipc_proto::delivery::{Scheme, ShipperInputs, Signal, Target};
-use vigil_ipc_proto::{Compression, OtlpConfig, Record};
+use vigil_ipc_proto::{Compression, Decoded, OtlpConfig, RecordRef};
 
 use crate::backoff::{self, Backoff};
 use crate::convert::{self, ResourceDefaults};
@@ -221,11 +221,11 @@ impl OtlpExporter {
                 match j.read(from, self.cfg.max_batch_records.max(1), MAX_READ_BYTES) {
                     Ok(b) => {
                         self.pending_since = (b.next < j.next_seq()).then_some(now);
-                        if b.records.is_empty() {
+                        if b.is_empty() {
                             j.ack(OTLP, b.next);
                             continue;
                         }
-                        match self.build(&b.records, b.next) {
+                        match self.build(&b.decode(), b.next) {
                             Ok(p) => self.batch = Some(p),
                             Err(e) => {
                                 self.fail("encode", e.to_string(), None, stats, now);
@@ -398,10 +398,10 @@ impl OtlpExporter {
             return;
         }
         if let Ok(rb) = j.read(b.next, max, MAX_READ_BYTES)
-            && !rb.records.is_empty()
+            && !rb.is_empty()
         {
             // An encoding failure is met again (and reported) when the batch is taken.
-            self.ahead = self.build(&rb.records, rb.next).ok();
+            self.ahead = self.build(&rb.decode(), rb.next).ok();
         }
     }
 
@@ -436,15 +436,15 @@ impl OtlpExporter {
         self.retry_at = Some(now + delay);
     }
 
-    fn build(&mut self, records: &[(u64, Record)], next: u64) -> Result<Pending, GzipError> {
+    fn build(&mut self, records: &[(u64, Decoded<'_>)], next: u64) -> Result<Pending, GzipError> {
         let mut requests = VecDeque::new();
         for signal in [Signal::Metrics, Signal::Logs] {
             let metrics = signal == Signal::Metrics;
-            let (items, body) = self.encode(signal, records.iter().map(|(_, r)| r))?;
+            let (items, body) = self.encode(signal, records.iter().map(|(_, r)| r.borrowed()))?;
             if items > 0 {
                 let seqs: Vec<u64> = records
                     .iter()
-                    .filter(|(_, r)| convert::is_metrics(r) == metrics)
+                    .filter(|(_, r)| convert::is_metrics(r.borrowed()) == metrics)
                     .map(|(s, _)| *s)
                     .collect();
                 requests.push_back(Request {
@@ -468,7 +468,7 @@ impl OtlpExporter {
     fn encode<'a>(
         &mut self,
         signal: Signal,
-        records: impl Iterator<Item = &'a Record>,
+        records: impl Iterator<Item = RecordRef<'a>>,
     ) -> Result<(usize, Vec<u8>), GzipError> {
         let d = &self.defaults;
         let request = |out: &mut Vec<u8>, chunk: &mut dyn FnMut(&mut Vec<u8>)| match signal {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use vigil_ipc_proto::{ATTR_KMSG_SEQ, AttrValue, FsyncPolicy, Record};
+use vigil_ipc_proto::{ATTR_KMSG_SEQ, AttrValue, Decoded, FsyncPolicy, Record, RecordRef};
 
 use segment::{HEADER_LEN, IndexEntry};
 
@@ -110,13 +110,40 @@ struct Segment {
     index: Vec<IndexEntry>,
 }
 
-/// Records read for an exporter; ack `next` once they are shipped.
+/// Records read for an exporter, as the bytes they were journaled as; ack `next` once they
+/// are shipped. The exporter decodes them ([`ReadBatch::decode`]): process records borrow
+/// their strings from these bytes, so reading a batch allocates nothing per record.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
-    pub records: Vec<(u64, Record)>,
+    bytes: Vec<u8>,
+    /// Sequence number and payload range in `bytes` of each record whose frame checked.
+    entries: Vec<(u64, std::ops::Range<usize>)>,
     /// Sequence to acknowledge once these records are shipped (one past the last one read,
     /// corrupt records skipped included).
     pub next: u64,
+}
+
+impl ReadBatch {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The records with their sequence numbers. Every payload in the journal was decoded
+    /// before it was appended (or when the journal was opened) and its checksum was checked
+    /// when read, so none fails to decode; one that did would be left out.
+    pub fn decode(&self) -> Vec<(u64, Decoded<'_>)> {
+        self.entries
+            .iter()
+            .filter_map(|(seq, range)| {
+                let payload = self.bytes.get(range.clone())?;
+                Decoded::decode(payload).ok().map(|r| (*seq, r))
+            })
+            .collect()
+    }
 }
 
 pub struct Journal {
@@ -252,7 +279,14 @@ impl Journal {
             .map(|r| postcard::to_allocvec(r).map_err(JournalError::Encode))
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        self.append_inner(&refs, max_kmsg_seq(records), sync)
+        self.append_inner(
+            &refs,
+            records
+                .iter()
+                .filter_map(|r| kmsg_seq_of(r.decoded().borrowed()))
+                .max(),
+            sync,
+        )
     }
 
     /// [`Journal::append_deferred`] of records already encoded (the collector's bytes, each
@@ -406,8 +440,8 @@ impl Journal {
     ) -> Result<ReadBatch, JournalError> {
         let max_records = max_records.max(1);
         let mut out = ReadBatch {
-            records: Vec::new(),
             next: from,
+            ..ReadBatch::default()
         };
         let start = self
             .segments
@@ -422,7 +456,7 @@ impl Journal {
                 continue;
             }
             let mut k = 0;
-            while k < entries.len() && out.records.len() + k < max_records {
+            while k < entries.len() && out.entries.len() + k < max_records {
                 if k > 0 && bytes + entries[k].len as usize > max_bytes {
                     break;
                 }
@@ -433,29 +467,32 @@ impl Journal {
             let first = take[0].offset as u64;
             let last = take[k - 1];
             let end = last.offset as u64 + last.len as u64;
-            let mut buf = vec![0u8; (end - first) as usize];
-            let read = File::open(&seg.path).and_then(|f| f.read_exact_at(&mut buf, first));
+            // This segment's frames go after the previous segments' in one buffer.
+            let at = out.bytes.len();
+            out.bytes.resize(at + (end - first) as usize, 0);
+            let read =
+                File::open(&seg.path).and_then(|f| f.read_exact_at(&mut out.bytes[at..], first));
             match read {
                 Ok(()) => {
                     for e in take {
-                        let rel = (e.offset as u64 - first) as usize;
-                        let frame = buf.get(rel..rel + e.len as usize).unwrap_or(&[]);
-                        let ok = match record::parse(frame) {
-                            record::Parsed::Valid { seq, .. } if seq == e.seq => {
-                                postcard::from_bytes::<Record>(&frame[record::FRAME_HEADER..]).ok()
-                            }
-                            _ => None,
-                        };
-                        match ok {
-                            Some(r) => out.records.push((e.seq, r)),
-                            None => self.stats.corrupt_records += 1,
+                        let rel = at + (e.offset as u64 - first) as usize;
+                        let range = rel..rel + e.len as usize;
+                        let frame = out.bytes.get(range.clone()).unwrap_or(&[]);
+                        match record::parse(frame) {
+                            record::Parsed::Valid { seq, .. } if seq == e.seq => out
+                                .entries
+                                .push((e.seq, range.start + record::FRAME_HEADER..range.end)),
+                            _ => self.stats.corrupt_records += 1,
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.stats.corrupt_records += take.len() as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    out.bytes.truncate(at);
                     self.stats.corrupt_records += take.len() as u64;
                 }
                 Err(e) => return Err(JournalError::io(&seg.path, e)),
@@ -465,7 +502,7 @@ impl Journal {
                 complete = false;
                 break;
             }
-            if out.records.len() >= max_records || bytes >= max_bytes {
+            if out.entries.len() >= max_records || bytes >= max_bytes {
                 complete = false;
                 break;
             }
@@ -627,17 +664,17 @@ impl Drop for Journal {
 }
 
 /// The highest `linux.kmsg.seq` among these records.
-pub fn max_kmsg_seq<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u64> {
+pub fn max_kmsg_seq<'a>(records: impl IntoIterator<Item = RecordRef<'a>>) -> Option<u64> {
     records.into_iter().filter_map(kmsg_seq_of).max()
 }
 
-fn kmsg_seq_of(r: &Record) -> Option<u64> {
+fn kmsg_seq_of(r: RecordRef<'_>) -> Option<u64> {
     match r {
-        Record::Log { log, .. } => log.attributes.iter().find_map(|kv| match kv.value {
+        RecordRef::Log { log, .. } => log.attributes.iter().find_map(|kv| match kv.value {
             AttrValue::I64(v) if kv.key == ATTR_KMSG_SEQ && v >= 0 => Some(v as u64),
             _ => None,
         }),
-        Record::Metrics { .. } | Record::Process(_) => None,
+        RecordRef::Metrics { .. } | RecordRef::Process(_) => None,
     }
 }
 
@@ -829,9 +866,9 @@ impl Recovery {
         scan.index.retain(|e| {
             let start = e.offset as usize + record::FRAME_HEADER;
             let end = e.offset as usize + e.len as usize;
-            match bytes.get(start..end).map(postcard::from_bytes::<Record>) {
+            match bytes.get(start..end).map(Decoded::decode) {
                 Some(Ok(r)) => {
-                    if let Some(k) = kmsg_seq_of(&r) {
+                    if let Some(k) = kmsg_seq_of(r.borrowed()) {
                         *last_kmsg_seq = Some(last_kmsg_seq.map_or(k, |l| l.max(k)));
                     }
                     true
