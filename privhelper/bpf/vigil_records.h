@@ -74,6 +74,11 @@ struct vigil_flow_totals {
 	__u64 run_bytes;    /*  96 */
 	__u64 run_seq;      /* 104: +1 before and +1 after the run changes flow: odd meanwhile */
 };
+_Static_assert(sizeof(struct vigil_flow_key) == 48, "flow key size");
+_Static_assert(sizeof(struct vigil_flow_totals) == 112, "flow totals size");
+_Static_assert(__builtin_offsetof(struct vigil_flow_totals, run_key) == 32, "run_key");
+_Static_assert(__builtin_offsetof(struct vigil_flow_totals, run_first_ns) == 80, "run_first_ns");
+_Static_assert(__builtin_offsetof(struct vigil_flow_totals, run_seq) == 104, "run_seq");
 
 /* Task iterator dump (task_iter.bpf.c, read by the collector from an iterator descriptor,
  * collector/src/taskiter.rs): one record per thread group, written with bpf_seq_write. */
