@@ -6,9 +6,11 @@
  *  - tc (BPF_PROG_TYPE_SCHED_CLS) ingress and egress programs (CAP_BPF + CAP_NET_ADMIN), which
  *    return TC_ACT_UNSPEC/TCX_NEXT (-1) and never change the packet's fate.
  * Every packet read goes through bpf_skb_load_bytes (bounds checked by the helper), so no direct
- * packet access and no CAP_PERFMON are needed. Per packet: one hash lookup and atomic adds to
- * the flow's counters, which only grow; the collector reads them all once per flow interval
- * (BPF_MAP_LOOKUP_BATCH) and computes the deltas. No per-packet record, no ring buffer.
+ * packet access and no CAP_PERFMON are needed. Per packet, when it is of the flow this CPU
+ * counted last: a key compare and two adds to this CPU's run (below, count()); otherwise one
+ * hash lookup and atomic adds to the flow's counters, which only grow. The collector reads
+ * them all once per flow interval (BPF_MAP_LOOKUP_BATCH), with the runs, and computes the
+ * deltas. No per-packet record, no ring buffer.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -39,7 +41,7 @@ struct {
 	__type(value, struct vigil_flow_value);
 } vigil_flows SEC(".maps");
 
-/* Per-CPU totals (no shared cache line per packet); read-only descriptors too. */
+/* Per-CPU totals and runs (no shared cache line per packet); read-only descriptors too. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -48,49 +50,94 @@ struct {
 	__type(value, struct vigil_flow_totals);
 } vigil_flow_totals SEC(".maps");
 
-/* Count one packet of flow k: the flow's counters first, then the totals, so that a reader
- * taking the totals before the flows never sees a packet in the totals that is missing from a
- * flow still present (the lost count stays exact). Atomic adds everywhere: a program can be
- * interrupted by another one on the same CPU (softirq), and flows are shared by CPUs. */
-static __always_inline void account(struct vigil_flow_key *k, __u32 len, __u64 cgroup_id)
+/* Add `packets` packets (`bytes` bytes) of flow k to its table entry, then to the totals t:
+ * the flow's counters first, so that a reader taking the totals before the flows never sees a
+ * packet in the totals that is missing from a flow still present (the lost count stays exact).
+ * With `create`, a missing entry is inserted; with `first_ns` not 0, only the entry created
+ * then counts them (a run of an entry evicted since is lost: in the totals only). Returns the
+ * first_ns of the entry counted into, 0 for none. Atomic adds on the entries, which CPUs share;
+ * plain ones on the totals, which are this CPU's: the flow programs of one CPU never run nested
+ * (they run with bottom halves off: in softirq, or transmitting under rcu_read_lock_bh). */
+static __always_inline __u64 account(struct vigil_flow_key *k, __u64 packets, __u64 bytes,
+				     __u64 cgroup_id, __u64 first_ns, int create,
+				     struct vigil_flow_totals *t)
 {
 	struct vigil_flow_value *v;
-	struct vigil_flow_totals *t;
-	__u32 zero = 0;
-	__u64 not_stored = 0, created = 0;
+	__u64 entry_ns = 0;
 
 	v = bpf_map_lookup_elem(&vigil_flows, k);
-	if (!v) {
+	if (v && first_ns && v->first_ns != first_ns)
+		v = NULL;
+	if (!v && create) {
 		struct vigil_flow_value nv = {
-			.packets = 1,
-			.bytes = len,
+			.packets = packets,
+			.bytes = bytes,
 			.first_ns = bpf_ktime_get_ns(),
 			.cgroup_id = cgroup_id,
 		};
 		long err = bpf_map_update_elem(&vigil_flows, k, &nv, BPF_NOEXIST);
-		if (err == 0)
-			created = 1;
-		else if (err == -EEXIST)
+		if (err == 0) {
+			t->created += 1;
+			entry_ns = nv.first_ns;
+		} else if (err == -EEXIST) {
 			/* Another CPU inserted it meanwhile. */
 			v = bpf_map_lookup_elem(&vigil_flows, k);
+		}
 		if (err != 0 && !v)
-			not_stored = 1;
+			t->not_stored += packets;
 	}
 	if (v) {
-		__sync_fetch_and_add(&v->packets, 1);
-		__sync_fetch_and_add(&v->bytes, len);
+		__sync_fetch_and_add(&v->packets, packets);
+		__sync_fetch_and_add(&v->bytes, bytes);
 		if (cgroup_id && !v->cgroup_id)
 			v->cgroup_id = cgroup_id;
+		entry_ns = v->first_ns;
 	}
+	t->packets += packets;
+	t->bytes += bytes;
+	return entry_ns;
+}
+
+static __always_inline int same_key(const struct vigil_flow_key *a, const struct vigil_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]) |
+		(x[5] ^ y[5])) == 0;
+}
+
+/* Count one packet of flow k. Another packet of this CPU's run costs a 48-byte compare and two
+ * adds to per-CPU memory. Any other packet, and every RUN_MAX-th of a run (so that the entry
+ * stays recently used for the LRU and a reader never misses more than RUN_MAX packets per CPU
+ * while the run changes), adds the run to its entry, counts itself in its entry (creating it)
+ * and starts a new run of its flow. */
+#define RUN_MAX 256
+static __always_inline void count(struct vigil_flow_key *k, __u32 len, __u64 cgroup_id)
+{
+	struct vigil_flow_totals *t;
+	__u32 zero = 0;
+	__u64 entry_ns, seq;
+
 	t = bpf_map_lookup_elem(&vigil_flow_totals, &zero);
 	if (!t)
 		return;
-	__sync_fetch_and_add(&t->packets, 1);
-	__sync_fetch_and_add(&t->bytes, len);
-	if (not_stored)
-		__sync_fetch_and_add(&t->not_stored, 1);
-	if (created)
-		__sync_fetch_and_add(&t->created, 1);
+	if (t->run_first_ns && t->run_packets < RUN_MAX && same_key(&t->run_key, k)) {
+		t->run_packets += 1;
+		t->run_bytes += len;
+		return;
+	}
+	/* Odd while the run changes: a reader ignores the run then. The atomic adds fetch (their
+	 * results are used), which orders the stores between them on every architecture. */
+	seq = __sync_fetch_and_add(&t->run_seq, 1);
+	if (t->run_packets)
+		account(&t->run_key, t->run_packets, t->run_bytes, 0, t->run_first_ns, 0, t);
+	entry_ns = account(k, 1, len, cgroup_id, 0, 1, t);
+	__builtin_memcpy(&t->run_key, k, sizeof(*k));
+	t->run_first_ns = entry_ns;
+	t->run_packets = 0;
+	t->run_bytes = 0;
+	if (__sync_fetch_and_add(&t->run_seq, 1) != seq + 1)
+		t->run_first_ns = 0; /* never (no nesting): had it, no run rather than a wrong one */
 }
 
 /* Ports of a TCP/UDP header at off (only for a first fragment). */
@@ -198,28 +245,36 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct v
 }
 
 /* The common case in one helper call: IPv4 without options behind an Ethernet header, whose
- * Ethernet, IPv4 and first four L4 bytes (the ports) are read at once (14 + 20 + 4 bytes).
- * Returns 0 when k is filled, -1 to take the general path (which reads the same fields, one
- * header at a time). */
-#define FAST_LEN (ETH_HLEN + 20 + 4)
+ * Ethernet, IPv4 and first four L4 bytes (the ports) are read at once (14 + 20 + 4 bytes, but
+ * the first 2 bytes of the destination MAC address, so that the addresses land 4-aligned in an
+ * 8-aligned buffer and are read as words). Returns 0 when k is filled, -1 to take the general
+ * path (which reads the same fields, one header at a time). */
+#define FAST_OFF 2
+#define FAST_LEN (ETH_HLEN + 20 + 4 - FAST_OFF)
+#define FAST_IP (ETH_HLEN - FAST_OFF) /* the IPv4 header in the buffer */
 static __always_inline int parse_eth_ipv4_fast(struct __sk_buff *skb, struct vigil_flow_key *k)
 {
-	__u8 b[FAST_LEN];
-	__u16 eth_type, frag;
+	__u8 b[FAST_LEN] __attribute__((aligned(8)));
+	__u16 eth_type, frag, port;
+	__u32 addr;
 
-	if (bpf_skb_load_bytes(skb, 0, b, sizeof(b)) < 0)
+	if (bpf_skb_load_bytes(skb, FAST_OFF, b, sizeof(b)) < 0)
 		return -1;
-	__builtin_memcpy(&eth_type, &b[12], 2);
-	if (eth_type != bpf_htons(ETH_P_IP) || b[ETH_HLEN] != 0x45) /* version 4, IHL 5 */
+	__builtin_memcpy(&eth_type, &b[FAST_IP - 2], 2);
+	if (eth_type != bpf_htons(ETH_P_IP) || b[FAST_IP] != 0x45) /* version 4, IHL 5 */
 		return -1;
 	k->family = 4;
-	k->proto = b[ETH_HLEN + 9];
-	__builtin_memcpy(k->saddr, &b[ETH_HLEN + 12], 4);
-	__builtin_memcpy(k->daddr, &b[ETH_HLEN + 16], 4);
-	frag = ((__u16)b[ETH_HLEN + 6] << 8) | b[ETH_HLEN + 7];
-	if ((frag & 0x1fff) == 0 && (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP)) {
-		k->sport = ((__u16)b[ETH_HLEN + 20] << 8) | b[ETH_HLEN + 21];
-		k->dport = ((__u16)b[ETH_HLEN + 22] << 8) | b[ETH_HLEN + 23];
+	k->proto = b[FAST_IP + 9];
+	__builtin_memcpy(&addr, &b[FAST_IP + 12], 4);
+	__builtin_memcpy(k->saddr, &addr, 4);
+	__builtin_memcpy(&addr, &b[FAST_IP + 16], 4);
+	__builtin_memcpy(k->daddr, &addr, 4);
+	__builtin_memcpy(&frag, &b[FAST_IP + 6], 2);
+	if ((frag & bpf_htons(0x1fff)) == 0 && (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP)) {
+		__builtin_memcpy(&port, &b[FAST_IP + 20], 2);
+		k->sport = bpf_ntohs(port);
+		__builtin_memcpy(&port, &b[FAST_IP + 22], 2);
+		k->dport = bpf_ntohs(port);
 	}
 	return 0;
 }
@@ -238,7 +293,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 	k.direction = direction;
 	k.source = source;
 	if (proto_be == bpf_htons(ETH_P_IP) && parse_eth_ipv4_fast(skb, &k) == 0) {
-		account(&k, skb->len, cgroup_id);
+		count(&k, skb->len, cgroup_id);
 		return;
 	}
 	l3 = l3_offset(skb, proto_be);
@@ -250,7 +305,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 		ret = parse_ipv6(skb, l3, &k);
 	if (ret < 0)
 		return;
-	account(&k, skb->len, cgroup_id);
+	count(&k, skb->len, cgroup_id);
 }
 
 /* On the packet socket of every interface that ignores outgoing packets (PACKET_IGNORE_OUTGOING:

@@ -34,8 +34,9 @@ struct vigil_proc_event {
 /* Flows are counted in the kernel (flows.bpf.c): an LRU hash from this key to monotonic
  * counters, read by the collector with BPF_MAP_LOOKUP_BATCH (collector/src/ebpf/flowmap.rs). */
 
-/* 48 bytes, zeroed before it is filled (padding included: it is hashed whole) */
-struct vigil_flow_key {
+/* 48 bytes, zeroed before it is filled (padding included: it is hashed whole); 8-aligned, so
+ * that the programs compare keys 8 bytes at a time */
+struct __attribute__((aligned(8))) vigil_flow_key {
 	__u32 ifindex;   /*  0 */
 	__u8 direction;  /*  4: VIGIL_DIR_* */
 	__u8 proto;      /*  5: IPPROTO_* (L4) */
@@ -56,13 +57,28 @@ struct vigil_flow_value {
 	__u64 cgroup_id; /* 24: cgroup v2 id of the sending socket (tc egress only, else 0) */
 };
 
-/* 32 bytes, one per CPU (BPF_MAP_TYPE_PERCPU_ARRAY, one entry); counters only grow */
+/* 112 bytes, one per CPU (BPF_MAP_TYPE_PERCPU_ARRAY, one entry). The first four counters only
+ * grow. The rest is this CPU's run: the packets of one flow counted here one after another, in
+ * neither the table nor the counters above until the CPU counts a packet of another flow and
+ * adds the run to the flow's entry ("flushes" it). A reader takes the run as part of the entry
+ * whose key and first_ns it names when run_seq, read before and after the table, is the same
+ * even number. */
 struct vigil_flow_totals {
-	__u64 packets;    /*  0: every packet counted, in a flow or not */
-	__u64 bytes;      /*  8 */
-	__u64 not_stored; /* 16: packets whose flow found no room in the table */
-	__u64 created;    /* 24: flows inserted (inserted - present = evicted) */
+	__u64 packets;    /*   0: every packet counted, in a flow or not (the run excluded) */
+	__u64 bytes;      /*   8 */
+	__u64 not_stored; /*  16: packets whose flow found no room in the table */
+	__u64 created;    /*  24: flows inserted (inserted - present = evicted) */
+	struct vigil_flow_key run_key; /* 32: the run's flow */
+	__u64 run_first_ns; /*  80: first_ns of the run's table entry; 0: no run */
+	__u64 run_packets;  /*  88 */
+	__u64 run_bytes;    /*  96 */
+	__u64 run_seq;      /* 104: +1 before and +1 after the run changes flow: odd meanwhile */
 };
+_Static_assert(sizeof(struct vigil_flow_key) == 48, "flow key size");
+_Static_assert(sizeof(struct vigil_flow_totals) == 112, "flow totals size");
+_Static_assert(__builtin_offsetof(struct vigil_flow_totals, run_key) == 32, "run_key");
+_Static_assert(__builtin_offsetof(struct vigil_flow_totals, run_first_ns) == 80, "run_first_ns");
+_Static_assert(__builtin_offsetof(struct vigil_flow_totals, run_seq) == 104, "run_seq");
 
 /* Task iterator dump (task_iter.bpf.c, read by the collector from an iterator descriptor,
  * collector/src/taskiter.rs): one record per thread group, written with bpf_seq_write. */

@@ -9,7 +9,10 @@
 //! every `read_ms` (default 1000; the collector reads every `collector.flow_evict_ms`, 10 s by
 //! default) exactly as the collector does (`EbpfSource::read_flows`), and its CPU per read is
 //! printed too (`EBPF_BENCH_NO_READER=1`: no reader, for variants of the program whose maps
-//! the collector cannot read).
+//! the collector cannot read). `EBPF_BENCH_TC_LO=1`: the tc programs (tcx links) on `lo`
+//! instead of the socket filter — ingress and egress, so each loopback packet runs two
+//! programs and is counted twice (what `flows_source = "tc"` with `flow_interfaces = ["lo"]`
+//! costs).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,15 +20,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vigil_collector::ebpf::EbpfSource;
-use vigil_ipc_proto::{BpfProgram, Feature, InitConfig, Role};
+use vigil_ipc_proto::{BpfProgram, CollectorConfig, Feature, InitConfig, Role};
 use vigil_privhelper::bpf::BpfManager;
 
 const PORT: &str = "5399";
 
+fn tc_lo() -> bool {
+    std::env::var_os("EBPF_BENCH_TC_LO").is_some()
+}
+
+/// The flow program measured: the socket filter, or tc on `lo` (`EBPF_BENCH_TC_LO`).
+fn program() -> BpfProgram {
+    if tc_lo() {
+        BpfProgram::FlowsTc
+    } else {
+        BpfProgram::FlowsSocketFilter
+    }
+}
+
 fn init() -> InitConfig {
     vigil_testkit::init(Role::Privhelper)
         .hostname("bench")
-        .features(&[Feature::EbpfFlowsSocket, Feature::EbpfExec])
+        .features(&[
+            Feature::EbpfFlowsSocket,
+            Feature::EbpfFlowsTc,
+            Feature::EbpfExec,
+        ])
+        .collector(CollectorConfig {
+            flow_interfaces: vec!["lo".into()],
+            ..CollectorConfig::default()
+        })
         .build()
 }
 
@@ -161,8 +185,8 @@ fn reader(
 fn with_filter(secs: u32, t: Traffic, every: Duration) -> (f64, ReadStats) {
     let mut mgr = BpfManager::new();
     let att = mgr
-        .attach(BpfProgram::FlowsSocketFilter, &init())
-        .expect("attach socket filter");
+        .attach(program(), &init())
+        .expect("attach the flow program");
     if std::env::var_os("EBPF_BENCH_NO_READER").is_some() {
         // Variants of the program whose maps the collector does not read (BENCHMARKS.md).
         return (client(secs, t), ReadStats::default());
@@ -180,8 +204,8 @@ fn with_filter(secs: u32, t: Traffic, every: Duration) -> (f64, ReadStats) {
 fn read_cost(n: u16) -> (Duration, usize) {
     let mut mgr = BpfManager::new();
     let att = mgr
-        .attach(BpfProgram::FlowsSocketFilter, &init())
-        .expect("attach socket filter");
+        .attach(program(), &init())
+        .expect("attach the flow program");
     let mut src = EbpfSource::from_response(&att.response, att.fds).expect("flow maps");
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     for p in 0..n {

@@ -1,7 +1,7 @@
 //! The flow programs' maps, read through the descriptors the privhelper passed: the flows (an
 //! LRU hash, `struct vigil_flow_key` → `struct vigil_flow_value`) with
-//! `BPF_MAP_LOOKUP_BATCH`, the per-CPU totals (`struct vigil_flow_totals`) with
-//! `BPF_MAP_LOOKUP_ELEM`. These two commands are all of bpf() this process may call (seccomp:
+//! `BPF_MAP_LOOKUP_BATCH`, the per-CPU totals and runs (`struct vigil_flow_totals`) with
+//! `BPF_MAP_LOOKUP_ELEM`, once before and once after the table (see [`FlowMap::read`]). These two commands are all of bpf() this process may call (seccomp:
 //! `policies/seccomp/collector-flows.policy`), and both descriptors are read-only (the maps
 //! were created with `BPF_F_RDONLY`; checked here), so it could not change them anyway. No capability is needed: since
 //! Linux 6.5 the kernel checks privileges when maps and programs are created, not when a map
@@ -22,7 +22,13 @@ pub const KEY_SIZE: usize = 48;
 /// `sizeof(struct vigil_flow_value)`.
 pub const VALUE_SIZE: usize = 32;
 /// `sizeof(struct vigil_flow_totals)`.
-pub const TOTALS_SIZE: usize = 32;
+pub const TOTALS_SIZE: usize = 112;
+/// Offsets in `struct vigil_flow_totals` of this CPU's run: key, first_ns, packets, bytes, seq.
+const RUN_KEY: usize = 32;
+const RUN_FIRST_NS: usize = 80;
+const RUN_PACKETS: usize = 88;
+const RUN_BYTES: usize = 96;
+const RUN_SEQ: usize = 104;
 /// Largest flow table accepted.
 pub const MAX_ENTRIES: u32 = 1 << 20;
 /// Most possible CPUs accepted (the per-CPU lookup writes one value per possible CPU; the
@@ -57,7 +63,7 @@ pub enum FlowMapError {
 /// The flow programs' totals since they were loaded, summed over the CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Every packet counted, in a flow or not.
+    /// Every packet counted, in a flow or not (the CPUs' runs that were read included).
     pub packets: u64,
     pub bytes: u64,
     /// Packets whose flow found no room in the table.
@@ -309,14 +315,66 @@ fn lookup_batch(
     Ok((got, false))
 }
 
+/// One CPU's `struct vigil_flow_totals` as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cpu {
+    packets: u64,
+    bytes: u64,
+    not_stored: u64,
+    created: u64,
+    run_key: [u8; KEY_SIZE],
+    run_first_ns: u64,
+    run_packets: u64,
+    run_bytes: u64,
+    run_seq: u64,
+}
+
+impl Cpu {
+    fn parse(b: &[u8]) -> Cpu {
+        let at = |off| u64_at(b, off).unwrap_or(0);
+        let mut run_key = [0; KEY_SIZE];
+        if let Some(k) = b.get(RUN_KEY..RUN_KEY + KEY_SIZE) {
+            run_key.copy_from_slice(k);
+        }
+        Cpu {
+            packets: at(0),
+            bytes: at(8),
+            not_stored: at(16),
+            created: at(24),
+            run_key,
+            run_first_ns: at(RUN_FIRST_NS),
+            run_packets: at(RUN_PACKETS),
+            run_bytes: at(RUN_BYTES),
+            run_seq: at(RUN_SEQ),
+        }
+    }
+
+    /// The run's (packets, bytes) when it did not change between `before` (read before the
+    /// table) and `self` (after): then it is not in the table yet as read, and counted nowhere
+    /// else. A run that changed meanwhile may be in the table already: it is left out (read
+    /// next time, or found in its entry).
+    fn steady_run(&self, before: &Cpu) -> Option<(u64, u64)> {
+        let steady = self.run_seq == before.run_seq
+            && self.run_seq.is_multiple_of(2)
+            && self.run_first_ns != 0
+            && self.run_first_ns == before.run_first_ns
+            && self.run_key == before.run_key;
+        (steady && self.run_packets > 0).then_some((self.run_packets, self.run_bytes))
+    }
+}
+
 /// The flow table and totals of one flow program.
 pub struct FlowMap {
     flows: OwnedFd,
     totals: OwnedFd,
     max_entries: u32,
+    /// Possible CPUs: the values the per-CPU lookup writes.
+    cpus: usize,
     keys: Vec<u8>,
     values: Vec<u8>,
     per_cpu: Vec<u8>,
+    before: Vec<Cpu>,
+    after: Vec<Cpu>,
 }
 
 impl std::fmt::Debug for FlowMap {
@@ -350,16 +408,21 @@ impl FlowMap {
             TOTALS_SIZE,
             1,
         )?;
-        // A sanity check of the host: more possible CPUs than the buffer holds is refused.
-        possible_cpus()?;
+        // More possible CPUs than the buffer holds is refused. The buffer has room for
+        // MAX_CPUS values whatever the count (the kernel writes one per possible CPU); the
+        // count (the highest possible CPU + 1, at least the kernel's) bounds what is parsed.
+        let cpus = possible_cpus()?;
         let chunk = BATCH.min(max_entries) as usize;
         Ok(FlowMap {
             flows,
             totals,
             max_entries,
+            cpus,
             keys: vec![0; chunk * KEY_SIZE],
             values: vec![0; chunk * VALUE_SIZE],
             per_cpu: vec![0; MAX_CPUS * TOTALS_SIZE],
+            before: Vec::with_capacity(cpus),
+            after: Vec::with_capacity(cpus),
         })
     }
 
@@ -367,10 +430,11 @@ impl FlowMap {
         self.max_entries
     }
 
-    /// The totals, summed over the CPUs (the buffer is zeroed first, so the CPUs the kernel
-    /// did not write add nothing).
-    pub fn totals(&mut self) -> Result<Totals, FlowMapError> {
-        self.per_cpu.fill(0);
+    /// Every CPU's totals and run into `out` (the values are zeroed first, so a CPU the kernel
+    /// did not write adds nothing).
+    fn read_cpus(&mut self, after: bool) -> Result<(), FlowMapError> {
+        let used = self.cpus * TOTALS_SIZE;
+        self.per_cpu[..used].fill(0);
         lookup_elem(
             self.totals.as_raw_fd(),
             &0u32.to_ne_bytes(),
@@ -380,24 +444,49 @@ impl FlowMap {
             what: "BPF_MAP_LOOKUP_ELEM (flow totals)",
             source,
         })?;
-        let mut t = Totals::default();
-        for c in self.per_cpu.chunks_exact(TOTALS_SIZE) {
-            let at = |off| u64_at(c, off).unwrap_or(0);
-            t.packets = t.packets.wrapping_add(at(0));
-            t.bytes = t.bytes.wrapping_add(at(8));
-            t.not_stored = t.not_stored.wrapping_add(at(16));
-            t.created = t.created.wrapping_add(at(24));
-        }
-        Ok(t)
+        let out = if after {
+            &mut self.after
+        } else {
+            &mut self.before
+        };
+        out.clear();
+        out.extend(
+            self.per_cpu[..used]
+                .chunks_exact(TOTALS_SIZE)
+                .map(Cpu::parse),
+        );
+        Ok(())
     }
 
-    /// Every entry of the flow table, handed to `f`; entries whose key the programs would not
-    /// write are counted and skipped. Returns (entries, skipped). At most `max_entries` plus
-    /// one batch are read (the table changes while it is walked).
-    pub fn for_each(
+    /// One read of the table: the per-CPU totals and runs, every entry (handed to `f`;
+    /// entries whose key the programs would not write are counted and skipped), then, when
+    /// some CPU had a run, the per-CPU runs again: the entries a run may belong to are handed
+    /// to `f` last, with the steady runs (see `Cpu::steady_run`) that name them added. The
+    /// totals returned are those read first plus the steady runs, so that every packet in
+    /// them is in an entry handed over or lost. Returns (totals, entries, skipped). At most
+    /// `max_entries` plus one batch are read (the table changes while it is walked).
+    pub fn read(
         &mut self,
         mut f: impl FnMut(&KernelFlow),
-    ) -> Result<(usize, usize), FlowMapError> {
+    ) -> Result<(Totals, usize, usize), FlowMapError> {
+        self.read_cpus(false)?;
+        let mut t = Totals::default();
+        for c in &self.before {
+            t.packets = t.packets.wrapping_add(c.packets);
+            t.bytes = t.bytes.wrapping_add(c.bytes);
+            t.not_stored = t.not_stored.wrapping_add(c.not_stored);
+            t.created = t.created.wrapping_add(c.created);
+        }
+        // The runs that may be added to an entry: (key, first_ns), sorted for the walk.
+        let mut runs: Vec<([u8; KEY_SIZE], u64)> = self
+            .before
+            .iter()
+            .filter(|c| c.run_seq.is_multiple_of(2) && c.run_first_ns != 0)
+            .map(|c| (c.run_key, c.run_first_ns))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        let mut with_run: Vec<([u8; KEY_SIZE], KernelFlow)> = Vec::new();
         let fd = self.flows.as_raw_fd();
         let limit = self.max_entries as usize + self.keys.len() / KEY_SIZE;
         let (mut seen, mut skipped) = (0usize, 0usize);
@@ -416,16 +505,49 @@ impl FlowMap {
                 .take(got);
             for (k, v) in entries {
                 match parse_entry(k, v) {
-                    Some(e) => f(&e),
+                    Some(e) => match <[u8; KEY_SIZE]>::try_from(k) {
+                        // Handed over after the second read, with the steady runs added.
+                        Ok(key) if runs.binary_search(&(key, e.first_ns)).is_ok() => {
+                            with_run.push((key, e))
+                        }
+                        _ => f(&e),
+                    },
                     None => skipped += 1,
                 }
             }
             seen += got;
             if end || got == 0 || seen >= limit {
-                return Ok((seen, skipped));
+                break;
             }
             pos = Some(next);
         }
+        if runs.is_empty() {
+            return Ok((t, seen, skipped));
+        }
+        if let Err(err) = self.read_cpus(true) {
+            // Without the runs: the entries as the table has them.
+            for (_, e) in &with_run {
+                f(e);
+            }
+            return Err(err);
+        }
+        for (c, before) in self.after.iter().zip(&self.before) {
+            let Some((packets, bytes)) = c.steady_run(before) else {
+                continue;
+            };
+            t.packets = t.packets.wrapping_add(packets);
+            t.bytes = t.bytes.wrapping_add(bytes);
+            for (key, e) in with_run.iter_mut() {
+                if *key == c.run_key && e.first_ns == c.run_first_ns {
+                    e.packets = e.packets.wrapping_add(packets);
+                    e.bytes = e.bytes.wrapping_add(bytes);
+                }
+            }
+        }
+        for (_, e) in &with_run {
+            f(e);
+        }
+        Ok((t, seen, skipped))
     }
 }
 
@@ -476,6 +598,56 @@ mod tests {
         assert!(parse_entry(&k, &v).unwrap().saddr.is_ipv6());
         assert_eq!(parse_entry(&k[..40], &v), None, "short key");
         assert_eq!(parse_entry(&k, &v[..31]), None, "short value");
+    }
+
+    /// One CPU's `struct vigil_flow_totals` as the kernel lays it out.
+    fn cpu_bytes(counters: [u64; 4], key: u8, run: [u64; 4]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for c in counters {
+            b.extend(c.to_ne_bytes());
+        }
+        b.extend([key; KEY_SIZE]);
+        for r in run {
+            b.extend(r.to_ne_bytes());
+        }
+        assert_eq!(b.len(), TOTALS_SIZE);
+        b
+    }
+
+    #[test]
+    fn cpu_values_parse_at_their_offsets() {
+        let c = Cpu::parse(&cpu_bytes([1, 2, 3, 4], 9, [5, 6, 7, 8]));
+        assert_eq!((c.packets, c.bytes, c.not_stored, c.created), (1, 2, 3, 4));
+        assert_eq!(c.run_key, [9; KEY_SIZE]);
+        assert_eq!(
+            (c.run_first_ns, c.run_packets, c.run_bytes, c.run_seq),
+            (5, 6, 7, 8)
+        );
+        // Short: what is missing reads as 0 (never from the kernel: sizes are checked).
+        let c = Cpu::parse(&[0xff; 16]);
+        assert_eq!((c.not_stored, c.run_first_ns, c.run_seq), (0, 0, 0));
+    }
+
+    #[test]
+    fn only_a_run_unchanged_across_the_walk_is_counted() {
+        // [first_ns, packets, bytes, seq]
+        let before = Cpu::parse(&cpu_bytes([0; 4], 1, [77, 10, 640, 4]));
+        let at = |key: u8, run: [u64; 4]| Cpu::parse(&cpu_bytes([0; 4], key, run));
+        // Same run, grown meanwhile: the later counts.
+        assert_eq!(at(1, [77, 12, 768, 4]).steady_run(&before), Some((12, 768)));
+        // Changed (flushed into its entry, maybe read there) or changing: left out.
+        assert_eq!(at(1, [77, 3, 192, 6]).steady_run(&before), None);
+        assert_eq!(at(1, [77, 12, 768, 5]).steady_run(&before), None);
+        let odd = Cpu::parse(&cpu_bytes([0; 4], 1, [77, 10, 640, 5]));
+        assert_eq!(odd.steady_run(&odd), None);
+        // Another flow or another entry of it under the same seq (torn read): left out.
+        assert_eq!(at(2, [77, 12, 768, 4]).steady_run(&before), None);
+        assert_eq!(at(1, [78, 12, 768, 4]).steady_run(&before), None);
+        // No run, or an empty one.
+        let none = at(1, [0, 0, 0, 4]);
+        assert_eq!(none.steady_run(&none), None);
+        let empty = at(1, [77, 0, 0, 4]);
+        assert_eq!(empty.steady_run(&empty), None);
     }
 
     proptest::proptest! {

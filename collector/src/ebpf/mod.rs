@@ -296,17 +296,17 @@ impl EbpfSource {
     }
 
     /// Read the kernel's flow table into the flow table (flow sources; 0 for a ring): the
-    /// totals first, then every entry, so that a packet in the totals is in its entry unless
-    /// the entry is gone. Returns the entries read.
+    /// totals first, then every entry, with the runs the CPUs counted and did not add to their
+    /// entries yet, so that a packet in the totals is in its entry unless the entry is gone
+    /// (`FlowMap::read`). Returns the entries read.
     pub fn read_flows(&mut self) -> Result<usize, EbpfError> {
         let Input::Flows(map) = &mut self.input else {
             return Ok(0);
         };
         let clock = Clock::now();
-        let totals = map.totals()?;
         let flows = &mut self.flows;
         flows.begin_read();
-        let (present, skipped) = map.for_each(|e| flows.apply(e, &clock))?;
+        let (totals, present, skipped) = map.read(|e| flows.apply(e, &clock))?;
         flows.end_read(totals, present.saturating_sub(skipped));
         self.stats.flow_reads += 1;
         self.stats.malformed += skipped as u64;

@@ -230,11 +230,12 @@ impl BpfManager {
         arr.get(&0, 0).ok()
     }
 
-    /// A flow program's totals, summed over the CPUs (tests, benchmarks).
+    /// A flow program's totals, summed over the CPUs, the runs not yet in the table included
+    /// (tests, benchmarks; exact when no packet is being counted).
     pub fn flow_totals(&self, program: BpfProgram) -> Option<FlowTotals> {
         let l = self.loaded.iter().find(|l| l.program == program)?;
         let map = l.ebpf.map(FLOW_TOTALS)?;
-        let arr: PerCpuArray<&aya::maps::MapData, [u64; 4]> = PerCpuArray::try_from(map).ok()?;
+        let arr: PerCpuArray<&aya::maps::MapData, [u64; 14]> = PerCpuArray::try_from(map).ok()?;
         let per_cpu = arr.get(&0, 0).ok()?;
         Some(per_cpu.iter().fold(FlowTotals::default(), |a, t| a.plus(t)))
     }

@@ -78,11 +78,13 @@ pub struct FlowTotals {
 }
 
 impl FlowTotals {
-    /// Add one CPU's `[packets, bytes, not_stored, created]`.
-    fn plus(self, o: &[u64; 4]) -> FlowTotals {
+    /// Add one CPU's `struct vigil_flow_totals` as 14 u64: `[packets, bytes, not_stored,
+    /// created, run_key × 6, run_first_ns, run_packets, run_bytes, run_seq]`; its run's
+    /// packets are in no other counter yet.
+    fn plus(self, o: &[u64; 14]) -> FlowTotals {
         FlowTotals {
-            packets: self.packets.wrapping_add(o[0]),
-            bytes: self.bytes.wrapping_add(o[1]),
+            packets: self.packets.wrapping_add(o[0]).wrapping_add(o[11]),
+            bytes: self.bytes.wrapping_add(o[1]).wrapping_add(o[12]),
             not_stored: self.not_stored.wrapping_add(o[2]),
             created: self.created.wrapping_add(o[3]),
         }
