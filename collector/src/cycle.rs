@@ -48,6 +48,9 @@ pub struct CycleStats {
     pub from_iter: u64,
     pub iter_missed: u64,
     pub iter_errors: u64,
+    /// Processes of the last cycle listed as unchanged instead of sent in full
+    /// (`process_refresh_ms`).
+    pub unchanged: u64,
 }
 
 pub struct Cycle {
@@ -256,12 +259,13 @@ impl Cycle {
         if self.cfg.process_io && self.on(Feature::ProcessIo) {
             self.process_io(privhelper);
         }
-        self.procs.records(
+        self.stats.unchanged = self.procs.records(
             st,
             self.host.boot_time_ns,
             &mut self.users,
             fds.as_ref(),
             &self.k8s,
+            self.cfg.process_refresh_ms.saturating_mul(1_000_000),
             sink,
         );
         if self.cfg.host {
@@ -473,6 +477,7 @@ impl Cycle {
             ("netns_read".into(), s.netns_read),
             ("status_reads".into(), s.status_reads),
             ("procs_from_iter".into(), s.from_iter),
+            ("procs_unchanged".into(), s.unchanged),
             ("procs_iter_missed".into(), s.iter_missed),
             ("task_iter_errors".into(), s.iter_errors),
             ("process_io_errors".into(), s.process_io_errors),

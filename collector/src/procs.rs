@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstat, fstatat};
-use vigil_ipc_proto::{ProcFdStat, ProcIoStat, ProcessRecord};
+use vigil_ipc_proto::{MAX_UNCHANGED_PIDS, ProcFdStat, ProcIoStat, ProcessRecord, Record};
 
 use crate::sink::Sink;
 use crate::users::Users;
@@ -258,6 +258,10 @@ struct Tracked {
     /// User and system ns last reported from the iterator (they never go back).
     cpu_ns: (u64, u64),
     generation: u32,
+    /// [`fingerprint`] of the last record sent in full, and when (unix ns) it is due again
+    /// even if unchanged; `resend_at` 0: never sent.
+    sent: u64,
+    resend_at: u64,
 }
 
 impl Tracked {
@@ -281,6 +285,8 @@ impl Tracked {
             io: None,
             cpu_ns: (0, 0),
             generation,
+            sent: 0,
+            resend_at: 0,
         }
     }
 }
@@ -957,19 +963,28 @@ impl ProcScanner {
 
     /// Emit the last scan's processes. `boot_time_ns`: wall clock of boot; `fds`: fd and
     /// socket counts from the privhelper, when it gave them (they win over our own count);
-    /// `names`: Kubernetes names by pod UID / container id.
+    /// `names`: Kubernetes names by pod UID / container id. A process whose record would
+    /// repeat the last one sent (its [`fingerprint`]) is listed in `Record::ProcessesUnchanged`
+    /// instead, until `refresh_ns` after that one (0: every process is sent every time). The
+    /// first refresh of a process comes at a point of that period set by its pid, so that
+    /// processes seen together are not all sent again together. Returns how many were
+    /// unchanged.
+    #[allow(clippy::too_many_arguments)]
     pub fn records(
-        &self,
+        &mut self,
         st: Stamp,
         boot_time_ns: u64,
         users: &mut Users,
         fds: Option<&HashMap<u32, ProcFdStat>>,
         names: &crate::k8s::K8sNames,
+        refresh_ns: u64,
         sink: &mut dyn Sink,
-    ) {
+    ) -> u64 {
         const NS_PER_TICK: u64 = 1_000_000_000 / crate::util::USER_HZ;
+        let mut unchanged = Vec::new();
+        let mut n_unchanged = 0;
         for p in &self.samples {
-            let Some(t) = self.tracked.get(&p.pid) else {
+            let Some(t) = self.tracked.get_mut(&p.pid) else {
                 continue;
             };
             let helper = fds.and_then(|m| m.get(&p.pid));
@@ -1015,9 +1030,97 @@ impl ProcScanner {
                 k8s_pod_name: pod,
                 k8s_container_name: container,
             };
+            let fp = fingerprint(&rec);
+            // (A wall clock set back by more than a period sends everything.)
+            if refresh_ns > 0
+                && t.resend_at > st.now
+                && t.resend_at <= st.now.saturating_add(refresh_ns)
+                && fp == t.sent
+            {
+                unchanged.push(p.pid);
+                n_unchanged += 1;
+                if unchanged.len() == MAX_UNCHANGED_PIDS {
+                    sink.record(Record::ProcessesUnchanged {
+                        time_unix_nano: st.now,
+                        pids: std::mem::take(&mut unchanged),
+                    });
+                }
+                continue;
+            }
             sink.process(&rec);
+            let first = t.resend_at == 0;
+            t.sent = fp;
+            t.resend_at = st.now.saturating_add(refresh_ns).saturating_sub(if first {
+                // Spread over the period: Fibonacci hashing of the pid.
+                let h = u64::from(p.pid).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                ((u128::from(h) * u128::from(refresh_ns)) >> 64) as u64
+            } else {
+                0
+            })
+            .max(1);
+        }
+        if !unchanged.is_empty() {
+            sink.record(Record::ProcessesUnchanged {
+                time_unix_nano: st.now,
+                pids: unchanged,
+            });
+        }
+        n_unchanged
+    }
+
+    /// Send every process in full next time (records already sent may not have reached the
+    /// shipper: superseded or refused).
+    pub fn forget_sent(&mut self) {
+        for t in self.tracked.values_mut() {
+            t.resend_at = 0;
         }
     }
+}
+
+/// What a process record says besides its time: records with equal fingerprints carry the
+/// same values and attributes (the uptime follows from the time). Every field but the time
+/// goes in, strings whole (foldhash: ≈ 10 ns per 100 bytes).
+fn fingerprint(r: &ProcessRecord<&str>) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::quality::FixedState::with_seed(0x7669_6769_6c00).build_hasher();
+    (
+        r.start_time_unix_nano,
+        r.pid,
+        r.ppid,
+        r.uid,
+        r.gid,
+        r.state,
+        r.threads,
+        r.cpu_user_ns,
+        r.cpu_system_ns,
+        r.memory_rss_bytes,
+        r.memory_virtual_bytes,
+    )
+        .hash(&mut h);
+    (
+        r.open_fds,
+        r.sockets,
+        r.minor_faults,
+        r.major_faults,
+        r.voluntary_switches,
+        r.involuntary_switches,
+        r.io.map(|i| (i.read_bytes, i.write_bytes, i.read_ops, i.write_ops)),
+    )
+        .hash(&mut h);
+    (
+        r.executable_name,
+        r.executable_path,
+        r.command_args,
+        r.user_name,
+        r.group_name,
+        r.container_id,
+        r.k8s_pod_uid,
+        r.k8s_namespace,
+        r.k8s_pod_name,
+        r.k8s_container_name,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// Container id and pod UID from /proc/PID/cgroup (the first line that has either).
@@ -1217,6 +1320,82 @@ mod tests {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// A process whose record would repeat the last one sent is listed as unchanged until
+    /// its refresh is due; one that changed is sent in full; a refresh of 0, a forgotten
+    /// state or a wall clock set back send everything.
+    #[test]
+    fn unchanged_processes_are_listed_until_their_refresh() {
+        /// Killed when the test ends, also by a failed assertion.
+        struct Child(std::process::Child);
+        impl Drop for Child {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let spawn = |args: &[&str]| {
+            Child(
+                std::process::Command::new(args[0])
+                    .args(&args[1..])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        };
+        let idle = spawn(&["sleep", "30"]);
+        let busy = spawn(&["sh", "-c", "while :; do :; done"]);
+        let (ip, bp) = (idle.0.id(), busy.0.id());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut s = ProcScanner::new("/proc").unwrap();
+        s.count_fds = true;
+        let mut users = Users::new(std::path::Path::new("/"));
+        let names = crate::k8s::K8sNames::default();
+        const HOUR: u64 = 3_600_000_000_000;
+        let t0 = 1_000 * HOUR;
+        let mut cycle = |s: &mut ProcScanner, now: u64, refresh: u64| {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            s.scan().unwrap();
+            let mut out: Vec<Record> = Vec::new();
+            let st = Stamp { start: t0, now };
+            let n = s.records(st, 0, &mut users, None, &names, refresh, &mut out);
+            let full = |pid| {
+                out.iter()
+                    .any(|r| matches!(r, Record::Process(p) if p.pid == pid))
+            };
+            let listed: Vec<u32> = out
+                .iter()
+                .filter_map(|r| match r {
+                    Record::ProcessesUnchanged {
+                        time_unix_nano,
+                        pids,
+                    } => {
+                        assert_eq!(*time_unix_nano, now);
+                        Some(pids.clone())
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            assert_eq!(n, listed.len() as u64);
+            for pid in [ip, bp] {
+                assert!(full(pid) != listed.contains(&pid), "{pid}: one or the other");
+            }
+            (full(ip), full(bp))
+        };
+        assert_eq!(cycle(&mut s, t0, HOUR), (true, true), "first sight");
+        assert_eq!(cycle(&mut s, t0 + 1, HOUR), (false, true), "busy changed");
+        assert_eq!(cycle(&mut s, t0 + 2, 0), (true, true), "refresh 0");
+        assert_eq!(cycle(&mut s, t0 + 3, HOUR), (true, true), "refresh 0 was due at once");
+        assert_eq!(cycle(&mut s, t0 + 4, HOUR), (false, true));
+        assert_eq!(cycle(&mut s, t0 + 2 * HOUR + 3, HOUR), (true, true), "refresh due");
+        assert_eq!(cycle(&mut s, t0 + 2 * HOUR + 4, HOUR), (false, true));
+        assert_eq!(cycle(&mut s, t0 - 2 * HOUR, HOUR), (true, true), "clock set back");
+        s.forget_sent();
+        assert_eq!(cycle(&mut s, t0 - 2 * HOUR + 1, HOUR), (true, true), "forgotten");
+        // The first refresh of every process falls within one period of its first sight.
+        assert!(s.tracked.values().all(|t| t.resend_at <= t0 - HOUR + 1));
     }
 
     #[test]

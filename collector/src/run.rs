@@ -83,6 +83,8 @@ struct Collector {
     start_ns: u64,
     /// The sources' descriptors of this turn (after the shipper's, in [`Worker::watch`]).
     source_fds: Vec<RawFd>,
+    /// The batcher's dropped records + refused batches when last looked at.
+    lost: u64,
 }
 
 impl Collector {
@@ -166,6 +168,7 @@ impl Collector {
             next_cycle: Instant::now(),
             start_ns: util::now_unix_nano(),
             source_fds,
+            lost: 0,
         })
     }
 
@@ -173,6 +176,13 @@ impl Collector {
     fn collect(&mut self, now: Instant) {
         // Fresh metrics supersede the ones the shipper has not taken yet.
         self.batcher.supersede();
+        // Process records that never reached the journal (superseded, refused): send every
+        // process in full, not as unchanged since a record the shipper never had.
+        let lost = self.batcher.stats.dropped_records + self.batcher.stats.nacked;
+        if lost != self.lost {
+            self.lost = lost;
+            self.cycle.procs.forget_sent();
+        }
         self.cycle.collect(&mut self.privhelper, &mut self.batcher);
         let st = util::Stamp {
             start: self.start_ns,

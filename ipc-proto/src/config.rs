@@ -111,6 +111,11 @@ pub struct CollectorConfig {
     /// CAP_PERFMON at start-up only) instead of /proc/PID/stat and friends; where it is not
     /// available, /proc as before. `false` forces the /proc path.
     pub process_iter: bool,
+    /// A process whose record would repeat the last one sent for it (same values, same
+    /// attributes; only its time and uptime moved) is sent again only this long after that
+    /// one; meanwhile its pid is listed as unchanged, which keeps it alive on the Prometheus
+    /// endpoint. 0: every process every cycle.
+    pub process_refresh_ms: u64,
     /// Kubernetes namespace, pod and container names from the kubelet's log directories
     /// (`<host_root>/var/log/pods`, `<host_root>/var/log/containers`): no API access, no token.
     pub k8s_names: bool,
@@ -173,6 +178,7 @@ impl Default for CollectorConfig {
             connections: true,
             process_io: false,
             process_iter: true,
+            process_refresh_ms: 30_000,
             k8s_names: true,
             kmsg: true,
             kmsg_rules: Vec::new(),

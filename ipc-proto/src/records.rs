@@ -30,7 +30,15 @@ pub enum Record {
     /// shipper expands it into the `process.*` semantic conventions. Boxed: it is several
     /// times the size of the other variants (postcard encodes a box as its content).
     Process(Box<ProcessRecord>),
+    /// Processes sampled at `time_unix_nano` whose record would repeat the last one sent for
+    /// them (`collector.process_refresh_ms`): their pids only. The exporters send nothing for
+    /// them; a store of latest values (the Prometheus endpoint) keeps them alive. The pid
+    /// means the process of that pid's last `Process` record earlier in the same stream.
+    ProcessesUnchanged { time_unix_nano: u64, pids: Vec<u32> },
 }
+
+/// Most pids in one [`Record::ProcessesUnchanged`] (≤ 10 KiB encoded, far below a frame).
+pub const MAX_UNCHANGED_PIDS: usize = 2048;
 
 /// Exactly how [`Record`] is encoded, from borrowed data: the collector encodes each record
 /// once, straight into a batch frame ([`crate::batch::BatchFrame`]), without building owned
@@ -47,6 +55,10 @@ pub enum RecordRef<'a> {
         log: &'a LogRecord,
     },
     Process(&'a ProcessRecord<&'a str>),
+    ProcessesUnchanged {
+        time_unix_nano: u64,
+        pids: &'a [u32],
+    },
 }
 
 impl Record {
@@ -105,6 +117,13 @@ impl<'a> Decoded<'a> {
             Inner::Other(r) => match r.as_ref() {
                 Record::Metrics { resource, metrics } => RecordRef::Metrics { resource, metrics },
                 Record::Log { resource, log } => RecordRef::Log { resource, log },
+                Record::ProcessesUnchanged {
+                    time_unix_nano,
+                    pids,
+                } => RecordRef::ProcessesUnchanged {
+                    time_unix_nano: *time_unix_nano,
+                    pids,
+                },
                 Record::Process(_) => unreachable!("a decoded process record is never `Other`"),
             },
         }
@@ -413,6 +432,11 @@ mod tests {
             resource: resource.clone(),
             log: log.clone(),
         };
+        let pids = [1, 300, u32::MAX];
+        let u = Record::ProcessesUnchanged {
+            time_unix_nano: 7,
+            pids: pids.to_vec(),
+        };
         for (r, v) in [
             (
                 &m,
@@ -426,6 +450,13 @@ mod tests {
                 RecordRef::Log {
                     resource: &resource,
                     log: &log,
+                },
+            ),
+            (
+                &u,
+                RecordRef::ProcessesUnchanged {
+                    time_unix_nano: 7,
+                    pids: &pids,
                 },
             ),
         ] {
@@ -458,7 +489,11 @@ mod tests {
                 attributes: vec![],
             },
         };
-        for r in [&p, &m, &l] {
+        let u = Record::ProcessesUnchanged {
+            time_unix_nano: 5,
+            pids: vec![4, 4242],
+        };
+        for r in [&p, &m, &l, &u] {
             let bytes = postcard::to_allocvec(r).unwrap();
             let d = Decoded::decode(&bytes).unwrap();
             assert_eq!(d.borrowed().is_log(), r.is_log());
@@ -485,7 +520,7 @@ mod tests {
             assert_eq!(rest, [0]);
         }
         // An unknown variant.
-        assert!(Decoded::decode(&[3]).is_err());
+        assert!(Decoded::decode(&[4]).is_err());
         assert!(Decoded::decode(&[]).is_err());
     }
 }

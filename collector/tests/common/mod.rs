@@ -13,7 +13,7 @@ pub fn init(features: &[Feature], collector: CollectorConfig) -> InitConfig {
 pub fn res<'a>(r: &'a Record, k: &str) -> Option<&'a AttrValue> {
     let resource = match r {
         Record::Metrics { resource, .. } | Record::Log { resource, .. } => resource,
-        Record::Process(_) => return None,
+        Record::Process(_) | Record::ProcessesUnchanged { .. } => return None,
     };
     resource.iter().find(|a| a.key == k).map(|a| &a.value)
 }

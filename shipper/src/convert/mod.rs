@@ -441,6 +441,14 @@ pub fn with_view<T>(
             },
             log,
         }),
+        // No points, no resource: nothing is written for it.
+        RecordRef::ProcessesUnchanged { .. } => f(View::Metrics {
+            resource: Resource {
+                own: Attrs::Kv(&[]),
+                defaults: d,
+            },
+            points: &mut std::iter::empty(),
+        }),
         RecordRef::Process(p) => {
             let line = p.command_args.trim_end_matches('\0').replace('\0', " ");
             let mut buf = [0u8; 24];
@@ -459,9 +467,15 @@ pub fn with_view<T>(
     }
 }
 
-/// Whether a record goes to `/v1/metrics` (else `/v1/logs`).
+/// Whether a record goes to `/v1/metrics` (else `/v1/logs`), when it is exported at all.
 pub fn is_metrics(r: RecordRef<'_>) -> bool {
     !matches!(r, RecordRef::Log { .. })
+}
+
+/// Whether a record becomes data points or log records: not a list of unchanged processes
+/// (only the Prometheus store takes those, to keep the processes alive).
+pub fn is_exported(r: RecordRef<'_>) -> bool {
+    !matches!(r, RecordRef::ProcessesUnchanged { .. })
 }
 
 #[cfg(test)]
@@ -493,6 +507,31 @@ pub(crate) mod tests {
             group_name: "users".into(),
             ..ProcessRecord::default()
         }
+    }
+
+    /// A list of unchanged processes becomes nothing in either output, beside a record that
+    /// does become something.
+    #[test]
+    fn unchanged_processes_are_not_exported() {
+        let d = ResourceDefaults::new("h");
+        let u = Record::ProcessesUnchanged {
+            time_unix_nano: 1,
+            pids: vec![1, 2],
+        };
+        let p = Record::Process(Box::new(process()));
+        let (u, p) = (u.decoded(), p.decoded());
+        let mut out = Vec::new();
+        assert_eq!(pb::metrics_request([u.borrowed()], &d, &mut out), 0);
+        assert_eq!(pb::logs_request([u.borrowed()], &d, &mut out), 0);
+        assert!(out.is_empty());
+        let mut alone = Vec::new();
+        pb::metrics_request([p.borrowed()], &d, &mut alone);
+        pb::metrics_request([u.borrowed(), p.borrowed(), u.borrowed()], &d, &mut out);
+        assert_eq!(out, alone);
+        out.clear();
+        json::write_record(u.borrowed(), &d, &mut out);
+        assert!(out.is_empty());
+        assert!(is_metrics(u.borrowed()) && !is_exported(u.borrowed()));
     }
 
     #[test]

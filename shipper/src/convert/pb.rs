@@ -159,7 +159,7 @@ fn resource_key(r: RecordRef<'_>) -> Option<Vec<u8>> {
         RecordRef::Metrics { resource, .. } | RecordRef::Log { resource, .. } => {
             postcard::to_allocvec(resource).ok()
         }
-        RecordRef::Process(_) => None,
+        RecordRef::Process(_) | RecordRef::ProcessesUnchanged { .. } => None,
     }
 }
 
@@ -184,7 +184,7 @@ fn groups<'a>(records: impl IntoIterator<Item = RecordRef<'a>>, metrics: bool) -
     let mut groups: Vec<Group<'a>> = Vec::new();
     let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
     for r in records {
-        if super::is_metrics(r) != metrics {
+        if super::is_metrics(r) != metrics || !super::is_exported(r) {
             continue;
         }
         match resource_key(r) {

@@ -674,7 +674,9 @@ fn kmsg_seq_of(r: RecordRef<'_>) -> Option<u64> {
             AttrValue::I64(v) if kv.key == ATTR_KMSG_SEQ && v >= 0 => Some(v as u64),
             _ => None,
         }),
-        RecordRef::Metrics { .. } | RecordRef::Process(_) => None,
+        RecordRef::Metrics { .. }
+        | RecordRef::Process(_)
+        | RecordRef::ProcessesUnchanged { .. } => None,
     }
 }
 

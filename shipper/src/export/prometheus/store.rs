@@ -306,6 +306,10 @@ impl Store {
         match r {
             Record::Metrics { resource, metrics } => self.ingest_metrics(&resource, &metrics, t),
             Record::Process(p) => self.ingest_process(*p, t),
+            Record::ProcessesUnchanged {
+                time_unix_nano,
+                pids,
+            } => self.refresh_processes(time_unix_nano, &pids, t),
             Record::Log { .. } => {}
         }
     }
@@ -432,6 +436,18 @@ impl Store {
             Ok(i) => self.procs[i] = proc,
             Err(i) if self.procs.len() < MAX_PROCESSES => self.procs.insert(i, proc),
             Err(_) => self.dropped += 1,
+        }
+    }
+
+    /// Processes that did not change since their last record: still alive, sampled at
+    /// `time_unix_nano` (their uptime moves on).
+    fn refresh_processes(&mut self, time_unix_nano: u64, pids: &[u32], t: u32) {
+        for pid in pids {
+            if let Ok(i) = self.procs.binary_search_by_key(pid, |q| q.rec.pid) {
+                let p = &mut self.procs[i];
+                p.rec.time_unix_nano = time_unix_nano;
+                p.seen = t;
+            }
         }
     }
 
@@ -818,6 +834,36 @@ mod tests {
         );
         let text = render_all(&mut s, Format::Text, 1 << 20);
         assert_eq!(text.lines().count(), 3, "only target_info: {text}");
+    }
+
+    /// A process listed as unchanged stays (past the TTL of its record) with its uptime
+    /// moved to the list's time; one not listed expires; an unknown pid is ignored.
+    #[test]
+    fn unchanged_processes_stay_alive() {
+        let t0 = Instant::now();
+        let mut s = Store::new(&defaults(), Duration::from_secs(3), t0);
+        let mut other = process();
+        other.pid = 7;
+        s.ingest(Record::Process(Box::new(process())), t0);
+        s.ingest(Record::Process(Box::new(other)), t0);
+        let at = |secs| t0 + Duration::from_secs(secs);
+        for secs in [2, 4, 6] {
+            s.ingest(
+                Record::ProcessesUnchanged {
+                    time_unix_nano: 2_000_000_000_000 + secs * 1_000_000_000,
+                    pids: vec![4242, 99],
+                },
+                at(secs),
+            );
+            s.expire(at(secs));
+        }
+        assert_eq!(s.len(), (1, 0), "pid 7 expired, 4242 kept alive");
+        let text = render_all(&mut s, Format::Text, 1 << 20);
+        let uptime = text
+            .lines()
+            .find(|l| l.starts_with("process_uptime") && l.contains("4242"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(uptime.ends_with(" 1006.0"), "{uptime}");
     }
 
     #[test]
