@@ -653,12 +653,14 @@ fn capabilities_decide_fd_counts() {
         ("", true, true, true),
         ("cap_sys_ptrace", true, true, false),
     ] {
+        // Every process every cycle (not only when it changed): the sleepers' records are
+        // counted below.
         let agent = start_with(
             (!drop.is_empty()).then_some(drop),
             if sockets_on {
-                "process_sockets = true"
+                "process_refresh_ms = 0\nprocess_sockets = true"
             } else {
-                ""
+                "process_refresh_ms = 0"
             },
         );
         let root = sleeper(None);
