@@ -1050,14 +1050,17 @@ impl ProcScanner {
             sink.process(&rec);
             let first = t.resend_at == 0;
             t.sent = fp;
-            t.resend_at = st.now.saturating_add(refresh_ns).saturating_sub(if first {
-                // Spread over the period: Fibonacci hashing of the pid.
-                let h = u64::from(p.pid).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                ((u128::from(h) * u128::from(refresh_ns)) >> 64) as u64
-            } else {
-                0
-            })
-            .max(1);
+            t.resend_at = st
+                .now
+                .saturating_add(refresh_ns)
+                .saturating_sub(if first {
+                    // Spread over the period: Fibonacci hashing of the pid.
+                    let h = u64::from(p.pid).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    ((u128::from(h) * u128::from(refresh_ns)) >> 64) as u64
+                } else {
+                    0
+                })
+                .max(1);
         }
         if !unchanged.is_empty() {
             sink.record(Record::ProcessesUnchanged {
@@ -1380,20 +1383,39 @@ mod tests {
                 .collect();
             assert_eq!(n, listed.len() as u64);
             for pid in [ip, bp] {
-                assert!(full(pid) != listed.contains(&pid), "{pid}: one or the other");
+                assert!(
+                    full(pid) != listed.contains(&pid),
+                    "{pid}: one or the other"
+                );
             }
             (full(ip), full(bp))
         };
         assert_eq!(cycle(&mut s, t0, HOUR), (true, true), "first sight");
         assert_eq!(cycle(&mut s, t0 + 1, HOUR), (false, true), "busy changed");
         assert_eq!(cycle(&mut s, t0 + 2, 0), (true, true), "refresh 0");
-        assert_eq!(cycle(&mut s, t0 + 3, HOUR), (true, true), "refresh 0 was due at once");
+        assert_eq!(
+            cycle(&mut s, t0 + 3, HOUR),
+            (true, true),
+            "refresh 0 was due at once"
+        );
         assert_eq!(cycle(&mut s, t0 + 4, HOUR), (false, true));
-        assert_eq!(cycle(&mut s, t0 + 2 * HOUR + 3, HOUR), (true, true), "refresh due");
+        assert_eq!(
+            cycle(&mut s, t0 + 2 * HOUR + 3, HOUR),
+            (true, true),
+            "refresh due"
+        );
         assert_eq!(cycle(&mut s, t0 + 2 * HOUR + 4, HOUR), (false, true));
-        assert_eq!(cycle(&mut s, t0 - 2 * HOUR, HOUR), (true, true), "clock set back");
+        assert_eq!(
+            cycle(&mut s, t0 - 2 * HOUR, HOUR),
+            (true, true),
+            "clock set back"
+        );
         s.forget_sent();
-        assert_eq!(cycle(&mut s, t0 - 2 * HOUR + 1, HOUR), (true, true), "forgotten");
+        assert_eq!(
+            cycle(&mut s, t0 - 2 * HOUR + 1, HOUR),
+            (true, true),
+            "forgotten"
+        );
         // The first refresh of every process falls within one period of its first sight.
         assert!(s.tracked.values().all(|t| t.resend_at <= t0 - HOUR + 1));
     }

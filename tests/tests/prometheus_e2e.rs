@@ -149,13 +149,17 @@ impl Drop for Prometheus {
     }
 }
 
-fn shipper_counter(agent: &Agent, name: &str) -> u64 {
+fn counter(agent: &Agent, role: Role, name: &str) -> u64 {
     let st = agent.status().expect("status");
     st.stats
         .iter()
-        .find(|(r, _)| *r == Role::Shipper)
+        .find(|(r, _)| *r == role)
         .and_then(|(_, s)| s.get(name))
         .unwrap_or(0)
+}
+
+fn shipper_counter(agent: &Agent, name: &str) -> u64 {
+    counter(agent, Role::Shipper, name)
 }
 
 #[test]
@@ -242,6 +246,29 @@ fn real_prometheus_scrapes_process_and_host_series() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(shipper_counter(&agent, "prometheus_scrapes") >= 1);
+
+    // The sleeper was sent once, then listed as unchanged (process_refresh_ms: 30 s): the
+    // lists keep it on the endpoint long past the store's expiry (two intervals and a
+    // second), with its uptime moving on.
+    let since = Instant::now();
+    let uptime = |text: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| {
+                l.starts_with("process_uptime_seconds")
+                    && l.contains(&format!("process_pid=\"{pid}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let (_, text) = get(port, "/metrics").unwrap();
+    let first = uptime(&text).unwrap_or_else(|| panic!("no uptime of {pid}:\n{text}"));
+    while since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (_, text) = get(port, "/metrics").unwrap();
+    let later = uptime(&text).unwrap_or_else(|| panic!("{pid} expired:\n{text}"));
+    assert!(later >= first + 3.0, "uptime {first} → {later}");
+    assert!(counter(&agent, Role::Collector, "procs_unchanged") > 0);
 
     // The process exits: its series leave the endpoint, and Prometheus marks them stale.
     marker.kill().unwrap();
