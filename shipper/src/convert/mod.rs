@@ -263,11 +263,12 @@ pub const BLANK: Attr<'static> = Attr {
 
 /// The resource attributes of a process record (host.name comes from the defaults), whatever
 /// holds its strings: the `process.*` conventions, and the container / Kubernetes ones when
-/// known, each unknown (empty) string left out. `line` is the command line joined with
-/// spaces, `created` the creation time as text (empty: left out too).
+/// known, each unknown (empty) string left out. `created` is the creation time as text (empty:
+/// left out too). No `process.command_line`: the conventions say not to set it when it has to
+/// be assembled (here it would be, from the NUL-separated /proc/PID/cmdline), and to send
+/// `process.command_args` instead.
 pub fn process_resource<'a, S: AsRef<str>>(
     p: &'a ProcessRecord<S>,
-    line: &'a str,
     created: &'a str,
     out: &mut [Attr<'a>; MAX_PROCESS_ATTRS],
 ) -> usize {
@@ -293,7 +294,6 @@ pub fn process_resource<'a, S: AsRef<str>>(
         "process.command",
         Val::Str(args(p.command_args.as_ref()).next().unwrap_or("")),
     );
-    push("process.command_line", Val::Str(line));
     push("process.command_args", Val::Args(p.command_args.as_ref()));
     push("process.owner", Val::Str(p.user_name.as_ref()));
     push("process.user.name", Val::Str(p.user_name.as_ref()));
@@ -442,11 +442,10 @@ pub fn with_view<T>(
             log,
         }),
         RecordRef::Process(p) => {
-            let line = p.command_args.trim_end_matches('\0').replace('\0', " ");
             let mut buf = [0u8; 24];
             let created = rfc3339(p.start_time_unix_nano, &mut buf);
             let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
-            let n = process_resource(p, &line, created, &mut attrs);
+            let n = process_resource(p, created, &mut attrs);
             let mut points = process_points(p);
             f(View::Metrics {
                 resource: Resource {
@@ -509,9 +508,11 @@ pub(crate) mod tests {
             assert!(keys.contains(&("process.owner".into(), Val::Str("alice"))));
             assert!(keys.contains(&("process.state".into(), Val::Str("sleeping"))));
             assert!(keys.contains(&("process.command".into(), Val::Str("postgres"))));
+            // Assembled from the arguments, so not set (the conventions): command_args is.
+            assert!(!keys.iter().any(|(k, _)| k == "process.command_line"));
             assert!(keys.contains(&(
-                "process.command_line".into(),
-                Val::Str("postgres -D /var/lib/pg \"x\"")
+                "process.command_args".into(),
+                Val::Args("postgres\0-D\0/var/lib/pg\0\"x\"\0")
             )));
             assert!(keys.contains(&(
                 "process.creation.time".into(),
