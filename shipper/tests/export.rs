@@ -622,6 +622,10 @@ fn events_go_at_once_metrics_wait_for_company() {
         group_name: "alice".into(),
         ..ProcessRecord::default()
     }));
+    let Record::Process(first) = &process else {
+        unreachable!()
+    };
+    let first = (**first).clone();
     assert!(sh.send(1, vec![process]));
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
@@ -659,9 +663,41 @@ fn events_go_at_once_metrics_wait_for_company() {
     let res = &r.metrics[0].resource;
     assert_eq!(res["process.pid"], "4242");
     assert_eq!(res["process.owner"], "alice");
-    assert_eq!(res["process.command_line"], "postgres -D /data");
+    assert!(!res.contains_key("process.command_line"));
+    assert!(res["process.command_args"].contains("\"/data\""), "{res:?}");
     assert_eq!(res["process.state"], "running");
     assert_eq!(res["service.name"], "vigil");
+    let n = r.metrics.len();
+    drop(r);
+    // The same process again, sleeping now (its resource from the exporter's cache, the state
+    // filled in), then with another owner (encoded afresh): what arrives says so.
+    let again = |p: ProcessRecord| Record::Process(Box::new(p));
+    let sleeping = ProcessRecord {
+        state: b'S',
+        time_unix_nano: first.time_unix_nano + 1_000_000_000,
+        ..first.clone()
+    };
+    let bob = ProcessRecord {
+        user_name: "bob".into(),
+        ..sleeping.clone()
+    };
+    assert!(sh.send(3, vec![again(sleeping), again(bob), log(8)]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rx.received.lock().unwrap().metrics.len() < 3 * n {
+        assert!(std::time::Instant::now() < deadline, "metrics left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = rx.received.lock().unwrap();
+    let (second, third) = (&r.metrics[n].resource, &r.metrics[2 * n].resource);
+    assert_eq!(second["process.state"], "sleeping");
+    assert_eq!(second["process.owner"], "alice");
+    assert_eq!(third["process.owner"], "bob");
+    assert_eq!(third["process.user.name"], "bob");
+    for res in [second, third] {
+        assert_eq!(res["process.pid"], "4242");
+        assert_eq!(res["process.command"], "postgres");
+        assert_eq!(res.get("host.name"), r.metrics[0].resource.get("host.name"));
+    }
     drop(r);
     sh.shutdown();
 }

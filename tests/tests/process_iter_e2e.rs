@@ -720,13 +720,10 @@ fn the_agent_takes_processes_from_the_iterator_and_falls_back_to_proc_when_told(
             })
             .expect("the sleeper's memory");
         assert_eq!(owner["resource"]["process.owner"], "nobody");
-        assert_eq!(
-            owner["resource"]["process.command_line"]
-                .as_str()
-                .map(|s| s.starts_with("sleep 300")),
-            Some(true),
-            "{owner}"
-        );
+        let args = &owner["resource"]["process.command_args"];
+        assert_eq!(args[0], "sleep", "{owner}");
+        assert_eq!(args[1], "300", "{owner}");
+        assert!(owner["resource"].get("process.command_line").is_none());
         // Two more cycles, so the counters are of a steady one.
         std::thread::sleep(Duration::from_millis(1200));
         // The collector's counters come with the supervisor's next stats round.

@@ -12,7 +12,8 @@
 
 use vigil_ipc_proto::{MetricKind, MetricValue, RecordRef};
 
-use super::{Attrs, Resource, ResourceDefaults, Val, View, with_view};
+use super::cache::{Cached, ResourceCache, ResourceFormat, STATE_KEY};
+use super::{Attrs, Point, Resource, ResourceDefaults, Val, View, process_points, with_view};
 
 fn raw(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
@@ -77,6 +78,68 @@ fn resource(out: &mut Vec<u8>, r: Resource<'_>) {
     object_of(out, |f| r.for_each(|x| f(x.key, x.val)));
 }
 
+/// A resource as one JSON object, for [`ResourceCache`].
+pub struct Json;
+
+impl ResourceFormat for Json {
+    fn write(&self, out: &mut Vec<u8>, r: Resource<'_>) -> Option<(usize, usize)> {
+        let mut hole = None;
+        out.push(b'{');
+        let mut first = true;
+        r.for_each(|a| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let at = out.len();
+            string(out, a.key);
+            out.push(b':');
+            value(out, a.val);
+            if a.key == STATE_KEY && hole.is_none() {
+                hole = Some((at, out.len()));
+            }
+        });
+        out.push(b'}');
+        hole
+    }
+
+    fn state(&self, out: &mut Vec<u8>, v: &str) {
+        string(out, STATE_KEY);
+        out.push(b':');
+        string(out, v);
+    }
+}
+
+/// The line of one metric point, its resource already rendered.
+fn point_line(out: &mut Vec<u8>, p: &Point<'_>, res: Cached<'_>) {
+    let (kind, monotonic) = match p.kind {
+        MetricKind::Gauge => ("gauge", false),
+        MetricKind::Sum { monotonic } => ("sum", monotonic),
+    };
+    raw(out, "{\"type\":\"metric\",\"name\":");
+    string(out, p.name);
+    raw(out, ",\"unit\":");
+    string(out, p.unit);
+    raw(out, ",\"kind\":\"");
+    raw(out, kind);
+    raw(out, "\",\"monotonic\":");
+    raw(out, if monotonic { "true" } else { "false" });
+    raw(out, ",\"value\":");
+    match p.value {
+        MetricValue::I64(v) => int(out, v),
+        MetricValue::F64(v) => float(out, v),
+    }
+    raw(out, ",\"start_time_unix_nano\":");
+    int(out, p.start_time_unix_nano);
+    raw(out, ",\"time_unix_nano\":");
+    int(out, p.time_unix_nano);
+    raw(out, ",\"attributes\":");
+    attrs(out, p.attrs);
+    raw(out, ",\"resource\":");
+    res.write(out);
+    raw(out, "}\n");
+}
+
 /// Append the JSON lines of one record (each ending in `\n`) to `out`. The resource object is
 /// rendered once per record and repeated on each of its lines.
 pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
@@ -87,33 +150,13 @@ pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
         } => {
             let mut res_json = Vec::with_capacity(256);
             resource(&mut res_json, res);
+            let res = Cached {
+                before: &res_json,
+                state: &[],
+                after: &[],
+            };
             for p in points {
-                let (kind, monotonic) = match p.kind {
-                    MetricKind::Gauge => ("gauge", false),
-                    MetricKind::Sum { monotonic } => ("sum", monotonic),
-                };
-                raw(out, "{\"type\":\"metric\",\"name\":");
-                string(out, p.name);
-                raw(out, ",\"unit\":");
-                string(out, p.unit);
-                raw(out, ",\"kind\":\"");
-                raw(out, kind);
-                raw(out, "\",\"monotonic\":");
-                raw(out, if monotonic { "true" } else { "false" });
-                raw(out, ",\"value\":");
-                match p.value {
-                    MetricValue::I64(v) => int(out, v),
-                    MetricValue::F64(v) => float(out, v),
-                }
-                raw(out, ",\"start_time_unix_nano\":");
-                int(out, p.start_time_unix_nano);
-                raw(out, ",\"time_unix_nano\":");
-                int(out, p.time_unix_nano);
-                raw(out, ",\"attributes\":");
-                attrs(out, p.attrs);
-                raw(out, ",\"resource\":");
-                out.extend_from_slice(&res_json);
-                raw(out, "}\n");
+                point_line(out, &p, res);
             }
         }
         View::Log { resource: res, log } => {
@@ -138,10 +181,26 @@ pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
     })
 }
 
+/// [`write_record`], a process record's resource from (or into) `cache`: the same bytes.
+pub fn write_record_cached(
+    r: RecordRef<'_>,
+    d: &ResourceDefaults,
+    cache: &mut ResourceCache<Json>,
+    out: &mut Vec<u8>,
+) {
+    let RecordRef::Process(p) = r else {
+        return write_record(r, d, out);
+    };
+    let res = cache.get(p, d);
+    for pt in process_points(p) {
+        point_line(out, &pt, res);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_ipc_proto::{AttrValue, KeyValue, LogRecord, Metric, Record};
+    use vigil_ipc_proto::{AttrValue, KeyValue, LogRecord, Metric, ProcessRecord, Record};
 
     fn lines(r: &Record) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
@@ -168,10 +227,7 @@ mod tests {
         assert_eq!(v[0]["value"], 1.5);
         assert_eq!(v[0]["attributes"]["cpu.mode"], "user");
         assert_eq!(v[0]["resource"]["process.pid"], 4242);
-        assert_eq!(
-            v[0]["resource"]["process.command_line"],
-            "postgres -D /var/lib/pg \"x\""
-        );
+        assert!(v[0]["resource"].get("process.command_line").is_none());
         assert_eq!(
             v[0]["resource"]["process.command_args"],
             serde_json::json!(["postgres", "-D", "/var/lib/pg", "\"x\""])
@@ -181,6 +237,43 @@ mod tests {
         assert_eq!(v[6]["value"], 12);
         assert_eq!(v[6]["kind"], "sum");
         assert_eq!(v[6]["monotonic"], false);
+    }
+
+    /// From the cache or not, the same lines: a first sight, again, a new state, a changed
+    /// field, a reused pid.
+    #[test]
+    fn cached_resources_are_the_same_lines() {
+        let d = ResourceDefaults::new("h");
+        let mut cache = ResourceCache::new(Json);
+        let p = crate::convert::tests::process();
+        let steps = [
+            p.clone(),
+            p.clone(),
+            ProcessRecord {
+                state: b'R',
+                ..p.clone()
+            },
+            ProcessRecord {
+                group_name: "wheel".into(),
+                ..p.clone()
+            },
+            ProcessRecord {
+                start_time_unix_nano: 7,
+                ..p.clone()
+            },
+        ];
+        for (k, p) in steps.into_iter().enumerate() {
+            let r = Record::Process(Box::new(p));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_record(r.decoded().borrowed(), &d, &mut a);
+            write_record_cached(r.decoded().borrowed(), &d, &mut cache, &mut b);
+            assert_eq!(
+                String::from_utf8(b).unwrap(),
+                String::from_utf8(a).unwrap(),
+                "step {k}"
+            );
+        }
+        assert_eq!((cache.stats.hits, cache.stats.misses), (2, 3));
     }
 
     #[test]

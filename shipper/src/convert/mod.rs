@@ -7,6 +7,7 @@
 //! lines ([`json`]) and OTLP protobuf ([`pb`]), walk the view; neither builds owned
 //! intermediate messages, so shipping a record allocates nothing per attribute or point.
 
+pub mod cache;
 pub mod json;
 pub mod pb;
 
@@ -263,11 +264,12 @@ pub const BLANK: Attr<'static> = Attr {
 
 /// The resource attributes of a process record (host.name comes from the defaults), whatever
 /// holds its strings: the `process.*` conventions, and the container / Kubernetes ones when
-/// known, each unknown (empty) string left out. `line` is the command line joined with
-/// spaces, `created` the creation time as text (empty: left out too).
+/// known, each unknown (empty) string left out. `created` is the creation time as text (empty:
+/// left out too). No `process.command_line`: the conventions say not to set it when it has to
+/// be assembled (here it would be, from the NUL-separated /proc/PID/cmdline), and to send
+/// `process.command_args` instead.
 pub fn process_resource<'a, S: AsRef<str>>(
     p: &'a ProcessRecord<S>,
-    line: &'a str,
     created: &'a str,
     out: &mut [Attr<'a>; MAX_PROCESS_ATTRS],
 ) -> usize {
@@ -293,7 +295,6 @@ pub fn process_resource<'a, S: AsRef<str>>(
         "process.command",
         Val::Str(args(p.command_args.as_ref()).next().unwrap_or("")),
     );
-    push("process.command_line", Val::Str(line));
     push("process.command_args", Val::Args(p.command_args.as_ref()));
     push("process.owner", Val::Str(p.user_name.as_ref()));
     push("process.user.name", Val::Str(p.user_name.as_ref()));
@@ -313,108 +314,119 @@ pub fn process_resource<'a, S: AsRef<str>>(
     n
 }
 
+/// One of the metrics a process record may have: everything but the values and times.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessSlot {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub kind: MetricKind,
+    pub attrs: &'static [Attr<'static>],
+}
+
+const fn slot(
+    name: &'static str,
+    unit: &'static str,
+    kind: MetricKind,
+    attrs: &'static [Attr<'static>],
+) -> ProcessSlot {
+    ProcessSlot {
+        name,
+        unit,
+        kind,
+        attrs,
+    }
+}
+
+const COUNTER: MetricKind = MetricKind::Sum { monotonic: true };
+const UPDOWN: MetricKind = MetricKind::Sum { monotonic: false };
+
+/// The `process.*` metrics of a process record, in their fixed order; [`process_values`]
+/// gives each its value (or none).
+pub const PROCESS_SLOTS: [ProcessSlot; 16] = [
+    slot("process.cpu.time", "s", COUNTER, CPU_USER),
+    slot("process.cpu.time", "s", COUNTER, CPU_SYSTEM),
+    slot("process.memory.usage", "By", UPDOWN, &[]),
+    slot("process.memory.virtual", "By", UPDOWN, &[]),
+    slot("process.thread.count", "{thread}", UPDOWN, &[]),
+    slot("process.uptime", "s", MetricKind::Gauge, &[]),
+    slot(
+        "process.unix.file_descriptor.count",
+        "{file_descriptor}",
+        UPDOWN,
+        &[],
+    ),
+    slot("process.linux.socket.count", "{socket}", UPDOWN, &[]),
+    slot("process.paging.faults", "{fault}", COUNTER, FAULT_MINOR),
+    slot("process.paging.faults", "{fault}", COUNTER, FAULT_MAJOR),
+    slot(
+        "process.context_switches",
+        "{context_switch}",
+        COUNTER,
+        SWITCH_VOLUNTARY,
+    ),
+    slot(
+        "process.context_switches",
+        "{context_switch}",
+        COUNTER,
+        SWITCH_INVOLUNTARY,
+    ),
+    slot("process.disk.io", "By", COUNTER, DISK_READ),
+    slot("process.disk.io", "By", COUNTER, DISK_WRITE),
+    slot("process.disk.operations", "{operation}", COUNTER, DISK_READ),
+    slot(
+        "process.disk.operations",
+        "{operation}",
+        COUNTER,
+        DISK_WRITE,
+    ),
+];
+
+/// The value of each of [`PROCESS_SLOTS`] for a process record; what was not read (fd and
+/// socket counts, context switches, disk I/O) is none. Each slot's value is always of the same
+/// variant (seconds as `F64`, counts as `I64`).
+pub fn process_values<S>(p: &ProcessRecord<S>) -> [Option<MetricValue>; 16] {
+    let secs = |ns: u64| MetricValue::F64(ns as f64 / 1e9);
+    let int = |v: u64| MetricValue::I64(i(v));
+    let uptime = p.time_unix_nano.saturating_sub(p.start_time_unix_nano);
+    let io = p.io;
+    [
+        Some(secs(p.cpu_user_ns)),
+        Some(secs(p.cpu_system_ns)),
+        Some(int(p.memory_rss_bytes)),
+        Some(int(p.memory_virtual_bytes)),
+        Some(int(p.threads.into())),
+        Some(secs(uptime)),
+        p.open_fds.map(|n| int(n.into())),
+        p.sockets.map(|n| int(n.into())),
+        Some(int(p.minor_faults)),
+        Some(int(p.major_faults)),
+        p.voluntary_switches.map(int),
+        p.involuntary_switches.map(int),
+        io.map(|x| int(x.read_bytes)),
+        io.map(|x| int(x.write_bytes)),
+        io.map(|x| int(x.read_ops)),
+        io.map(|x| int(x.write_ops)),
+    ]
+}
+
 /// The `process.*` metrics of a process record, in a fixed order; what was not read (fd and
 /// socket counts, context switches, disk I/O) is left out.
 pub fn process_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Point<'a>> + 'a {
-    let counter = |name, unit, value, attrs: &'static [Attr<'static>]| Point {
-        name,
-        unit,
-        kind: MetricKind::Sum { monotonic: true },
-        start_time_unix_nano: p.start_time_unix_nano,
-        time_unix_nano: p.time_unix_nano,
-        value,
-        attrs: Attrs::Fixed(attrs),
-    };
-    let updown = |name, unit, v: u64| Point {
-        kind: MetricKind::Sum { monotonic: false },
-        ..counter(name, unit, MetricValue::I64(i(v)), &[])
-    };
-    let secs = |ns: u64| MetricValue::F64(ns as f64 / 1e9);
-    let int = |v: u64| MetricValue::I64(i(v));
-    let uptime = p.time_unix_nano.saturating_sub(p.start_time_unix_nano) as f64 / 1e9;
-    let io = p.io;
-    [
-        Some(counter(
-            "process.cpu.time",
-            "s",
-            secs(p.cpu_user_ns),
-            CPU_USER,
-        )),
-        Some(counter(
-            "process.cpu.time",
-            "s",
-            secs(p.cpu_system_ns),
-            CPU_SYSTEM,
-        )),
-        Some(updown("process.memory.usage", "By", p.memory_rss_bytes)),
-        Some(updown(
-            "process.memory.virtual",
-            "By",
-            p.memory_virtual_bytes,
-        )),
-        Some(updown("process.thread.count", "{thread}", p.threads.into())),
-        Some(Point {
-            kind: MetricKind::Gauge,
-            ..counter("process.uptime", "s", MetricValue::F64(uptime), &[])
-        }),
-        p.open_fds.map(|n| {
-            updown(
-                "process.unix.file_descriptor.count",
-                "{file_descriptor}",
-                n.into(),
-            )
-        }),
-        p.sockets
-            .map(|n| updown("process.linux.socket.count", "{socket}", n.into())),
-        Some(counter(
-            "process.paging.faults",
-            "{fault}",
-            int(p.minor_faults),
-            FAULT_MINOR,
-        )),
-        Some(counter(
-            "process.paging.faults",
-            "{fault}",
-            int(p.major_faults),
-            FAULT_MAJOR,
-        )),
-        p.voluntary_switches.map(|n| {
-            counter(
-                "process.context_switches",
-                "{context_switch}",
-                int(n),
-                SWITCH_VOLUNTARY,
-            )
-        }),
-        p.involuntary_switches.map(|n| {
-            counter(
-                "process.context_switches",
-                "{context_switch}",
-                int(n),
-                SWITCH_INVOLUNTARY,
-            )
-        }),
-        io.map(|x| counter("process.disk.io", "By", int(x.read_bytes), DISK_READ)),
-        io.map(|x| counter("process.disk.io", "By", int(x.write_bytes), DISK_WRITE)),
-        io.map(|x| {
-            counter(
-                "process.disk.operations",
-                "{operation}",
-                int(x.read_ops),
-                DISK_READ,
-            )
-        }),
-        io.map(|x| {
-            counter(
-                "process.disk.operations",
-                "{operation}",
-                int(x.write_ops),
-                DISK_WRITE,
-            )
-        }),
-    ]
-    .into_iter()
-    .flatten()
+    let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+    PROCESS_SLOTS
+        .iter()
+        .zip(process_values(p))
+        .filter_map(move |(s, v)| {
+            Some(Point {
+                name: s.name,
+                unit: s.unit,
+                kind: s.kind,
+                start_time_unix_nano: start,
+                time_unix_nano: time,
+                value: v?,
+                attrs: Attrs::Fixed(s.attrs),
+            })
+        })
 }
 
 /// Call `f` with the view of `r`.
@@ -450,11 +462,10 @@ pub fn with_view<T>(
             points: &mut std::iter::empty(),
         }),
         RecordRef::Process(p) => {
-            let line = p.command_args.trim_end_matches('\0').replace('\0', " ");
             let mut buf = [0u8; 24];
             let created = rfc3339(p.start_time_unix_nano, &mut buf);
             let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
-            let n = process_resource(p, &line, created, &mut attrs);
+            let n = process_resource(p, created, &mut attrs);
             let mut points = process_points(p);
             f(View::Metrics {
                 resource: Resource {
@@ -548,9 +559,11 @@ pub(crate) mod tests {
             assert!(keys.contains(&("process.owner".into(), Val::Str("alice"))));
             assert!(keys.contains(&("process.state".into(), Val::Str("sleeping"))));
             assert!(keys.contains(&("process.command".into(), Val::Str("postgres"))));
+            // Assembled from the arguments, so not set (the conventions): command_args is.
+            assert!(!keys.iter().any(|(k, _)| k == "process.command_line"));
             assert!(keys.contains(&(
-                "process.command_line".into(),
-                Val::Str("postgres -D /var/lib/pg \"x\"")
+                "process.command_args".into(),
+                Val::Args("postgres\0-D\0/var/lib/pg\0\"x\"\0")
             )));
             assert!(keys.contains(&(
                 "process.creation.time".into(),

@@ -13,10 +13,11 @@
 
 use std::collections::HashMap;
 
-use vigil_ipc_proto::{LogRecord, MetricKind, MetricValue, RecordRef};
+use vigil_ipc_proto::{LogRecord, MetricKind, MetricValue, ProcessRecord, RecordRef};
 
+use super::cache::{ResourceCache, ResourceFormat, STATE_KEY};
 use super::{Attr, Attrs, Point, Resource, ResourceDefaults, SCOPE_NAME, SCOPE_VERSION, Val};
-use super::{View, with_view};
+use super::{PROCESS_SLOTS, View, process_values, with_view};
 
 const VARINT: u8 = 0;
 const I64: u8 = 1;
@@ -152,6 +153,200 @@ fn metric(out: &mut Vec<u8>, p: &Point<'_>) {
     });
 }
 
+/// The attributes of a resource (the body of its `Resource` message), for [`ResourceCache`].
+pub struct Pb;
+
+impl ResourceFormat for Pb {
+    fn write(&self, out: &mut Vec<u8>, r: Resource<'_>) -> Option<(usize, usize)> {
+        let mut hole = None;
+        r.for_each(|a| {
+            let at = out.len();
+            key_value(out, 1, a);
+            if a.key == STATE_KEY && hole.is_none() {
+                hole = Some((at, out.len()));
+            }
+        });
+        hole
+    }
+
+    fn state(&self, out: &mut Vec<u8>, value: &str) {
+        key_value(
+            out,
+            1,
+            Attr {
+                key: STATE_KEY,
+                val: Val::Str(value),
+            },
+        );
+    }
+}
+
+/// One process metric, encoded with placeholder times and value: all its fields but those
+/// three are constant, and those are fixed64, so only they change.
+struct Template {
+    bytes: Vec<u8>,
+    start: usize,
+    time: usize,
+    value: usize,
+}
+
+impl Template {
+    /// `None` if the placeholders are not each found once (they are: 8 bytes no name holds).
+    fn new(p: Point<'_>) -> Option<Template> {
+        const START: u64 = 0x5a17_c0de_0bad_5701;
+        const TIME: u64 = 0x5a17_c0de_0bad_5702;
+        const VALUE: u64 = 0x5a17_c0de_0bad_5703;
+        let p = Point {
+            start_time_unix_nano: START,
+            time_unix_nano: TIME,
+            value: match p.value {
+                MetricValue::F64(_) => MetricValue::F64(f64::from_bits(VALUE)),
+                MetricValue::I64(_) => MetricValue::I64(VALUE as i64),
+            },
+            ..p
+        };
+        let mut bytes = Vec::new();
+        metric(&mut bytes, &p);
+        let at = |v: u64| {
+            let pat = v.to_le_bytes();
+            let mut found = bytes.windows(8).enumerate().filter(|(_, w)| *w == pat);
+            match (found.next(), found.next()) {
+                (Some((i, _)), None) => Some(i),
+                _ => None,
+            }
+        };
+        Some(Template {
+            start: at(START)?,
+            time: at(TIME)?,
+            value: at(VALUE)?,
+            bytes,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>, start: u64, time: u64, value: MetricValue) {
+        let base = out.len();
+        out.extend_from_slice(&self.bytes);
+        let value = match value {
+            MetricValue::F64(v) => v.to_le_bytes(),
+            MetricValue::I64(v) => v.to_le_bytes(),
+        };
+        for (at, b) in [
+            (self.start, start.to_le_bytes()),
+            (self.time, time.to_le_bytes()),
+            (self.value, value),
+        ] {
+            out[base + at..base + at + 8].copy_from_slice(&b);
+        }
+    }
+}
+
+/// Bytes of a length-delimited field (a one-byte tag) with a body of `len` bytes.
+fn field_len(len: usize) -> usize {
+    let mut v = len as u64;
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    1 + n + len
+}
+
+/// Writes process records: each one `ResourceMetrics` whose resource comes from a
+/// [`ResourceCache`] and whose metrics are [`Template`]s with their numbers filled in; every
+/// length is known before its message is written, so nothing is moved. The bytes are exactly
+/// those the generic writer ([`resource`], [`metric`]) gives (tested).
+pub struct ProcessEncoder {
+    pub resources: ResourceCache<Pb>,
+    /// Per slot of [`PROCESS_SLOTS`]: the template for an `F64` and for an `I64` value.
+    templates: Vec<[Option<Template>; 2]>,
+    /// The scope field of a `ScopeMetrics`.
+    scope: Vec<u8>,
+}
+
+impl Default for ProcessEncoder {
+    fn default() -> Self {
+        let templates = PROCESS_SLOTS
+            .iter()
+            .map(|s| {
+                [MetricValue::F64(0.0), MetricValue::I64(0)].map(|value| {
+                    Template::new(Point {
+                        name: s.name,
+                        unit: s.unit,
+                        kind: s.kind,
+                        start_time_unix_nano: 0,
+                        time_unix_nano: 0,
+                        value,
+                        attrs: Attrs::Fixed(s.attrs),
+                    })
+                })
+            })
+            .collect();
+        let mut scope_field = Vec::new();
+        scope(&mut scope_field);
+        ProcessEncoder {
+            resources: ResourceCache::new(Pb),
+            templates,
+            scope: scope_field,
+        }
+    }
+}
+
+impl ProcessEncoder {
+    /// Append the `ResourceMetrics` (field 1 of a request) of `p`; returns its data points.
+    pub fn write<S: AsRef<str>>(
+        &mut self,
+        out: &mut Vec<u8>,
+        p: &ProcessRecord<S>,
+        d: &ResourceDefaults,
+    ) -> usize {
+        let values = process_values(p);
+        let variant = |v: &MetricValue| usize::from(matches!(v, MetricValue::I64(_)));
+        let template = |i: usize, v: &MetricValue| self.templates[i][variant(v)].as_ref();
+        if values
+            .iter()
+            .enumerate()
+            .any(|(i, v)| v.as_ref().is_some_and(|v| template(i, v).is_none()))
+        {
+            // No template (cannot happen): the generic writer.
+            message(out, 1, |out| {
+                let r = self.resources.get(p, d);
+                message(out, 1, |out| r.write(out));
+                message(out, 2, |out| {
+                    out.extend_from_slice(&self.scope);
+                    for pt in super::process_points(p) {
+                        metric(out, &pt);
+                    }
+                });
+            });
+            return values.iter().flatten().count();
+        }
+        let metrics: usize = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some(template(i, v.as_ref()?)?.bytes.len()))
+            .sum();
+        let scope_metrics = self.scope.len() + metrics;
+        let r = self.resources.get(p, d);
+        tag(out, 1, LEN);
+        varint(out, (field_len(r.len()) + field_len(scope_metrics)) as u64);
+        tag(out, 1, LEN);
+        varint(out, r.len() as u64);
+        r.write(out);
+        tag(out, 2, LEN);
+        varint(out, scope_metrics as u64);
+        out.extend_from_slice(&self.scope);
+        let mut n = 0;
+        for (i, v) in values.into_iter().enumerate() {
+            let Some(v) = v else { continue };
+            if let Some(t) = self.templates[i][variant(&v)].as_ref() {
+                t.write(out, p.start_time_unix_nano, p.time_unix_nano, v);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// A stable grouping key for the resource of a `Record::Metrics` or `Record::Log` (its
 /// postcard bytes); process records are each their own resource.
 fn resource_key(r: RecordRef<'_>) -> Option<Vec<u8>> {
@@ -211,22 +406,24 @@ fn groups<'a>(records: impl IntoIterator<Item = RecordRef<'a>>, metrics: bool) -
 pub const CHUNK: usize = 32 * 1024;
 
 /// Append an `ExportMetricsServiceRequest` of the metric records among `records` to `out`.
-/// Returns the number of data points written (0: nothing to send).
+/// Returns the number of data points written (0: nothing to send). Nothing kept from one call
+/// to the next (an exporter keeps a [`ProcessEncoder`] and calls [`metrics_request_chunked`]).
 pub fn metrics_request<'a>(
     records: impl IntoIterator<Item = RecordRef<'a>>,
     d: &ResourceDefaults,
     out: &mut Vec<u8>,
 ) -> usize {
-    metrics_request_chunked(records, d, out, |_| {})
+    metrics_request_chunked(records, d, &mut ProcessEncoder::default(), out, |_| {})
 }
 
 /// [`metrics_request`], calling `chunk` with `out` whenever it holds [`CHUNK`] bytes or more
 /// and once at the end: the request is the concatenation of what `out` held at each call
 /// (`chunk` may take the bytes out). A request's top level is a repeated field, so it may be
-/// cut between resources.
+/// cut between resources. Process records go through `procs`.
 pub fn metrics_request_chunked<'a>(
     records: impl IntoIterator<Item = RecordRef<'a>>,
     d: &ResourceDefaults,
+    procs: &mut ProcessEncoder,
     out: &mut Vec<u8>,
     mut chunk: impl FnMut(&mut Vec<u8>),
 ) -> usize {
@@ -234,6 +431,10 @@ pub fn metrics_request_chunked<'a>(
     for group in groups(records, true) {
         if out.len() >= CHUNK {
             chunk(out);
+        }
+        if let Group::One(RecordRef::Process(p)) = group {
+            points += procs.write(out, p, d);
+            continue;
         }
         let group = group.records();
         message(out, 1, |out| {
@@ -462,10 +663,7 @@ mod tests {
         let p = &req.resource_metrics[1];
         let res = &p.resource.as_ref().unwrap().attributes;
         assert_eq!(attr(res, "process.pid"), Some(AV::IntValue(4242)));
-        assert_eq!(
-            attr(res, "process.command_line"),
-            Some(AV::StringValue("postgres -D /var/lib/pg \"x\"".into()))
-        );
+        assert_eq!(attr(res, "process.command_line"), None);
         assert_eq!(attr(res, "host.name"), Some(AV::StringValue("h".into())));
         let ms = &p.scope_metrics[0].metrics;
         assert_eq!(ms[0].name, "process.cpu.time");
@@ -488,6 +686,160 @@ mod tests {
         let mut empty = Vec::new();
         assert_eq!(metrics_request(std::iter::empty(), &d, &mut empty), 0);
         assert!(empty.is_empty());
+    }
+
+    /// A process record as the generic writer gives it (no cache, no templates).
+    fn generic(r: RecordRef<'_>, d: &ResourceDefaults) -> Vec<u8> {
+        let mut out = Vec::new();
+        message(&mut out, 1, |out| {
+            with_view(r, d, |v| {
+                let View::Metrics {
+                    resource: res,
+                    points,
+                } = v
+                else {
+                    panic!("metrics")
+                };
+                resource(out, res);
+                message(out, 2, |out| {
+                    scope(out);
+                    for p in points {
+                        metric(out, &p);
+                    }
+                });
+            })
+        });
+        out
+    }
+
+    /// The cached encoder writes exactly the generic writer's bytes: on a first sight, on the
+    /// same record again (from the cache), with a new state (from the cache), with a changed
+    /// resource field (encoded afresh), and for a pid reused by a new process (new start time).
+    #[test]
+    fn cached_resources_are_the_generic_bytes() {
+        use vigil_ipc_proto::ProcessIo;
+        let d = ResourceDefaults::with_attributes(
+            "h",
+            &[("deployment.environment".to_string(), "prod".to_string())].into(),
+        );
+        let mut enc = ProcessEncoder::default();
+        let base = crate::convert::tests::process();
+        let mut steps: Vec<(ProcessRecord, (u64, u64))> = Vec::new();
+        steps.push((base.clone(), (0, 1)));
+        let mut later = base.clone();
+        later.time_unix_nano += 10_000_000_000;
+        later.cpu_user_ns += 7;
+        later.open_fds = None;
+        later.voluntary_switches = Some(5);
+        later.io = Some(ProcessIo {
+            read_bytes: 1,
+            write_bytes: 2,
+            read_ops: 3,
+            write_ops: 4,
+        });
+        steps.push((later.clone(), (1, 0)));
+        for st in [b'R', b'D', b'Z', b'T'] {
+            steps.push((
+                ProcessRecord {
+                    state: st,
+                    ..later.clone()
+                },
+                (1, 0),
+            ));
+        }
+        steps.push((
+            ProcessRecord {
+                user_name: "bob".into(),
+                ..later.clone()
+            },
+            (0, 1),
+        ));
+        steps.push((
+            ProcessRecord {
+                command_args: "postgres\0-D\0/other\0".into(),
+                ..later.clone()
+            },
+            (0, 1),
+        ));
+        steps.push((
+            ProcessRecord {
+                ppid: 7,
+                container_id: "c0ffee".into(),
+                ..later.clone()
+            },
+            (0, 1),
+        ));
+        // The pid reused by a new process: a new entry beside the old one.
+        steps.push((
+            ProcessRecord {
+                start_time_unix_nano: base.start_time_unix_nano + 1_000_000_000,
+                ..later.clone()
+            },
+            (0, 1),
+        ));
+        steps.push((later.clone(), (0, 1)));
+        steps.push((later.clone(), (1, 0)));
+        for (k, (p, (hits, misses))) in steps.into_iter().enumerate() {
+            let r = Record::Process(Box::new(p));
+            let dec = r.decoded();
+            let before = enc.resources.stats;
+            let mut out = Vec::new();
+            let RecordRef::Process(pr) = dec.borrowed() else {
+                panic!("process")
+            };
+            let n = enc.write(&mut out, pr, &d);
+            assert_eq!(n, super::super::process_points(pr).count());
+            let want = generic(dec.borrowed(), &d);
+            assert_eq!(out, want, "step {k}");
+            let after = enc.resources.stats;
+            assert_eq!(
+                (after.hits - before.hits, after.misses - before.misses),
+                (hits, misses),
+                "step {k}"
+            );
+            // And what a backend decodes: the same request.
+            let mut req = Vec::new();
+            let mut enc2 = ProcessEncoder::default();
+            metrics_request_chunked([dec.borrowed()], &d, &mut enc2, &mut req, |_| {});
+            let a = ExportMetricsServiceRequest::decode(&req[..]).unwrap();
+            let b = ExportMetricsServiceRequest::decode(&out[..]).unwrap();
+            assert_eq!(a, b, "step {k}");
+        }
+        // Both processes of the reused pid are held: the old start time, and the new one.
+        assert_eq!(enc.resources.len(), 2);
+    }
+
+    /// Entries of processes no longer seen are dropped after a while; the bytes held follow.
+    #[test]
+    fn the_cache_forgets_gone_processes() {
+        let d = ResourceDefaults::new("h");
+        let mut enc = ProcessEncoder::default();
+        let mut out = Vec::new();
+        let gen_of = |g: u32, i: u32| {
+            let mut p = crate::convert::tests::process();
+            p.pid = g * 100_000 + i;
+            p
+        };
+        for (g, cycles) in [(0, 4), (1, 16)] {
+            for _cycle in 0..cycles {
+                for i in 0..500 {
+                    let r = Record::Process(Box::new(gen_of(g, i)));
+                    let dec = r.decoded();
+                    let RecordRef::Process(p) = dec.borrowed() else {
+                        panic!()
+                    };
+                    out.clear();
+                    enc.write(&mut out, p, &d);
+                }
+            }
+        }
+        // 500 live entries, the first 500 gone; held bytes are those of the live ones.
+        let c = &enc.resources;
+        assert!(c.stats.expired >= 500, "{:?}", c.stats);
+        assert_eq!(c.len(), 500, "{:?}", c.stats);
+        let per = c.bytes() / c.len();
+        assert!((300..1200).contains(&per), "{per} bytes per entry");
+        assert_eq!(c.stats.misses, 1000, "{:?}", c.stats);
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use crate::convert::{ResourceDefaults, json::write_record};
+use crate::convert::ResourceDefaults;
+use crate::convert::cache::ResourceCache;
+use crate::convert::json::{Json, write_record_cached};
 use crate::journal::Journal;
 use crate::stats::Stats;
 
@@ -17,6 +19,8 @@ pub struct JsonExporter {
     /// not by the batch).
     lines: Vec<u8>,
     defaults: ResourceDefaults,
+    /// Process records' resources rendered earlier.
+    resources: ResourceCache<Json>,
     retry_at: Option<Instant>,
     failing: bool,
 }
@@ -38,6 +42,7 @@ impl JsonExporter {
             out: BufWriter::with_capacity(64 * 1024, w),
             lines: Vec::new(),
             defaults,
+            resources: ResourceCache::new(Json),
             retry_at: None,
             failing: false,
         }
@@ -69,7 +74,12 @@ impl JsonExporter {
             let mut result = Ok(());
             for (_, r) in batch.decode() {
                 self.lines.clear();
-                write_record(r.borrowed(), &self.defaults, &mut self.lines);
+                write_record_cached(
+                    r.borrowed(),
+                    &self.defaults,
+                    &mut self.resources,
+                    &mut self.lines,
+                );
                 result = self.out.write_all(&self.lines);
                 if result.is_err() {
                     break;

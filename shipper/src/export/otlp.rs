@@ -33,6 +33,7 @@ use vigil_ipc_proto::delivery::{Scheme, ShipperInputs, Signal, Target};
 use vigil_ipc_proto::{Compression, Decoded, OtlpConfig, RecordRef};
 
 use crate::backoff::{self, Backoff};
+use crate::convert::pb::ProcessEncoder;
 use crate::convert::{self, ResourceDefaults};
 use crate::export::gzip::{Gzip, GzipError};
 use crate::http::{self, Response};
@@ -98,6 +99,8 @@ pub struct OtlpExporter {
     /// stream (made on the first gzip request).
     scratch: Vec<u8>,
     gzip: Option<Box<Gzip>>,
+    /// Process records' resources encoded earlier and the metrics' constant bytes.
+    procs: ProcessEncoder,
 }
 
 impl OtlpExporter {
@@ -148,6 +151,7 @@ impl OtlpExporter {
             last_error: None,
             scratch: Vec::new(),
             gzip: None,
+            procs: ProcessEncoder::default(),
         })
     }
 
@@ -471,8 +475,9 @@ impl OtlpExporter {
         records: impl Iterator<Item = RecordRef<'a>>,
     ) -> Result<(usize, Vec<u8>), GzipError> {
         let d = &self.defaults;
+        let procs = &mut self.procs;
         let request = |out: &mut Vec<u8>, chunk: &mut dyn FnMut(&mut Vec<u8>)| match signal {
-            Signal::Metrics => convert::pb::metrics_request_chunked(records, d, out, chunk),
+            Signal::Metrics => convert::pb::metrics_request_chunked(records, d, procs, out, chunk),
             Signal::Logs => convert::pb::logs_request_chunked(records, d, out, chunk),
         };
         if self.targets[idx(signal)].compression == Compression::None {

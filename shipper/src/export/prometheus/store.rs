@@ -621,7 +621,7 @@ impl Store {
     ) {
         // The command line and creation time are not labels: not built here.
         let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
-        let n = process_resource(p, "", "", &mut attrs);
+        let n = process_resource(p, "", &mut attrs);
         let resource = &attrs[..n];
         for pt in process_points(p) {
             if type_of(pt.kind) != f.ty
