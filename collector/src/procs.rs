@@ -1085,7 +1085,8 @@ impl ProcScanner {
 
 /// What a process record says besides its time: records with equal fingerprints carry the
 /// same values and attributes (the uptime follows from the time). Every field but the time
-/// goes in, strings whole (foldhash: ≈ 10 ns per 100 bytes).
+/// goes in, strings whole (foldhash: fast, not keyed against floods, which a process cannot
+/// use here: a collision only delays its record until the refresh).
 fn fingerprint(r: &ProcessRecord<&str>) -> u64 {
     use std::hash::{BuildHasher, Hash, Hasher};
     let mut h = foldhash::quality::FixedState::with_seed(0x7669_6769_6c00).build_hasher();
