@@ -1085,8 +1085,8 @@ impl ProcScanner {
 
 /// What a process record says besides its time: records with equal fingerprints carry the
 /// same values and attributes (the uptime follows from the time). Every field but the time
-/// goes in, strings whole (foldhash: fast, not keyed against floods, which a process cannot
-/// use here: a collision only delays its record until the refresh).
+/// goes in, strings whole (foldhash, 64 bits: a collision, crafted or not, only delays that
+/// process's record until its refresh).
 fn fingerprint(r: &ProcessRecord<&str>) -> u64 {
     use std::hash::{BuildHasher, Hash, Hasher};
     let mut h = foldhash::quality::FixedState::with_seed(0x7669_6769_6c00).build_hasher();
