@@ -1302,7 +1302,9 @@ mod tests {
         let mut busy = std::process::Command::new("sh")
             .args([
                 "-c",
-                "sleep 0.4; exec 3</dev/null 4</dev/null 5</dev/null sleep 30",
+                // 7-9: inherited descriptors (a `flock` or jobserver's 3, 4, ...) are
+                // not replaced.
+                "sleep 0.4; exec 7</dev/null 8</dev/null 9</dev/null sleep 30",
             ])
             .spawn()
             .unwrap();
