@@ -55,27 +55,44 @@ fn array<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
     out.push(b']');
 }
 
-fn object_of(out: &mut Vec<u8>, each: impl FnOnce(&mut dyn FnMut(&str, Val<'_>))) {
+/// `"k":v`, one member of an object.
+fn member(out: &mut Vec<u8>, k: &str, v: Val<'_>) {
+    string(out, k);
+    out.push(b':');
+    value(out, v);
+}
+
+/// The object of the members `each` gives; the span in `out` of the first member keyed
+/// `mark`, if any.
+fn object_of(
+    out: &mut Vec<u8>,
+    each: impl FnOnce(&mut dyn FnMut(&str, Val<'_>)),
+    mark: Option<&str>,
+) -> Option<(usize, usize)> {
     out.push(b'{');
     let mut first = true;
+    let mut span = None;
     each(&mut |k, v| {
         if !first {
             out.push(b',');
         }
         first = false;
-        string(out, k);
-        out.push(b':');
-        value(out, v);
+        let at = out.len();
+        member(out, k, v);
+        if span.is_none() && mark == Some(k) {
+            span = Some((at, out.len()));
+        }
     });
     out.push(b'}');
+    span
 }
 
 fn attrs(out: &mut Vec<u8>, a: Attrs<'_>) {
-    object_of(out, |f| a.for_each(|x| f(x.key, x.val)));
+    object_of(out, |f| a.for_each(|x| f(x.key, x.val)), None);
 }
 
-fn resource(out: &mut Vec<u8>, r: Resource<'_>) {
-    object_of(out, |f| r.for_each(|x| f(x.key, x.val)));
+fn resource(out: &mut Vec<u8>, r: Resource<'_>, mark: Option<&str>) -> Option<(usize, usize)> {
+    object_of(out, |f| r.for_each(|x| f(x.key, x.val)), mark)
 }
 
 /// A resource as one JSON object, for [`ResourceCache`].
@@ -83,30 +100,11 @@ pub struct Json;
 
 impl ResourceFormat for Json {
     fn write(&self, out: &mut Vec<u8>, r: Resource<'_>) -> Option<(usize, usize)> {
-        let mut hole = None;
-        out.push(b'{');
-        let mut first = true;
-        r.for_each(|a| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            let at = out.len();
-            string(out, a.key);
-            out.push(b':');
-            value(out, a.val);
-            if a.key == STATE_KEY && hole.is_none() {
-                hole = Some((at, out.len()));
-            }
-        });
-        out.push(b'}');
-        hole
+        resource(out, r, Some(STATE_KEY))
     }
 
     fn state(&self, out: &mut Vec<u8>, v: &str) {
-        string(out, STATE_KEY);
-        out.push(b':');
-        string(out, v);
+        member(out, STATE_KEY, Val::Str(v));
     }
 }
 
@@ -149,7 +147,7 @@ pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
             points,
         } => {
             let mut res_json = Vec::with_capacity(256);
-            resource(&mut res_json, res);
+            resource(&mut res_json, res, None);
             let res = Cached {
                 before: &res_json,
                 state: &[],
@@ -175,7 +173,7 @@ pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
             raw(out, ",\"attributes\":");
             attrs(out, Attrs::Kv(&log.attributes));
             raw(out, ",\"resource\":");
-            resource(out, res);
+            resource(out, res, None);
             raw(out, "}\n");
         }
     })
