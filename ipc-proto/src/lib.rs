@@ -21,6 +21,7 @@ pub mod delivery;
 pub mod error;
 pub mod features;
 pub mod frame;
+pub mod heap;
 pub mod messages;
 pub mod privtable;
 pub mod procstatus;

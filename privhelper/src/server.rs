@@ -89,17 +89,6 @@ impl Stats {
     }
 }
 
-/// Give the heap's free pages back to the kernel. Loading a BPF object parses the kernel's
-/// BTF (megabytes, freed at once): without this the privhelper would keep ~20 MB resident
-/// for the rest of its life.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: glibc's malloc_trim takes no pointer and only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Whether the table lets a request of `rule` be served now: not a start-up request once
 /// `steady`, not a once-only request already in `done`, and one of its features enabled.
 /// Pure, so the fuzz target runs exactly what [`Server::handle`] runs.
@@ -264,7 +253,9 @@ impl Server {
             PrivRequest::Ready => self.end_startup(),
             PrivRequest::TaskIterLink => {
                 let (resp, fd) = crate::bpf::taskiter::respond();
-                release_free_memory();
+                // Loading a BPF object parses the kernel's BTF (megabytes, freed at once):
+                // without a trim the privhelper would keep ~20 MB resident for life.
+                vigil_ipc_proto::heap::release_free_memory();
                 match resp {
                     PrivResponse::Error(PrivError { message, .. }) => Err(RequestError::Failed {
                         what: "attach the task iterator".into(),
@@ -280,7 +271,8 @@ impl Server {
         self.require(program.feature())?;
         // The BPF module answers completely (and logs its refusals).
         let (resp, fds) = crate::bpf::respond(program, &self.init);
-        release_free_memory();
+        // The BTF parse's memory, as for the task iterator.
+        vigil_ipc_proto::heap::release_free_memory();
         match &resp {
             PrivResponse::Error(PrivError { code, message }) => Err(match code {
                 PrivErrorCode::BadRequest | PrivErrorCode::FeatureDisabled => {

@@ -179,7 +179,10 @@ impl Shipper {
         } else if let Some(p) = self.prom.as_mut() {
             p.ingest(rec, now);
         }
-        release_free_memory();
+        // Once per collection interval: a cycle's batches leave ≈ 300 KiB of free chunks below
+        // the top of the heap (which the trim threshold does not reach) that would otherwise
+        // stay resident until the next cycle's burst.
+        vigil_ipc_proto::heap::release_free_memory();
     }
 
     /// Journal every batch the collector has sent (one fsync for all of them: group commit),
@@ -429,17 +432,6 @@ fn return_big_buffers() {
     // its large buffers, with a constant valid for M_MMAP_THRESHOLD.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Give the heap's free pages back to the kernel, once per collection interval: a cycle's
-/// batches leave ≈ 300 KiB of free chunks below the top of the heap (which the trim threshold
-/// does not reach) that would otherwise stay resident until the next cycle's burst.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: glibc's malloc_trim takes no pointer and only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -225,7 +225,10 @@ impl Supervisor {
             info!(%role, pid = pid.as_raw(), "started");
         }
         self.group_started = Instant::now();
-        release_free_memory();
+        // Start-up (the configuration, `/etc/passwd`, certificate bundles, the feature
+        // evaluation) leaves ≈ 200 KiB free but resident in a process that then only waits
+        // (BENCHMARKS.md "PSS, third session").
+        vigil_ipc_proto::heap::release_free_memory();
         Ok(())
     }
 
@@ -532,16 +535,5 @@ fn describe(ws: &WaitStatus, violation: Option<u32>) -> String {
             _ => format!("killed by {sig}"),
         },
         other => format!("{other:?}"),
-    }
-}
-
-/// Give the heap's free pages back to the kernel once a group is started: start-up (the
-/// configuration, `/etc/passwd`, certificate bundles, the feature evaluation) leaves ≈ 200 KiB
-/// free but resident in a process that then only waits (BENCHMARKS.md "PSS, third session").
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: glibc's malloc_trim takes no pointer and only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
