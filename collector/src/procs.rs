@@ -20,7 +20,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstat, fstatat};
-use vigil_ipc_proto::{MAX_UNCHANGED_PIDS, ProcFdStat, ProcIoStat, ProcessRecord, Record};
+use vigil_ipc_proto::{
+    MAX_UNCHANGED_PIDS, ProcFdStat, ProcIoStat, ProcessRecord, Record, process_field,
+};
 
 use crate::sink::Sink;
 use crate::users::Users;
@@ -262,6 +264,9 @@ struct Tracked {
     /// even if unchanged; `resend_at` 0: never sent.
     sent: u64,
     resend_at: u64,
+    /// [`number_hashes`] of the last record sent: numbers that repeat are marked unchanged
+    /// in the next one, until the refresh.
+    numbers: [u32; process_field::COUNT],
 }
 
 impl Tracked {
@@ -290,6 +295,7 @@ impl Tracked {
             generation,
             sent: 0,
             resend_at: 0,
+            numbers: [0; process_field::COUNT],
         })
     }
 }
@@ -997,7 +1003,7 @@ impl ProcScanner {
                 crate::util::non_empty(&t.pod_uid),
                 crate::util::non_empty(&t.container_id),
             );
-            let rec = ProcessRecord {
+            let mut rec = ProcessRecord {
                 time_unix_nano: st.now,
                 start_time_unix_nano: boot_time_ns
                     .saturating_add(p.starttime.saturating_mul(NS_PER_TICK)),
@@ -1032,14 +1038,14 @@ impl ProcScanner {
                 k8s_namespace: ns,
                 k8s_pod_name: pod,
                 k8s_container_name: container,
+                unchanged: 0,
             };
             let fp = fingerprint(&rec);
             // (A wall clock set back by more than a period sends everything.)
-            if refresh_ns > 0
-                && t.resend_at > st.now
-                && t.resend_at <= st.now.saturating_add(refresh_ns)
-                && fp == t.sent
-            {
+            let due = refresh_ns == 0
+                || t.resend_at <= st.now
+                || t.resend_at > st.now.saturating_add(refresh_ns);
+            if !due && fp == t.sent {
                 unchanged.push(p.pid);
                 n_unchanged += 1;
                 if unchanged.len() == MAX_UNCHANGED_PIDS {
@@ -1050,9 +1056,24 @@ impl ProcScanner {
                 }
                 continue;
             }
+            let numbers = number_hashes(&rec);
+            if !due {
+                // A busy process: only what moved is exported, the rest waits for the refresh
+                // (which therefore does not move).
+                rec.unchanged = numbers
+                    .iter()
+                    .zip(&t.numbers)
+                    .enumerate()
+                    .filter(|(_, (a, b))| a == b)
+                    .fold(0, |m, (i, _)| m | 1 << i);
+            }
             sink.process(&rec);
-            let first = t.resend_at == 0;
             t.sent = fp;
+            t.numbers = numbers;
+            if !due {
+                continue;
+            }
+            let first = t.resend_at == 0;
             t.resend_at = st
                 .now
                 .saturating_add(refresh_ns)
@@ -1081,6 +1102,18 @@ impl ProcScanner {
             t.resend_at = 0;
         }
     }
+}
+
+/// A 32-bit hash of each of the record's [`ProcessRecord::numbers`] (0: not read), compared
+/// with the last record's to mark the numbers that repeat. A collision (2⁻³² per changed
+/// number) only delays that number until the process's refresh.
+fn number_hashes(r: &ProcessRecord<&str>) -> [u32; process_field::COUNT] {
+    r.numbers().map(|v| {
+        v.map_or(0, |v| {
+            let h = (v ^ 0x5bd1_e995_7669_6769).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            ((h >> 32) as u32).max(1)
+        })
+    })
 }
 
 /// What a process record says besides its time: records with equal fingerprints carry the
@@ -1369,10 +1402,13 @@ mod tests {
             let mut out: Vec<Record> = Vec::new();
             let st = Stamp { start: t0, now };
             let n = s.records(st, 0, &mut users, None, &names, refresh, &mut out);
-            let full = |pid| {
-                out.iter()
-                    .any(|r| matches!(r, Record::Process(p) if p.pid == pid))
+            let sent = |pid| {
+                out.iter().find_map(|r| match r {
+                    Record::Process(p) if p.pid == pid => Some(p.unchanged),
+                    _ => None,
+                })
             };
+            let full = |pid| sent(pid).is_some();
             let listed: Vec<u32> = out
                 .iter()
                 .filter_map(|r| match r {
@@ -1394,32 +1430,50 @@ mod tests {
                     "{pid}: one or the other"
                 );
             }
-            (full(ip), full(bp))
+            ((full(ip), full(bp)), sent(bp).unwrap_or(u16::MAX))
         };
-        assert_eq!(cycle(&mut s, t0, HOUR), (true, true), "first sight");
-        assert_eq!(cycle(&mut s, t0 + 1, HOUR), (false, true), "busy changed");
-        assert_eq!(cycle(&mut s, t0 + 2, 0), (true, true), "refresh 0");
+        use process_field as f;
+        // What the busy loop does not move: marked, so the exporters leave it out.
+        let steady = f::THREADS | f::MEMORY_VIRTUAL | f::OPEN_FDS | f::MAJOR_FAULTS;
+        assert_eq!(cycle(&mut s, t0, HOUR), ((true, true), 0), "first sight");
+        assert_eq!(cycle(&mut s, t0 + 1, HOUR).0, (false, true), "busy changed");
+        assert_eq!(cycle(&mut s, t0 + 2, 0), ((true, true), 0), "refresh 0");
         assert_eq!(
             cycle(&mut s, t0 + 3, HOUR),
-            (true, true),
+            ((true, true), 0),
             "refresh 0 was due at once"
         );
-        assert_eq!(cycle(&mut s, t0 + 4, HOUR), (false, true));
+        let (seen, busy) = cycle(&mut s, t0 + 4, HOUR);
+        assert_eq!(seen, (false, true));
+        assert_eq!(
+            busy & steady,
+            steady,
+            "{busy:#x}: the busy one's steady numbers"
+        );
+        assert_eq!(busy & f::CPU_USER, 0, "{busy:#x}: its CPU time moved");
+        // A process sent every cycle for what moved still has its refresh in full, on time.
+        let (seen, busy) = cycle(&mut s, t0 + HOUR + 2, HOUR);
+        assert_eq!((seen, busy & steady), ((false, true), steady));
+        assert_eq!(
+            cycle(&mut s, t0 + HOUR + 3, HOUR),
+            ((true, true), 0),
+            "refresh due for both"
+        );
         assert_eq!(
             cycle(&mut s, t0 + 2 * HOUR + 3, HOUR),
-            (true, true),
+            ((true, true), 0),
             "refresh due"
         );
-        assert_eq!(cycle(&mut s, t0 + 2 * HOUR + 4, HOUR), (false, true));
+        assert_eq!(cycle(&mut s, t0 + 2 * HOUR + 4, HOUR).0, (false, true));
         assert_eq!(
             cycle(&mut s, t0 - 2 * HOUR, HOUR),
-            (true, true),
+            ((true, true), 0),
             "clock set back"
         );
         s.forget_sent();
         assert_eq!(
             cycle(&mut s, t0 - 2 * HOUR + 1, HOUR),
-            (true, true),
+            ((true, true), 0),
             "forgotten"
         );
         // The first refresh of every process falls within one period of its first sight.

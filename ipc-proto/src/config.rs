@@ -114,7 +114,9 @@ pub struct CollectorConfig {
     /// A process whose record would repeat the last one sent for it (same values, same
     /// attributes; only its time and uptime moved) is sent again only this long after that
     /// one; meanwhile its pid is listed as unchanged, which keeps it alive on the Prometheus
-    /// endpoint. 0: every process every cycle.
+    /// endpoint. A process sent because something changed carries only the points that
+    /// moved until then (the exporters leave the others out). 0: every process, every point,
+    /// every cycle.
     pub process_refresh_ms: u64,
     /// Kubernetes namespace, pod and container names from the kubelet's log directories
     /// (`<host_root>/var/log/pods`, `<host_root>/var/log/containers`): no API access, no token.

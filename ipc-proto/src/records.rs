@@ -210,6 +210,32 @@ pub struct ProcessRecord<S = String> {
     pub k8s_namespace: S,
     pub k8s_pod_name: S,
     pub k8s_container_name: S,
+    /// The numbers that repeat the last record sent for this process, one bit each
+    /// ([`process_field`], the order of [`ProcessRecord::numbers`]): still given, so that a
+    /// store of latest values holds them all, but the exporters leave them out. Last, so that
+    /// a record of the layout before it fails to decode instead of decoding wrong.
+    pub unchanged: u16,
+}
+
+/// The bits of [`ProcessRecord::unchanged`], in the order of [`ProcessRecord::numbers`].
+pub mod process_field {
+    pub const CPU_USER: u16 = 1 << 0;
+    pub const CPU_SYSTEM: u16 = 1 << 1;
+    pub const MEMORY_RSS: u16 = 1 << 2;
+    pub const MEMORY_VIRTUAL: u16 = 1 << 3;
+    pub const THREADS: u16 = 1 << 4;
+    pub const OPEN_FDS: u16 = 1 << 5;
+    pub const SOCKETS: u16 = 1 << 6;
+    pub const MINOR_FAULTS: u16 = 1 << 7;
+    pub const MAJOR_FAULTS: u16 = 1 << 8;
+    pub const VOLUNTARY_SWITCHES: u16 = 1 << 9;
+    pub const INVOLUNTARY_SWITCHES: u16 = 1 << 10;
+    pub const IO_READ_BYTES: u16 = 1 << 11;
+    pub const IO_WRITE_BYTES: u16 = 1 << 12;
+    pub const IO_READ_OPS: u16 = 1 << 13;
+    pub const IO_WRITE_OPS: u16 = 1 << 14;
+    /// How many there are.
+    pub const COUNT: usize = 15;
 }
 
 /// Storage I/O of a process (/proc/PID/io): bytes and read/write system calls.
@@ -328,7 +354,31 @@ impl<S> ProcessRecord<S> {
             k8s_namespace: f(&self.k8s_namespace),
             k8s_pod_name: f(&self.k8s_pod_name),
             k8s_container_name: f(&self.k8s_container_name),
+            unchanged: self.unchanged,
         }
+    }
+
+    /// The numbers [`ProcessRecord::unchanged`] may mark, bit `i` for number `i` (none: not
+    /// read this cycle).
+    pub fn numbers(&self) -> [Option<u64>; process_field::COUNT] {
+        let io = self.io;
+        [
+            Some(self.cpu_user_ns),
+            Some(self.cpu_system_ns),
+            Some(self.memory_rss_bytes),
+            Some(self.memory_virtual_bytes),
+            Some(self.threads.into()),
+            self.open_fds.map(u64::from),
+            self.sockets.map(u64::from),
+            Some(self.minor_faults),
+            Some(self.major_faults),
+            self.voluntary_switches,
+            self.involuntary_switches,
+            io.map(|x| x.read_bytes),
+            io.map(|x| x.write_bytes),
+            io.map(|x| x.read_ops),
+            io.map(|x| x.write_ops),
+        ]
     }
 }
 
@@ -390,6 +440,7 @@ mod tests {
             k8s_namespace: String::new(),
             k8s_pod_name: String::new(),
             k8s_container_name: String::new(),
+            unchanged: process_field::MEMORY_RSS | process_field::IO_WRITE_OPS,
         }
     }
 

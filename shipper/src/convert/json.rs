@@ -13,7 +13,7 @@
 use vigil_ipc_proto::{MetricKind, MetricValue, RecordRef};
 
 use super::cache::{Cached, ResourceCache, ResourceFormat, STATE_KEY};
-use super::{Attrs, Point, Resource, ResourceDefaults, Val, View, process_points, with_view};
+use super::{Attrs, Point, Resource, ResourceDefaults, Val, View, exported_points, with_view};
 
 fn raw(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
@@ -190,7 +190,7 @@ pub fn write_record_cached(
         return write_record(r, d, out);
     };
     let res = cache.get(p, d);
-    for pt in process_points(p) {
+    for pt in exported_points(p) {
         point_line(out, &pt, res);
     }
 }
@@ -259,6 +259,11 @@ mod tests {
                 start_time_unix_nano: 7,
                 ..p.clone()
             },
+            ProcessRecord {
+                unchanged: vigil_ipc_proto::process_field::CPU_SYSTEM,
+                start_time_unix_nano: 7,
+                ..p.clone()
+            },
         ];
         for (k, p) in steps.into_iter().enumerate() {
             let r = Record::Process(Box::new(p));
@@ -271,7 +276,7 @@ mod tests {
                 "step {k}"
             );
         }
-        assert_eq!((cache.stats.hits, cache.stats.misses), (2, 3));
+        assert_eq!((cache.stats.hits, cache.stats.misses), (3, 3));
     }
 
     #[test]

@@ -321,6 +321,8 @@ pub struct ProcessSlot {
     pub unit: &'static str,
     pub kind: MetricKind,
     pub attrs: &'static [Attr<'static>],
+    /// Its bit of [`ProcessRecord::unchanged`] (0: never marked, the uptime).
+    pub field: u16,
 }
 
 const fn slot(
@@ -328,12 +330,14 @@ const fn slot(
     unit: &'static str,
     kind: MetricKind,
     attrs: &'static [Attr<'static>],
+    field: u16,
 ) -> ProcessSlot {
     ProcessSlot {
         name,
         unit,
         kind,
         attrs,
+        field,
     }
 }
 
@@ -342,48 +346,98 @@ const UPDOWN: MetricKind = MetricKind::Sum { monotonic: false };
 
 /// The `process.*` metrics of a process record, in their fixed order; [`process_values`]
 /// gives each its value (or none).
-pub const PROCESS_SLOTS: [ProcessSlot; 16] = [
-    slot("process.cpu.time", "s", COUNTER, CPU_USER),
-    slot("process.cpu.time", "s", COUNTER, CPU_SYSTEM),
-    slot("process.memory.usage", "By", UPDOWN, &[]),
-    slot("process.memory.virtual", "By", UPDOWN, &[]),
-    slot("process.thread.count", "{thread}", UPDOWN, &[]),
-    slot("process.uptime", "s", MetricKind::Gauge, &[]),
-    slot(
-        "process.unix.file_descriptor.count",
-        "{file_descriptor}",
-        UPDOWN,
-        &[],
-    ),
-    slot("process.linux.socket.count", "{socket}", UPDOWN, &[]),
-    slot("process.paging.faults", "{fault}", COUNTER, FAULT_MINOR),
-    slot("process.paging.faults", "{fault}", COUNTER, FAULT_MAJOR),
-    slot(
-        "process.context_switches",
-        "{context_switch}",
-        COUNTER,
-        SWITCH_VOLUNTARY,
-    ),
-    slot(
-        "process.context_switches",
-        "{context_switch}",
-        COUNTER,
-        SWITCH_INVOLUNTARY,
-    ),
-    slot("process.disk.io", "By", COUNTER, DISK_READ),
-    slot("process.disk.io", "By", COUNTER, DISK_WRITE),
-    slot("process.disk.operations", "{operation}", COUNTER, DISK_READ),
-    slot(
-        "process.disk.operations",
-        "{operation}",
-        COUNTER,
-        DISK_WRITE,
-    ),
-];
+pub const PROCESS_SLOTS: [ProcessSlot; 16] = {
+    use vigil_ipc_proto::process_field as f;
+    [
+        slot("process.cpu.time", "s", COUNTER, CPU_USER, f::CPU_USER),
+        slot("process.cpu.time", "s", COUNTER, CPU_SYSTEM, f::CPU_SYSTEM),
+        slot("process.memory.usage", "By", UPDOWN, &[], f::MEMORY_RSS),
+        slot(
+            "process.memory.virtual",
+            "By",
+            UPDOWN,
+            &[],
+            f::MEMORY_VIRTUAL,
+        ),
+        slot("process.thread.count", "{thread}", UPDOWN, &[], f::THREADS),
+        slot("process.uptime", "s", MetricKind::Gauge, &[], 0),
+        slot(
+            "process.unix.file_descriptor.count",
+            "{file_descriptor}",
+            UPDOWN,
+            &[],
+            f::OPEN_FDS,
+        ),
+        slot(
+            "process.linux.socket.count",
+            "{socket}",
+            UPDOWN,
+            &[],
+            f::SOCKETS,
+        ),
+        slot(
+            "process.paging.faults",
+            "{fault}",
+            COUNTER,
+            FAULT_MINOR,
+            f::MINOR_FAULTS,
+        ),
+        slot(
+            "process.paging.faults",
+            "{fault}",
+            COUNTER,
+            FAULT_MAJOR,
+            f::MAJOR_FAULTS,
+        ),
+        slot(
+            "process.context_switches",
+            "{context_switch}",
+            COUNTER,
+            SWITCH_VOLUNTARY,
+            f::VOLUNTARY_SWITCHES,
+        ),
+        slot(
+            "process.context_switches",
+            "{context_switch}",
+            COUNTER,
+            SWITCH_INVOLUNTARY,
+            f::INVOLUNTARY_SWITCHES,
+        ),
+        slot(
+            "process.disk.io",
+            "By",
+            COUNTER,
+            DISK_READ,
+            f::IO_READ_BYTES,
+        ),
+        slot(
+            "process.disk.io",
+            "By",
+            COUNTER,
+            DISK_WRITE,
+            f::IO_WRITE_BYTES,
+        ),
+        slot(
+            "process.disk.operations",
+            "{operation}",
+            COUNTER,
+            DISK_READ,
+            f::IO_READ_OPS,
+        ),
+        slot(
+            "process.disk.operations",
+            "{operation}",
+            COUNTER,
+            DISK_WRITE,
+            f::IO_WRITE_OPS,
+        ),
+    ]
+};
 
 /// The value of each of [`PROCESS_SLOTS`] for a process record; what was not read (fd and
 /// socket counts, context switches, disk I/O) is none. Each slot's value is always of the same
-/// variant (seconds as `F64`, counts as `I64`).
+/// variant (seconds as `F64`, counts as `I64`). All of them, marked unchanged or not: what a
+/// store of latest values takes.
 pub fn process_values<S>(p: &ProcessRecord<S>) -> [Option<MetricValue>; 16] {
     let secs = |ns: u64| MetricValue::F64(ns as f64 / 1e9);
     let int = |v: u64| MetricValue::I64(i(v));
@@ -409,24 +463,45 @@ pub fn process_values<S>(p: &ProcessRecord<S>) -> [Option<MetricValue>; 16] {
     ]
 }
 
+/// [`process_values`] without those the record marks unchanged: what the exporters send.
+pub fn exported_values<S>(p: &ProcessRecord<S>) -> [Option<MetricValue>; 16] {
+    let mut values = process_values(p);
+    for (v, s) in values.iter_mut().zip(&PROCESS_SLOTS) {
+        if p.unchanged & s.field != 0 {
+            *v = None;
+        }
+    }
+    values
+}
+
 /// The `process.*` metrics of a process record, in a fixed order; what was not read (fd and
-/// socket counts, context switches, disk I/O) is left out.
+/// socket counts, context switches, disk I/O) is left out. All of them: see
+/// [`exported_points`] for what the exporters send.
 pub fn process_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Point<'a>> + 'a {
+    points_of(p, process_values(p))
+}
+
+/// [`process_points`] without those the record marks unchanged.
+pub fn exported_points<'a, S>(p: &'a ProcessRecord<S>) -> impl Iterator<Item = Point<'a>> + 'a {
+    points_of(p, exported_values(p))
+}
+
+fn points_of<'a, S>(
+    p: &'a ProcessRecord<S>,
+    values: [Option<MetricValue>; 16],
+) -> impl Iterator<Item = Point<'a>> + 'a {
     let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
-    PROCESS_SLOTS
-        .iter()
-        .zip(process_values(p))
-        .filter_map(move |(s, v)| {
-            Some(Point {
-                name: s.name,
-                unit: s.unit,
-                kind: s.kind,
-                start_time_unix_nano: start,
-                time_unix_nano: time,
-                value: v?,
-                attrs: Attrs::Fixed(s.attrs),
-            })
+    PROCESS_SLOTS.iter().zip(values).filter_map(move |(s, v)| {
+        Some(Point {
+            name: s.name,
+            unit: s.unit,
+            kind: s.kind,
+            start_time_unix_nano: start,
+            time_unix_nano: time,
+            value: v?,
+            attrs: Attrs::Fixed(s.attrs),
         })
+    })
 }
 
 /// Call `f` with the view of `r`.
@@ -466,7 +541,7 @@ pub fn with_view<T>(
             let created = rfc3339(p.start_time_unix_nano, &mut buf);
             let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
             let n = process_resource(p, created, &mut attrs);
-            let mut points = process_points(p);
+            let mut points = exported_points(p);
             f(View::Metrics {
                 resource: Resource {
                     own: Attrs::Fixed(&attrs[..n]),
@@ -543,6 +618,46 @@ pub(crate) mod tests {
         json::write_record(u.borrowed(), &d, &mut out);
         assert!(out.is_empty());
         assert!(is_metrics(u.borrowed()) && !is_exported(u.borrowed()));
+    }
+
+    /// Every number a record can mark is one slot's; a marked one is left out of what the
+    /// exporters write and kept in what a store takes; the uptime is never marked.
+    #[test]
+    fn numbers_marked_unchanged_are_not_exported() {
+        let bits: Vec<u16> = PROCESS_SLOTS.iter().map(|s| s.field).collect();
+        for i in 0..vigil_ipc_proto::process_field::COUNT {
+            assert_eq!(bits.iter().filter(|&&b| b == 1 << i).count(), 1, "bit {i}");
+        }
+        let mut p = process();
+        p.io = Some(vigil_ipc_proto::ProcessIo::default());
+        /// Name and attribute values of each point.
+        fn names<'a>(pts: impl Iterator<Item = Point<'a>>) -> Vec<String> {
+            pts.map(|pt| {
+                let mut s = pt.name.to_owned();
+                pt.attrs.for_each(|a| s += &format!(" {:?}", a.val));
+                s
+            })
+            .collect()
+        }
+        let all = names(process_points(&p));
+        assert_eq!(names(exported_points(&p)), all);
+        p.unchanged = vigil_ipc_proto::process_field::CPU_USER
+            | vigil_ipc_proto::process_field::THREADS
+            | vigil_ipc_proto::process_field::IO_WRITE_OPS;
+        let sent = names(exported_points(&p));
+        assert_eq!(sent.len(), all.len() - 3);
+        let mut want = all.clone();
+        want.retain(|n| {
+            !n.starts_with("process.thread.count")
+                && ![all[0].as_str(), all[all.len() - 1].as_str()].contains(&n.as_str())
+        });
+        assert_eq!(
+            sent, want,
+            "all but the user time, threads and write operations"
+        );
+        assert_eq!(names(process_points(&p)), all, "a store takes all");
+        p.unchanged = u16::MAX;
+        assert_eq!(names(exported_points(&p)), ["process.uptime"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use vigil_ipc_proto::{LogRecord, MetricKind, MetricValue, ProcessRecord, RecordR
 
 use super::cache::{ResourceCache, ResourceFormat, STATE_KEY};
 use super::{Attr, Attrs, Point, Resource, ResourceDefaults, SCOPE_NAME, SCOPE_VERSION, Val};
-use super::{PROCESS_SLOTS, View, process_values, with_view};
+use super::{PROCESS_SLOTS, View, exported_values, with_view};
 
 const VARINT: u8 = 0;
 const I64: u8 = 1;
@@ -299,7 +299,7 @@ impl ProcessEncoder {
         p: &ProcessRecord<S>,
         d: &ResourceDefaults,
     ) -> usize {
-        let values = process_values(p);
+        let values = exported_values(p);
         let variant = |v: &MetricValue| usize::from(matches!(v, MetricValue::I64(_)));
         let template = |i: usize, v: &MetricValue| self.templates[i][variant(v)].as_ref();
         if values
@@ -313,7 +313,7 @@ impl ProcessEncoder {
                 message(out, 1, |out| r.write(out));
                 message(out, 2, |out| {
                     out.extend_from_slice(&self.scope);
-                    for pt in super::process_points(p) {
+                    for pt in super::exported_points(p) {
                         metric(out, &pt);
                     }
                 });
@@ -549,7 +549,7 @@ mod tests {
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NV;
     use prost::Message;
-    use vigil_ipc_proto::{AttrValue, KeyValue, Metric};
+    use vigil_ipc_proto::{AttrValue, KeyValue, Metric, process_field};
     use vigil_ipc_proto::{Decoded, Record};
 
     fn attr(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue], k: &str) -> Option<AV> {
@@ -779,6 +779,19 @@ mod tests {
         ));
         steps.push((later.clone(), (0, 1)));
         steps.push((later.clone(), (1, 0)));
+        // Numbers marked unchanged: left out, the same way by both writers.
+        for unchanged in [
+            process_field::MEMORY_RSS | process_field::THREADS | process_field::IO_READ_OPS,
+            u16::MAX,
+        ] {
+            steps.push((
+                ProcessRecord {
+                    unchanged,
+                    ..later.clone()
+                },
+                (1, 0),
+            ));
+        }
         for (k, (p, (hits, misses))) in steps.into_iter().enumerate() {
             let r = Record::Process(Box::new(p));
             let dec = r.decoded();
@@ -788,7 +801,7 @@ mod tests {
                 panic!("process")
             };
             let n = enc.write(&mut out, pr, &d);
-            assert_eq!(n, super::super::process_points(pr).count());
+            assert_eq!(n, super::super::exported_points(pr).count());
             let want = generic(dec.borrowed(), &d);
             assert_eq!(out, want, "step {k}");
             let after = enc.resources.stats;

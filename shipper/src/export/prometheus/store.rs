@@ -866,6 +866,25 @@ mod tests {
         assert!(uptime.ends_with(" 1006.0"), "{uptime}");
     }
 
+    /// Numbers marked unchanged (left out by the exporters) are still the store's values.
+    #[test]
+    fn numbers_marked_unchanged_are_kept() {
+        let t0 = Instant::now();
+        let mut s = Store::new(&defaults(), Duration::from_secs(3), t0);
+        let mut p = process();
+        p.unchanged = u16::MAX;
+        s.ingest(Record::Process(Box::new(p)), t0);
+        let text = render_all(&mut s, Format::Text, 1 << 20);
+        let rss = text
+            .lines()
+            .find(|l| l.starts_with("process_memory_usage") && l.contains("4242"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            rss.ends_with(&format!(" {}", process().memory_rss_bytes)),
+            "{rss}"
+        );
+    }
+
     #[test]
     fn resources_tell_series_apart_and_defaults_are_not_labels() {
         let t0 = Instant::now();
