@@ -42,7 +42,7 @@ fn main() {
         let mut total = 0u64;
         for _ in 0..rounds {
             let ss = read_sockstat(std::path::Path::new("/proc"), &mut buf).unwrap();
-            let c = diag.counts(&ss).unwrap();
+            let c = diag.counts(&ss, None).unwrap();
             total += c.tcp.iter().chain(&c.udp).sum::<u64>();
         }
         let nl = (cpu_time() - c0).as_secs_f64() * 1000.0 / rounds as f64;

@@ -43,6 +43,8 @@ pub struct CycleStats {
     pub process_io_errors: u64,
     /// Failed sock_diag dumps.
     pub sockdiag_errors: u64,
+    /// Cycles whose TCP connection counts were the last walk's (no state change since).
+    pub tcp_walks_skipped: u64,
     /// Processes of the last cycle from the task iterator, and through /proc because the
     /// iterator did not show them; failed dumps (those cycles read /proc).
     pub from_iter: u64,
@@ -65,6 +67,8 @@ pub struct Cycle {
     pub netdev: crate::netdev::NetDevCollector,
     pub k8s: crate::k8s::K8sNames,
     sockdiag: Option<crate::sockets::SockDiag>,
+    /// The kernel's count of TCP state changes (feature `ebpf_tcp_changes`), when attached.
+    pub tcp_changes: Option<crate::ebpf::tcpchanges::TcpChanges>,
     /// Network namespace inode → netlink socket inside it (from the privhelper).
     netns: HashMap<u64, (OwnedFd, Option<String>)>,
     own_netns: u64,
@@ -112,6 +116,7 @@ impl Cycle {
             netdev: crate::netdev::NetDevCollector::new(&proc_root),
             k8s: crate::k8s::K8sNames::new(&host_root),
             sockdiag: None,
+            tcp_changes: None,
             netns: HashMap::new(),
             own_netns: ino("/proc/self/ns/net"),
             own_netdev: ino("/proc/self/net/dev"),
@@ -203,8 +208,14 @@ impl Cycle {
             let mut buf = Vec::new();
             let proc = std::path::Path::new("/proc");
             let ss = crate::sockets::read_sockstat(proc, &mut buf);
+            let changes = self.tcp_changes.as_ref().map(|t| t.count());
             let counts = match (self.sockdiag.as_mut(), ss) {
-                (Some(d), Some(ss)) => d.counts(&ss).ok(),
+                (Some(d), Some(ss)) => {
+                    let reused = d.reused;
+                    let c = d.counts(&ss, changes).ok();
+                    self.stats.tcp_walks_skipped += d.reused - reused;
+                    c
+                }
                 _ => None,
             };
             match counts {
@@ -482,6 +493,7 @@ impl Cycle {
             ("task_iter_errors".into(), s.iter_errors),
             ("process_io_errors".into(), s.process_io_errors),
             ("sockdiag_errors".into(), s.sockdiag_errors),
+            ("tcp_walks_skipped".into(), s.tcp_walks_skipped),
             ("k8s_names_refreshes".into(), self.k8s.refreshes),
         ]
     }

@@ -72,8 +72,9 @@ impl PrivClient {
         }
     }
 
-    /// Attach `program` (start-up only): the answer (`BpfRingbuf` with the ring buffer map, or
-    /// `BpfFlowMap` with the flow table and totals) and exactly the descriptors it names.
+    /// Attach `program` (start-up only): the answer (`BpfRingbuf` with the ring buffer map,
+    /// `BpfFlowMap` with the flow table and totals, `BpfCounters` with the counters) and
+    /// exactly the descriptors it names.
     pub fn bpf_attach(&mut self, program: BpfProgram) -> Result<(PrivResponse, Vec<OwnedFd>)> {
         self.ch.send(&PrivRequest::BpfAttach { program })?;
         let (resp, fds) = self.ch.recv_with_fds::<PrivResponse>(2)?;
@@ -87,6 +88,9 @@ impl PrivClient {
                 Ok((resp, fds))
             }
             PrivResponse::BpfFlowMap { program: p, .. } if p == program && fds.len() == 2 => {
+                Ok((resp, fds))
+            }
+            PrivResponse::BpfCounters { program: p, .. } if p == program && fds.len() == 1 => {
                 Ok((resp, fds))
             }
             _ => Err(PrivClientError::Unexpected("BpfAttach")),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFlags;
 use vigil_ipc_proto::runtime::{self, Flow, Worker};
 use vigil_ipc_proto::{
-    Channel, ChildToSupervisor, Feature, InitConfig, ProtoError, Record, Role, RoleStats,
-    ShipperToCollector,
+    BpfProgram, Channel, ChildToSupervisor, Feature, InitConfig, PrivResponse, ProtoError, Record,
+    Role, RoleStats, ShipperToCollector,
 };
 
 use crate::event_loop::Sources;
@@ -54,6 +54,36 @@ fn start_task_iter(
     };
     let n = first.inspect_err(|_| cycle.procs.clear_task_iter())?;
     tracing::info!(processes = n, "task iterator ready");
+    Ok(())
+}
+
+/// The kernel's count of TCP state changes (`ebpf_tcp_changes`), mapped for the connection
+/// counts. `Ok` too when the feature is off: the TCP hash is walked every cycle then.
+fn start_tcp_changes(
+    privhelper: &mut PrivClient,
+    cycle: &mut cycle::Cycle,
+    init: &InitConfig,
+) -> Result<(), String> {
+    let c = &init.collector;
+    if !(c.host
+        && c.connections
+        && c.ebpf_tcp_changes
+        && init.feature_enabled(Feature::EbpfTcpChanges))
+    {
+        return Ok(());
+    }
+    let program = BpfProgram::TcpChanges;
+    let (resp, mut fds) = privhelper.bpf_attach(program).map_err(|e| e.to_string())?;
+    let PrivResponse::BpfCounters { value_size, .. } = resp else {
+        return Err(format!("unexpected answer {resp:?}"));
+    };
+    let changes = crate::ebpf::tcpchanges::TcpChanges::new(fds.remove(0), value_size)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        changes = changes.count(),
+        "TCP state changes counted in the kernel"
+    );
+    cycle.tcp_changes = Some(changes);
     Ok(())
 }
 
@@ -139,6 +169,12 @@ impl Collector {
         if let Err(reason) = start_task_iter(&mut privhelper, &mut cycle, init) {
             tracing::warn!("task iterator unavailable, processes are read from /proc: {reason}");
             feature_off(control, Feature::ProcessIter, reason);
+        }
+        if let Err(reason) = start_tcp_changes(&mut privhelper, &mut cycle, init) {
+            tracing::warn!(
+                "TCP state changes unavailable, the TCP hash is walked every cycle: {reason}"
+            );
+            feature_off(control, Feature::EbpfTcpChanges, reason);
         }
         let mut ebpf = ebpf::start(&mut privhelper, init);
         for (feature, reason) in ebpf.take_failures() {

@@ -198,6 +198,22 @@ pub fn parse_datagram(b: &[u8], per_state: &mut [u64; 13]) -> Result<bool, SockD
     Ok(false)
 }
 
+/// The TCP hash is walked again after this long even when no TCP socket changed state: the
+/// request sockets of half-open connections (`syn_received`) come and go without the
+/// tracepoint that counts the changes.
+pub const MAX_WALK_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the last walk of the TCP hash counted, and under which conditions.
+#[derive(Debug, Clone, Copy)]
+struct LastWalk {
+    /// TCP state changes counted in the kernel, read before the walk.
+    changes: u64,
+    /// sockstat's TCP and TCP6 `inuse`.
+    inuse: (u64, u64),
+    tcp: [u64; 13],
+    at: std::time::Instant,
+}
+
 /// A NETLINK_SOCK_DIAG socket kept between cycles.
 pub struct SockDiag {
     sock: OwnedFd,
@@ -207,6 +223,11 @@ pub struct SockDiag {
     tcp_both: bool,
     /// Dumps made (each one walk of a hash table).
     pub dumps: u64,
+    last: Option<LastWalk>,
+    /// Cycles whose TCP counts were the last walk's (no state change since).
+    pub reused: u64,
+    /// [`MAX_WALK_AGE`] (tests shorten it).
+    pub max_walk_age: std::time::Duration,
 }
 
 impl SockDiag {
@@ -230,6 +251,9 @@ impl SockDiag {
             seq: 0,
             tcp_both: true,
             dumps: 0,
+            last: None,
+            reused: 0,
+            max_walk_age: MAX_WALK_AGE,
         })
     }
 
@@ -271,11 +295,67 @@ impl SockDiag {
     /// costs the same empty or full (≈ 2.3 ms for the 262,144 buckets of a 24 GiB machine),
     /// only when sockstat's `inuse` (hashed sockets, TIME_WAIT apart) says there are more
     /// than listeners, and once for both families (per family where the kernel refuses
-    /// that request).
-    pub fn counts(&mut self, sockstat: &SockStat) -> Result<Counts, SockDiagError> {
+    /// that request). `changes`: the kernel's count of TCP state changes
+    /// ([`crate::ebpf::tcpchanges`]) read before this call, when there is one: while it, and
+    /// sockstat's sockets in use, are what they were before the last walk, and that walk is
+    /// younger than [`MAX_WALK_AGE`], its TCP counts stand and nothing is walked.
+    pub fn counts(
+        &mut self,
+        sockstat: &SockStat,
+        changes: Option<u64>,
+    ) -> Result<Counts, SockDiagError> {
         let mut c = Counts::default();
+        let inuse = (sockstat.tcp, sockstat.tcp6);
+        match self.last {
+            Some(l)
+                if changes == Some(l.changes)
+                    && l.inuse == inuse
+                    && l.at.elapsed() < self.max_walk_age =>
+            {
+                c.tcp = l.tcp;
+                self.reused += 1;
+            }
+            _ => {
+                self.last = None;
+                self.walk_tcp(sockstat, &mut c.tcp)?;
+                self.last = changes.map(|changes| LastWalk {
+                    changes,
+                    inuse,
+                    tcp: c.tcp,
+                    at: std::time::Instant::now(),
+                });
+            }
+        }
+        let udp = libc::IPPROTO_UDP as u8;
+        for (family, inuse) in [
+            (libc::AF_INET, sockstat.udp),
+            (libc::AF_INET6, sockstat.udp6),
+        ] {
+            if inuse > 0 {
+                let family = family as u8;
+                self.dump(
+                    Ask::Family {
+                        family,
+                        protocol: udp,
+                    },
+                    u32::MAX,
+                    &mut c.udp,
+                )?;
+            }
+        }
+        c.tcp[6] = sockstat.tw;
+        Ok(c)
+    }
+
+    /// TCP sockets by state (TIME_WAIT apart): one request for both families, or one per
+    /// family.
+    fn walk_tcp(
+        &mut self,
+        sockstat: &SockStat,
+        tcp_counts: &mut [u64; 13],
+    ) -> Result<(), SockDiagError> {
         let (v4, v6) = (libc::AF_INET as u8, libc::AF_INET6 as u8);
-        let (tcp, udp) = (libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8);
+        let tcp = libc::IPPROTO_TCP as u8;
         let per_family = [
             (
                 Ask::Family {
@@ -294,31 +374,18 @@ impl SockDiag {
         ];
         let both = [(Ask::TcpBoth, sockstat.tcp + sockstat.tcp6)];
         if self.tcp_both {
-            match self.tcp(&both, &mut c.tcp) {
+            match self.tcp(&both, tcp_counts) {
                 Err(SockDiagError::Kernel(_)) => {
                     self.tcp_both = false;
-                    c.tcp = [0; 13];
+                    *tcp_counts = [0; 13];
                 }
                 other => other?,
             }
         }
         if !self.tcp_both {
-            self.tcp(&per_family, &mut c.tcp)?;
+            self.tcp(&per_family, tcp_counts)?;
         }
-        for (family, inuse) in [(v4, sockstat.udp), (v6, sockstat.udp6)] {
-            if inuse > 0 {
-                self.dump(
-                    Ask::Family {
-                        family,
-                        protocol: udp,
-                    },
-                    u32::MAX,
-                    &mut c.udp,
-                )?;
-            }
-        }
-        c.tcp[6] = sockstat.tw;
-        Ok(c)
+        Ok(())
     }
 
     /// Per request and its sockets in use: the listeners, then the rest when there are more.
@@ -458,7 +525,8 @@ mod tests {
 
     /// In a network namespace of its own (a thread's): IPv4 and IPv6 listeners and
     /// connections counted exactly, by the one-walk request and per family alike, the first
-    /// with half the dumps.
+    /// with half the dumps; walked again only when the count of state changes or the sockets
+    /// in use moved, or the last walk is too old.
     #[test]
     fn both_families_in_one_walk() {
         std::thread::spawn(|| {
@@ -484,16 +552,37 @@ mod tests {
             want[1] = 4;
             want[10] = 3;
             let mut d = SockDiag::open().unwrap();
-            let one = d.counts(&ss).unwrap();
+            let one = d.counts(&ss, None).unwrap();
             assert_eq!((one.tcp, d.dumps), (want, 2), "one walk");
             d.tcp_both = false;
-            let per = d.counts(&ss).unwrap();
+            let per = d.counts(&ss, None).unwrap();
             assert_eq!((per.tcp, d.dumps - 2), (want, 4), "per family");
             assert_eq!(
                 count_proc_net(proc_root, &mut buf).unwrap().tcp,
                 want,
                 "/proc/net"
             );
+
+            // The kernel's count of state changes decides whether to walk again.
+            d.tcp_both = true;
+            let walks = |d: &mut SockDiag, ss: &SockStat, changes: Option<u64>| {
+                let (dumps, reused) = (d.dumps, d.reused);
+                let c = d.counts(ss, changes).unwrap();
+                assert_eq!(c.tcp, want);
+                assert_eq!(d.reused - reused, u64::from(d.dumps == dumps));
+                d.dumps - dumps
+            };
+            assert_eq!(walks(&mut d, &ss, Some(5)), 2, "first");
+            assert_eq!(walks(&mut d, &ss, Some(5)), 0, "no change since");
+            assert_eq!(walks(&mut d, &ss, Some(5)), 0, "still none");
+            assert_eq!(walks(&mut d, &ss, Some(6)), 2, "a change");
+            let other = SockStat { tcp: 4, ..ss };
+            assert_eq!(walks(&mut d, &other, Some(6)), 2, "a socket more in use");
+            assert_eq!(walks(&mut d, &other, None), 2, "no count: every time");
+            assert_eq!(walks(&mut d, &other, None), 2, "no count: every time");
+            assert_eq!(walks(&mut d, &other, Some(6)), 2);
+            d.max_walk_age = std::time::Duration::ZERO;
+            assert_eq!(walks(&mut d, &other, Some(6)), 2, "too old");
         })
         .join()
         .unwrap();
@@ -509,7 +598,7 @@ mod tests {
         let mut buf = Vec::new();
         let ss = read_sockstat(Path::new("/proc"), &mut buf).unwrap();
         assert!(ss.tcp >= 3 && ss.udp >= 1, "{ss:?}");
-        let a = d.counts(&ss).unwrap();
+        let a = d.counts(&ss, None).unwrap();
         assert!(a.tcp[10] >= 1 && a.tcp[1] >= 2 && a.udp[7] >= 1, "{a:?}");
         let b = count_proc_net(Path::new("/proc"), &mut buf).unwrap();
         // Other tests open and close sockets meanwhile: compare the ones this test holds.

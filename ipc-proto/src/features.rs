@@ -59,6 +59,9 @@ features! {
     EbpfExec => "ebpf_exec",
     EbpfFlowsSocket => "ebpf_flows_socket",
     EbpfFlowsTc => "ebpf_flows_tc",
+    /// TCP state changes counted by a raw tracepoint program (privhelper loads it), so that
+    /// the connection counts walk the kernel's TCP hash only after a change.
+    EbpfTcpChanges => "ebpf_tcp_changes",
 }
 
 impl std::fmt::Display for Feature {

@@ -195,6 +195,8 @@ pub enum BpfProgram {
     FlowsSocketFilter,
     /// Network flows from tc (cls_bpf) on an interface.
     FlowsTc,
+    /// TCP state changes counted from the raw tracepoint inet_sock_set_state.
+    TcpChanges,
 }
 
 impl BpfProgram {
@@ -204,6 +206,7 @@ impl BpfProgram {
             BpfProgram::ExecExit => crate::Feature::EbpfExec,
             BpfProgram::FlowsSocketFilter => crate::Feature::EbpfFlowsSocket,
             BpfProgram::FlowsTc => crate::Feature::EbpfFlowsTc,
+            BpfProgram::TcpChanges => crate::Feature::EbpfTcpChanges,
         }
     }
 }
@@ -241,6 +244,14 @@ pub enum PrivResponse {
     BpfFlowMap {
         program: BpfProgram,
         max_entries: u32,
+    },
+    /// Answer to [`PrivRequest::BpfAttach`] for [`BpfProgram::TcpChanges`]: one descriptor
+    /// is attached ([`FdKind::BpfMap`]: an array of one value, `struct vigil_tcp_changes` of
+    /// `value_size` bytes, read-only from user space and mmap-able): the collector maps it
+    /// read-only and sums its per-CPU counters; no bpf() call.
+    BpfCounters {
+        program: BpfProgram,
+        value_size: u32,
     },
 }
 

@@ -57,6 +57,7 @@ pub const PRIV_REQUESTS: &[RequestRule] = &[
             Feature::EbpfExec,
             Feature::EbpfFlowsSocket,
             Feature::EbpfFlowsTc,
+            Feature::EbpfTcpChanges,
         ],
         phase: Phase::StartUp,
         once: false,
@@ -170,6 +171,7 @@ mod tests {
             Feature::EbpfExec,
             Feature::EbpfFlowsSocket,
             Feature::EbpfFlowsTc,
+            Feature::EbpfTcpChanges,
             Feature::ProcessIter,
         ] {
             assert!(!needs_privilege_after_startup(f), "{f}");

@@ -130,4 +130,20 @@ _Static_assert(__builtin_offsetof(struct vigil_task_record, nivcsw) == 144, "niv
 _Static_assert(__builtin_offsetof(struct vigil_task_record, fds) == 152, "fds");
 _Static_assert(__builtin_offsetof(struct vigil_task_record, comm) == 160, "comm");
 
+/* TCP state changes (tcp_changes.bpf.c): one counter per CPU slot, a cache line each; CPUs
+ * beyond the slots share them (the adds are atomic). The collector mmaps the map's one value
+ * read-only and sums the `n`s (collector/src/sockets.rs). */
+#define VIGIL_TCP_CHANGE_SLOTS 256 /* a power of two */
+
+struct vigil_tcp_change_slot {
+	__u64 n;
+	__u64 pad[7];
+};
+
+struct vigil_tcp_changes {
+	struct vigil_tcp_change_slot slot[VIGIL_TCP_CHANGE_SLOTS];
+};
+
+_Static_assert(sizeof(struct vigil_tcp_changes) == 64 * VIGIL_TCP_CHANGE_SLOTS, "tcp changes");
+
 #endif

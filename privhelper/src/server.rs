@@ -5,7 +5,7 @@
 //! | request                 | feature          | phase    | answer                          |
 //! |-------------------------|------------------|----------|---------------------------------|
 //! | `OpenKmsg`              | `kmsg_events`    | start-up, once | `Fd{Kmsg}` + /dev/kmsg    |
-//! | `BpfAttach{program}`    | `ebpf_*`         | start-up | `BpfRingbuf` + ring buffer map; flows: `BpfFlowMap` + flows and totals maps |
+//! | `BpfAttach{program}`    | `ebpf_*`         | start-up | `BpfRingbuf` + ring buffer map; flows: `BpfFlowMap` + flows and totals maps; TCP changes: `BpfCounters` + the frozen counters map |
 //! | `Ready`                 | —                | start-up, once | `Ready{caps}`: capabilities dropped to the steady-state set |
 //! | `ProcFdStats{pids}`     | `process_sockets`, or `process_fds` before Linux 6.2 | always | `FdStats` |
 //! | `ListNetns`             | `netns_metrics_setns` | always | `Netns`                    |

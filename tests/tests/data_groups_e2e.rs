@@ -285,6 +285,108 @@ fn connection_counts_follow_the_sockets_opened() {
     conforms(&a);
 }
 
+/// A network namespace of the test's own, loopback up; deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(tag: &str) -> NetNs {
+        let name = format!("{tag}-{}", std::process::id());
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        NetNs(name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The agent in a network namespace of its own (`ip netns exec`), so that it counts only the
+/// sockets this test makes: a half close, a change of state with no socket more or less in use
+/// (which only the kernel's count of TCP state changes shows), is in the counts within a few
+/// cycles, and quiet cycles reuse the last walk of the TCP hash instead of walking again.
+#[test]
+fn connection_states_follow_a_change_without_walking_every_cycle() {
+    let ns = NetNs::new("vigil-tcpchg");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, "[collector]\ninterval_ms = 200\n").unwrap();
+    let mut a = Agent::builder()
+        .wrapper(["ip", "netns", "exec", ns.0.as_str()])
+        .args(["--user", "nobody", "--config"])
+        .arg(cfg.display().to_string())
+        .start();
+    a.wait_ready(Duration::from_secs(30));
+    // A connection held open; a line on stdin half-closes it (the client's FIN).
+    let mut py = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.0.as_str(), "python3", "-c"])
+        .arg(
+            "import socket, sys\n\
+             l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
+             c = socket.create_connection(l.getsockname()); s, _ = l.accept()\n\
+             print('ready', flush=True); sys.stdin.readline()\n\
+             c.shutdown(socket.SHUT_WR); print('closed', flush=True); sys.stdin.readline()\n",
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let name = "system.network.connection.count";
+    let state = |s: &'static str| {
+        move |l: &Value| {
+            l["attributes"]["network.connection.state"] == s
+                && l["attributes"]["network.transport"] == "tcp"
+        }
+    };
+    assert_eq!(
+        wait_value(&a, 10, name, state("established"), |v| v == 2.0),
+        Some(2.0)
+    );
+    // Quiet cycles: the last walk's counts stand (any TCP change on the host walks again).
+    let skipped = || {
+        a.status()
+            .ok()
+            .and_then(|st| {
+                st.stats
+                    .iter()
+                    .find(|(r, _)| *r == vigil_ipc_proto::Role::Collector)
+                    .and_then(|(_, s)| s.get("tcp_walks_skipped"))
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while skipped() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(skipped() > 0, "no cycle reused a walk");
+    // The half close: both ends change state, nothing is opened or closed.
+    let mut stdin = py.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "closed");
+    // Within 3 s: well before the walk that comes 10 s after the last one anyway.
+    let cw = wait_value(&a, 3, name, state("close_wait"), |v| v == 1.0);
+    assert_eq!(cw, Some(1.0), "close_wait");
+    assert_eq!(
+        wait_value(&a, 1, name, state("fin_wait_2"), |v| v == 1.0),
+        Some(1.0),
+        "fin_wait_2"
+    );
+    drop(stdin);
+    let _ = py.wait();
+    conforms(&a);
+}
+
 /// A python process of uid 1 (not the agent user) that wrote 8 MiB and then waits.
 fn writer_of_another_user(file: &str) -> std::process::Child {
     std::process::Command::new("/usr/bin/python3")

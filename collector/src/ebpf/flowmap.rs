@@ -163,15 +163,26 @@ fn possible_cpus() -> Result<usize, FlowMapError> {
     }
 }
 
+/// How user space is kept from writing to a map handed to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoWrites {
+    /// The descriptor is read-only (the map was created with BPF_F_RDONLY).
+    ReadOnlyFd,
+    /// The map is frozen (BPF_MAP_FREEZE): no update, no writable mmap, whatever the
+    /// descriptor (an mmap-able map must be mapped through a descriptor open for writing).
+    Frozen,
+}
+
 /// What /proc/self/fdinfo says about a map descriptor must be exactly this (the per-CPU lookup
 /// writes `value_size × CPUs` bytes: the sizes must be right before any lookup).
-fn check_fdinfo(
+pub(crate) fn check_fdinfo(
     fd: RawFd,
     what: &'static str,
     map_type: u32,
     key_size: usize,
     value_size: usize,
     max_entries: u32,
+    no_writes: NoWrites,
 ) -> Result<(), FlowMapError> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|e| {
         FlowMapError::NotFlowMap {
@@ -205,12 +216,17 @@ fn check_fdinfo(
         .find_map(|l| l.strip_prefix("flags:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 8).ok());
     let read_only = mode.is_some_and(|m| m & (libc::O_ACCMODE as u64) == libc::O_RDONLY as u64);
-    if found != want || !read_only {
+    let frozen = field("frozen:");
+    let no_writes_ok = match no_writes {
+        NoWrites::ReadOnlyFd => read_only,
+        NoWrites::Frozen => frozen == Some(1),
+    };
+    if found != want || !no_writes_ok {
         return Err(FlowMapError::NotFlowMap {
             what,
             found: format!(
-                "type, key, value, entries {found:?}, file flags {mode:?}; expected {want:?}, \
-                 read-only"
+                "type, key, value, entries {found:?}, file flags {mode:?}, frozen {frozen:?}; \
+                 expected {want:?}, {no_writes:?}"
             ),
         });
     }
@@ -399,6 +415,7 @@ impl FlowMap {
             KEY_SIZE,
             VALUE_SIZE,
             max_entries,
+            NoWrites::ReadOnlyFd,
         )?;
         check_fdinfo(
             totals.as_raw_fd(),
@@ -407,6 +424,7 @@ impl FlowMap {
             4,
             TOTALS_SIZE,
             1,
+            NoWrites::ReadOnlyFd,
         )?;
         // More possible CPUs than the buffer holds is refused. The buffer has room for
         // MAX_CPUS values whatever the count (the kernel writes one per possible CPU); the

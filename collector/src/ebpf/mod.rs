@@ -23,6 +23,7 @@ pub mod flowmap;
 pub mod flows;
 pub mod records;
 pub mod ringbuf;
+pub mod tcpchanges;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 

@@ -257,6 +257,20 @@ pub const FEATURES: &[FeatureRow] = &[
         what: "TCP/UDP socket counts by state (netlink sock_diag), conntrack table size",
     },
     FeatureRow {
+        feature: Feature::EbpfTcpChanges,
+        // A raw tracepoint (no tracefs, no BTF, no kernel memory read): CAP_BPF + CAP_PERFMON
+        // to load and attach it, at start-up only. The collector maps the counters read-only
+        // (mmap, no bpf() call). Off: the TCP hash is walked every cycle, as before.
+        process: Proc::Privhelper,
+        caps: &[CAP_BPF, CAP_PERFMON],
+        configured: |c| c.collector.host && c.collector.connections && c.collector.ebpf_tcp_changes,
+        on_kernel: as_written,
+        inspects_other_processes: false,
+        what: "TCP state changes counted (raw tracepoint inet_sock_set_state), so that the \
+               connection counts walk the kernel's TCP hash only after one (or 10 s after the \
+               last walk)",
+    },
+    FeatureRow {
         feature: Feature::ProcessIo,
         // /proc/PID/io is 0400 (DAC_READ_SEARCH for other users') and, like the /proc/PID/exe
         // link, behind a ptrace access check (SYS_PTRACE). Off by default, as socket counts.

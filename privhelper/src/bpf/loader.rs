@@ -7,12 +7,16 @@ use aya::programs::{RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use vigil_ipc_proto::{BpfProgram, InitConfig, PrivResponse};
 
-use super::{Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, FlowTotals, packet_socket, tcx};
+use super::{
+    Attached, BpfError, EXEC_OBJ, FLOWS_OBJ, FlowTotals, TCP_CHANGES_OBJ, map_freeze,
+    packet_socket, tcx,
+};
 
 const PROC_RING: &str = "vigil_proc_rb";
 const PROC_DROPS: &str = "vigil_proc_drops";
 const FLOWS: &str = "vigil_flows";
 const FLOW_TOTALS: &str = "vigil_flow_totals";
+const TCP_CHANGES: &str = "vigil_tcp_changes";
 /// Longest interface name (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 /// Most interfaces the tc programs are attached to.
@@ -28,6 +32,8 @@ enum Output {
     },
     /// The flows and their totals (flow programs).
     Flows { max_entries: u32 },
+    /// An mmap-able array of one value of counters (TCP state changes).
+    Counters { map: &'static str, value_size: u32 },
 }
 
 struct Loaded {
@@ -105,7 +111,7 @@ fn flow_entries(ebpf: &Ebpf) -> Result<u32, BpfError> {
 fn dup_map(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, BpfError> {
     let map = ebpf.map(name).ok_or(BpfError::Missing(name))?;
     let data = match map {
-        Map::RingBuf(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
+        Map::RingBuf(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
         _ => return Err(BpfError::Missing(name)),
     };
     // F_DUPFD_CLOEXEC: the duplicate is close-on-exec.
@@ -161,6 +167,7 @@ impl BpfManager {
                 BpfProgram::ExecExit => load_exec()?,
                 BpfProgram::FlowsSocketFilter => load_flows_socket()?,
                 BpfProgram::FlowsTc => load_flows_tc(&init.collector.flow_interfaces)?,
+                BpfProgram::TcpChanges => load_tcp_changes()?,
             };
             tracing::info!(
                 ?program,
@@ -192,6 +199,13 @@ impl BpfManager {
                     dup_map(&loaded.ebpf, FLOWS)?,
                     dup_map(&loaded.ebpf, FLOW_TOTALS)?,
                 ],
+            ),
+            Output::Counters { map, value_size } => (
+                PrivResponse::BpfCounters {
+                    program,
+                    value_size,
+                },
+                vec![dup_map(&loaded.ebpf, map)?],
             ),
         };
         Ok(Attached {
@@ -248,18 +262,13 @@ impl BpfManager {
 
 fn load_exec() -> Result<Loaded, BpfError> {
     let mut ebpf = EbpfLoader::new().load(EXEC_OBJ)?;
-    let mut prog_ids = Vec::new();
-    for (name, tp) in [
-        ("vigil_exec", "sched_process_exec"),
-        ("vigil_exit", "sched_process_exit"),
-    ] {
-        let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
-        let rtp: &mut RawTracePoint = p.try_into().map_err(prog_err(name))?;
-        rtp.load().map_err(prog_err(name))?;
-        rtp.attach(tp).map_err(prog_err(name))?;
-        let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
-        prog_ids.push(program_id(p, name)?);
-    }
+    let prog_ids = attach_raw_tracepoints(
+        &mut ebpf,
+        &[
+            ("vigil_exec", "sched_process_exec"),
+            ("vigil_exit", "sched_process_exit"),
+        ],
+    )?;
     let size = ring_size(&ebpf, PROC_RING)?;
     Ok(Loaded {
         program: BpfProgram::ExecExit,
@@ -267,6 +276,56 @@ fn load_exec() -> Result<Loaded, BpfError> {
             map: PROC_RING,
             size,
             drops_map: PROC_DROPS,
+        },
+        prog_ids,
+        interfaces: Vec::new(),
+        _sockets: Vec::new(),
+        _links: Vec::new(),
+        ebpf,
+    })
+}
+
+/// Load and attach each (program, raw tracepoint); their kernel ids.
+fn attach_raw_tracepoints(
+    ebpf: &mut Ebpf,
+    programs: &[(&'static str, &str)],
+) -> Result<Vec<u32>, BpfError> {
+    let mut prog_ids = Vec::new();
+    for &(name, tp) in programs {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+        let rtp: &mut RawTracePoint = p.try_into().map_err(prog_err(name))?;
+        rtp.load().map_err(prog_err(name))?;
+        rtp.attach(tp).map_err(prog_err(name))?;
+        let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
+        prog_ids.push(program_id(p, name)?);
+    }
+    Ok(prog_ids)
+}
+
+/// The TCP state change counters: a raw tracepoint program and its one-value array, whose
+/// size the collector is told (it maps the value read-only).
+fn load_tcp_changes() -> Result<Loaded, BpfError> {
+    let mut ebpf = EbpfLoader::new().load(TCP_CHANGES_OBJ)?;
+    let prog_ids =
+        attach_raw_tracepoints(&mut ebpf, &[("vigil_tcp_change", "inet_sock_set_state")])?;
+    let Some(Map::Array(data)) = ebpf.map(TCP_CHANGES) else {
+        return Err(BpfError::Missing(TCP_CHANGES));
+    };
+    let info = data.info().map_err(|e| BpfError::Io {
+        what: "BPF_OBJ_GET_INFO_BY_FD (tcp changes)",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let value_size = info.value_size();
+    // The collector maps it: read-only for good (a frozen map refuses writable mappings).
+    map_freeze(data.fd().as_fd()).map_err(|source| BpfError::Io {
+        what: "BPF_MAP_FREEZE (tcp changes)",
+        source,
+    })?;
+    Ok(Loaded {
+        program: BpfProgram::TcpChanges,
+        output: Output::Counters {
+            map: TCP_CHANGES,
+            value_size,
         },
         prog_ids,
         interfaces: Vec::new(),

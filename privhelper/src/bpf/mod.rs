@@ -13,6 +13,7 @@
 //! | [`BpfProgram::ExecExit`]      | `ebpf_exec`         | BPF, PERFMON (raw tracepoints)  |
 //! | [`BpfProgram::FlowsSocketFilter`] | `ebpf_flows_socket` | BPF, NET_RAW (AF_PACKET socket) |
 //! | [`BpfProgram::FlowsTc`]       | `ebpf_flows_tc`     | BPF, NET_ADMIN (tcx links)      |
+//! | [`BpfProgram::TcpChanges`]    | `ebpf_tcp_changes`  | BPF, PERFMON (raw tracepoint)   |
 //!
 //! (Measured as uid 65534 with exactly those capabilities, `privhelper/tests/ebpf.rs`; tc needs
 //! no PERFMON because the programs read packets with `bpf_skb_load_bytes` only.)
@@ -42,6 +43,8 @@ pub(crate) static EXEC_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec.bpf.o"));
 pub(crate) static FLOWS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
+pub(crate) static TCP_CHANGES_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp_changes.bpf.o"));
 pub(crate) static TASK_ITER_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/task_iter.bpf.o"));
 
@@ -180,17 +183,18 @@ pub fn respond(program: BpfProgram, init: &InitConfig) -> (PrivResponse, Vec<Own
     }
 }
 
+const BPF_MAP_FREEZE: libc::c_long = 22;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
-/// `bpf(BPF_LINK_CREATE)` with `attr` as the `link_create` member of `union bpf_attr` (the
-/// tcx and iterator links, which aya would keep to itself). Returns the link.
-fn link_create(mut attr: [u64; 8]) -> std::io::Result<OwnedFd> {
+/// `bpf(cmd)` with `attr` as its member of `union bpf_attr` (zero-padded); the kernel only
+/// reads it. The call's result.
+fn bpf(cmd: libc::c_long, mut attr: [u64; 8]) -> std::io::Result<i64> {
     // SAFETY: bpf(2) with a live, zero-padded attribute buffer of the size passed; the kernel
-    // only reads it. The result is checked before being owned.
+    // only reads it.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_LINK_CREATE,
+            cmd,
             attr.as_mut_ptr(),
             std::mem::size_of_val(&attr),
         )
@@ -198,6 +202,21 @@ fn link_create(mut attr: [u64; 8]) -> std::io::Result<OwnedFd> {
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(r)
+}
+
+/// `bpf(BPF_MAP_FREEZE)`: from now on no descriptor of the map can change it from user space
+/// (no update, no writable mmap); its programs still can.
+fn map_freeze(map: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = u32::try_from(map.as_raw_fd()).map_err(|_| std::io::Error::other("bad fd"))?;
+    bpf(BPF_MAP_FREEZE, [u64::from(fd), 0, 0, 0, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// `bpf(BPF_LINK_CREATE)` with `attr` as the `link_create` member of `union bpf_attr` (the
+/// tcx and iterator links, which aya would keep to itself). Returns the link.
+fn link_create(attr: [u64; 8]) -> std::io::Result<OwnedFd> {
+    let r = bpf(BPF_LINK_CREATE, attr)?;
     let fd = i32::try_from(r).map_err(|_| std::io::Error::other("bad link descriptor"))?;
     // SAFETY: the kernel just returned this descriptor (close-on-exec) to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
