@@ -219,8 +219,9 @@ pub struct SockDiag {
     sock: OwnedFd,
     buf: Vec<u8>,
     seq: u32,
-    /// TCP of both families in one dump (TCPDIAG_GETSOCK) until the kernel refuses it.
-    tcp_both: bool,
+    /// TCP of both families in one dump (TCPDIAG_GETSOCK) until the kernel refuses it
+    /// (tests and benchmarks set it to compare).
+    pub tcp_both: bool,
     /// Dumps made (each one walk of a hash table).
     pub dumps: u64,
     last: Option<LastWalk>,
