@@ -776,6 +776,7 @@ pub const DEFAULT_ON: &[&str] = &[
     "paging_metrics",
     "pressure_metrics",
     "connection_metrics",
+    "ebpf_tcp_changes",
     "k8s_names",
     "kmsg_events",
     "ebpf_exec",

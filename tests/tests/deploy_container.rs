@@ -761,10 +761,16 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
     // (/dev/kmsg needs CAP_SYSLOG only with kernel.dmesg_restrict=1)
     let restrict = std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap();
     let off: &[&str] = if restrict.trim() == "0" {
-        &["process_iter", "ebpf_exec", "ebpf_flows_socket"]
+        &[
+            "process_iter",
+            "ebpf_tcp_changes",
+            "ebpf_exec",
+            "ebpf_flows_socket",
+        ]
     } else {
         &[
             "process_iter",
+            "ebpf_tcp_changes",
             "kmsg_events",
             "ebpf_exec",
             "ebpf_flows_socket",

@@ -71,7 +71,12 @@ fn rootless_start_sandboxes_itself() {
     // Root outside the agent's user namespace is refused.
     assert!(agent.status().is_err());
     let on = |n: &str| r.features.iter().any(|f| f.name.as_str() == n && f.enabled);
-    for f in ["kmsg_events", "ebpf_exec", "ebpf_flows_socket"] {
+    for f in [
+        "kmsg_events",
+        "ebpf_exec",
+        "ebpf_flows_socket",
+        "ebpf_tcp_changes",
+    ] {
         assert!(!on(f), "{f} is off without privileges");
     }
     // Capless features: fd counts (st_size of /proc/PID/fd) and namespace counters

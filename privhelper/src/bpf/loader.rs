@@ -77,16 +77,20 @@ fn program_id(p: &aya::programs::Program, name: &'static str) -> Result<u32, Bpf
     Ok(p.info().map_err(prog_err(name))?.id())
 }
 
+/// A loaded map's own description (`BPF_OBJ_GET_INFO_BY_FD`); `what` names it in the error.
+fn map_info(data: &aya::maps::MapData, what: &'static str) -> Result<aya::maps::MapInfo, BpfError> {
+    data.info().map_err(|e| BpfError::Io {
+        what,
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 /// Ring size from the map's own description, checked (power of two, whole pages).
 fn ring_size(ebpf: &Ebpf, name: &'static str) -> Result<u32, BpfError> {
     let Some(Map::RingBuf(data)) = ebpf.map(name) else {
         return Err(BpfError::Missing(name));
     };
-    let info = data.info().map_err(|e| BpfError::Io {
-        what: "BPF_OBJ_GET_INFO_BY_FD (ring buffer)",
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let size = info.max_entries();
+    let size = map_info(data, "BPF_OBJ_GET_INFO_BY_FD (ring buffer)")?.max_entries();
     // SAFETY: sysconf has no memory effects.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let page = u32::try_from(page).unwrap_or(4096);
@@ -101,11 +105,7 @@ fn flow_entries(ebpf: &Ebpf) -> Result<u32, BpfError> {
     let Some(Map::LruHashMap(data)) = ebpf.map(FLOWS) else {
         return Err(BpfError::Missing(FLOWS));
     };
-    let info = data.info().map_err(|e| BpfError::Io {
-        what: "BPF_OBJ_GET_INFO_BY_FD (flows)",
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(info.max_entries())
+    Ok(map_info(data, "BPF_OBJ_GET_INFO_BY_FD (flows)")?.max_entries())
 }
 
 fn dup_map(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, BpfError> {
@@ -311,11 +311,7 @@ fn load_tcp_changes() -> Result<Loaded, BpfError> {
     let Some(Map::Array(data)) = ebpf.map(TCP_CHANGES) else {
         return Err(BpfError::Missing(TCP_CHANGES));
     };
-    let info = data.info().map_err(|e| BpfError::Io {
-        what: "BPF_OBJ_GET_INFO_BY_FD (tcp changes)",
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let value_size = info.value_size();
+    let value_size = map_info(data, "BPF_OBJ_GET_INFO_BY_FD (tcp changes)")?.value_size();
     // The collector maps it: read-only for good (a frozen map refuses writable mappings).
     map_freeze(data.fd().as_fd()).map_err(|source| BpfError::Io {
         what: "BPF_MAP_FREEZE (tcp changes)",
