@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFlags;
 use vigil_ipc_proto::runtime::{self, Flow, Worker};
 use vigil_ipc_proto::{
-    BpfProgram, Channel, ChildToSupervisor, Feature, InitConfig, PrivResponse, ProtoError, Record,
-    Role, RoleStats, ShipperToCollector,
+    Channel, ChildToSupervisor, Feature, InitConfig, ProtoError, Record, Role, RoleStats,
+    ShipperToCollector,
 };
 
 use crate::event_loop::Sources;
@@ -72,13 +72,7 @@ fn start_tcp_changes(
     {
         return Ok(());
     }
-    let program = BpfProgram::TcpChanges;
-    let (resp, mut fds) = privhelper.bpf_attach(program).map_err(|e| e.to_string())?;
-    let PrivResponse::BpfCounters { value_size, .. } = resp else {
-        return Err(format!("unexpected answer {resp:?}"));
-    };
-    let changes = crate::ebpf::tcpchanges::TcpChanges::new(fds.remove(0), value_size)
-        .map_err(|e| e.to_string())?;
+    let changes = ebpf::request_tcp_changes(privhelper).map_err(|e| e.to_string())?;
     tracing::info!(
         changes = changes.count(),
         "TCP state changes counted in the kernel"

@@ -230,12 +230,13 @@ def security_context(mode):
   runAsNonRoot: false
   # RuntimeDefault. vigil stacks its own, much narrower, filters per role on top (seccomp
   # filters only ever narrow). The runtime's profile decides bpf() and perf_event_open for
-  # the privhelper's eBPF features (ebpf_exec, ebpf_flows_socket): containerd's current
-  # profile allows them to a container holding CAP_BPF / CAP_PERFMON; the containers/common
-  # profile of CRI-O and podman only to one holding CAP_SYS_ADMIN, which this add-list does
-  # not grant. There the privhelper's bpf() fails with EPERM and the collector says "eBPF
-  # source unavailable"; use a Localhost profile that allows bpf and perf_event_open, or a
-  # privileged variant (tests/tests/deploy_container.rs runs both profiles).
+  # the privhelper's eBPF features (ebpf_exec, ebpf_flows_socket, ebpf_tcp_changes):
+  # containerd's current profile allows them to a container holding CAP_BPF / CAP_PERFMON; the
+  # containers/common profile of CRI-O and podman only to one holding CAP_SYS_ADMIN, which
+  # this add-list does not grant. There the privhelper's bpf() fails with EPERM and the
+  # collector says "eBPF source unavailable" ("TCP state changes unavailable"); use a Localhost
+  # profile that allows bpf and perf_event_open, or a privileged variant
+  # (tests/tests/deploy_container.rs runs both profiles).
   seccompProfile:
     type: RuntimeDefault
   # No mount(2), unshare or pivot_root at all (no_remount_root in vigil.toml), so the

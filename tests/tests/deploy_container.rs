@@ -729,6 +729,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         for (feature, program) in [
             ("ebpf_exec", "ExecExit"),
             ("ebpf_flows_socket", "FlowsSocketFilter"),
+            ("ebpf_tcp_changes", "TcpChanges"),
         ] {
             let line = text
                 .lines()

@@ -114,8 +114,8 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
         .collect();
     assert_eq!(
         ids.len(),
-        4,
-        "exec, exit, socket filter (received, transmitted): {ids:?}"
+        5,
+        "TCP state changes, exec, exit, socket filter (received, transmitted): {ids:?}"
     );
     let loaded = |id: u32| {
         Command::new("bpftool")

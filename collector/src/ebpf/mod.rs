@@ -39,6 +39,7 @@ pub use flowmap::{FlowMap, FlowMapError};
 pub use flows::FlowTable;
 pub use records::{BpfRecord, ProcEvent, ProcEventKind};
 pub use ringbuf::{RingBuf, RingBufError};
+pub use tcpchanges::{TcpChanges, TcpChangesError};
 
 /// Ring buffers are drained on a timer at least this often too (besides their wakeups).
 pub const FLOW_DRAIN_INTERVAL_MS: u64 = 500;
@@ -63,6 +64,8 @@ pub enum EbpfError {
     Ring(#[from] RingBufError),
     #[error("flow table: {0}")]
     FlowMap(#[from] FlowMapError),
+    #[error("TCP state change counters: {0}")]
+    TcpChanges(#[from] TcpChangesError),
     #[error("{program:?}: answer {answer} with {fds} descriptors")]
     BadAnswer {
         program: BpfProgram,
@@ -404,8 +407,28 @@ pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
 /// Ask the privhelper to attach `program` and map (or check) what it sends back. Blocks for the
 /// answer (use at start-up, before the event loop, on a blocking channel).
 pub fn request(privhelper: &mut PrivClient, program: BpfProgram) -> Result<EbpfSource, EbpfError> {
+    let (resp, fds) = attach(privhelper, program)?;
+    EbpfSource::from_response(&resp, fds)
+}
+
+/// The TCP state change counters (`ebpf_tcp_changes`), attached and mapped read-only.
+pub fn request_tcp_changes(privhelper: &mut PrivClient) -> Result<TcpChanges, EbpfError> {
+    let program = BpfProgram::TcpChanges;
+    match attach(privhelper, program)? {
+        (PrivResponse::BpfCounters { value_size, .. }, mut fds) if fds.len() == 1 => {
+            Ok(TcpChanges::new(fds.remove(0), value_size)?)
+        }
+        _ => Err(EbpfError::Unexpected(program)),
+    }
+}
+
+/// `BpfAttach(program)`: the answer and its descriptors, or why not.
+fn attach(
+    privhelper: &mut PrivClient,
+    program: BpfProgram,
+) -> Result<(PrivResponse, Vec<OwnedFd>), EbpfError> {
     match privhelper.bpf_attach(program) {
-        Ok((resp, fds)) => EbpfSource::from_response(&resp, fds),
+        Ok(answer) => Ok(answer),
         Err(PrivClientError::Refused { code, message, .. }) => Err(EbpfError::Refused {
             program,
             code,
