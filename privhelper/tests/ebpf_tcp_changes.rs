@@ -5,7 +5,9 @@
 mod common;
 
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 
+use vigil_collector::ebpf::mapping::Mapping;
 use vigil_collector::ebpf::tcpchanges::{TcpChanges, VALUE_SIZE};
 use vigil_ipc_proto::{BpfProgram, Feature, PrivResponse};
 use vigil_privhelper::bpf::BpfManager;
@@ -33,18 +35,10 @@ fn a_loopback_connection_is_counted_through_the_read_only_mapping() {
     let mut fds = att.fds;
     let fd = fds.remove(0);
     // Frozen: a writable mapping is refused, whatever the descriptor.
-    // SAFETY: a fresh mapping request, checked; nothing is mapped when it fails.
-    let w = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            VALUE_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            0,
-        )
-    };
-    assert_eq!(w, libc::MAP_FAILED, "a writable mapping of a frozen map");
+    assert!(
+        Mapping::new(fd.as_fd(), VALUE_SIZE, true, 0).is_err(),
+        "a writable mapping of a frozen map"
+    );
     // TcpChanges::new checks fdinfo: an array of one value, mmap-able, frozen.
     let changes = TcpChanges::new(fd, value_size).expect("read-only mapping");
     let before = changes.count();

@@ -21,6 +21,7 @@ pub mod cgroup;
 pub mod exec;
 pub mod flowmap;
 pub mod flows;
+pub mod mapping;
 pub mod records;
 pub mod ringbuf;
 pub mod tcpchanges;

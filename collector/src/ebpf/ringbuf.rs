@@ -7,8 +7,9 @@
 //! and bit 30 "discarded"; records are 8-byte aligned.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::mapping::Mapping;
 
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
@@ -65,16 +66,12 @@ fn check_fdinfo(fd: RawFd, ring_size: u32) -> Result<(), RingBufError> {
 /// An mmapped BPF ring buffer, consumed by this process only.
 pub struct RingBuf {
     fd: OwnedFd,
-    consumer: NonNull<u8>,
-    producer: NonNull<u8>,
+    consumer: Mapping,
+    producer: Mapping,
     page: usize,
     size: usize,
     mask: u64,
 }
-
-// SAFETY: the mappings are owned by the value and only touched through &mut self (consume) or
-// atomics; moving it to another thread is fine.
-unsafe impl Send for RingBuf {}
 
 impl std::fmt::Debug for RingBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,50 +95,23 @@ impl RingBuf {
         }
         check_fdinfo(fd.as_raw_fd(), ring_size)?;
         let size = ring_size as usize;
-        // SAFETY: mmap of a fresh region (addr NULL) backed by the map descriptor; the result is
-        // checked against MAP_FAILED before use.
-        let consumer = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if consumer == libc::MAP_FAILED {
-            return Err(RingBufError::Mmap {
+        let consumer =
+            Mapping::new(fd.as_fd(), page, true, 0).map_err(|source| RingBufError::Mmap {
                 what: "consumer page",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let prod_len = page + 2 * size;
-        // SAFETY: as above, read-only mapping of the producer page and the data pages.
-        let producer = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                prod_len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                page as libc::off_t,
-            )
-        };
-        if producer == libc::MAP_FAILED {
-            let source = std::io::Error::last_os_error();
-            // SAFETY: unmapping exactly the region mapped above.
-            unsafe { libc::munmap(consumer, page) };
-            return Err(RingBufError::Mmap {
-                what: "producer and data pages",
                 source,
-            });
-        }
+            })?;
+        // Read-only: the producer page and the data pages.
+        let producer =
+            Mapping::new(fd.as_fd(), page + 2 * size, false, page).map_err(|source| {
+                RingBufError::Mmap {
+                    what: "producer and data pages",
+                    source,
+                }
+            })?;
         Ok(RingBuf {
             fd,
-            // mmap never returns NULL on success for a NULL hint.
-            consumer: NonNull::new(consumer.cast()).ok_or(RingBufError::BadSize(ring_size))?,
-            producer: NonNull::new(producer.cast()).ok_or(RingBufError::BadSize(ring_size))?,
+            consumer,
+            producer,
             page,
             size,
             mask: (size as u64) - 1,
@@ -222,15 +192,5 @@ impl AsFd for RingBuf {
 impl AsRawFd for RingBuf {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
-    }
-}
-
-impl Drop for RingBuf {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the two regions mapped in new().
-        unsafe {
-            libc::munmap(self.consumer.as_ptr().cast(), self.page);
-            libc::munmap(self.producer.as_ptr().cast(), self.page + 2 * self.size);
-        }
     }
 }

@@ -4,9 +4,10 @@
 //! ([`crate::sockets::SockDiag::counts`]) walk the kernel's TCP hash again only when the sum
 //! moved.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::mapping::Mapping;
 
 /// `VIGIL_TCP_CHANGE_SLOTS` of `privhelper/bpf/vigil_records.h`.
 pub const SLOTS: usize = 256;
@@ -30,18 +31,14 @@ pub enum TcpChangesError {
 /// The program's counters, mapped read-only.
 pub struct TcpChanges {
     _fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
+    /// The value, [`VALUE_SIZE`] bytes, read-only.
+    map: Mapping,
 }
-
-// SAFETY: the mapping is read-only shared memory that the kernel updates atomically; this
-// value owns it and only reads it through atomics.
-unsafe impl Send for TcpChanges {}
 
 impl std::fmt::Debug for TcpChanges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpChanges")
-            .field("len", &self.len)
+            .field("count", &self.count())
             .finish()
     }
 }
@@ -64,28 +61,8 @@ impl TcpChanges {
             super::flowmap::NoWrites::Frozen,
         )
         .map_err(|e| TcpChangesError::NotCounters(e.to_string()))?;
-        // SAFETY: mmap of a fresh read-only shared region (addr NULL) backed by the map
-        // descriptor, exactly the value's size (a whole number of pages); checked against
-        // MAP_FAILED before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                VALUE_SIZE,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(TcpChangesError::Mmap(std::io::Error::last_os_error()));
-        }
-        let base = NonNull::new(p.cast()).ok_or(TcpChangesError::BadSize(value_size))?;
-        Ok(TcpChanges {
-            _fd: fd,
-            base,
-            len: VALUE_SIZE,
-        })
+        let map = Mapping::new(fd.as_fd(), VALUE_SIZE, false, 0).map_err(TcpChangesError::Mmap)?;
+        Ok(TcpChanges { _fd: fd, map })
     }
 
     /// Changes counted since the program was attached (wrapping), summed over the slots.
@@ -94,16 +71,8 @@ impl TcpChanges {
             // SAFETY: slot `i`'s counter lies within the mapping (i * 64 + 8 <= VALUE_SIZE),
             // 8-byte aligned (the mapping is page aligned), and the kernel only changes it
             // with atomic adds.
-            let n = unsafe { &*self.base.as_ptr().add(i * SLOT_BYTES).cast::<AtomicU64>() };
+            let n = unsafe { &*self.map.as_ptr().add(i * SLOT_BYTES).cast::<AtomicU64>() };
             sum.wrapping_add(n.load(Ordering::Relaxed))
         })
-    }
-}
-
-impl Drop for TcpChanges {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the region mapped in `new`, which nothing borrows past
-        // `&self` methods.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
