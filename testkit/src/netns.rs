@@ -112,3 +112,28 @@ impl Drop for VethNetns {
             .output();
     }
 }
+
+/// A named network namespace with nothing but its loopback, up: what a process run in it
+/// (`ip netns exec`) sees of sockets is only what the test opens there. Removed on drop;
+/// leftovers of a killed run with the same name are removed first.
+pub struct LoopbackNetns {
+    pub name: String,
+}
+
+impl LoopbackNetns {
+    pub fn new(name: String) -> LoopbackNetns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let n = LoopbackNetns { name };
+        ip(&["-n", &n.name, "link", "set", "lo", "up"]);
+        n
+    }
+}
+
+impl Drop for LoopbackNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}

@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vigil_testkit::netns::LoopbackNetns;
 use vigil_tests::conformance::Table;
 use vigil_tests::{Agent, sh};
 
@@ -285,46 +286,25 @@ fn connection_counts_follow_the_sockets_opened() {
     conforms(&a);
 }
 
-/// A network namespace of the test's own, loopback up; deleted on drop.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(tag: &str) -> NetNs {
-        let name = format!("{tag}-{}", std::process::id());
-        sh(&format!(
-            "ip netns add {name} && ip -n {name} link set lo up"
-        ));
-        NetNs(name)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
 /// The agent in a network namespace of its own (`ip netns exec`), so that it counts only the
 /// sockets this test makes: a half close, a change of state with no socket more or less in use
 /// (which only the kernel's count of TCP state changes shows), is in the counts within a few
 /// cycles, and quiet cycles reuse the last walk of the TCP hash instead of walking again.
 #[test]
 fn connection_states_follow_a_change_without_walking_every_cycle() {
-    let ns = NetNs::new("vigil-tcpchg");
+    let ns = LoopbackNetns::new(format!("vigil-tcpchg-{}", std::process::id()));
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, "[collector]\ninterval_ms = 200\n").unwrap();
     let mut a = Agent::builder()
-        .wrapper(["ip", "netns", "exec", ns.0.as_str()])
+        .wrapper(["ip", "netns", "exec", ns.name.as_str()])
         .args(["--user", "nobody", "--config"])
         .arg(cfg.display().to_string())
         .start();
     a.wait_ready(Duration::from_secs(30));
     // A connection held open; a line on stdin half-closes it (the client's FIN).
     let mut py = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.0.as_str(), "python3", "-c"])
+        .args(["netns", "exec", ns.name.as_str(), "python3", "-c"])
         .arg(
             "import socket, sys\n\
              l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
