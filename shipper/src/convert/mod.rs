@@ -434,33 +434,26 @@ pub const PROCESS_SLOTS: [ProcessSlot; 16] = {
     ]
 };
 
-/// The value of each of [`PROCESS_SLOTS`] for a process record; what was not read (fd and
-/// socket counts, context switches, disk I/O) is none. Each slot's value is always of the same
-/// variant (seconds as `F64`, counts as `I64`). All of them, marked unchanged or not: what a
-/// store of latest values takes.
+/// The value of each of [`PROCESS_SLOTS`] for a process record: the number its `field` names
+/// ([`ProcessRecord::numbers`], so a slot's value and its bit of `unchanged` are one), the
+/// uptime for the slot without one; what was not read (fd and socket counts, context
+/// switches, disk I/O) is none. Each slot's value is always of the same variant (its unit `s`:
+/// nanoseconds as `F64` seconds; counts as `I64`). All of them, marked unchanged or not: what
+/// a store of latest values takes.
 pub fn process_values<S>(p: &ProcessRecord<S>) -> [Option<MetricValue>; 16] {
-    let secs = |ns: u64| MetricValue::F64(ns as f64 / 1e9);
-    let int = |v: u64| MetricValue::I64(i(v));
+    let numbers = p.numbers();
     let uptime = p.time_unix_nano.saturating_sub(p.start_time_unix_nano);
-    let io = p.io;
-    [
-        Some(secs(p.cpu_user_ns)),
-        Some(secs(p.cpu_system_ns)),
-        Some(int(p.memory_rss_bytes)),
-        Some(int(p.memory_virtual_bytes)),
-        Some(int(p.threads.into())),
-        Some(secs(uptime)),
-        p.open_fds.map(|n| int(n.into())),
-        p.sockets.map(|n| int(n.into())),
-        Some(int(p.minor_faults)),
-        Some(int(p.major_faults)),
-        p.voluntary_switches.map(int),
-        p.involuntary_switches.map(int),
-        io.map(|x| int(x.read_bytes)),
-        io.map(|x| int(x.write_bytes)),
-        io.map(|x| int(x.read_ops)),
-        io.map(|x| int(x.write_ops)),
-    ]
+    PROCESS_SLOTS.map(|s| {
+        let v = match s.field {
+            0 => Some(uptime),
+            bit => numbers[bit.trailing_zeros() as usize],
+        }?;
+        Some(if s.unit == "s" {
+            MetricValue::F64(v as f64 / 1e9)
+        } else {
+            MetricValue::I64(i(v))
+        })
+    })
 }
 
 /// [`process_values`] without those the record marks unchanged: what the exporters send.
