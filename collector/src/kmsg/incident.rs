@@ -14,6 +14,7 @@ use regex::{Regex, RegexSet};
 use vigil_ipc_proto::{AttrValue, KeyValue, Record};
 
 use super::enrich::cpu_line;
+use super::rules::go_classes;
 
 /// Frames kept per event.
 pub const MAX_STACK_LINES: usize = 64;
@@ -77,8 +78,10 @@ pub struct Detail {
 impl Detail {
     pub fn new() -> Detail {
         Detail {
-            lines: RegexSet::new(DETAIL).expect("detail patterns are constants"),
-            die: Regex::new(DIE_HEADER).expect("die header pattern is a constant"),
+            // ASCII classes, as the rules' patterns (smaller automata).
+            lines: RegexSet::new(DETAIL.iter().map(|p| go_classes(p)))
+                .expect("detail patterns are constants"),
+            die: Regex::new(&go_classes(DIE_HEADER)).expect("die header pattern is a constant"),
         }
     }
 
