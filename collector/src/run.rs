@@ -182,6 +182,7 @@ impl Collector {
             Ok(caps) => tracing::info!(?caps, "privhelper start-up over"),
             Err(e) => tracing::warn!("privhelper did not end its start-up: {e}"),
         }
+        vigil_ipc_proto::heap::release_startup_code();
 
         shipper.set_nonblocking(true).map_err(ProtoError::Io)?;
         let mut source_fds = Vec::new();

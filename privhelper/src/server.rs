@@ -297,6 +297,7 @@ impl Server {
         self.steady = true;
         self.stats.steady = 1;
         let caps = crate::caps::effective();
+        vigil_ipc_proto::heap::release_startup_code();
         tracing::info!(
             ?caps,
             "start-up over: start-up requests refused from now on"

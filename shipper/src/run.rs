@@ -39,6 +39,7 @@ pub fn run(
         return Ok(());
     }
     shipper.greet_collector()?;
+    vigil_ipc_proto::heap::release_startup_code();
     runtime::run(&mut control, &mut shipper)?;
     Ok(())
 }

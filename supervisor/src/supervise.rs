@@ -229,6 +229,7 @@ impl Supervisor {
         // evaluation) leaves ≈ 200 KiB free but resident in a process that then only waits
         // (BENCHMARKS.md "PSS, third session").
         vigil_ipc_proto::heap::release_free_memory();
+        vigil_ipc_proto::heap::release_startup_code();
         Ok(())
     }
 
