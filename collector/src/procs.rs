@@ -324,7 +324,6 @@ pub struct ProcScanner {
     /// The task iterator, when the privhelper attached it: processes come from its dump, not
     /// from /proc/PID/stat (no descriptors kept per process).
     iter: Option<crate::taskiter::TaskIter>,
-    records: Vec<crate::taskiter::TaskRecord>,
     /// Pids of the last dump, sorted.
     dumped: Vec<u32>,
     /// Processes /proc lists that the iterator does not show (on this test VM: pid 1's
@@ -415,7 +414,6 @@ impl ProcScanner {
             cached: 0,
             status_reads: 0,
             iter: None,
-            records: Vec::new(),
             dumped: Vec::new(),
             hidden: Vec::new(),
             list_countdown: 0,
@@ -438,12 +436,13 @@ impl ProcScanner {
         self.iter.is_some()
     }
 
-    /// One dump of the task iterator, for tests and benchmarks comparing it with /proc.
-    pub fn dump_task_iter(&mut self) -> Option<Result<&[crate::taskiter::TaskRecord], String>> {
+    /// One dump of the task iterator (the start-up's check that it works).
+    pub fn dump_task_iter(&mut self) -> Option<Result<Vec<crate::taskiter::TaskRecord>, String>> {
         let it = self.iter.as_mut()?;
+        let mut records = Vec::new();
         Some(
-            it.dump(&mut self.records)
-                .map(|_| self.records.as_slice())
+            it.dump(&mut records)
+                .map(|_| records)
                 .map_err(|e| e.to_string()),
         )
     }
@@ -550,25 +549,33 @@ impl ProcScanner {
         Ok(())
     }
 
-    /// Every process from one task iterator dump; those it does not show through /proc.
+    /// Every process from one task iterator dump, each sampled as its chunk of the dump is
+    /// read; those it does not show through /proc. A dump that fails leaves no sample (the
+    /// cycle reads /proc instead).
     fn scan_iter(&mut self, stats: &mut ScanStats) -> Result<(), crate::taskiter::TaskIterError> {
-        let mut records = std::mem::take(&mut self.records);
-        let it = self.iter.as_mut().ok_or_else(|| {
+        let mut it = self.iter.take().ok_or_else(|| {
             crate::taskiter::TaskIterError::Create(std::io::Error::other("no iterator"))
         })?;
-        let res = it.dump(&mut records);
+        self.dumped.clear();
+        let res = it.dump_each(&mut |r| {
+            self.dumped.push(r.pid);
+            let res = self.sample_record(&r, stats);
+            if self.keep(res, stats) {
+                stats.from_iter += 1;
+            }
+        });
+        self.iter = Some(it);
         let bad = match res {
             Ok(bad) => bad,
             Err(e) => {
-                self.records = records;
+                self.samples.clear();
+                *stats = ScanStats::default();
                 return Err(e);
             }
         };
         if bad > 0 {
             stats.parse_errors += 1;
         }
-        self.dumped.clear();
-        self.dumped.extend(records.iter().map(|r| r.pid));
         self.dumped.sort_unstable();
         if self.list_countdown == 0 {
             self.list_countdown = LIST_EVERY;
@@ -583,13 +590,6 @@ impl ProcScanner {
             }
         }
         self.list_countdown -= 1;
-        for r in &records {
-            let res = self.sample_record(r, stats);
-            if self.keep(res, stats) {
-                stats.from_iter += 1;
-            }
-        }
-        self.records = records;
         let mut hidden = std::mem::take(&mut self.hidden);
         // A process born after the dump was listed shows in the next dump.
         hidden.retain(|p| self.dumped.binary_search(p).is_err());

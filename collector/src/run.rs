@@ -47,7 +47,7 @@ fn start_task_iter(
     let link = privhelper.task_iter_link().map_err(|e| e.to_string())?;
     cycle.procs.set_task_iter(link);
     let first = match cycle.procs.dump_task_iter() {
-        Some(Ok([])) => Err("the first dump shows no process".into()),
+        Some(Ok(r)) if r.is_empty() => Err("the first dump shows no process".into()),
         Some(Ok(records)) => Ok(records.len()),
         Some(Err(e)) => Err(format!("first dump: {e}")),
         None => Err("no iterator".into()),
