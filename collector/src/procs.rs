@@ -123,7 +123,11 @@ pub fn cmdline_args(buf: &[u8]) -> String {
     if b.is_empty() {
         return String::new();
     }
-    let mut s = String::from_utf8_lossy(b).into_owned();
+    // Sized exactly: kept per process for its life (pushing the NUL onto the lossy copy
+    // doubled its capacity, ≈ 170 kB at 4,000 processes).
+    let lossy = String::from_utf8_lossy(b);
+    let mut s = String::with_capacity(lossy.len() + 1);
+    s.push_str(&lossy);
     s.push('\0');
     s
 }
@@ -1309,6 +1313,9 @@ mod tests {
         assert_eq!(cmdline_args(b""), "");
         assert_eq!(cmdline_args(b"\xff\x00a").len(), 6);
         assert!(cmdline_args(&vec![b'a'; 100_000]).len() <= MAX_CMDLINE + 1);
+        // Kept for the process's life: no spare capacity.
+        let s = cmdline_args(b"loadgen\x002000\x00");
+        assert_eq!(s.capacity(), s.len());
     }
 
     #[test]

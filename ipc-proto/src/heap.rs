@@ -213,7 +213,12 @@ mod tests {
         assert!(ro2.0 < ro.0, "read-only resident {} -> {} kB", ro.0, ro2.0);
         assert_eq!(ro2.1, ro.1, "relocated pages dropped");
         // (Other tests of this process may write a static for the first time meanwhile.)
-        assert!(rw2.1 >= rw.1, "data pages dropped: {} -> {} kB", rw.1, rw2.1);
+        assert!(
+            rw2.1 >= rw.1,
+            "data pages dropped: {} -> {} kB",
+            rw.1,
+            rw2.1
+        );
         assert!(ro2.0 >= ro2.1);
         // Formatting goes through vtables in the relocated pages and code paged back in.
         assert_eq!(format!("{:?}", Some(advised)), format!("Some({advised})"));
