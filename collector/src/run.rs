@@ -81,6 +81,11 @@ fn start_tcp_changes(
     Ok(())
 }
 
+/// Cycles after which the code only the start-up and the first cycles ran is released
+/// again (the first sees every process as new; by the third the collector runs what it
+/// runs from then on).
+const WARM_UP_CYCLES: u32 = 3;
+
 /// Collect every interval and send batches to the shipper until the supervisor says shut down.
 pub fn run(
     init: &InitConfig,
@@ -109,6 +114,8 @@ struct Collector {
     source_fds: Vec<RawFd>,
     /// The batcher's dropped records + refused batches when last looked at.
     lost: u64,
+    /// The first cycles (every process new) are start-up too: their code is released after.
+    warm_up: vigil_ipc_proto::heap::WarmUp,
 }
 
 impl Collector {
@@ -200,6 +207,7 @@ impl Collector {
             start_ns: util::now_unix_nano(),
             source_fds,
             lost: 0,
+            warm_up: vigil_ipc_proto::heap::WarmUp::after(WARM_UP_CYCLES),
         })
     }
 
@@ -220,6 +228,7 @@ impl Collector {
             now: util::now_unix_nano(),
         };
         self.sources.cycle(st, &mut self.pending);
+        self.warm_up.tick();
         self.next_cycle += self.interval;
         if self.next_cycle <= now {
             self.next_cycle = now + self.interval;

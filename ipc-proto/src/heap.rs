@@ -126,6 +126,34 @@ pub fn release_startup_code() -> usize {
     bytes
 }
 
+/// The first intervals of a role's work are start-up too (the collector's first cycle sees
+/// every process as new, the shipper's first exports encode every resource): after the
+/// `n`-th [`tick`](Self::tick), [`release_startup_code`] once more.
+#[derive(Debug)]
+pub struct WarmUp(u32);
+
+impl WarmUp {
+    pub const fn after(n: u32) -> WarmUp {
+        WarmUp(n)
+    }
+
+    /// One interval done; true when this one ended the warm-up (and the code was released).
+    pub fn tick(&mut self) -> bool {
+        match self.0 {
+            0 => false,
+            1 => {
+                self.0 = 0;
+                release_startup_code();
+                true
+            }
+            n => {
+                self.0 = n - 1;
+                false
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +198,18 @@ mod tests {
         phdrs[2].p_vaddr = 0;
         phdrs[2].p_memsz = 0x90_0000;
         assert_eq!(readonly_pages(bias, &phdrs, 0x1000, &mut out), 0);
+    }
+
+    /// The release comes at the n-th tick, once.
+    #[test]
+    fn warm_up_releases_once_after_n_ticks() {
+        let mut w = WarmUp::after(3);
+        assert_eq!(
+            [w.tick(), w.tick(), w.tick(), w.tick(), w.tick()],
+            [false, false, true, false, false]
+        );
+        let mut none = WarmUp::after(0);
+        assert!(!none.tick());
     }
 
     /// (resident kB, of which anonymous) of this test binary's read-only and writable

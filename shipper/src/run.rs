@@ -57,6 +57,9 @@ struct Shipper {
     otlp: Option<OtlpExporter>,
     prom: Option<Endpoint>,
     stats: Stats,
+    /// The first intervals (every resource encoded, the first connections) are start-up too:
+    /// their code is released after.
+    warm_up: vigil_ipc_proto::heap::WarmUp,
     start_ns: u64,
     metrics_every: Duration,
     next_self_metrics: Instant,
@@ -131,6 +134,7 @@ impl Shipper {
             collector,
             greeted: false,
             collector_open: true,
+            warm_up: vigil_ipc_proto::heap::WarmUp::after(3),
             journal,
             names,
             json,
@@ -184,6 +188,7 @@ impl Shipper {
         // the top of the heap (which the trim threshold does not reach) that would otherwise
         // stay resident until the next cycle's burst.
         vigil_ipc_proto::heap::release_free_memory();
+        self.warm_up.tick();
     }
 
     /// Journal every batch the collector has sent (one fsync for all of them: group commit),
