@@ -277,8 +277,8 @@ struct Tracked {
 
 impl Tracked {
     /// A process first seen (or seen again after its pid was reused): nothing read yet.
-    /// Boxed: the table's buckets hold a pointer, not ≈ 360 bytes, and it runs at most 7/8
-    /// full in power-of-two sizes (8,192 buckets for 4,080 processes: 2.9 MB unboxed, half
+    /// Boxed: the table's buckets hold a pointer, not ≈ 310 bytes, and it runs at most 7/8
+    /// full in power-of-two sizes (8,192 buckets for 4,080 processes: 2.6 MB unboxed, half
     /// of it empty buckets); a cycle's remove + insert moves 8 bytes instead of the struct.
     fn new(
         starttime: u64,
