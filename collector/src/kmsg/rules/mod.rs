@@ -485,7 +485,7 @@ fn check_pattern(p: &str) -> Result<(), String> {
 /// (`(?:pattern)\z`): `\d`, `\w`, `\s` and `\b` are ASCII in Go (RE2), Unicode in the
 /// `regex` crate. Spelled out as the ASCII classes they are, the patterns match what they match
 /// under NPD, and their automata are a fraction of the size (the built-in rules: 2.3 → 1.1 MB
-/// of the collector's heap after a busy ring, and faster per line; BENCHMARKS.md).
+/// of the collector's heap after a busy ring, at the same speed; BENCHMARKS.md).
 pub fn anchored(p: &str) -> String {
     format!("(?:{})\\z", go_classes(p))
 }
