@@ -94,7 +94,7 @@ fn readonly_pages(
 /// its start-up: the start-up's code (configuration, sandbox, BPF loading) is not run again,
 /// and would otherwise stay mapped — and counted in its PSS — for life (each role ran and kept
 /// 3.1–3.5 MB of the 6.6 MB of code, the kernel mapping 64–128 KiB around every page touched;
-/// BENCHMARKS.md "Start-up code unmapped"). Returns the bytes advised.
+/// BENCHMARKS.md "Start-up code released, ..."). Returns the bytes advised.
 ///
 /// Only the segments without `PF_W`: the relocated ones (`.data.rel.ro`, `.got`) and the data
 /// are this process's own pages. A uprobe placed on the executable before the call stops
