@@ -415,7 +415,7 @@ impl ProcScanner {
             pids: Vec::new(),
             tracked: PidMap::default(),
             samples: Vec::new(),
-            page_size: crate::util::page_size(),
+            page_size: vigil_ipc_proto::heap::page_size() as u64,
             generation: 0,
             count_fds: false,
             track_netns: false,

@@ -57,14 +57,6 @@ pub fn now_unix_nano() -> u64 {
 /// Clock ticks per second (USER_HZ); 100 on every Linux ABI we run on.
 pub const USER_HZ: u64 = 100;
 
-pub fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map(|v| v as u64)
-        .unwrap_or(4096)
-}
-
 /// Timestamps shared by every metric of one cycle.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {

@@ -37,10 +37,14 @@ unsafe extern "C" fn executable_segments(
     1
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf only reads a constant of the system.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).unwrap_or(4096).max(4096)
+/// The system's page size (4096 when sysconf cannot say): one place for every vigil process.
+pub fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(4096)
 }
 
 /// The whole pages of the loaded segments without `PF_W`, minus every page a writable segment

@@ -37,12 +37,6 @@ pub enum RingBufError {
     Corrupt { pos: u64, len: u32 },
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory effects.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
-}
-
 /// Check what /proc/self/fdinfo says about the descriptor, when it is readable: a map of type
 /// ring buffer with `max_entries == ring_size`. (The collector's Landlock rules allow /proc.)
 fn check_fdinfo(fd: RawFd, ring_size: u32) -> Result<(), RingBufError> {
@@ -85,7 +79,7 @@ impl std::fmt::Debug for RingBuf {
 impl RingBuf {
     /// Map the ring buffer behind `fd`, whose data area is `ring_size` bytes.
     pub fn new(fd: OwnedFd, ring_size: u32) -> Result<Self, RingBufError> {
-        let page = page_size();
+        let page = vigil_ipc_proto::heap::page_size();
         if ring_size == 0
             || ring_size > MAX_RING_SIZE
             || !ring_size.is_power_of_two()

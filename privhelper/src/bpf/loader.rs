@@ -91,9 +91,7 @@ fn ring_size(ebpf: &Ebpf, name: &'static str) -> Result<u32, BpfError> {
         return Err(BpfError::Missing(name));
     };
     let size = map_info(data, "BPF_OBJ_GET_INFO_BY_FD (ring buffer)")?.max_entries();
-    // SAFETY: sysconf has no memory effects.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let page = u32::try_from(page).unwrap_or(4096);
+    let page = u32::try_from(vigil_ipc_proto::heap::page_size()).unwrap_or(4096);
     if size == 0 || !size.is_power_of_two() || !size.is_multiple_of(page) {
         return Err(BpfError::BadRingSize(name, size));
     }
