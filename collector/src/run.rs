@@ -81,11 +81,6 @@ fn start_tcp_changes(
     Ok(())
 }
 
-/// Cycles after which the code only the start-up and the first cycles ran is released
-/// again (the first sees every process as new; by the third the collector runs what it
-/// runs from then on).
-const WARM_UP_CYCLES: u32 = 3;
-
 /// Collect every interval and send batches to the shipper until the supervisor says shut down.
 pub fn run(
     init: &InitConfig,
@@ -207,7 +202,7 @@ impl Collector {
             start_ns: util::now_unix_nano(),
             source_fds,
             lost: 0,
-            warm_up: vigil_ipc_proto::heap::WarmUp::after(WARM_UP_CYCLES),
+            warm_up: vigil_ipc_proto::heap::WarmUp::after(vigil_ipc_proto::heap::WARM_UP_INTERVALS),
         })
     }
 

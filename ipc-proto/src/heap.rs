@@ -136,6 +136,10 @@ pub fn release_startup_code() -> usize {
 #[derive(Debug)]
 pub struct WarmUp(u32);
 
+/// The collector's cycles and the shipper's metric intervals after which their code is
+/// released again: by the third, each runs what it runs from then on.
+pub const WARM_UP_INTERVALS: u32 = 3;
+
 impl WarmUp {
     pub const fn after(n: u32) -> WarmUp {
         WarmUp(n)

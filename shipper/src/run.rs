@@ -134,7 +134,7 @@ impl Shipper {
             collector,
             greeted: false,
             collector_open: true,
-            warm_up: vigil_ipc_proto::heap::WarmUp::after(3),
+            warm_up: vigil_ipc_proto::heap::WarmUp::after(vigil_ipc_proto::heap::WARM_UP_INTERVALS),
             journal,
             names,
             json,
