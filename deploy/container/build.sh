@@ -8,6 +8,8 @@
 # The static binary: glibc with crt-static, and libseccomp linked from Debian's libseccomp.a
 # (libseccomp-dev): libseccomp-sys links it statically with LIBSECCOMP_LINK_TYPE=static.
 # Without that, rustc produces a "static-pie" that still needs libseccomp.so and crashes.
+# RUSTFLAGS replaces .cargo/config.toml's rustflags, so it repeats the v0 symbol mangling that
+# the link-time function order (link/cc) names functions by.
 set -eu
 
 TAG=${1:-vigil:test}
@@ -18,7 +20,7 @@ TARGET=x86_64-unknown-linux-gnu
 if [ -z "${VIGIL_BINARY:-}" ]; then
     (cd "$ROOT" &&
         LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-        RUSTFLAGS='-C target-feature=+crt-static' \
+        RUSTFLAGS='-C target-feature=+crt-static -C symbol-mangling-version=v0' \
         cargo build --release --target "$TARGET" -p vigil-supervisor)
     VIGIL_BINARY="$ROOT/target/$TARGET/release/vigil"
 fi

@@ -478,8 +478,43 @@ fn build_image() {
         .parse()
         .unwrap();
     assert!(size < 64 << 20, "image is {size} bytes");
+    if std::env::var_os("VIGIL_IMAGE_BINARY").is_none() {
+        hot_code_ordered();
+    }
 
     *built = true;
+}
+
+/// The image's binary was linked with the hot functions first (link/cc): the ordering file
+/// link/order wrote beside it names nearly every function of link/hot-functions.txt, so
+/// build.sh's RUSTFLAGS kept the v0 mangling the list is written in.
+fn hot_code_ordered() {
+    let deps = repo().join("target/x86_64-unknown-linux-gnu/release/deps");
+    let order = std::fs::read_dir(&deps)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("vigil-") && n.ends_with(".order")
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no vigil-*.order in {}: not linked by link/cc",
+                deps.display()
+            )
+        });
+    let ordered = std::fs::read_to_string(&order).unwrap().lines().count();
+    let listed = std::fs::read_to_string(repo().join("link/hot-functions.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    assert!(
+        ordered * 10 >= listed * 9,
+        "{} orders {ordered} symbols for the {listed} functions listed",
+        order.display()
+    );
 }
 
 /// A fresh journal directory under /run (see deploy/kubernetes: it must be a real directory
