@@ -9,7 +9,7 @@ BIN: `vigil` built with every function at a 64 KiB boundary, in v0 mangling:
 The kernel maps file-backed code in 64 KiB windows around each page touched (fault-around);
 with every function starting a window of its own, a window resident in a role is a function it
 ran. After settle_s (default 60) under bench/run.py's load (N = 2,000, interval 1 s; `vigil
-status` every 10 s), each role's resident pages of the binary's code, read from
+status` and a real segfault's kernel line every 10 s), each role's resident pages of the binary's code, read from
 /proc/PID/pagemap, are the functions it ran since its last code release
 (`ipc_proto::heap::release_startup_code`: end of start-up, and after the third interval in the
 collector and the shipper); the list is their union over `runs` starts (default 2: what runs
@@ -85,12 +85,16 @@ def profile_run(path, settle, funcs, starts, ran, first):
         err = v.wait_collecting()
         if err:
             raise SystemExit(err)
-        # `vigil status` every 10 s, as bench/run.py and bench/pss_probe.py ask it (and a probe
+        # Every 10 s `vigil status`, as bench/run.py and bench/pss_probe.py ask it (and a probe
         # in a deployment would): the supervisor's status path and the children's statistics
-        # answers are steady code too.
+        # answers are steady code too. And a real kernel line: a process that segfaults (the
+        # kernel logs it, a built-in rule matches it), so the collector's incident path, which
+        # runs whenever the kernel logs, is in the list though the benchmarks log nothing.
         for _ in range(max(1, settle // 10)):
             time.sleep(settle / max(1, settle // 10))
             v.status_cycles()
+            subprocess.run(["python3", "-c", "import ctypes; ctypes.string_at(0)"],
+                           stderr=subprocess.DEVNULL, check=False)
         roles = v.roles()
         missing = [r for r in ROLES if r not in roles]
         if missing:
