@@ -353,7 +353,8 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
     let mut compared = 0usize;
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let mut failures = Vec::new();
-    // Sleep states that differ from both reads around the dump, by pid (see "state" below).
+    // Sleep states that differ from both reads around the dump and gauges that differ from
+    // equal reads around it, by pid (see "state" and "threads" below).
     let mut flickers: HashMap<u32, Vec<String>> = HashMap::new();
     for round in 0..3 {
         let pids = all_pids();
@@ -447,11 +448,6 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
                 bad("state", agree, states);
             }
             bad(
-                "threads",
-                within(b.threads.into(), r.nr_threads.into(), a.threads.into()),
-                format!("{} {} {}", b.threads, r.nr_threads, a.threads),
-            );
-            bad(
                 "uid",
                 (r.ruid, r.euid) == (b.ruid, b.euid),
                 format!("{:?} {b:?}", (r.ruid, r.euid)),
@@ -489,21 +485,30 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
                 between(b.majflt, r.maj_flt, a.majflt),
                 format!("{} {} {}", b.majflt, r.maj_flt, a.majflt),
             );
-            bad(
-                "vsize",
-                me || within(b.vsize, r.vm_pages * page, a.vsize),
-                format!("{} {} {}", b.vsize, r.vm_pages * page, a.vsize),
-            );
-            bad(
-                "rss",
-                me || within(b.rss, r.rss_pages, a.rss),
-                format!("{} {} {}", b.rss, r.rss_pages, a.rss),
-            );
-            bad(
-                "fds",
-                me || within(b.fds.into(), r.fds.into(), a.fds.into()),
-                format!("{} {} {}", b.fds, r.fds, a.fds),
-            );
+            // A gauge read equal before and after the dump but not in it went up and back down
+            // meanwhile (a thread started and gone, a large allocation mapped and freed: seen
+            // once, vsize 52191232 42749952 52191232) — or the iterator is wrong. Like a sleep
+            // state's flicker it is set aside once; a wrong value repeats for the same process
+            // in every round.
+            let gauges: [(&str, u64, u64, u64); 4] = [
+                (
+                    "threads",
+                    b.threads.into(),
+                    r.nr_threads.into(),
+                    a.threads.into(),
+                ),
+                ("vsize", b.vsize, r.vm_pages * page, a.vsize),
+                ("rss", b.rss, r.rss_pages, a.rss),
+                ("fds", b.fds.into(), r.fds.into(), a.fds.into()),
+            ];
+            for (what, before, iter, after) in gauges {
+                if !within(before, iter, after) && !(me && what != "threads") {
+                    flickers
+                        .entry(r.pid)
+                        .or_default()
+                        .push(format!("round {round}: {what} {before} {iter} {after}"));
+                }
+            }
             bad(
                 "switches",
                 between(b.vcsw, r.nvcsw, a.vcsw) && between(b.ivcsw, r.nivcsw, a.ivcsw),
@@ -534,12 +539,10 @@ fn the_iterator_matches_proc_for_every_process_of_a_busy_host() {
         h.churn.take().map(|j| j.join().unwrap()).unwrap_or(0)
     };
     eprintln!("compared {compared} process samples by kind {kinds:?}; {churned} processes churned");
-    eprintln!(
-        "sleep-state flickers (pid: rounds, /proc before, iterator, /proc after): {flickers:?}"
-    );
+    eprintln!("flickers (pid: rounds, /proc before, iterator, /proc after): {flickers:?}");
     for (pid, rounds) in &flickers {
         if rounds.len() > 1 || flickers.len() > 5 {
-            failures.push(format!("pid {pid} state: {rounds:?}"));
+            failures.push(format!("pid {pid} flickers: {rounds:?}"));
         }
     }
     assert!(
