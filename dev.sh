@@ -20,7 +20,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "dev.sh: cargo not found; install Rust stable with rustup" >&2; exit 1; }
 
-# Build: libseccomp (seccomp filters), clang-19 + libbpf headers (BPF programs, compiled at build time).
+# Build: libseccomp (seccomp filters), clang-19 + libbpf headers (BPF programs, compiled at build time),
+# lld-19 (link/cc: each role's hot code grouped in the release binary).
 BUILD_PKGS="libseccomp-dev pkg-config clang-19 libbpf-dev lld-19"
 # Tests: real kernel tooling the end-to-end tests drive.
 TEST_PKGS="iproute2 libcap2-bin bpftool iperf3 util-linux procps passwd python3"
