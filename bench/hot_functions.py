@@ -22,7 +22,7 @@ Output order: groups by the set of roles that ran a function, in a reflected Gra
 shipper's one; within a group, the profile binary's address order (module order).
 Root; wrap in flock -o /tmp/vigil-bench.lock. BENCHMARKS.md "Hot code grouped at link time".
 """
-import bisect, collections, importlib.util, os, re, struct, subprocess, sys, time
+import bisect, collections, importlib.util, os, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("run", os.path.join(HERE, "run.py"))
@@ -31,22 +31,16 @@ spec.loader.exec_module(run)
 
 ROLES = ("supervisor", "privhelper", "collector", "shipper")
 WINDOW = 64 * 1024  # the kernel's fault-around
-# What differs between builds of the same code: v0's crate disambiguators.
-HASH = re.compile(r"\[[0-9a-f]{16}\]")
 
 
 def functions(binary):
-    """Sorted (start, end, demangled name without crate hashes) of the code symbols of `binary`."""
-    nm = subprocess.run(["nm", "-n", "-S", "--defined-only", binary],
-                        capture_output=True, text=True, check=True).stdout.splitlines()
-    rows = [l.split() for l in nm]
-    rows = [r for r in rows if len(r) == 4 and r[2] in ("t", "T")]
-    plain = "\n".join(re.sub(r"\.llvm\.[0-9]+$", "", r[3]) for r in rows)
-    names = subprocess.run(["c++filt"], input=plain, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
-    out = [(int(r[0], 16), int(r[0], 16) + int(r[1], 16), HASH.sub("", n))
-           for r, n in zip(rows, names)]
-    return sorted(out)
+    """Sorted (start, end, name) of the sized code symbols of `binary`, named by link/names
+    (the rule link/order matches the list with)."""
+    out = subprocess.run([os.path.join(HERE, "..", "link", "names"), binary],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [l.split("\t") for l in out]
+    return sorted((int(a, 16), int(a, 16) + int(n, 16), name)
+                  for name, _, a, n in rows if int(n, 16) > 0)
 
 
 def load_bias(pid, path):
@@ -64,18 +58,8 @@ def load_bias(pid, path):
 
 def resident_code(pid, path):
     """ELF vaddrs of the resident pages of `path`'s executable mappings in `pid`."""
-    bias = load_bias(pid, path)
-    pages = set()
-    with open(f"/proc/{pid}/pagemap", "rb") as pm:
-        for line in open(f"/proc/{pid}/maps"):
-            p = line.split()
-            if len(p) > 5 and p[5] == path and "x" in p[1]:
-                s, e = (int(x, 16) for x in p[0].split("-"))
-                for va in range(s, e, 4096):
-                    pm.seek(va // 4096 * 8)
-                    if struct.unpack("Q", pm.read(8))[0] >> 63:
-                        pages.add(va - bias)
-    return pages
+    load_bias(pid, path)  # the alignment check
+    return run.resident_pages(pid, path, executable_only=True)
 
 
 def profile_run(path, settle, funcs, starts, ran, first):
@@ -127,24 +111,12 @@ def main():
         raise SystemExit(f"{len(misaligned)} of {len(funcs)} functions not 64 KiB aligned: "
                          "build BIN as this script's help says")
     path = os.path.realpath(binary)
-    os.makedirs(run.WORK, exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-o", f"{run.WORK}/loadgen", os.path.join(HERE, "loadgen.c")],
-                   check=True)
-    ns = run.netns_up()
-    load = run.Load(2000, 2000, 20, 1000)
-    load.place_in_cgroups()
-    time.sleep(3)
     ran = collections.defaultdict(set)  # name -> roles
     first = {}  # name -> address (profile order within a group)
-    try:
+    with run.probe_load(2000):
         for r in range(runs):
             profile_run(path, settle, funcs, starts, ran, first)
             print(f"run {r + 1} of {runs}: {len(ran)} functions so far", file=sys.stderr)
-    finally:
-        load.stop()
-        ns.kill()
-        run.netns_down()
-        run.remove_cgroups()
 
     def group_key(roles):
         # Reflected Gray code over (collector, shipper, supervisor, privhelper): the collector's
