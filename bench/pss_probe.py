@@ -30,12 +30,8 @@ def mappings(pid):
             out[cur] += int(p[1])
     return out
 
-os.makedirs(run.WORK, exist_ok=True)
-subprocess.run(["gcc", "-O2", "-o", f"{run.WORK}/loadgen", os.path.join(os.path.dirname(run.__file__), "loadgen.c")], check=True)
-ns = run.netns_up()
-load = run.Load(2000, 2000, 20, 1000); load.place_in_cgroups(); time.sleep(3)
 res = []
-try:
+with run.probe_load(2000):
     for r in range(rounds):
         for b in bins:
             v = run.Vigil(b, 1000, f"{run.WORK}/vigil-rt")
@@ -71,6 +67,4 @@ try:
             finally:
                 v.stop()
             time.sleep(2)
-finally:
-    load.stop(); ns.kill(); run.netns_down(); run.remove_cgroups()
 json.dump(res, open(os.environ.get("OUT", "/tmp/pss_probe.json"), "w"), indent=1)

@@ -39,12 +39,14 @@ prometheus-process-exporter, prometheus-node-exporter, python3-psutil, netdata-c
 (apps.plugin), gcc.
 """
 import argparse
+import contextlib
 import glob
 import json
 import os
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -236,6 +238,50 @@ def netns_down():
 # --------------------------------------------------------------------------------------------
 # tools
 # --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def probe_load(n=2000):
+    """The load of one N (N sleeping + N busy-ish loadgen processes in their cgroups, the
+    netns with its interfaces) for the probes beside this file (pss_probe, text_pages,
+    hot_functions); taken down on exit."""
+    os.makedirs(WORK, exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-o", f"{WORK}/loadgen", os.path.join(HERE, "loadgen.c")],
+                   check=True)
+    ns = netns_up()
+    load = Load(n, n, 20, 1000)
+    try:
+        load.place_in_cgroups()
+        time.sleep(3)
+        yield load
+    finally:
+        load.stop()
+        ns.kill()
+        netns_down()
+        remove_cgroups()
+
+
+def resident_pages(pid, path, executable_only=False):
+    """ELF vaddrs of the resident pages of `path`'s mappings in `pid` (its executable ones
+    only, if asked), from /proc/PID/pagemap; the file's first mapping is at vaddr 0."""
+    path = os.path.realpath(path)
+    maps = [l.split() for l in open(f"/proc/{pid}/maps")]
+    maps = [m for m in maps if len(m) > 5 and m[5] == path]
+    if not maps:
+        return set()
+    first = maps[0]
+    base = int(first[0].split("-")[0], 16) - int(first[2], 16)
+    pages = set()
+    with open(f"/proc/{pid}/pagemap", "rb") as pm:
+        for m in maps:
+            if executable_only and "x" not in m[1]:
+                continue
+            s, e = (int(x, 16) for x in m[0].split("-"))
+            for va in range(s, e, 4096):
+                pm.seek(va // 4096 * 8)
+                if struct.unpack("Q", pm.read(8))[0] >> 63:
+                    pages.add(va - base)
+    return pages
+
 
 def wait_http(url, timeout=15):
     deadline = time.time() + timeout

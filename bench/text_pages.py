@@ -3,7 +3,7 @@
 settle_s, read each role's /proc/PID/pagemap over its mappings of BIN: resident kB per ELF
 section (readelf -S) per role, and the union over the four (what the file pages in PSS add up
 to). Root; wrap in flock -o /tmp/vigil-bench.lock. BENCHMARKS.md "Start-up code released"."""
-import sys, os, time, subprocess, importlib.util, struct, collections
+import sys, os, time, subprocess, importlib.util, collections
 spec = importlib.util.spec_from_file_location("run", os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py"))
 run = importlib.util.module_from_spec(spec); spec.loader.exec_module(run)
 b = sys.argv[1]; settle = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -19,11 +19,7 @@ def sec(off):
     for a,e,n in secs:
         if a<=off<e: return n
     return "?"
-os.makedirs(run.WORK, exist_ok=True)
-subprocess.run(["gcc", "-O2", "-o", f"{run.WORK}/loadgen", os.path.join(os.path.dirname(os.path.abspath(__file__)), "loadgen.c")], check=True)
-ns = run.netns_up()
-load = run.Load(2000, 2000, 20, 1000); load.place_in_cgroups(); time.sleep(3)
-try:
+with run.probe_load(2000):
     v = run.Vigil(b, 1000, f"{run.WORK}/vigil-rt")
     try:
         v.wait_collecting(); time.sleep(settle)
@@ -31,21 +27,9 @@ try:
         allpages=collections.defaultdict(set)
         for k,pid in v.roles().items():
             c=collections.Counter()
-            maps=[l.split() for l in open(f"/proc/{pid}/maps")]
-            pm=open(f"/proc/{pid}/pagemap","rb")
-            base=None
-            for m in maps:
-                if len(m)>5 and m[5]==os.path.realpath(b):
-                    s,e=[int(x,16) for x in m[0].split("-")]; off=int(m[2],16)
-                    if base is None: base=s-off
-                    for va in range(s,e,4096):
-                        pm.seek(va//4096*8); ent=struct.unpack("Q",pm.read(8))[0]
-                        if ent>>63:
-                            vaddr=va-base  # ELF vaddr (first segment at 0)
-                            n=sec(vaddr); c[n]+=4; allpages[n].add(vaddr)
+            for vaddr in run.resident_pages(pid, b):
+                n=sec(vaddr); c[n]+=4; allpages[n].add(vaddr)
             per[k]=c
             print(k, sorted(c.items(), key=lambda x:-x[1])[:8])
         print("union", sorted(((n,len(s)*4) for n,s in allpages.items()), key=lambda x:-x[1]))
     finally: v.stop()
-finally:
-    load.stop(); ns.kill(); run.netns_down(); run.remove_cgroups()
