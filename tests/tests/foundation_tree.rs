@@ -81,6 +81,18 @@ fn four_processes_with_the_designed_privileges() {
             Role::StatusClient => panic!("status client in the tree"),
         }
         if p.role != Role::Supervisor {
+            // glibc's per-thread cache is off in the privhelper alone (spawn.rs, malloc_tunables):
+            // the environment it was started with says so.
+            let env = std::fs::read(format!("/proc/{}/environ", p.pid)).expect("environ");
+            let tunables: Vec<&[u8]> = env
+                .split(|b| *b == 0)
+                .filter(|v| v.starts_with(b"GLIBC_TUNABLES="))
+                .collect();
+            let want: &[&[u8]] = match p.role {
+                Role::Privhelper => &[b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0"],
+                _ => &[],
+            };
+            assert_eq!(tunables, want, "{:?}", p.role);
             // Children live in the supervisor's new mount namespace, not the host's.
             assert_ne!(ns_of(p.pid, "mnt"), ns_of(me, "mnt"), "{:?}", p.role);
             assert_eq!(ns_of(p.pid, "mnt"), ns_of(agent.pid(), "mnt"));
