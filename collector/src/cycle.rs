@@ -184,6 +184,8 @@ impl Cycle {
             }
         }
         self.stats.records += (out.len() + self.procs.samples.len()) as u64;
+        self.procs.release_samples();
+        vigil_ipc_proto::heap::release_free_memory();
         for r in out.drain(..) {
             sink.record(r);
         }
