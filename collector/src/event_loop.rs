@@ -20,6 +20,8 @@ pub trait Source {
     fn on_tick(&mut self, _now: Instant, _out: &mut Vec<Record>) {}
     /// Called after every collection cycle (metrics the source keeps: counters, gauges).
     fn on_cycle(&mut self, _st: Stamp, _out: &mut Vec<Record>) {}
+    /// The collector's warm-up is over: drop what only the start needed (called once).
+    fn end_warm_up(&mut self) {}
     /// Latest time the loop must call [`Source::on_tick`].
     fn deadline(&self) -> Option<Instant> {
         None
@@ -41,6 +43,13 @@ pub struct Sources {
 impl Sources {
     pub fn add(&mut self, s: Box<dyn Source>) {
         self.list.push(s);
+    }
+
+    /// [`Source::end_warm_up`] of each.
+    pub fn end_warm_up(&mut self) {
+        for s in &mut self.list {
+            s.end_warm_up();
+        }
     }
 
     pub fn deadline(&self) -> Option<Instant> {

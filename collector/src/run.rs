@@ -223,6 +223,9 @@ impl Collector {
             now: util::now_unix_nano(),
         };
         self.sources.cycle(st, &mut self.pending);
+        if self.warm_up.ending() {
+            self.sources.end_warm_up();
+        }
         self.warm_up.tick();
         self.next_cycle += self.interval;
         if self.next_cycle <= now {

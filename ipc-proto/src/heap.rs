@@ -145,6 +145,12 @@ impl WarmUp {
         WarmUp(n)
     }
 
+    /// The next [`tick`](Self::tick) ends the warm-up: the last moment to drop what only the
+    /// warm-up needed, before its code is released.
+    pub fn ending(&self) -> bool {
+        self.0 == 1
+    }
+
     /// One interval done; true when this one ended the warm-up (and the code was released).
     pub fn tick(&mut self) -> bool {
         match self.0 {
@@ -212,9 +218,20 @@ mod tests {
     #[test]
     fn warm_up_releases_once_after_n_ticks() {
         let mut w = WarmUp::after(3);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let ending = w.ending();
+            seen.push((ending, w.tick()));
+        }
         assert_eq!(
-            [w.tick(), w.tick(), w.tick(), w.tick(), w.tick()],
-            [false, false, true, false, false]
+            seen,
+            [
+                (false, false),
+                (false, false),
+                (true, true),
+                (false, false),
+                (false, false)
+            ]
         );
         let mut none = WarmUp::after(0);
         assert!(!none.tick());

@@ -149,6 +149,14 @@ impl KmsgParser {
         .expect("built-in rules compile (unit-tested)")
     }
 
+    /// The rules' matching caches start empty again ([`Matcher::renew`]): for the end of the
+    /// start-up, after the whole ring was matched.
+    pub fn renew_matcher(&mut self) {
+        if let Err(e) = self.matcher.renew(&self.rules) {
+            tracing::warn!("kernel rules not recompiled (the old ones stay): {e}");
+        }
+    }
+
     pub fn with_rules(
         resource: Vec<KeyValue>,
         boot_time_ns: u64,
@@ -669,6 +677,10 @@ impl crate::event_loop::Source for KmsgSource {
 
     fn on_cycle(&mut self, st: Stamp, out: &mut Vec<Record>) {
         self.parser.on_cycle(st, out);
+    }
+
+    fn end_warm_up(&mut self) {
+        self.parser.renew_matcher();
     }
 
     fn deadline(&self) -> Option<Instant> {
