@@ -15,6 +15,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
+use vigil_ipc_proto::pagebuf::PageBuf;
 use vigil_ipc_proto::{KeyValue, Metric};
 
 use crate::util::{Stamp, i, parse_u64, read_into, updown_i64};
@@ -217,7 +218,7 @@ struct LastWalk {
 /// A NETLINK_SOCK_DIAG socket kept between cycles.
 pub struct SockDiag {
     sock: OwnedFd,
-    buf: Vec<u8>,
+    buf: PageBuf,
     seq: u32,
     /// TCP of both families in one dump (TCPDIAG_GETSOCK) until the kernel refuses it
     /// (tests and benchmarks set it to compare).
@@ -248,7 +249,7 @@ impl SockDiag {
         let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         Ok(SockDiag {
             sock,
-            buf: vec![0; 64 * 1024],
+            buf: PageBuf::new(64 * 1024),
             seq: 0,
             tcp_both: true,
             dumps: 0,

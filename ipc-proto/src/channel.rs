@@ -15,6 +15,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::ProtoError;
 use crate::frame::{self, HEADER_LEN, MAX_FRAME};
 use crate::messages::{HELLO_MAGIC, Hello, Role};
+use crate::pagebuf::PageBuf;
 
 /// Most descriptors one datagram may carry, in either direction.
 pub const MAX_FDS: usize = 4;
@@ -25,7 +26,9 @@ const SCM_MAX_FD: usize = 253;
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
-    buf: Vec<u8>,
+    /// Resident only as far as the largest datagram received wrote (most are a page or two of
+    /// its 64 KiB).
+    buf: PageBuf,
 }
 
 impl Channel {
@@ -33,7 +36,7 @@ impl Channel {
         Channel {
             fd,
             // One extra byte so a datagram exactly one byte too long is still seen as too long.
-            buf: vec![0u8; HEADER_LEN + MAX_FRAME + 1],
+            buf: PageBuf::new(HEADER_LEN + MAX_FRAME + 1),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod features;
 pub mod frame;
 pub mod heap;
 pub mod messages;
+pub mod pagebuf;
 pub mod privtable;
 pub mod procstatus;
 pub mod records;

@@ -15,6 +15,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use vigil_ipc_proto::pagebuf::PageBuf;
+
 use super::records::{Direction, FlowSource};
 
 /// `sizeof(struct vigil_flow_key)`.
@@ -386,9 +388,10 @@ pub struct FlowMap {
     max_entries: u32,
     /// Possible CPUs: the values the per-CPU lookup writes.
     cpus: usize,
-    keys: Vec<u8>,
-    values: Vec<u8>,
-    per_cpu: Vec<u8>,
+    /// The batch buffers: resident only as far as the most flows one read returned.
+    keys: PageBuf,
+    values: PageBuf,
+    per_cpu: PageBuf,
     before: Vec<Cpu>,
     after: Vec<Cpu>,
 }
@@ -436,9 +439,9 @@ impl FlowMap {
             totals,
             max_entries,
             cpus,
-            keys: vec![0; chunk * KEY_SIZE],
-            values: vec![0; chunk * VALUE_SIZE],
-            per_cpu: vec![0; MAX_CPUS * TOTALS_SIZE],
+            keys: PageBuf::new(chunk * KEY_SIZE),
+            values: PageBuf::new(chunk * VALUE_SIZE),
+            per_cpu: PageBuf::new(MAX_CPUS * TOTALS_SIZE),
             before: Vec::with_capacity(cpus),
             after: Vec::with_capacity(cpus),
         })

@@ -24,7 +24,9 @@ pub mod rules;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
 use std::time::{Duration, Instant};
+use vigil_ipc_proto::pagebuf::PageBuf;
 
 use vigil_ipc_proto::{ATTR_KMSG_SEQ, KeyValue, LogRecord, Record};
 
@@ -618,7 +620,7 @@ pub fn monotonic_us() -> u64 {
 /// The /dev/kmsg descriptor in the event loop.
 pub struct KmsgSource {
     fd: OwnedFd,
-    buf: Vec<u8>,
+    buf: PageBuf,
     pub parser: KmsgParser,
 }
 
@@ -626,7 +628,7 @@ impl KmsgSource {
     pub fn new(fd: OwnedFd, parser: KmsgParser) -> Self {
         KmsgSource {
             fd,
-            buf: vec![0; 16 * 1024],
+            buf: PageBuf::new(16 * 1024),
             parser,
         }
     }
