@@ -61,9 +61,10 @@ pub fn install(report_fd: RawFd) -> Result<(), ReportError> {
 }
 
 fn install_handler() -> std::io::Result<()> {
-    // An alternate stack, so a trap during stack exhaustion is still reported.
+    // An alternate stack, so a trap during stack exhaustion is still reported. Its own
+    // mapping: memory only once a signal runs on it (from the heap it was 64 KiB resident).
     const STACK: usize = 64 * 1024;
-    let stack = Box::leak(vec![0u8; STACK].into_boxed_slice());
+    let stack = Box::leak(Box::new(vigil_ipc_proto::pagebuf::PageBuf::new(STACK)));
     let ss = libc::stack_t {
         ss_sp: stack.as_mut_ptr().cast(),
         ss_flags: 0,
