@@ -80,6 +80,43 @@ fn append_read_ack_reopen() {
     assert_eq!(read_all(&mut j, 0).len(), 10);
 }
 
+/// What every exporter shipped leaves the index, while its segment stays until it rotates out;
+/// what one exporter still waits for stays readable, also after a reopen.
+#[test]
+fn shipped_records_leave_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut j = Journal::open(dir.path(), cfg(64 << 20, 8 << 20), &["a", "b"]).unwrap();
+        for i in 0..20 {
+            j.append(&(i * 500..i * 500 + 500).map(rec).collect::<Vec<_>>())
+                .unwrap();
+        }
+        assert_eq!(j.segment_count(), 1);
+        assert_eq!(j.index_len().0, 10_000);
+        // One exporter shipped everything, the other nothing: every entry is still needed.
+        j.ack("a", 10_000);
+        assert_eq!(j.index_len().0, 10_000);
+        j.ack("b", 9_990);
+        let (held, room) = j.index_len();
+        assert_eq!(held, 10);
+        assert!(room <= 512, "room for {room} entries kept");
+        assert_eq!(read_all(&mut j, 9_990), (9_990..10_000).collect::<Vec<_>>());
+        j.append(&(10_000..10_005).map(rec).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(j.segment_count(), 1);
+        assert_eq!(read_all(&mut j, 9_995), (9_995..10_005).collect::<Vec<_>>());
+        assert_eq!(j.index_len().0, 15);
+    }
+    // Reopened: the segment is scanned again; b's records are there from its position.
+    let mut j = Journal::open(dir.path(), cfg(64 << 20, 8 << 20), &["a", "b"]).unwrap();
+    assert_eq!(j.replayed_at_open(), 5 + 15);
+    assert_eq!(read_all(&mut j, 9_990), (9_990..10_005).collect::<Vec<_>>());
+    j.ack("a", 10_005);
+    j.ack("b", 10_005);
+    assert_eq!(j.index_len().0, 0);
+    assert!(j.take_warnings().is_empty());
+}
+
 #[test]
 fn rotation_and_gc() {
     let dir = tempfile::tempdir().unwrap();
