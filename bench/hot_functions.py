@@ -12,8 +12,11 @@ ran. After settle_s (default 60) under bench/run.py's load (N = 2,000, interval 
 status` and a real segfault's kernel line every 10 s), each role's resident pages of the binary's code, read from
 /proc/PID/pagemap, are the functions it ran since its last code release
 (`ipc_proto::heap::release_startup_code`: end of start-up, and after the third interval in the
-collector and the shipper); the list is their union over `runs` starts (default 2: what runs
-now and then, a refresh or a rare line, differs between runs). Names are demangled with the crate
+collector and the shipper); the list is their union over `runs` starts (default 4: what runs
+now and then, a refresh or a rare line, differs between runs), alternating over the
+configurations in CONFIGS (default "default,otlp": the embedded defaults' JSON lines, and OTLP/HTTP
+with gzip, JSON lines off, the deployed configuration, whose encoder, deflate and HTTP code the
+first never runs). Names are demangled with the crate
 disambiguators dropped, so the list holds across builds; link/order maps them back to the
 symbols of the binary being linked.
 
@@ -62,9 +65,13 @@ def resident_code(pid, path):
     return run.resident_pages(pid, path, executable_only=True)
 
 
-def profile_run(path, settle, funcs, starts, ran, first):
-    """One start of the agent: add what each role ran after `settle` s to `ran` and `first`."""
-    v = run.Vigil(path, 1000, f"{run.WORK}/vigil-rt")
+def profile_run(path, settle, funcs, starts, ran, first, config):
+    """One start of the agent in `config` ("default": the embedded defaults, JSON lines to
+    stdout; "otlp": OTLP/HTTP with gzip to bench/run.py's rotel backend and JSON lines off, the
+    deployed configuration): add what each role ran after `settle` s to `ran` and `first`."""
+    backend = run.OtlpBackend("http") if config == "otlp" else None
+    args = backend.args + ["--json-lines", ""] if backend else []
+    v = run.Vigil(path, 1000, f"{run.WORK}/vigil-rt", args, backend.env if backend else None)
     try:
         err = v.wait_collecting()
         if err:
@@ -95,15 +102,18 @@ def profile_run(path, settle, funcs, starts, ran, first):
                         ran[name].add(role)
                         first[name] = min(first.get(name, funcs[i][0]), funcs[i][0])
                     i -= 1
-            print(f"{role}: {len(pages)} pages resident", file=sys.stderr)
+            print(f"{role} ({config}): {len(pages)} pages resident", file=sys.stderr)
     finally:
         v.stop()
+        if backend:
+            backend.stop()
 
 
 def main():
     binary = sys.argv[1]
     settle = int(sys.argv[2]) if len(sys.argv) > 2 else 60
-    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    configs = os.environ.get("CONFIGS", "default,otlp").split(",")
     funcs = functions(binary)
     starts = [f[0] for f in funcs]
     misaligned = [f for f in funcs if f[0] % WINDOW and f[1] > f[0]]
@@ -115,7 +125,7 @@ def main():
     first = {}  # name -> address (profile order within a group)
     with run.probe_load(2000):
         for r in range(runs):
-            profile_run(path, settle, funcs, starts, ran, first)
+            profile_run(path, settle, funcs, starts, ran, first, configs[r % len(configs)])
             print(f"run {r + 1} of {runs}: {len(ran)} functions so far", file=sys.stderr)
 
     def group_key(roles):

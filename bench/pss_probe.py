@@ -2,7 +2,10 @@
 """bench/pss_probe.py BIN[,BIN...] [rounds] [settle_s]: one load (N=2000 like bench/run.py), each binary
 run in turn (alternating over rounds); per role: Pss, Pss_Anon, Pss_File, Anonymous, and top
 mappings by Pss; CPU per cycle per role over 10 s. Wrap in flock /tmp/vigil-bench.lock.
-OUT=file.json (samples), DETAIL=1 (top mappings), DUMP=1 (/tmp/smaps-BIN-ROLE copies)."""
+OUT=file.json (samples), DETAIL=1 (top mappings), DUMP=1 (/tmp/smaps-BIN-ROLE copies),
+OTLP=http|https (ship to bench/run.py's rotel backend, JSON lines off: the deployed
+configuration; default: the embedded defaults, JSON lines to stdout), SAMPLES=n (the PSS sum
+n more times, 1 s apart, after the CPU window: it moves with the cycle's phase)."""
 import sys, os, time, json, subprocess, importlib.util, collections
 spec = importlib.util.spec_from_file_location("run", os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py"))
 run = importlib.util.module_from_spec(spec); spec.loader.exec_module(run)
@@ -31,10 +34,14 @@ def mappings(pid):
     return out
 
 res = []
+otlp = os.environ.get("OTLP")
+samples = int(os.environ.get("SAMPLES", "0"))
+backend = run.OtlpBackend(otlp) if otlp else None
+args = backend.args + ["--json-lines", ""] if backend else []
 with run.probe_load(2000):
     for r in range(rounds):
         for b in bins:
-            v = run.Vigil(b, 1000, f"{run.WORK}/vigil-rt")
+            v = run.Vigil(b, 1000, f"{run.WORK}/vigil-rt", args, backend.env if backend else None)
             try:
                 err = v.wait_collecting()
                 if err: print(b, err); continue
@@ -58,6 +65,14 @@ with run.probe_load(2000):
                 fi = sum(x["pss_file"] for x in row["roles"].values())
                 cp = sum(x["cpu_ms"] for x in row["roles"].values())
                 print(f"== {os.path.basename(b)} r{r}: PSS {tot/1024:.2f} MiB (anon {an/1024:.2f}, file {fi/1024:.2f}), cpu all {cp:.1f} ms/cycle")
+                if samples:
+                    sums = []
+                    for _ in range(samples):
+                        time.sleep(1)
+                        sums.append(sum(rollup(p)["Pss"] for p in roles.values()) / 1024)
+                    row["pss_samples_mib"] = sums
+                    ss = sorted(sums)
+                    print(f"   PSS sum over {samples} more s: median {ss[len(ss)//2]:.2f} MiB ({ss[0]:.2f}-{ss[-1]:.2f})")
                 for k, x in row["roles"].items():
                     print(f"   {k:10s} pss {x['pss']:6d} anon {x['pss_anon']:6d} file {x['pss_file']:6d} rss {x['rss']:6d} cpu {x['cpu_ms']:6.2f}")
                     for m in x.get("top", []):
@@ -67,4 +82,6 @@ with run.probe_load(2000):
             finally:
                 v.stop()
             time.sleep(2)
+if backend:
+    backend.stop()
 json.dump(res, open(os.environ.get("OUT", "/tmp/pss_probe.json"), "w"), indent=1)
