@@ -24,10 +24,9 @@ pub mod rules;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-
 use std::time::{Duration, Instant};
-use vigil_ipc_proto::pagebuf::PageBuf;
 
+use vigil_ipc_proto::pagebuf::PageBuf;
 use vigil_ipc_proto::{ATTR_KMSG_SEQ, KeyValue, LogRecord, Record};
 
 use self::enrich::{OomContext, enrich, oom_pid};
