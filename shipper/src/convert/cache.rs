@@ -3,20 +3,15 @@
 //! A process's resource (arguments, executable, owner, creation time, container and pod:
 //! ≈ 60 % of its bytes) is the same every cycle, so an exporter keeps the bytes it wrote for
 //! it, keyed by pid and start time, and writes them again as long as every field they were made
-//! from is equal (compared on each use: the ids as they are, the strings by a 64-bit hash keyed
-//! at random per cache — SipHash, so no input can be made to collide on purpose; a chance
-//! collision between a process's old and new strings, 2^-64 per change, would keep its old
-//! resource until the entry expires; any difference: encoded afresh). Kept as a hash, not as a
-//! copy, the strings cost 8 bytes instead of their length and ten offsets (≈ 0.3 MB at 2,000
-//! processes). The state, which changes often, is not part of the kept bytes: they hold a hole
-//! where it goes, filled with one of four prepared encodings.
+//! from is equal (compared field by field on each use; any difference: encoded afresh). The
+//! state, which changes often, is not part of the kept bytes: they hold a hole where it goes,
+//! filled with one of four prepared encodings.
 //!
 //! Bounded: an entry not used for a while (≈ 3–6 cycles: the sweep's period is three times the
 //! process records the cache holds) is dropped, and nothing is added past
 //! [`MAX_BYTES`]. Each exporter (OTLP, JSON lines) has its own, for its own format.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
 
 use vigil_ipc_proto::ProcessRecord;
 
@@ -25,9 +20,8 @@ use super::{Attrs, BLANK, MAX_PROCESS_ATTRS, Resource, ResourceDefaults, process
 /// Most bytes (kept fields, encodings and a fixed overhead per entry) a cache holds.
 pub const MAX_BYTES: usize = 8 << 20;
 
-/// What an entry costs besides its bytes: its map slot (key and entry, 64 bytes, with up to as
-/// many empty slots as full ones) and the allocation's header.
-const ENTRY_OVERHEAD: usize = 144;
+/// What an entry costs besides its bytes (map slot, entry fields, allocation header).
+const ENTRY_OVERHEAD: usize = 160;
 
 /// The key of a process's resource.
 pub const STATE_KEY: &str = "process.state";
@@ -57,19 +51,34 @@ struct Entry {
     ppid: u32,
     uid: u32,
     gid: u32,
-    /// Where the state goes in the encoding (relative to its start).
-    hole: u32,
     /// The process records encoded before this entry was last used.
     seen: u64,
-    /// The keyed hash of the strings the resource was made from ([`ResourceCache::hash`]).
-    strings: u64,
-    /// The encoded resource, without the state.
+    /// Where each of the strings ends in `data`.
+    ends: [u32; STRINGS],
+    /// The strings, one after another, then the encoded resource.
     data: Box<[u8]>,
+    /// Where the state goes in the encoding (relative to its start).
+    hole: u32,
 }
 
 impl Entry {
-    fn same<S: AsRef<str>>(&self, p: &ProcessRecord<S>, strings: u64) -> bool {
-        (self.ppid, self.uid, self.gid, self.strings) == (p.ppid, p.uid, p.gid, strings)
+    fn same<S: AsRef<str>>(&self, p: &ProcessRecord<S>) -> bool {
+        if (self.ppid, self.uid, self.gid) != (p.ppid, p.uid, p.gid) {
+            return false;
+        }
+        let mut at = 0;
+        for (s, &end) in strings(p).iter().zip(&self.ends) {
+            let end = end as usize;
+            if self.data.get(at..end) != Some(s.as_bytes()) {
+                return false;
+            }
+            at = end;
+        }
+        true
+    }
+
+    fn encoded(&self) -> &[u8] {
+        &self.data[self.ends[STRINGS - 1] as usize..]
     }
 }
 
@@ -127,8 +136,6 @@ pub struct ResourceCache<F> {
     bytes: usize,
     /// A miss's encoding, when it is not kept.
     scratch: Vec<u8>,
-    /// This cache's random key for the strings' hash.
-    keys: RandomState,
     pub stats: CacheStats,
 }
 
@@ -147,20 +154,8 @@ impl<F: ResourceFormat> ResourceCache<F> {
             next_sweep: 0,
             bytes: 0,
             scratch: Vec::new(),
-            keys: RandomState::new(),
             stats: CacheStats::default(),
         }
-    }
-
-    /// The strings of `p`, each with its length (so that bytes moved from one field to the
-    /// next change the hash), under this cache's key.
-    fn hash<S: AsRef<str>>(&self, p: &ProcessRecord<S>) -> u64 {
-        let mut h = self.keys.build_hasher();
-        for s in strings(p) {
-            h.write_usize(s.len());
-            h.write(s.as_bytes());
-        }
-        h.finish()
     }
 
     /// Entries held.
@@ -193,8 +188,7 @@ impl<F: ResourceFormat> ResourceCache<F> {
         }
         let state = super::process_state(p.state);
         let key = (p.pid, p.start_time_unix_nano);
-        let hash = self.hash(p);
-        let hit = self.map.get(&key).is_some_and(|e| e.same(p, hash));
+        let hit = self.map.get(&key).is_some_and(|e| e.same(p));
         if !hit {
             self.stats.misses += 1;
             let mut created = [0u8; 24];
@@ -220,7 +214,9 @@ impl<F: ResourceFormat> ResourceCache<F> {
                     };
                 }
             };
-            let size = self.scratch.len() - (hole.1 - hole.0) + ENTRY_OVERHEAD;
+            let strs = strings(p);
+            let text: usize = strs.iter().map(|s| s.len()).sum();
+            let size = text + self.scratch.len() - (hole.1 - hole.0) + ENTRY_OVERHEAD;
             self.remove(key);
             if self.bytes + size > MAX_BYTES {
                 self.stats.full += 1;
@@ -231,8 +227,13 @@ impl<F: ResourceFormat> ResourceCache<F> {
                     after: &self.scratch[h1..],
                 };
             }
-            // The encoding without the state.
+            // The strings, then the encoding without the state.
             let mut data = Vec::with_capacity(size - ENTRY_OVERHEAD);
+            let mut ends = [0u32; STRINGS];
+            for (s, end) in strs.iter().zip(&mut ends) {
+                data.extend_from_slice(s.as_bytes());
+                *end = data.len() as u32;
+            }
             data.extend_from_slice(&self.scratch[..hole.0]);
             data.extend_from_slice(&self.scratch[hole.1..]);
             self.bytes += data.len() + ENTRY_OVERHEAD;
@@ -242,10 +243,10 @@ impl<F: ResourceFormat> ResourceCache<F> {
                     ppid: p.ppid,
                     uid: p.uid,
                     gid: p.gid,
-                    hole: hole.0 as u32,
                     seen: 0,
-                    strings: hash,
+                    ends,
                     data: data.into_boxed_slice(),
+                    hole: hole.0 as u32,
                 },
             );
         } else {
@@ -261,7 +262,7 @@ impl<F: ResourceFormat> ResourceCache<F> {
             };
         };
         e.seen = tick;
-        let enc = &e.data[..];
+        let enc = e.encoded();
         let at = e.hole as usize;
         let st = STATES.iter().position(|s| *s == state).unwrap_or(1);
         Cached {
