@@ -114,6 +114,8 @@ def main():
     settle = int(sys.argv[2]) if len(sys.argv) > 2 else 60
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 4
     configs = os.environ.get("CONFIGS", "default,otlp").split(",")
+    if not configs or any(c not in ("default", "otlp") for c in configs):
+        raise SystemExit(f"CONFIGS={','.join(configs)}: a comma-separated list of default, otlp")
     funcs = functions(binary)
     starts = [f[0] for f in funcs]
     misaligned = [f for f in funcs if f[0] % WINDOW and f[1] > f[0]]

@@ -35,6 +35,8 @@ def mappings(pid):
 
 res = []
 otlp = os.environ.get("OTLP")
+if otlp not in (None, "http", "https"):
+    sys.exit(f"OTLP={otlp}: use http or https (or leave it unset for the embedded defaults)")
 samples = int(os.environ.get("SAMPLES", "0"))
 backend = run.OtlpBackend(otlp) if otlp else None
 args = backend.args + ["--json-lines", ""] if backend else []
