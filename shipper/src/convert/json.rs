@@ -148,11 +148,7 @@ pub fn write_record(r: RecordRef<'_>, d: &ResourceDefaults, out: &mut Vec<u8>) {
         } => {
             let mut res_json = Vec::with_capacity(256);
             resource(&mut res_json, res, None);
-            let res = Cached {
-                before: &res_json,
-                state: &[],
-                after: &[],
-            };
+            let res = Cached::whole(&res_json);
             for p in points {
                 point_line(out, &p, res);
             }
@@ -277,6 +273,33 @@ mod tests {
             );
         }
         assert_eq!((cache.stats.hits, cache.stats.misses), (3, 3));
+    }
+
+    /// The strings are compared by a hash of each with its length: bytes moved from one field
+    /// to the next are a change, not a hit.
+    #[test]
+    fn strings_moved_between_fields_are_a_change() {
+        let d = ResourceDefaults::new("h");
+        let mut cache = ResourceCache::new(Json);
+        let p = crate::convert::tests::process();
+        let a = ProcessRecord {
+            executable_name: "ab".into(),
+            executable_path: "c".into(),
+            ..p.clone()
+        };
+        let b = ProcessRecord {
+            executable_name: "a".into(),
+            executable_path: "bc".into(),
+            ..p.clone()
+        };
+        for (k, p) in [a.clone(), b, a.clone(), a].into_iter().enumerate() {
+            let r = Record::Process(Box::new(p));
+            let (mut plain, mut cached) = (Vec::new(), Vec::new());
+            write_record(r.decoded().borrowed(), &d, &mut plain);
+            write_record_cached(r.decoded().borrowed(), &d, &mut cache, &mut cached);
+            assert_eq!(cached, plain, "step {k}");
+        }
+        assert_eq!((cache.stats.hits, cache.stats.misses), (1, 3));
     }
 
     #[test]
