@@ -45,6 +45,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import struct
 import subprocess
@@ -478,7 +479,19 @@ class OtlpBackend:
             self.env = {"SSL_CERT_FILE": f"{d}/ca.pem"}
         else:
             self.args = ["--otlp-endpoint", "http://127.0.0.1:19318"]
-        time.sleep(1)
+        # Until the receiver listens (rotel's first start after boot takes seconds): an agent
+        # started before would run its retry and warning code, and a profile would count it.
+        deadline = time.time() + 30
+        for port in [19318] + ([19443] if scheme == "https" else []):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        self.stop()
+                        sys.exit(f"OTLP backend not listening on 127.0.0.1:{port} after 30 s")
+                    time.sleep(0.1)
 
     def stop(self):
         for p in self.procs:
