@@ -12,7 +12,8 @@
 //! the collector cannot read). `EBPF_BENCH_TC_LO=1`: the tc programs (tcx links) on `lo`
 //! instead of the socket filter — ingress and egress, so each loopback packet runs two
 //! programs and is counted twice (what `flows_source = "tc"` with `flow_interfaces = ["lo"]`
-//! costs).
+//! costs). `EBPF_BENCH_PIN=n,m`: the iperf3 client pinned to CPU n and the server to CPU m
+//! (iperf3 `-A`), so where the scheduler puts the two does not vary between runs.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -94,6 +95,10 @@ fn client(secs: u32, t: Traffic) -> f64 {
     ];
     if t == Traffic::Udp64 {
         args.extend(["-u", "-b", "0", "-l", "64"].map(String::from));
+    }
+    if let Some(cpus) = std::env::var_os("EBPF_BENCH_PIN") {
+        // `-A n,m`: the client on CPU n, the server on CPU m.
+        args.extend(["-A".to_string(), cpus.to_string_lossy().into_owned()]);
     }
     let out = Command::new("iperf3")
         .args(&args)
