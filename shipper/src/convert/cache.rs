@@ -156,6 +156,24 @@ pub struct ResourceCache<F> {
     pub stats: CacheStats,
 }
 
+/// Append the resource of `p` with the defaults `d` in `format`; returns the state's range.
+fn write_process<F: ResourceFormat, S: AsRef<str>>(
+    format: &F,
+    out: &mut Vec<u8>,
+    p: &ProcessRecord<S>,
+    d: &ResourceDefaults,
+) -> Option<(usize, usize)> {
+    let mut created = [0u8; 24];
+    let created = super::rfc3339(p.start_time_unix_nano, &mut created);
+    let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
+    let n = process_resource(p, created, &mut attrs);
+    let r = Resource {
+        own: Attrs::Fixed(&attrs[..n]),
+        defaults: d,
+    };
+    format.write(out, r)
+}
+
 impl<F: ResourceFormat> ResourceCache<F> {
     pub fn new(format: F) -> Self {
         let states = STATES.map(|s| {
@@ -242,16 +260,8 @@ impl<F: ResourceFormat> ResourceCache<F> {
             if self.tail.is_none() {
                 self.tail = Some(self.defaults_tail(d));
             }
-            let mut created = [0u8; 24];
-            let created = super::rfc3339(p.start_time_unix_nano, &mut created);
-            let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
-            let n = process_resource(p, created, &mut attrs);
-            let r = Resource {
-                own: Attrs::Fixed(&attrs[..n]),
-                defaults: d,
-            };
             self.scratch.clear();
-            let hole = self.format.write(&mut self.scratch, r);
+            let hole = write_process(&self.format, &mut self.scratch, p, d);
             let hole = match (hole, self.state_bytes(state)) {
                 (Some(h), Some(sb)) if self.scratch.get(h.0..h.1) == Some(sb) => h,
                 // Not a state we prepare (cannot happen) or not found: as written.
@@ -349,18 +359,8 @@ mod tests {
 
     /// What the format writes for `p` without a cache.
     fn plain(p: &ProcessRecord<String>, d: &ResourceDefaults) -> Vec<u8> {
-        let mut created = [0u8; 24];
-        let created = super::super::rfc3339(p.start_time_unix_nano, &mut created);
-        let mut attrs = [BLANK; MAX_PROCESS_ATTRS];
-        let n = process_resource(p, created, &mut attrs);
         let mut out = Vec::new();
-        Pb.write(
-            &mut out,
-            Resource {
-                own: Attrs::Fixed(&attrs[..n]),
-                defaults: d,
-            },
-        );
+        write_process(&Pb, &mut out, p, d);
         out
     }
 
