@@ -75,6 +75,19 @@ fn server() -> Server {
     Server(c)
 }
 
+/// `EBPF_BENCH_PIN` if set: two CPU numbers `n,m`; anything else ends the run with one line.
+fn pin() -> Option<String> {
+    let v = std::env::var("EBPF_BENCH_PIN").ok()?;
+    let ok = v
+        .split_once(',')
+        .is_some_and(|(n, m)| n.parse::<u16>().is_ok() && m.parse::<u16>().is_ok());
+    if !ok {
+        eprintln!("EBPF_BENCH_PIN={v:?}: two CPU numbers, client then server, e.g. 0,1");
+        std::process::exit(2);
+    }
+    Some(v)
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Traffic {
     Tcp,
@@ -96,9 +109,9 @@ fn client(secs: u32, t: Traffic) -> f64 {
     if t == Traffic::Udp64 {
         args.extend(["-u", "-b", "0", "-l", "64"].map(String::from));
     }
-    if let Some(cpus) = std::env::var_os("EBPF_BENCH_PIN") {
+    if let Some(cpus) = pin() {
         // `-A n,m`: the client on CPU n, the server on CPU m.
-        args.extend(["-A".to_string(), cpus.to_string_lossy().into_owned()]);
+        args.extend(["-A".to_string(), cpus]);
     }
     let out = Command::new("iperf3")
         .args(&args)
@@ -229,6 +242,7 @@ fn read_cost(n: u16) -> (Duration, usize) {
 }
 
 fn main() {
+    pin(); // a bad value ends the run before any measurement
     let no_reader = std::env::var_os("EBPF_BENCH_NO_READER").is_some();
     for n in [1000u16, 10_000].into_iter().filter(|_| !no_reader) {
         let (cpu, entries) = read_cost(n);
