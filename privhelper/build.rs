@@ -13,10 +13,9 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let bpf_dir = manifest.join("bpf");
     println!("cargo:rerun-if-env-changed=VIGIL_CLANG");
-    println!(
-        "cargo:rerun-if-changed={}",
-        bpf_dir.join("vigil_records.h").display()
-    );
+    for header in ["vigil_records.h", "vigil_kernel.h"] {
+        println!("cargo:rerun-if-changed={}", bpf_dir.join(header).display());
+    }
 
     let clang = env::var("VIGIL_CLANG").unwrap_or_else(|_| "clang-19".to_string());
     let multiarch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {

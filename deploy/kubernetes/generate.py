@@ -27,7 +27,7 @@ VERSION = "0.1.0"
 IMAGE = f"vigil:{VERSION}"  # push deploy/container's image to your registry and name it here
 
 # `vigil doctor --emit k8s` (plus BEYOND_DOCTOR) for the non-privileged vigil.toml: the default
-# features (flows from a socket filter, every other feature on) with no_remount_root, on a
+# features (flows from the kernel's packet tracepoints, every other feature on) with no_remount_root, on a
 # kernel with dmesg_restrict=1. tests/tests/deploy_doctor.rs compares this list with the
 # binary's output. No SYS_ADMIN: the container runtime builds the read-only host view.
 NON_PRIVILEGED_ADD = [
@@ -36,9 +36,8 @@ NON_PRIVILEGED_ADD = [
     ("SETGID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETUID", "supervisor: collector, shipper and privhelper run as the agent user"),
     ("SETPCAP", "supervisor: trims the children's bounding and ambient sets"),
-    ("NET_RAW", "privhelper: AF_PACKET socket for the flow socket filter"),
     ("SYSLOG", "privhelper: /dev/kmsg with kernel.dmesg_restrict=1"),
-    ("PERFMON", "privhelper: raw tracepoints (exec/exit) and packet access in BPF"),
+    ("PERFMON", "privhelper: tracepoints (exec/exit, flows), the task iterator, TCP state changes"),
     ("BPF", "privhelper: loads the BPF programs and maps; no bpffs, nothing pinned"),
 ]
 # Not needed by the default features: fd counts are the st_size of /proc/PID/fd (Linux >= 6.2)
@@ -124,17 +123,17 @@ def skips(mode):
     m = MODES[mode]
     s = [
         ("CKV_K8S_17", "hostPID: process metrics, exec/exit events and /proc/PID/fd of host processes"),
-        ("CKV_K8S_19", "hostNetwork: host interface counters, flow socket filter, node-local OTLP"),
+        ("CKV_K8S_19", "hostNetwork: host interface counters, the host's flows, node-local OTLP"),
         ("CKV_K8S_23", "runAsUser 0: the supervisor must be uid 0 to switch its children to the host agent user; they run unprivileged"),
         ("CKV_K8S_40", "runAsUser 0: see CKV_K8S_23; the long-running collector and shipper drop to the agent user"),
         ("CKV_K8S_43", "the image is built locally (deploy/container); pin its digest when you push it"),
         ("CKV_K8S_37", "the supervisor and privhelper need the listed capabilities; everything else is dropped"),
         ("CKV_K8S_25", "capabilities are added: the minimal add-list of vigil doctor --emit k8s, all others dropped"),
         ("CKV2_K8S_6", "no NetworkPolicy: a hostNetwork pod is not selected by NetworkPolicies; the shipper's Landlock ruleset allows TCP connect to the backend port only"),
-        ("CKV_K8S_28", "NET_RAW: the flow socket filter needs an AF_PACKET socket (privhelper only)"),
     ]
     if m["privileged"]:
         s += [
+            ("CKV_K8S_28", "NET_RAW: a privileged container holds every capability; vigil uses none of the network ones (non-privileged/ adds no NET_RAW)"),
             ("CKV_K8S_16", "privileged mount-mode variants, as in the SmartAgent modes; use non-privileged/ where /dev/kmsg is not needed"),
             ("CKV_K8S_20", "privileged: true implies privilege escalation; non-privileged/ sets allowPrivilegeEscalation: false"),
         ]
@@ -355,7 +354,7 @@ metadata:
       # Host PID namespace: /proc shows the host's processes (process metrics, fd counts from
       # /proc/PID/fd, container network counters from /proc/PID/net/dev).
       hostPID: true  # checkov CKV_K8S_17 skipped (annotation)
-      # Host network namespace: host interface counters, the flow socket filter sees the
+      # Host network namespace: host interface counters, the flow tracepoints count the
       # node's traffic, and 127.0.0.1 reaches a node-local collector.
       hostNetwork: true  # checkov CKV_K8S_19 skipped (annotation)
       dnsPolicy: ClusterFirstWithHostNet

@@ -153,6 +153,7 @@ pub struct CollectorConfig {
     /// (≈ 2.3 ms on a 24 GiB machine, whatever it holds) only after a change, or 10 s after
     /// the last walk. `false`: a walk every cycle.
     pub ebpf_tcp_changes: bool,
+    /// Where flows are counted: `tracepoint` (CAP_BPF + CAP_PERFMON, needs BTF; the cheapest),
     /// `socket` (CAP_BPF + CAP_NET_RAW) or `tc` (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
     pub flows_source: String,
     /// Interfaces the tc flow program attaches to (empty: all but loopback).
@@ -198,7 +199,7 @@ impl Default for CollectorConfig {
             ebpf_exec: true,
             ebpf_flows: true,
             ebpf_tcp_changes: true,
-            flows_source: "socket".into(),
+            flows_source: "tracepoint".into(),
             flow_interfaces: Vec::new(),
             flow_evict_ms: 10_000,
             max_batch_records: 256,

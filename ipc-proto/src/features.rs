@@ -57,6 +57,7 @@ features! {
     K8sNames => "k8s_names",
     KmsgEvents => "kmsg_events",
     EbpfExec => "ebpf_exec",
+    EbpfFlowsTracepoint => "ebpf_flows_tracepoint",
     EbpfFlowsSocket => "ebpf_flows_socket",
     EbpfFlowsTc => "ebpf_flows_tc",
     /// TCP state changes counted by a raw tracepoint program (privhelper loads it), so that

@@ -193,6 +193,9 @@ pub enum BpfProgram {
     ExecExit,
     /// Network flows from a socket filter on an AF_PACKET socket.
     FlowsSocketFilter,
+    /// Network flows from the tracepoints every received and transmitted packet passes
+    /// (tp_btf netif_receive_skb, net_dev_start_xmit).
+    FlowsTracepoint,
     /// Network flows from tc (cls_bpf) on an interface.
     FlowsTc,
     /// TCP state changes counted from the raw tracepoint inet_sock_set_state.
@@ -205,6 +208,7 @@ impl BpfProgram {
         match self {
             BpfProgram::ExecExit => crate::Feature::EbpfExec,
             BpfProgram::FlowsSocketFilter => crate::Feature::EbpfFlowsSocket,
+            BpfProgram::FlowsTracepoint => crate::Feature::EbpfFlowsTracepoint,
             BpfProgram::FlowsTc => crate::Feature::EbpfFlowsTc,
             BpfProgram::TcpChanges => crate::Feature::EbpfTcpChanges,
         }

@@ -55,6 +55,7 @@ pub const PRIV_REQUESTS: &[RequestRule] = &[
         kind: PrivRequestKind::BpfAttach,
         features: &[
             Feature::EbpfExec,
+            Feature::EbpfFlowsTracepoint,
             Feature::EbpfFlowsSocket,
             Feature::EbpfFlowsTc,
             Feature::EbpfTcpChanges,
@@ -169,6 +170,7 @@ mod tests {
         for f in [
             Feature::KmsgEvents,
             Feature::EbpfExec,
+            Feature::EbpfFlowsTracepoint,
             Feature::EbpfFlowsSocket,
             Feature::EbpfFlowsTc,
             Feature::EbpfTcpChanges,

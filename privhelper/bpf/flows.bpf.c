@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /* Network flows counted in the kernel, per flow key (vigil_records.h), from
+ *  - two programs on the tracepoints every received and every transmitted packet passes
+ *    (BPF_PROG_TYPE_TRACING, tp_btf: netif_receive_skb, net_dev_start_xmit; CAP_BPF +
+ *    CAP_PERFMON, BTF), which see the packets of the privhelper's network namespace only and
+ *    loopback traffic once, as received: no packet tap, no copy, no change to any packet's path
+ *    (the default: the cheapest, and no network capability);
  *  - a socket filter (BPF_PROG_TYPE_SOCKET_FILTER) attached with SO_ATTACH_BPF to an AF_PACKET
  *    socket (CAP_BPF + CAP_NET_RAW): it sees both directions of every interface of the
  *    network namespace and always returns 0, so the packet socket itself never queues anything;
  *  - tc (BPF_PROG_TYPE_SCHED_CLS) ingress and egress programs (CAP_BPF + CAP_NET_ADMIN), which
  *    return TC_ACT_UNSPEC/TCX_NEXT (-1) and never change the packet's fate.
- * Every packet read goes through bpf_skb_load_bytes (bounds checked by the helper), so no direct
- * packet access and no CAP_PERFMON are needed. Per packet, when it is of the flow this CPU
+ * The socket filter and tc read packets with bpf_skb_load_bytes (bounds checked by the helper);
+ * the tracepoint programs with bpf_probe_read_kernel, within the packet's linear part. Per packet, when it is of the flow this CPU
  * counted last: a key compare and two adds to this CPU's run (below, count()); otherwise one
  * hash lookup and atomic adds to the flow's counters, which only grow. The collector reads
  * them all once per flow interval (BPF_MAP_LOOKUP_BATCH), with the runs, and computes the
@@ -21,8 +26,10 @@
 #include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "vigil_records.h"
+#include "vigil_kernel.h"
 
 #define MAX_IPV6_EXT 6
 #define TC_CONTINUE (-1) /* TC_ACT_UNSPEC for cls_bpf, TCX_NEXT for tcx */
@@ -193,12 +200,35 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct v
 	return 0;
 }
 
+/* An IPv6 extension header walked on the way to the L4 header. */
+static __always_inline int ipv6_is_ext(__u8 h)
+{
+	return h == IPPROTO_HOPOPTS || h == IPPROTO_ROUTING || h == IPPROTO_DSTOPTS ||
+	       h == IPPROTO_FRAGMENT || h == IPPROTO_AH;
+}
+
+/* Past the extension header *nexthdr at *off whose first four bytes are ext: the header after
+ * it and its offset. Returns 1 for a fragment other than the first (no L4 header follows). */
+static __always_inline int ipv6_ext_next(const __u8 ext[4], __u8 *nexthdr, __u32 *off)
+{
+	if (*nexthdr == IPPROTO_FRAGMENT) {
+		*nexthdr = ext[0];
+		*off += 8;
+		return ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8) != 0;
+	}
+	if (*nexthdr == IPPROTO_AH)
+		*off += ((__u32)ext[1] + 2) * 4;
+	else
+		*off += ((__u32)ext[1] + 1) * 8;
+	*nexthdr = ext[0];
+	return 0;
+}
+
 static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct vigil_flow_key *e)
 {
 	__u8 hdr[40];
-	__u8 ext[2];
+	__u8 ext[4];
 	__u8 nexthdr;
-	__u16 frag;
 	int i;
 
 	if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
@@ -211,33 +241,13 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct v
 	nexthdr = hdr[6];
 	off += 40;
 
-	/* Walk at most MAX_IPV6_EXT extension headers. */
-	for (i = 0; i < MAX_IPV6_EXT; i++) {
-		if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING &&
-		    nexthdr != IPPROTO_DSTOPTS && nexthdr != IPPROTO_FRAGMENT &&
-		    nexthdr != IPPROTO_AH)
-			break;
-		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0) {
+	/* Walk at most MAX_IPV6_EXT extension headers (each at least 8 bytes long). */
+	for (i = 0; i < MAX_IPV6_EXT && ipv6_is_ext(nexthdr); i++) {
+		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0 ||
+		    ipv6_ext_next(ext, &nexthdr, &off)) {
 			e->proto = nexthdr;
 			return 0;
 		}
-		if (nexthdr == IPPROTO_FRAGMENT) {
-			if (bpf_skb_load_bytes(skb, off + 2, &frag, sizeof(frag)) < 0)
-				return 0;
-			nexthdr = ext[0];
-			off += 8;
-			if ((bpf_ntohs(frag) & 0xfff8) != 0) {
-				/* Not the first fragment: no L4 header here. */
-				e->proto = nexthdr;
-				return 0;
-			}
-			continue;
-		}
-		if (nexthdr == IPPROTO_AH)
-			off += ((__u32)ext[1] + 2) * 4;
-		else
-			off += ((__u32)ext[1] + 1) * 8;
-		nexthdr = ext[0];
 	}
 	e->proto = nexthdr;
 	load_ports(skb, off, e);
@@ -342,6 +352,233 @@ int vigil_flow_tc_eg(struct __sk_buff *skb)
 	/* The socket that sent it, if local: its cgroup attributes the flow to a container. */
 	handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_TC, bpf_skb_cgroup_id(skb));
 	return TC_CONTINUE;
+}
+
+/* The tracepoint programs: the kernel's own structures, read by BTF (CO-RE against the running
+ * kernel's layout); only the fields read are declared. */
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} __attribute__((preserve_access_index)) possible_net_t;
+
+struct net_device {
+	int ifindex;
+	unsigned int flags;
+	possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	unsigned char skc_state;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+	struct sock_cgroup_data sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	struct sock *sk;
+	unsigned int len;
+	unsigned int data_len;
+	__u16 protocol;
+	__u16 mac_header;
+	__u16 network_header;
+	unsigned char *head;
+	unsigned char *data;
+	struct net_device *dev;
+} __attribute__((preserve_access_index));
+
+#define IFF_LOOPBACK 0x8
+#define TCP_TIME_WAIT 6
+#define TCP_NEW_SYN_RECV 12
+#define MAC_HEADER_UNSET 0xffff
+#define MAX_L2_HEADER 64
+
+/* The network namespace counted (the inode number of the privhelper's, set at load): the
+ * tracepoints fire for every namespace of the host, the packet socket sees only its own. */
+const volatile __u32 vigil_netns_inum = 0;
+
+/* The packet's linear bytes [off, off + len) as an offset range check: the headers must be in
+ * the linear part (they are after GRO and for anything a driver or the stack built; a packet
+ * whose headers are not is not counted, as one the socket filter could not parse). */
+static __always_inline int in_linear(__u32 headlen, __u32 off, __u32 len)
+{
+	return off <= headlen && len <= headlen - off;
+}
+
+/* IPv4 at l3 (headlen linear bytes from l3 on): addresses, protocol and, in a first fragment,
+ * the ports, with one read when there are no options (20 + 4 bytes). */
+static __always_inline int kparse_ipv4(const unsigned char *l3, __u32 headlen,
+				       struct vigil_flow_key *k)
+{
+	__u8 b[24] __attribute__((aligned(8)));
+	__u16 frag, ports[2];
+	__u32 ihl, have = 24;
+
+	/* One read for the header and, without options, the ports behind it (each helper call
+	 * costs about as much as the rest of the program). */
+	if (!in_linear(headlen, 0, 24))
+		have = 20;
+	if (!in_linear(headlen, 0, 20) || bpf_probe_read_kernel(b, have, l3) < 0)
+		return -1;
+	if ((b[0] >> 4) != 4)
+		return -1;
+	ihl = (b[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return -1;
+	k->family = 4;
+	k->proto = b[9];
+	__builtin_memcpy(k->saddr, &b[12], 4);
+	__builtin_memcpy(k->daddr, &b[16], 4);
+	__builtin_memcpy(&frag, &b[6], 2);
+	if ((frag & bpf_htons(0x1fff)) != 0 || (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP))
+		return 0;
+	if (ihl == 20 && have == 24)
+		__builtin_memcpy(ports, &b[20], 4);
+	else if (!in_linear(headlen, ihl, 4) || bpf_probe_read_kernel(ports, 4, l3 + ihl) < 0)
+		return 0;
+	k->sport = bpf_ntohs(ports[0]);
+	k->dport = bpf_ntohs(ports[1]);
+	return 0;
+}
+
+/* IPv6 at l3: addresses, and the protocol and ports behind at most MAX_IPV6_EXT extension
+ * headers, as parse_ipv6. */
+static __always_inline int kparse_ipv6(const unsigned char *l3, __u32 headlen,
+				       struct vigil_flow_key *k)
+{
+	__u8 hdr[40];
+	__u8 ext[4];
+	__u16 ports[2];
+	__u8 nexthdr;
+	__u32 off = 40;
+	int i;
+
+	if (!in_linear(headlen, 0, 40) || bpf_probe_read_kernel(hdr, 40, l3) < 0)
+		return -1;
+	if ((hdr[0] >> 4) != 6)
+		return -1;
+	k->family = 6;
+	__builtin_memcpy(k->saddr, &hdr[8], 16);
+	__builtin_memcpy(k->daddr, &hdr[24], 16);
+	nexthdr = hdr[6];
+	for (i = 0; i < MAX_IPV6_EXT && ipv6_is_ext(nexthdr); i++) {
+		if (!in_linear(headlen, off, 4) || bpf_probe_read_kernel(ext, 4, l3 + off) < 0 ||
+		    ipv6_ext_next(ext, &nexthdr, &off)) {
+			k->proto = nexthdr;
+			return 0;
+		}
+	}
+	k->proto = nexthdr;
+	if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP)
+		return 0;
+	if (!in_linear(headlen, off, 4) || bpf_probe_read_kernel(ports, 4, l3 + off) < 0)
+		return 0;
+	k->sport = bpf_ntohs(ports[0]);
+	k->dport = bpf_ntohs(ports[1]);
+	return 0;
+}
+
+/* Count skb at its network header l3 (l3_off bytes into the linear data, which starts at
+ * skb->data), len bytes, seen on dev in direction dir. */
+static __always_inline void kcount(struct sk_buff *skb, struct net_device *dev, __u32 l3_off,
+				   __u32 len, __u8 dir, __u64 cgroup_id)
+{
+	struct vigil_flow_key k;
+	__u16 proto_be = skb->protocol;
+	__u32 headlen = skb->len - skb->data_len;
+	int ret;
+
+	if (proto_be != bpf_htons(ETH_P_IP) && proto_be != bpf_htons(ETH_P_IPV6))
+		return;
+	if (l3_off > headlen)
+		return;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.ifindex = dev->ifindex;
+	k.direction = dir;
+	k.source = VIGIL_SRC_TRACEPOINT;
+	if (proto_be == bpf_htons(ETH_P_IP))
+		ret = kparse_ipv4(skb->data + l3_off, headlen - l3_off, &k);
+	else
+		ret = kparse_ipv6(skb->data + l3_off, headlen - l3_off, &k);
+	if (ret == 0)
+		count(&k, len, cgroup_id);
+}
+
+/* The cgroup v2 id of the local socket that sent skb, as bpf_skb_cgroup_id gives tc: 0 when
+ * there is none, or it is not a full socket (time-wait, a connection request). */
+static __always_inline __u64 sender_cgroup(struct sk_buff *skb)
+{
+	struct sock *sk = skb->sk;
+	unsigned char state;
+	struct cgroup *cg;
+
+	if (!sk || !bpf_core_field_exists(sk->sk_cgrp_data))
+		return 0;
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;
+	cg = sk->sk_cgrp_data.cgroup;
+	if (!cg || !cg->kn)
+		return 0;
+	return cg->kn->id;
+}
+
+static __always_inline int counted_netns(struct net_device *dev)
+{
+	return dev->nd_net.net->ns.inum == vigil_netns_inum;
+}
+
+/* Every packet a device of the namespace received, before any packet tap or protocol handler
+ * (__netif_receive_skb_core): the link-layer header is pulled (skb->data is the network
+ * header), so it is added back to the length, as the packet socket sees it. */
+SEC("tp_btf/netif_receive_skb")
+int vigil_flow_tp_rx(unsigned long long *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct net_device *dev = skb->dev;
+	__u32 len = skb->len;
+	__u16 mac = skb->mac_header;
+
+	if (!dev || !counted_netns(dev))
+		return 0;
+	if (mac != MAC_HEADER_UNSET) {
+		__u64 l2 = (__u64)(skb->data - skb->head) - mac;
+		if (l2 <= MAX_L2_HEADER)
+			len += l2;
+	}
+	kcount(skb, dev, 0, len, VIGIL_DIR_INGRESS, 0);
+	return 0;
+}
+
+/* Every packet handed to a device's driver (xmit_one, where packet taps see it), link-layer
+ * header included, but loopback's: its packets come back as received and are counted then. */
+SEC("tp_btf/net_dev_start_xmit")
+int vigil_flow_tp_tx(unsigned long long *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct net_device *dev = (struct net_device *)ctx[1];
+	__u64 l3_off;
+
+	if (!dev || (dev->flags & IFF_LOOPBACK) || !counted_netns(dev))
+		return 0;
+	l3_off = (__u64)skb->network_header - (__u64)(skb->data - skb->head);
+	if (l3_off > MAX_L2_HEADER)
+		return 0;
+	/* The socket that sent it, if local: its cgroup attributes the flow to a container. */
+	kcount(skb, dev, l3_off, skb->len, VIGIL_DIR_EGRESS, sender_cgroup(skb));
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -18,6 +18,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "vigil_records.h"
+#include "vigil_kernel.h"
 
 #define PF_KTHREAD 0x00200000
 /* MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES */
@@ -86,14 +87,6 @@ struct signal_struct {
 
 struct sched_entity {
 	__u64 sum_exec_runtime;
-} __attribute__((preserve_access_index));
-
-struct kernfs_node {
-	__u64 id;
-} __attribute__((preserve_access_index));
-
-struct cgroup {
-	struct kernfs_node *kn;
 } __attribute__((preserve_access_index));
 
 struct css_set {

@@ -15,6 +15,7 @@
 
 #define VIGIL_SRC_SOCKET 1
 #define VIGIL_SRC_TC 2
+#define VIGIL_SRC_TRACEPOINT 3
 
 /* 64 bytes */
 struct vigil_proc_event {

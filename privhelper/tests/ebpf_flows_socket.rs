@@ -1,7 +1,7 @@
-//! The flow socket filter (run as root): real loopback TCP and UDP (IPv4 and IPv6) counted
-//! per flow in the kernel, exactly; many packets read by the collector's loop; a full flow
-//! table (evictions and the packets they lose counted, nothing else lost); maps that user
-//! space cannot write.
+//! The flow socket filter and the flow tracepoints (run as root): real loopback TCP and UDP
+//! (IPv4 and IPv6) counted per flow in the kernel, exactly, by both; many packets read by the
+//! collector's loop; a full flow table (evictions and the packets they lose counted, nothing
+//! else lost); maps that user space cannot write.
 
 mod common;
 
@@ -17,15 +17,26 @@ use common::*;
 
 #[test]
 fn socket_filter_counts_loopback_tcp_and_udp() {
+    counts_loopback_tcp_and_udp(BpfProgram::FlowsSocketFilter, FlowSource::Socket);
+}
+
+#[test]
+fn tracepoints_count_loopback_tcp_and_udp() {
+    counts_loopback_tcp_and_udp(BpfProgram::FlowsTracepoint, FlowSource::Tracepoint);
+}
+
+/// Loopback traffic as `program` counts it: every packet once, as received, with its
+/// link-layer header (what the packet socket sees), in flows of `src_`.
+fn counts_loopback_tcp_and_udp(program: BpfProgram, src_: FlowSource) {
     let _serial = flow_lock();
     let mut mgr = BpfManager::new();
     let att = mgr
-        .attach(BpfProgram::FlowsSocketFilter, &init(&ALL, &[]))
-        .expect("attach socket filter");
+        .attach(program, &init(&ALL, &[]))
+        .expect("attach the flow program");
     assert_eq!(
         att.response,
         vigil_ipc_proto::PrivResponse::BpfFlowMap {
-            program: BpfProgram::FlowsSocketFilter,
+            program,
             max_entries: 16384
         }
     );
@@ -57,7 +68,6 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
 
     let mut src = drainer.finish();
     let ifi = 1; // lo
-    let src_ = FlowSource::Socket;
     let udp6_eg = key(ifi, Direction::Egress, 17, u6c_addr, u6s_addr, src_);
     let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, src_);
     let tcp_in = key(ifi, Direction::Ingress, 6, tcp_cli, tcp_srv, src_);
@@ -68,7 +78,8 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
         stats(s, &udp_in).1 >= UDP_COUNT && stats(s, &udp6_in).1 >= 20
     });
     // Loopback: every packet is counted once, arriving (the socket for every interface
-    // ignores outgoing packets, and loopback has no transmit socket of its own).
+    // ignores outgoing packets, and loopback has no transmit socket of its own; the transmit
+    // tracepoint's program skips loopback).
     let (ib, ip) = stats(&src, &tcp_in);
     check_tcp("lo tcp client->server", ib, ip);
     assert_eq!(stats(&src, &tcp_eg), (0, 0), "no loopback egress records");
@@ -83,7 +94,7 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
     // The reverse TCP direction (ACKs, the one-byte answer) exists too.
     let back = key(ifi, Direction::Ingress, 6, tcp_srv, tcp_cli, src_);
     assert!(stats(&src, &back).1 > 0);
-    let t = mgr.flow_totals(BpfProgram::FlowsSocketFilter).unwrap();
+    let t = mgr.flow_totals(program).unwrap();
     assert_eq!(t.not_stored, 0);
     assert!(t.packets >= UDP_COUNT + 20);
     assert_eq!(src.flows().evicted_flows, 0);
@@ -91,6 +102,10 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
 
     // Eviction turns them into metrics with the documented names and attributes.
     let recs = src.evict_flows(&[]);
+    let source_name = match src_ {
+        FlowSource::Tracepoint => "tracepoint",
+        _ => "socket",
+    };
     let has = |name: &str, v: i64| {
         recs.iter().any(|r| match r {
             vigil_ipc_proto::Record::Metrics { metrics, .. } => metrics.iter().any(|m| {
@@ -104,6 +119,10 @@ fn socket_filter_counts_loopback_tcp_and_udp() {
                     && m.attributes.iter().any(|kv| {
                         kv.key == "network.interface.name"
                             && kv.value == vigil_ipc_proto::AttrValue::Str("lo".into())
+                    })
+                    && m.attributes.iter().any(|kv| {
+                        kv.key == "vigil.flow.source"
+                            && kv.value == vigil_ipc_proto::AttrValue::Str(source_name.into())
                     })
             }),
             _ => false,

@@ -1,5 +1,7 @@
-//! The tc flow programs beside the socket filter (run as root): veth traffic into a network
-//! namespace made here, counted the same by both, tc knowing the sending cgroup.
+//! The tc flow programs and the flow tracepoints beside the socket filter (run as root): veth
+//! traffic into a network namespace made here, counted the same by all three, tc and the
+//! tracepoints knowing the sending cgroup, the tracepoints ignoring the other namespace's
+//! devices.
 
 mod common;
 
@@ -45,16 +47,20 @@ fn netns(tag: u8) -> VethNetns {
 }
 
 #[test]
-fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
+fn every_flow_source_counts_veth_traffic_into_a_netns() {
     let _serial = flow_lock();
     let ns = netns(1);
     let mut mgr = BpfManager::new();
     let cfg = init(&ALL, &[&ns.host_if]);
     let sock = mgr.attach(BpfProgram::FlowsSocketFilter, &cfg).unwrap();
     let tc = mgr.attach(BpfProgram::FlowsTc, &cfg).expect("attach tc");
+    let tp = mgr
+        .attach(BpfProgram::FlowsTracepoint, &cfg)
+        .expect("attach the tracepoints");
     assert_eq!(mgr.tc_interfaces(), vec![ns.host_if.clone()]);
     let sock = Drainer::start(EbpfSource::from_response(&sock.response, sock.fds).unwrap());
     let tc = Drainer::start(EbpfSource::from_response(&tc.response, tc.fds).unwrap());
+    let tp = Drainer::start(EbpfSource::from_response(&tp.response, tp.fds).unwrap());
     // A loader running inside the namespace: its packet socket sees that namespace's
     // interfaces (what the privhelper does for a container after setns).
     let ns_if = ns.ns_if.clone();
@@ -87,9 +93,13 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     let (tcp_cli, udp_cli) = send_traffic(tcp_srv, udp_srv, IpAddr::V4(ns.host_ip));
     assert_eq!(server.join().unwrap(), (TCP_BYTES, UDP_COUNT));
 
-    let (mut sock, mut tc) = (sock.finish(), tc.finish());
+    let (mut sock, mut tc, mut tp) = (sock.finish(), tc.finish(), tp.finish());
     let ifi = ns.host_ifindex();
-    for (src, kind) in [(&mut sock, FlowSource::Socket), (&mut tc, FlowSource::Tc)] {
+    for (src, kind) in [
+        (&mut sock, FlowSource::Socket),
+        (&mut tc, FlowSource::Tc),
+        (&mut tp, FlowSource::Tracepoint),
+    ] {
         let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, kind);
         let tcp_back = key(ifi, Direction::Ingress, 6, tcp_srv, tcp_cli, kind);
         let udp_eg = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, kind);
@@ -126,11 +136,32 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     drop(inner_mgr);
     assert_detached(&inner_ids);
 
-    // tc egress knows the sending socket's cgroup: this test process's.
-    let tcp_eg_t = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, FlowSource::Tc);
-    assert_eq!(cgroup_of(&tc, &tcp_eg_t), own_cgroup_id());
-    let udp_eg_t = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, FlowSource::Tc);
-    assert_eq!(cgroup_of(&tc, &udp_eg_t), own_cgroup_id());
+    // The host's tracepoints did not count the namespace's devices: the same packets arriving
+    // on its end of the veth are not in their table.
+    for (proto, s, d) in [(6, tcp_cli, tcp_srv), (17, udp_cli, udp_srv)] {
+        let k = key(
+            inner_ifi,
+            Direction::Ingress,
+            proto,
+            s,
+            d,
+            FlowSource::Tracepoint,
+        );
+        assert_eq!(
+            stats(&tp, &k),
+            (0, 0),
+            "netns device counted, proto {proto}"
+        );
+    }
+
+    // tc egress and the transmit tracepoint know the sending socket's cgroup: this test
+    // process's.
+    for (src, kind) in [(&tc, FlowSource::Tc), (&tp, FlowSource::Tracepoint)] {
+        let tcp_eg = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, kind);
+        assert_eq!(cgroup_of(src, &tcp_eg), own_cgroup_id(), "{kind:?} tcp");
+        let udp_eg = key(ifi, Direction::Egress, 17, udp_cli, udp_srv, kind);
+        assert_eq!(cgroup_of(src, &udp_eg), own_cgroup_id(), "{kind:?} udp");
+    }
     // The socket filter cannot know it.
     let udp_eg_s = key(
         ifi,
@@ -153,15 +184,25 @@ fn socket_filter_and_tc_count_veth_traffic_into_a_netns() {
     );
     let tcp_eg_t = key(ifi, Direction::Egress, 6, tcp_cli, tcp_srv, FlowSource::Tc);
     assert_eq!(stats(&sock, &tcp_eg_s), stats(&tc, &tcp_eg_t));
+    let tcp_eg_p = key(
+        ifi,
+        Direction::Egress,
+        6,
+        tcp_cli,
+        tcp_srv,
+        FlowSource::Tracepoint,
+    );
+    assert_eq!(stats(&sock, &tcp_eg_s), stats(&tp, &tcp_eg_p));
 
     let ids = mgr.prog_ids();
     assert_eq!(
         ids.len(),
-        4,
-        "socket filter (received, transmitted), tc ingress, tc egress"
+        6,
+        "socket filter (received, transmitted), tc ingress, tc egress, tracepoints (rx, tx)"
     );
     drop(sock);
     drop(tc);
+    drop(tp);
     drop(mgr);
     assert_detached(&ids);
     drop(ns);

@@ -23,6 +23,7 @@ fn disabled_feature_is_refused() {
     let mut mgr = BpfManager::new();
     for p in [
         BpfProgram::ExecExit,
+        BpfProgram::FlowsTracepoint,
         BpfProgram::FlowsSocketFilter,
         BpfProgram::FlowsTc,
     ] {
@@ -221,6 +222,7 @@ fn caps_child_entry() {
     let cfg = init(&ALL, &["lo"]);
     for (p, needs) in [
         (BpfProgram::ExecExit, CAP_PERFMON),
+        (BpfProgram::FlowsTracepoint, CAP_PERFMON),
         (BpfProgram::FlowsSocketFilter, CAP_NET_RAW),
         (BpfProgram::FlowsTc, CAP_NET_ADMIN),
     ] {
@@ -326,27 +328,37 @@ fn run_caps_child(caps: &[u32]) -> String {
 #[test]
 fn loads_as_agent_user_with_only_feature_capabilities() {
     // BPF + PERFMON + NET_RAW + NET_ADMIN as uid 65534: every program loads and attaches.
+    const PROGRAMS: [&str; 4] = [
+        "ExecExit",
+        "FlowsTracepoint",
+        "FlowsSocketFilter",
+        "FlowsTc",
+    ];
     let out = run_caps_child(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_BPF]);
-    for p in ["ExecExit", "FlowsSocketFilter", "FlowsTc"] {
+    for p in PROGRAMS {
         assert!(out.contains(&format!("CAPS-OK {p}")), "{out}");
     }
     assert!(out.contains("CAPS-EVENTS ok"), "{out}");
-    // CAP_BPF alone: each program is refused with PermissionDenied (raw tracepoints need
-    // PERFMON, the packet socket NET_RAW, tc NET_ADMIN).
+    // CAP_BPF alone: each program is refused with PermissionDenied (raw tracepoints and the
+    // flow tracepoints need PERFMON, the packet socket NET_RAW, tc NET_ADMIN).
     let out = run_caps_child(&[CAP_BPF]);
-    for p in ["ExecExit", "FlowsSocketFilter", "FlowsTc"] {
+    for p in PROGRAMS {
         assert!(out.contains(&format!("CAPS-DENIED {p}")), "{out}");
     }
     // Each feature with exactly its own capability pair (tc needs no PERFMON: no direct packet
-    // access).
+    // access; the flow tracepoints no network capability).
     for (pair, ok) in [
-        (CAP_PERFMON, "ExecExit"),
-        (CAP_NET_RAW, "FlowsSocketFilter"),
-        (CAP_NET_ADMIN, "FlowsTc"),
+        (CAP_PERFMON, &["ExecExit", "FlowsTracepoint"][..]),
+        (CAP_NET_RAW, &["FlowsSocketFilter"][..]),
+        (CAP_NET_ADMIN, &["FlowsTc"][..]),
     ] {
         let out = run_caps_child(&[CAP_BPF, pair]);
-        for p in ["ExecExit", "FlowsSocketFilter", "FlowsTc"] {
-            let want = if p == ok { "CAPS-OK" } else { "CAPS-DENIED" };
+        for p in PROGRAMS {
+            let want = if ok.contains(&p) {
+                "CAPS-OK"
+            } else {
+                "CAPS-DENIED"
+            };
             assert!(
                 out.contains(&format!("{want} {p}")),
                 "caps BPF+{pair}: {out}"
@@ -368,6 +380,7 @@ fn hold_child_entry() {
     let cfg = init(&ALL, &["lo"]);
     for p in [
         BpfProgram::ExecExit,
+        BpfProgram::FlowsTracepoint,
         BpfProgram::FlowsSocketFilter,
         BpfProgram::FlowsTc,
     ] {
@@ -415,8 +428,9 @@ fn sigkill_of_the_loader_detaches_everything() {
     }
     assert_eq!(
         ids.len(),
-        6,
-        "exec, exit, socket filter (received, transmitted), tc ingress, tc egress"
+        8,
+        "exec, exit, flow tracepoints (rx, tx), socket filter (received, transmitted), tc \
+         ingress, tc egress"
     );
     for id in &ids {
         assert!(
@@ -440,7 +454,7 @@ fn attach_over_the_ipc_channel() {
     let (coll, mut privh) = Channel::pair().unwrap();
     // The privhelper allows only exec; the collector (wrongly) believes flows are on too.
     let priv_init = init(&[Feature::EbpfExec], &[]);
-    let coll_init = init(&[Feature::EbpfExec, Feature::EbpfFlowsSocket], &[]);
+    let coll_init = init(&[Feature::EbpfExec, Feature::EbpfFlowsTracepoint], &[]);
     let server = std::thread::spawn(move || {
         privh
             .handshake(Role::Privhelper, Some(Role::Collector))
@@ -466,7 +480,7 @@ fn attach_over_the_ipc_channel() {
         server.join().unwrap(),
         vec![
             (BpfProgram::ExecExit, true),
-            (BpfProgram::FlowsSocketFilter, false)
+            (BpfProgram::FlowsTracepoint, false)
         ]
     );
     assert_eq!(set.sources().len(), 1);

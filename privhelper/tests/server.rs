@@ -479,6 +479,9 @@ fn disabled_features_are_refused() {
             program: BpfProgram::ExecExit,
         },
         PrivRequest::BpfAttach {
+            program: BpfProgram::FlowsTracepoint,
+        },
+        PrivRequest::BpfAttach {
             program: BpfProgram::FlowsSocketFilter,
         },
         PrivRequest::BpfAttach {
@@ -488,7 +491,7 @@ fn disabled_features_are_refused() {
         h.expect_error(&req, PrivErrorCode::FeatureDisabled);
     }
     let s = h.stats();
-    assert_eq!(s.get("refused"), Some(7));
+    assert_eq!(s.get("refused"), Some(8));
     assert_eq!(s.get("served_total"), Some(0));
     h.shutdown();
 }

@@ -194,7 +194,7 @@ mod tests {
     }
 
     fn unit_caps() -> HashSet<Capability> {
-        [CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF].into()
+        [CAP_SYSLOG, CAP_PERFMON, CAP_BPF].into()
     }
 
     #[test]
@@ -224,24 +224,21 @@ mod tests {
         for n in [
             Feature::KmsgEvents,
             Feature::EbpfExec,
-            Feature::EbpfFlowsSocket,
+            Feature::EbpfFlowsTracepoint,
             Feature::ProcessMetrics,
         ] {
             assert!(f(n).enabled, "{n}");
         }
-        assert_eq!(
-            ev.privhelper_caps(),
-            vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]
-        );
+        assert_eq!(ev.privhelper_caps(), vec![CAP_SYSLOG, CAP_PERFMON, CAP_BPF]);
 
         // One capability fewer: exactly its feature in the warning, nothing of the
         // supervisor's (SETUID/SETGID, SYS_ADMIN, SETPCAP, CHOWN, KILL).
         let mut less = held.clone();
-        less.remove(&CAP_NET_RAW);
+        less.remove(&CAP_SYSLOG);
         let mut ev = evaluate(&cfg, &less, &facts());
         adjust(&mut ev, launch);
         let off: Vec<_> = ev.missing().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(off, vec![Feature::EbpfFlowsSocket]);
+        assert_eq!(off, vec![Feature::KmsgEvents]);
         let w = ev.warning().unwrap();
         for c in ["SETUID", "SETGID", "SYS_ADMIN", "SETPCAP", "CHOWN", "KILL"] {
             assert!(!w.contains(c), "{w}");
@@ -335,10 +332,7 @@ mod tests {
             !warn,
             "the unit's CapabilityBoundingSet= is the normal case"
         );
-        assert!(
-            text.contains("CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF"),
-            "{text}"
-        );
+        assert!(text.contains("CAP_SYSLOG, CAP_PERFMON, CAP_BPF"), "{text}");
         let mut no_setpcap = all.clone();
         no_setpcap.remove(&CAP_SETPCAP);
         let (warn, text) = bounding_note(root, &no_setpcap, &no_setpcap).unwrap();

@@ -51,7 +51,11 @@ fn seccomp_files(role: Role, eval: &Evaluation, facts: &RunFacts) -> Vec<String>
         .map(str::to_string)
         .into_iter()
         .collect();
-    let flows = [Feature::EbpfFlowsSocket, Feature::EbpfFlowsTc];
+    let flows = [
+        Feature::EbpfFlowsTracepoint,
+        Feature::EbpfFlowsSocket,
+        Feature::EbpfFlowsTc,
+    ];
     if role == Role::Collector && flows.iter().any(|f| eval.is_enabled(*f)) {
         v.push("collector-flows".to_string());
     }
@@ -261,9 +265,11 @@ mod tests {
         let ev = evaluate(&cfg, &all, &facts());
         let ph = sandbox_plan(Role::Privhelper, &cfg, &ev, Some(&user()), &run()).unwrap();
         assert_eq!(ph.ids.as_ref().unwrap().uid, 990);
-        for c in [CAP_SYSLOG, CAP_BPF, CAP_PERFMON, CAP_NET_RAW] {
+        for c in [CAP_SYSLOG, CAP_BPF, CAP_PERFMON] {
             assert!(ph.keep_caps.contains(&c.index()), "{c}");
         }
+        // Flows come from tracepoints by default: no network capability.
+        assert!(!ph.keep_caps.contains(&CAP_NET_RAW.index()));
         assert!(!ph.keep_caps.contains(&CAP_SETUID.index()));
         assert!(!ph.keep_caps.contains(&CAP_SYS_ADMIN.index()));
         for role in [Role::Collector, Role::Shipper] {
@@ -383,7 +389,6 @@ mod tests {
             CAP_SYSLOG,
             CAP_BPF,
             CAP_PERFMON,
-            CAP_NET_RAW,
         ]
         .into();
         assert_eq!(keep, want);
@@ -400,6 +405,6 @@ mod tests {
         let mut same = run();
         same.switch_user = false;
         let keep = supervisor_steady_caps(&inits(&same), 990, false).unwrap();
-        assert_eq!(keep, [CAP_SYSLOG, CAP_BPF, CAP_PERFMON, CAP_NET_RAW].into());
+        assert_eq!(keep, [CAP_SYSLOG, CAP_BPF, CAP_PERFMON].into());
     }
 }

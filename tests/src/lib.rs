@@ -780,7 +780,7 @@ pub const DEFAULT_ON: &[&str] = &[
     "k8s_names",
     "kmsg_events",
     "ebpf_exec",
-    "ebpf_flows_socket",
+    "ebpf_flows_tracepoint",
 ];
 
 /// Wait until every marker of `want` is among those `arrived` returns (asked every 100 ms);

@@ -571,7 +571,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         Opts::daemonset(&caps, Some(&containerd_like)).env("VIGIL_SELFTEST", &probes.join(","));
     let c = Container::start(&name, opts, &journal, &rx.endpoint());
     let logs = c.wait_log(
-        "eBPF flow table ready program=FlowsSocketFilter",
+        "eBPF flow table ready program=FlowsTracepoint",
         Duration::from_secs(30),
     );
     let on = features(&logs);
@@ -592,7 +592,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
     );
     for line in [
         "eBPF ring buffer mapped program=ExecExit",
-        "eBPF flow table ready program=FlowsSocketFilter",
+        "eBPF flow table ready program=FlowsTracepoint",
     ] {
         assert!(logs.contains(line), "{line}: not attached:\n{logs}");
     }
@@ -740,11 +740,11 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
         &rx.endpoint(),
     );
     let logs = c.wait_log(
-        "eBPF source unavailable: privhelper refused FlowsSocketFilter",
+        "eBPF source unavailable: privhelper refused FlowsTracepoint",
         Duration::from_secs(30),
     );
     if moved > 0 {
-        for program in ["ExecExit", "FlowsSocketFilter"] {
+        for program in ["ExecExit", "FlowsTracepoint"] {
             assert!(
                 logs.contains(&format!(
                     "eBPF source unavailable: privhelper refused {program}"
@@ -763,7 +763,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
     if moved > 0 {
         for (feature, program) in [
             ("ebpf_exec", "ExecExit"),
-            ("ebpf_flows_socket", "FlowsSocketFilter"),
+            ("ebpf_flows_tracepoint", "FlowsTracepoint"),
             ("ebpf_tcp_changes", "TcpChanges"),
         ] {
             let line = text
@@ -801,7 +801,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
             "process_iter",
             "ebpf_tcp_changes",
             "ebpf_exec",
-            "ebpf_flows_socket",
+            "ebpf_flows_tracepoint",
         ]
     } else {
         &[
@@ -809,7 +809,7 @@ fn slow_image_builds_and_runs_non_privileged_with_the_add_list() {
             "ebpf_tcp_changes",
             "kmsg_events",
             "ebpf_exec",
-            "ebpf_flows_socket",
+            "ebpf_flows_tracepoint",
         ]
     };
     assert_eq!(

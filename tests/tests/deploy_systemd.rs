@@ -44,16 +44,11 @@ const ACCEPTED: &[(&str, &str)] = &[
         "CapabilityBoundingSet=~CAP_BPF",
         "CapabilityBoundingSet=~CAP_BPF",
     ),
-    (
-        "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)",
-        "~CAP_NET_RAW",
-    ),
     ("CapabilityBoundingSet=~CAP_SYSLOG", "~CAP_SYSLOG"),
     // /dev/kmsg (kernel events).
     ("ProtectKernelLogs=", "Exposure ProtectKernelLogs="),
     ("DeviceAllow=", "Exposure DeviceAllow="),
-    // Sockets: IPC, rtnetlink, the flow socket filter, OTLP (IP to localhost only).
-    ("RestrictAddressFamilies=~AF_PACKET", "~AF_PACKET"),
+    // Sockets: IPC, rtnetlink, OTLP (IP to localhost only).
     ("RestrictAddressFamilies=~AF_NETLINK", "~AF_NETLINK"),
     (
         "RestrictAddressFamilies=~AF_UNIX",
@@ -188,7 +183,7 @@ fn unit_keeps_the_settings_the_agent_relies_on() {
         "DeviceAllow=/dev/kmsg r",
         "ProtectKernelLogs=no",
         "RestrictNamespaces=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6 AF_PACKET",
+        "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
         "IPAddressAllow=localhost",
         "IPAddressDeny=any",
         "SystemCallArchitectures=native",

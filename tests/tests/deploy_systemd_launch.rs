@@ -226,7 +226,7 @@ fn unit_launch_runs_every_default_feature_as_the_agent_user() {
     assert_eq!(caps, unit_mask(&unit, "CapabilityBoundingSet", &[]));
     assert_eq!(
         caps,
-        cap_bit(cap::BPF) | cap_bit(cap::PERFMON) | cap_bit(cap::NET_RAW) | cap_bit(cap::SYSLOG)
+        cap_bit(cap::BPF) | cap_bit(cap::PERFMON) | cap_bit(cap::SYSLOG)
     );
     // After start-up the privhelper holds nothing: the default features need privilege to
     // open and attach only.
@@ -294,7 +294,7 @@ fn unit_launch_runs_every_default_feature_as_the_agent_user() {
     let warnings: Vec<&str> = err.lines().filter(|x| x.contains(" WARN ")).collect();
     assert!(warnings.is_empty(), "warnings: {warnings:#?}\n{err}");
     for info in [
-        "no CAP_SETPCAP: the children keep the inherited bounding set (CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF)",
+        "no CAP_SETPCAP: the children keep the inherited bounding set (CAP_SYSLOG, CAP_PERFMON, CAP_BPF)",
         "no_remount_root set: the host view is the one the service manager built",
     ] {
         assert_eq!(
@@ -311,17 +311,24 @@ fn unit_launch_runs_every_default_feature_as_the_agent_user() {
 #[test]
 fn one_capability_fewer_turns_off_exactly_its_feature() {
     let unit = unit_text();
-    let mut l = launch(&["CAP_NET_RAW"]);
+    // CAP_SYSLOG: /dev/kmsg, which kernel.dmesg_restrict=1 (as on the test machines) guards.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let mut l = launch(&["CAP_SYSLOG"]);
     l.agent.wait_steady(Duration::from_secs(30));
     let r = status_json(&l.agent.runtime_dir);
-    let caps = unit_mask(&unit, "AmbientCapabilities", &["CAP_NET_RAW"]);
+    let caps = unit_mask(&unit, "AmbientCapabilities", &["CAP_SYSLOG"]);
     check_processes(&l, &r, caps, 0);
-    let flows = feature(&r, "ebpf_flows_socket");
+    let kmsg = feature(&r, "kmsg_events");
     assert!(
-        !flows.enabled && flows.reason == "missing CAP_NET_RAW",
-        "{flows:?}"
+        !kmsg.enabled && kmsg.reason == "missing CAP_SYSLOG",
+        "{kmsg:?}"
     );
-    for f in DEFAULT_ON.iter().filter(|f| **f != "ebpf_flows_socket") {
+    for f in DEFAULT_ON.iter().filter(|f| **f != "kmsg_events") {
         assert!(feature(&r, f).enabled, "{f} off: {:?}", feature(&r, f));
     }
     assert!(feature(&r, "user_switch").enabled);
@@ -330,7 +337,7 @@ fn one_capability_fewer_turns_off_exactly_its_feature() {
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].ends_with(
-            "required system capabilities not present: CAP_NET_RAW; these features are off: ebpf_flows_socket (needs CAP_NET_RAW)"
+            "required system capabilities not present: CAP_SYSLOG; these features are off: kmsg_events (needs CAP_SYSLOG)"
         ),
         "{}",
         warnings[0]

@@ -28,7 +28,7 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
             .stderr
             .wait_for(Duration::from_secs(20), |l| l
                 .contains("eBPF flow table ready")
-                && l.contains("FlowsSocketFilter"))
+                && l.contains("FlowsTracepoint"))
             .is_some(),
         "no eBPF flow table: {}",
         agent.stderr.text()
@@ -115,7 +115,7 @@ fn exec_exit_events_and_loopback_flows_from_the_real_agent() {
     assert_eq!(
         ids.len(),
         5,
-        "TCP state changes, exec, exit, socket filter (received, transmitted): {ids:?}"
+        "TCP state changes, exec, exit, flow tracepoints (received, transmitted): {ids:?}"
     );
     let loaded = |id: u32| {
         Command::new("bpftool")

@@ -98,10 +98,13 @@ fn burst_of_short_processes_and_who_holds_the_programs() {
     assert!(agent.stop().success());
 }
 
-fn run_without(cap: &str) -> (Agent, StatusReport) {
+fn run_without(cap: &str, config: &str) -> (Agent, StatusReport) {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), config).unwrap();
     let mut agent = Agent::builder()
         .wrapper(capsh_drop(cap))
-        .args(["--user", "nobody", "--interval-ms", "500"])
+        .args(["--user", "nobody", "--interval-ms", "500", "--config"])
+        .arg(cfg.path().to_str().unwrap())
         .start();
     let r = agent.wait_ready(Duration::from_secs(30));
     (agent, r)
@@ -109,8 +112,8 @@ fn run_without(cap: &str) -> (Agent, StatusReport) {
 
 #[test]
 fn without_cap_bpf_no_ebpf_feature_and_the_agent_runs() {
-    let (mut agent, r) = run_without("cap_bpf");
-    assert!(!on(&r, "ebpf_exec") && !on(&r, "ebpf_flows_socket"));
+    let (mut agent, r) = run_without("cap_bpf", "");
+    assert!(!on(&r, "ebpf_exec") && !on(&r, "ebpf_flows_tracepoint"));
     assert!(on(&r, "process_metrics") && on(&r, "kmsg_events"));
     agent
         .wait_json(Duration::from_secs(20), |v| v["name"] == "process.cpu.time")
@@ -121,7 +124,8 @@ fn without_cap_bpf_no_ebpf_feature_and_the_agent_runs() {
 
 #[test]
 fn without_cap_perfmon_no_exec_events_but_socket_flows() {
-    let (mut agent, r) = run_without("cap_perfmon");
+    // The default flow tracepoints need PERFMON too; the socket filter does not.
+    let (mut agent, r) = run_without("cap_perfmon", "[collector]\nflows_source = \"socket\"\n");
     assert!(!on(&r, "ebpf_exec"));
     assert!(
         on(&r, "ebpf_flows_socket"),

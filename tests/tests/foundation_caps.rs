@@ -179,7 +179,7 @@ fn enforce_sys_caps_fails_naming_the_missing_ones() {
     let err = agent.stderr.text();
     assert!(err.contains("CAP_BPF"), "{err}");
     assert!(
-        err.contains("ebpf_exec") && err.contains("ebpf_flows_socket"),
+        err.contains("ebpf_exec") && err.contains("ebpf_flows_tracepoint"),
         "{err}"
     );
     if std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict")

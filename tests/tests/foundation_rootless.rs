@@ -74,7 +74,7 @@ fn rootless_start_sandboxes_itself() {
     for f in [
         "kmsg_events",
         "ebpf_exec",
-        "ebpf_flows_socket",
+        "ebpf_flows_tracepoint",
         "ebpf_tcp_changes",
     ] {
         assert!(!on(f), "{f} is off without privileges");

@@ -35,9 +35,10 @@ fn four_processes_with_the_designed_privileges() {
                 assert!(!k.no_new_privs);
                 // Once the view is built it keeps what restarting the children needs: their
                 // ids and signals, CAP_SETPCAP for their bounding sets, and the privhelper's
-                // start-up set of the default features (kmsg; BPF exec events and flows).
+                // start-up set of the default features (kmsg; BPF exec events and flows, from
+                // tracepoints: no network capability).
                 let restart = [cap::KILL, cap::SETGID, cap::SETUID, cap::SETPCAP];
-                let privhelper_start = [cap::NET_RAW, cap::SYSLOG, cap::PERFMON, cap::BPF];
+                let privhelper_start = [cap::SYSLOG, cap::PERFMON, cap::BPF];
                 let want = restart
                     .iter()
                     .chain(&privhelper_start)

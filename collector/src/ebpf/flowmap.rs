@@ -132,6 +132,7 @@ pub fn parse_entry(key: &[u8], value: &[u8]) -> Option<KernelFlow> {
         source: match key.get(7)? {
             1 => FlowSource::Socket,
             2 => FlowSource::Tc,
+            3 => FlowSource::Tracepoint,
             _ => FlowSource::Unknown,
         },
         sport: u16_at(key, 8)?,

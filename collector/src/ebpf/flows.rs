@@ -19,7 +19,7 @@
 //! carry `vigil.network.ip_protocol` instead: `icmp`, `icmpv6`, `sctp` or the number),
 //! `network.type` (`ipv4`/`ipv6`), `source.address`, `source.port`, `destination.address`,
 //! `destination.port`, `network.interface.name`, `network.io.direction` (`receive`/`transmit`)
-//! and `vigil.flow.source` (`socket`/`tc`).
+//! and `vigil.flow.source` (`tracepoint`/`socket`/`tc`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,8 +70,9 @@ pub struct FlowStats {
     pub start_unix_nano: u64,
     /// Packets seen since the last eviction.
     pub recent_packets: u64,
-    /// cgroup v2 id of the local socket sending this flow (tc egress), first non-zero seen; 0
-    /// when unknown (other sources, or only packets without a full socket, e.g. time-wait ACKs).
+    /// cgroup v2 id of the local socket sending this flow (tc egress, the transmit tracepoint),
+    /// first non-zero seen; 0 when unknown (the socket filter, received packets, or only
+    /// packets without a full socket, e.g. time-wait ACKs).
     pub cgroup_id: u64,
     /// The kernel entry's counters and first-packet time when last read.
     pub kernel_packets: u64,
@@ -305,6 +306,7 @@ impl FlowTable {
                     match k.source {
                         FlowSource::Socket => "socket",
                         FlowSource::Tc => "tc",
+                        FlowSource::Tracepoint => "tracepoint",
                         FlowSource::Unknown => "unknown",
                     },
                 ),

@@ -348,6 +348,7 @@ impl EbpfSource {
         if let Input::Flows(_) = self.input {
             let source = match self.program {
                 BpfProgram::FlowsTc => "tc",
+                BpfProgram::FlowsTracepoint => "tracepoint",
                 _ => "socket",
             };
             let metric = |name: &str, unit: &str, v: u64| Metric {
@@ -388,18 +389,21 @@ impl EbpfSource {
 }
 
 /// Programs the collector's configuration asks for, by feature name (see the privhelper's
-/// feature gates `ebpf_exec`, `ebpf_flows_socket`, `ebpf_flows_tc`).
+/// feature gates `ebpf_exec`, `ebpf_flows_tracepoint`, `ebpf_flows_socket`, `ebpf_flows_tc`):
+/// the flow program `collector.flows_source` names, if its feature is on.
 pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
     let mut v = Vec::new();
     if init.collector.ebpf_exec && init.feature_enabled(Feature::EbpfExec) {
         v.push(BpfProgram::ExecExit);
     }
     if init.collector.ebpf_flows {
-        let tc = init.collector.flows_source == "tc";
-        if tc && init.feature_enabled(Feature::EbpfFlowsTc) {
-            v.push(BpfProgram::FlowsTc);
-        } else if init.feature_enabled(Feature::EbpfFlowsSocket) {
-            v.push(BpfProgram::FlowsSocketFilter);
+        let flows = match init.collector.flows_source.as_str() {
+            "tc" => BpfProgram::FlowsTc,
+            "socket" => BpfProgram::FlowsSocketFilter,
+            _ => BpfProgram::FlowsTracepoint,
+        };
+        if init.feature_enabled(flows.feature()) {
+            v.push(flows);
         }
     }
     v

@@ -67,6 +67,7 @@ impl Direction {
 pub enum FlowSource {
     Socket,
     Tc,
+    Tracepoint,
     Unknown,
 }
 

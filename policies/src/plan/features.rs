@@ -331,6 +331,25 @@ pub const FEATURES: &[FeatureRow] = &[
         what: "process exec/exit events (raw tracepoints sched_process_exec/exit; no tracefs)",
     },
     FeatureRow {
+        feature: Feature::EbpfFlowsTracepoint,
+        process: Proc::Privhelper,
+        caps: &[CAP_BPF, CAP_PERFMON],
+        configured: |c| c.collector.ebpf_flows && c.collector.flows_source == "tracepoint",
+        on_kernel: |k| {
+            if k.btf {
+                OnKernel::AsWritten
+            } else {
+                OnKernel::Blocked(
+                    "no BTF (/sys/kernel/btf/vmlinux) for the flow tracepoints; \
+                     flows_source = \"socket\" needs none",
+                )
+            }
+        },
+        inspects_other_processes: false,
+        what: "network flows from the tracepoints every packet passes (netif_receive_skb, \
+               net_dev_start_xmit; no packet tap, no network capability)",
+    },
+    FeatureRow {
         feature: Feature::EbpfFlowsSocket,
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_NET_RAW],
@@ -730,6 +749,7 @@ mod tests {
             if matches!(
                 f.feature,
                 Feature::EbpfFlowsTc
+                    | Feature::EbpfFlowsSocket
                     | Feature::ProcessSockets
                     | Feature::NetnsMetricsSetns
                     | Feature::ProcessIo
@@ -740,12 +760,9 @@ mod tests {
             }
         }
         assert_eq!(ev.warning(), None);
-        // The default features need only these four in the privhelper, and none of them
-        // after start-up.
-        assert_eq!(
-            ev.privhelper_caps(),
-            vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]
-        );
+        // The default features need only these three in the privhelper (no network
+        // capability: flows come from tracepoints), and none of them after start-up.
+        assert_eq!(ev.privhelper_caps(), vec![CAP_SYSLOG, CAP_PERFMON, CAP_BPF]);
         assert!(ev.privhelper_steady_caps().is_empty());
     }
 
@@ -879,16 +896,23 @@ mod tests {
         let ev = evaluate(&cfg, &all_caps(), &facts());
         assert!(!ev.is_enabled(Feature::KmsgEvents));
         assert!(ev.is_enabled(Feature::EbpfFlowsTc) && !ev.is_enabled(Feature::EbpfFlowsSocket));
+        assert!(!ev.is_enabled(Feature::EbpfFlowsTracepoint));
         assert!(ev.missing().is_empty(), "config-off is not 'missing'");
+        cfg.collector.flows_source = "socket".into();
+        let ev = evaluate(&cfg, &all_caps(), &facts());
+        assert!(ev.is_enabled(Feature::EbpfFlowsSocket) && !ev.is_enabled(Feature::EbpfFlowsTc));
+        assert!(ev.privhelper_caps().contains(&CAP_NET_RAW));
         let mut f = facts();
         f.btf = false;
         let ev = evaluate(&AgentConfig::default(), &all_caps(), &f);
-        assert!(!ev.is_enabled(Feature::EbpfExec));
-        assert!(
-            ev.features
-                .iter()
-                .any(|x| x.feature == Feature::EbpfExec && x.reason.contains("BTF"))
-        );
+        for blocked in [Feature::EbpfExec, Feature::EbpfFlowsTracepoint] {
+            assert!(!ev.is_enabled(blocked));
+            assert!(
+                ev.features
+                    .iter()
+                    .any(|x| x.feature == blocked && x.reason.contains("BTF"))
+            );
+        }
     }
 
     #[test]
@@ -903,7 +927,6 @@ mod tests {
                 CAP_SETGID,
                 CAP_SETUID,
                 CAP_SETPCAP,
-                CAP_NET_RAW,
                 CAP_SYS_ADMIN,
                 CAP_SYSLOG,
                 CAP_PERFMON,
@@ -913,7 +936,7 @@ mod tests {
         // Started as the agent user: exactly what the features use, nothing for the
         // supervisor (no user switch, no chown, no virtual root of its own).
         let agent = required_caps(&cfg, &facts(), Launch::AGENT_USER);
-        assert_eq!(agent, vec![CAP_NET_RAW, CAP_SYSLOG, CAP_PERFMON, CAP_BPF]);
+        assert_eq!(agent, vec![CAP_SYSLOG, CAP_PERFMON, CAP_BPF]);
         let s = render_setcap(&[CAP_BPF, CAP_NET_RAW], "/usr/bin/vigil");
         assert_eq!(s, "setcap cap_bpf,cap_net_raw+ep /usr/bin/vigil");
         let sd = render_systemd(&[CAP_BPF, CAP_NET_RAW]);

@@ -3,8 +3,8 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use aya::maps::{Array, Map, PerCpuArray};
-use aya::programs::{RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, RawTracePoint, SchedClassifier, SocketFilter, TcAttachType};
+use aya::{Btf, Ebpf, EbpfLoader};
 use vigil_ipc_proto::{BpfProgram, InitConfig, PrivResponse};
 
 use super::{
@@ -163,6 +163,7 @@ impl BpfManager {
         if !self.loaded.iter().any(|l| l.program == program) {
             let loaded = match program {
                 BpfProgram::ExecExit => load_exec()?,
+                BpfProgram::FlowsTracepoint => load_flows_tracepoint()?,
                 BpfProgram::FlowsSocketFilter => load_flows_socket()?,
                 BpfProgram::FlowsTc => load_flows_tc(&init.collector.flow_interfaces)?,
                 BpfProgram::TcpChanges => load_tcp_changes()?,
@@ -321,6 +322,53 @@ fn load_tcp_changes() -> Result<Loaded, BpfError> {
             map: TCP_CHANGES,
             value_size,
         },
+        prog_ids,
+        interfaces: Vec::new(),
+        _sockets: Vec::new(),
+        _links: Vec::new(),
+        ebpf,
+    })
+}
+
+/// The tracepoint programs: what every device of this network namespace receives, and what
+/// every one but loopback transmits (loopback's packets are counted once, as received).
+fn load_flows_tracepoint() -> Result<Loaded, BpfError> {
+    const PROGS: [(&str, &str); 2] = [
+        ("vigil_flow_tp_rx", "netif_receive_skb"),
+        ("vigil_flow_tp_tx", "net_dev_start_xmit"),
+    ];
+    let btf = Btf::from_sys_fs().map_err(|e| BpfError::Io {
+        what: "reading the kernel's BTF",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    // The namespace's inode number, as the kernel's `net->ns.inum`: the tracepoints fire for
+    // every namespace's devices.
+    let netns = std::fs::metadata("/proc/self/ns/net").map_err(|source| BpfError::Io {
+        what: "stat /proc/self/ns/net",
+        source,
+    })?;
+    let inum =
+        u32::try_from(std::os::unix::fs::MetadataExt::ino(&netns)).map_err(|_| BpfError::Io {
+            what: "network namespace inode",
+            source: std::io::Error::other("beyond 32 bits"),
+        })?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("vigil_netns_inum", &inum, true)
+        .load(FLOWS_OBJ)?;
+    let mut prog_ids = Vec::new();
+    for (name, tp) in PROGS {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Missing(name))?;
+        let prog: &mut BtfTracePoint = p.try_into().map_err(prog_err(name))?;
+        prog.load(tp, &btf).map_err(prog_err(name))?;
+        prog.attach().map_err(prog_err(name))?;
+        let p = ebpf.program(name).ok_or(BpfError::Missing(name))?;
+        prog_ids.push(program_id(p, name)?);
+    }
+    let max_entries = flow_entries(&ebpf)?;
+    Ok(Loaded {
+        program: BpfProgram::FlowsTracepoint,
+        output: Output::Flows { max_entries },
         prog_ids,
         interfaces: Vec::new(),
         _sockets: Vec::new(),

@@ -11,14 +11,18 @@
 //! | program                       | feature             | capabilities                    |
 //! |-------------------------------|---------------------|---------------------------------|
 //! | [`BpfProgram::ExecExit`]      | `ebpf_exec`         | BPF, PERFMON (raw tracepoints)  |
+//! | [`BpfProgram::FlowsTracepoint`] | `ebpf_flows_tracepoint` | BPF, PERFMON (tp_btf) |
 //! | [`BpfProgram::FlowsSocketFilter`] | `ebpf_flows_socket` | BPF, NET_RAW (AF_PACKET socket) |
 //! | [`BpfProgram::FlowsTc`]       | `ebpf_flows_tc`     | BPF, NET_ADMIN (tcx links)      |
 //! | [`BpfProgram::TcpChanges`]    | `ebpf_tcp_changes`  | BPF, PERFMON (raw tracepoint)   |
 //!
-//! (Measured as uid 65534 with exactly those capabilities, `privhelper/tests/ebpf.rs`; tc needs
+//! (Measured as uid 65534 with exactly those capabilities, `privhelper/tests/ebpf_loader.rs`; tc needs
 //! no PERFMON because the programs read packets with `bpf_skb_load_bytes` only.)
 //!
-//! The socket filter sees every interface of the privhelper's network namespace: one packet
+//! The flow tracepoints (netif_receive_skb, net_dev_start_xmit) fire for every namespace's
+//! devices; the programs count those of the privhelper's network namespace (its inode number,
+//! set at load), loopback's packets once, as received. The socket filter sees every interface
+//! of the privhelper's network namespace: one packet
 //! socket for what every interface receives (`PACKET_IGNORE_OUTGOING`: no per-packet clone on
 //! any transmit path, loopback traffic counted once, as received) and one per non-loopback
 //! interface present at the first request for what it transmits. The tc programs attach

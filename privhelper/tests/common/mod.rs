@@ -24,8 +24,9 @@ pub fn init(features: &[Feature], ifaces: &[&str]) -> InitConfig {
         .build()
 }
 
-pub const ALL: [Feature; 3] = [
+pub const ALL: [Feature; 4] = [
     Feature::EbpfExec,
+    Feature::EbpfFlowsTracepoint,
     Feature::EbpfFlowsSocket,
     Feature::EbpfFlowsTc,
 ];
