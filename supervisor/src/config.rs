@@ -162,6 +162,29 @@ fn validate(cfg: &AgentConfig) -> Result<()> {
             "collector.disk_devices_exclude is not a valid regular expression: {e}"
         )));
     }
+    for (key, value, allowed) in [
+        (
+            "collector.flows_source",
+            &cfg.collector.flows_source,
+            &["tracepoint", "socket", "tc"][..],
+        ),
+        (
+            "collector.netns_source",
+            &cfg.collector.netns_source,
+            &["proc", "setns"][..],
+        ),
+    ] {
+        if !allowed.contains(&value.as_str()) {
+            return Err(bad(format!(
+                "{key} = {value:?} is not one of {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     if cfg.collector.interval_ms < 100 {
         return Err(bad("collector.interval_ms must be at least 100".into()));
     }
@@ -278,6 +301,34 @@ mod tests {
             ..Default::default()
         };
         assert!(load(&args, &env_of(&[])).is_err());
+    }
+
+    /// A value no code path knows would otherwise just leave the feature off.
+    #[test]
+    fn sources_name_a_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        let with = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            let args = ConfigArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            };
+            load(&args, &env_of(&[]))
+        };
+        for ok in ["tracepoint", "socket", "tc"] {
+            let c = with(&format!("[collector]\nflows_source = \"{ok}\"\n")).unwrap();
+            assert_eq!(c.collector.flows_source, ok);
+        }
+        let e = with("[collector]\nflows_source = \"pcap\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "collector.flows_source = \"pcap\" is not one of \"tracepoint\", \"socket\", \"tc\""
+            ),
+            "{e}"
+        );
+        let e = with("[collector]\nnetns_source = \"nsenter\"\n").unwrap_err();
+        assert!(e.to_string().contains("collector.netns_source"), "{e}");
     }
 
     #[test]
