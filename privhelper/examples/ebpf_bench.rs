@@ -1,4 +1,4 @@
-//! Benchmark (root): loopback iperf3 throughput without and with the flow socket filter attached
+//! Benchmark (root): loopback iperf3 throughput without and with a flow program attached
 //! (flows counted in the kernel, the table read by the collector's reader), TCP and 64-byte UDP
 //! floods, in one run: rounds interleaved, the order of "without" and "with" alternating per
 //! round; per-round ratios and medians printed, with the machine's load around the run.
@@ -9,15 +9,20 @@
 //! every `read_ms` (default 1000; the collector reads every `collector.flow_evict_ms`, 10 s by
 //! default) exactly as the collector does (`EbpfSource::read_flows`), and its CPU per read is
 //! printed too (`EBPF_BENCH_NO_READER=1`: no reader, for variants of the program whose maps
-//! the collector cannot read). `EBPF_BENCH_TC_LO=1`: the tc programs (tcx links) on `lo`
-//! instead of the socket filter — ingress and egress, so each loopback packet runs two
-//! programs and is counted twice (what `flows_source = "tc"` with `flow_interfaces = ["lo"]`
-//! costs). `EBPF_BENCH_PIN=n,m`: the iperf3 client pinned to CPU n and the server to CPU m
+//! the collector cannot read). `EBPF_BENCH_SOURCE`: the flow programs, as `collector.
+//! flows_source` names them, comma-separated, each run beside no program in every round (the
+//! order rotating): `tracepoint` (the default source), `socket` (the socket filter, what the
+//! bench measures without the variable), `tc` — the tc programs (tcx links) on `lo`, ingress
+//! and egress, so each loopback packet runs two programs and is counted twice (what
+//! `flows_source = "tc"` with `flow_interfaces = ["lo"]` costs; `EBPF_BENCH_TC_LO=1` says the
+//! same). `EBPF_BENCH_PIN=n,m`: the iperf3 client pinned to CPU n and the server to CPU m
 //! (iperf3 `-A`), so where the scheduler puts the two does not vary between runs.
+//! `EBPF_BENCH_PROG_NS=1`: the kernel's BPF statistics on for the run (`BPF_ENABLE_STATS`,
+//! which adds two clock reads to every program run, so the throughput ratios of such a run are
+//! not the budget's), and the ns per run of each flow program printed per traffic kind.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vigil_collector::ebpf::EbpfSource;
@@ -26,23 +31,40 @@ use vigil_privhelper::bpf::BpfManager;
 
 const PORT: &str = "5399";
 
-fn tc_lo() -> bool {
-    std::env::var_os("EBPF_BENCH_TC_LO").is_some()
-}
-
-/// The flow program measured: the socket filter, or tc on `lo` (`EBPF_BENCH_TC_LO`).
-fn program() -> BpfProgram {
-    if tc_lo() {
-        BpfProgram::FlowsTc
-    } else {
-        BpfProgram::FlowsSocketFilter
+/// The flow programs measured, each beside no program in every round (`EBPF_BENCH_SOURCE`,
+/// comma-separated; `EBPF_BENCH_TC_LO`); anything else ends the run with one line.
+fn programs() -> Vec<BpfProgram> {
+    if std::env::var_os("EBPF_BENCH_TC_LO").is_some() {
+        return vec![BpfProgram::FlowsTc];
     }
+    let Ok(list) = std::env::var("EBPF_BENCH_SOURCE") else {
+        return vec![BpfProgram::FlowsSocketFilter];
+    };
+    let mut v = Vec::new();
+    for name in list.split(',') {
+        let p = match name {
+            "tracepoint" => BpfProgram::FlowsTracepoint,
+            "socket" => BpfProgram::FlowsSocketFilter,
+            "tc" => BpfProgram::FlowsTc,
+            other => {
+                eprintln!(
+                    "EBPF_BENCH_SOURCE={list:?}: {other:?} is not one of tracepoint, socket, tc"
+                );
+                std::process::exit(2);
+            }
+        };
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    v
 }
 
 fn init() -> InitConfig {
     vigil_testkit::init(Role::Privhelper)
         .hostname("bench")
         .features(&[
+            Feature::EbpfFlowsTracepoint,
             Feature::EbpfFlowsSocket,
             Feature::EbpfFlowsTc,
             Feature::EbpfExec,
@@ -167,16 +189,17 @@ struct ReadStats {
 }
 
 /// The collector's reader in a thread: the table and totals every `every`.
+/// The thread wakes once per read (a wait on the stop channel with a timeout), not to poll:
+/// on two vCPUs a 64-byte flood's throughput moves with every extra wake-up.
 fn reader(
     mut src: EbpfSource,
     every: Duration,
-) -> (Arc<AtomicBool>, std::thread::JoinHandle<ReadStats>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<ReadStats>) {
+    let (stop, stopped) = mpsc::channel::<()>();
     let h = std::thread::spawn(move || {
         let mut st = ReadStats::default();
+        let mut last = false;
         loop {
-            let last = stop2.load(Ordering::Relaxed);
             let t = thread_cpu();
             let n = src.read_flows().expect("read flows");
             st.cpu += thread_cpu() - t;
@@ -185,10 +208,11 @@ fn reader(
             if last {
                 break;
             }
-            let until = Instant::now() + every;
-            while Instant::now() < until && !stop2.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            // Stopped (or the sender gone): one last read, so the totals include the run's end.
+            last = !matches!(
+                stopped.recv_timeout(every),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
         }
         let f = src.flows();
         st.packets = src.stats.flow_packets;
@@ -199,30 +223,67 @@ fn reader(
     (stop, h)
 }
 
-/// One run with the filter attached and read; returns (bits/s, what the reader saw).
-fn with_filter(secs: u32, t: Traffic, every: Duration) -> (f64, ReadStats) {
+/// (program name, ns per run) of each program id, from the kernel's statistics (bpftool's
+/// JSON: `"name":"...","run_time_ns":N,"run_cnt":N`).
+fn prog_ns(ids: &[u32]) -> Vec<(String, f64)> {
+    let field = |json: &str, key: &str| -> Option<String> {
+        let rest = json.split(&format!("\"{key}\":")).nth(1)?;
+        let v = rest.split([',', '}']).next()?.trim().trim_matches('"');
+        Some(v.to_string())
+    };
+    ids.iter()
+        .filter_map(|id| {
+            let out = Command::new("bpftool")
+                .args(["prog", "show", "id", &id.to_string(), "-j"])
+                .output()
+                .ok()?;
+            let json = String::from_utf8_lossy(&out.stdout);
+            let ns: f64 = field(&json, "run_time_ns")?.parse().ok()?;
+            let runs: f64 = field(&json, "run_cnt")?.parse().ok()?;
+            (runs > 0.0).then(|| (field(&json, "name").unwrap_or_default(), ns / runs))
+        })
+        .collect()
+}
+
+/// One run with the filter attached and read; returns (bits/s, what the reader saw, ns per
+/// run of each program when `EBPF_BENCH_PROG_NS` is set).
+fn with_filter(
+    program: BpfProgram,
+    secs: u32,
+    t: Traffic,
+    every: Duration,
+) -> (f64, ReadStats, Vec<(String, f64)>) {
     let mut mgr = BpfManager::new();
     let att = mgr
-        .attach(program(), &init())
+        .attach(program, &init())
         .expect("attach the flow program");
+    let ns = |ids: &[u32]| {
+        if std::env::var_os("EBPF_BENCH_PROG_NS").is_some() {
+            prog_ns(ids)
+        } else {
+            Vec::new()
+        }
+    };
     if std::env::var_os("EBPF_BENCH_NO_READER").is_some() {
         // Variants of the program whose maps the collector does not read (BENCHMARKS.md).
-        return (client(secs, t), ReadStats::default());
+        let bps = client(secs, t);
+        return (bps, ReadStats::default(), ns(&att.prog_ids));
     }
     let src = EbpfSource::from_response(&att.response, att.fds).expect("flow maps");
     let (stop, h) = reader(src, every);
     let bps = client(secs, t);
-    stop.store(true, Ordering::Relaxed);
+    let _ = stop.send(());
     let st = h.join().expect("reader");
+    let per_run = ns(&att.prog_ids);
     drop(mgr);
-    (bps, st)
+    (bps, st, per_run)
 }
 
 /// CPU of one `read_flows` (median of 21) with `n` flows in the table, and the entries read.
-fn read_cost(n: u16) -> (Duration, usize) {
+fn read_cost(program: BpfProgram, n: u16) -> (Duration, usize) {
     let mut mgr = BpfManager::new();
     let att = mgr
-        .attach(program(), &init())
+        .attach(program, &init())
         .expect("attach the flow program");
     let mut src = EbpfSource::from_response(&att.response, att.fds).expect("flow maps");
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
@@ -241,16 +302,45 @@ fn read_cost(n: u16) -> (Duration, usize) {
     (Duration::from_secs_f64(median(cpu)), entries)
 }
 
+/// One traffic kind's throughputs: without a program, and with each program measured.
+struct Row {
+    t: Traffic,
+    without: Vec<f64>,
+    with: Vec<Vec<f64>>,
+}
+
+impl Traffic {
+    fn name(self) -> &'static str {
+        match self {
+            Traffic::Tcp => "TCP",
+            Traffic::Udp64 => "UDP 64 B",
+        }
+    }
+
+    /// A throughput in this traffic's unit.
+    fn show(self, bps: f64) -> String {
+        match self {
+            Traffic::Tcp => format!("{:.2} Gbit/s", bps / 1e9),
+            Traffic::Udp64 => format!("{:.0} datagrams/s", bps / 8.0 / 64.0),
+        }
+    }
+}
+
 fn main() {
-    pin(); // a bad value ends the run before any measurement
+    // Bad values end the run before any measurement.
+    pin();
+    let progs = programs();
+    println!("flow programs: {progs:?}");
     let no_reader = std::env::var_os("EBPF_BENCH_NO_READER").is_some();
-    for n in [1000u16, 10_000].into_iter().filter(|_| !no_reader) {
-        let (cpu, entries) = read_cost(n);
-        println!(
-            "flow table read with {n} flows sent ({entries} entries): {:.0} us CPU per read \
-             (median of 21)",
-            cpu.as_secs_f64() * 1e6
-        );
+    for &p in &progs {
+        for n in [1000u16, 10_000].into_iter().filter(|_| !no_reader) {
+            let (cpu, entries) = read_cost(p, n);
+            println!(
+                "{p:?}: flow table read with {n} flows sent ({entries} entries): {:.0} us CPU \
+                 per read (median of 21)",
+                cpu.as_secs_f64() * 1e6
+            );
+        }
     }
     let arg = |i: usize, d: u64| -> u64 {
         std::env::args()
@@ -262,35 +352,59 @@ fn main() {
     let rounds = arg(2, 5) as usize;
     let every = Duration::from_millis(arg(3, 1000));
     let load_before = loadavg();
+    // Held for the run: the kernel counts each program's runs and time while it is open.
+    let _stats = std::env::var_os("EBPF_BENCH_PROG_NS").map(|_| {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS (root)")
+    });
     let srv = server();
-    let mut rows: Vec<(Traffic, Vec<f64>, Vec<f64>)> = vec![
-        (Traffic::Tcp, vec![], vec![]),
-        (Traffic::Udp64, vec![], vec![]),
-    ];
-    let mut reads = ReadStats::default();
-    let mut filtered = Duration::ZERO;
+    let mut rows: Vec<Row> = [Traffic::Tcp, Traffic::Udp64]
+        .into_iter()
+        .map(|t| Row {
+            t,
+            without: Vec::new(),
+            with: vec![Vec::new(); progs.len()],
+        })
+        .collect();
+    // (traffic, program name) -> ns per run, one value per round.
+    let mut per_run: Vec<(Traffic, String, Vec<f64>)> = Vec::new();
+    let mut reads: Vec<ReadStats> = progs.iter().map(|_| ReadStats::default()).collect();
+    let mut filtered = vec![Duration::ZERO; progs.len()];
+    // Case 0 is no program, case i the (i-1)-th program.
+    let cases = progs.len() + 1;
     for round in 0..rounds {
-        for (t, without, with) in rows.iter_mut() {
-            let mut one = |on: bool| {
-                if on {
-                    let t0 = Instant::now();
-                    let (b, st) = with_filter(secs, *t, every);
-                    filtered += t0.elapsed();
-                    reads.reads += st.reads;
-                    reads.cpu += st.cpu;
-                    reads.entries += st.entries;
-                    reads.packets += st.packets;
-                    reads.lost += st.lost;
-                    reads.evicted += st.evicted;
-                    with.push(b);
-                } else {
-                    without.push(client(secs, *t));
+        for row in rows.iter_mut() {
+            // The order rotates every round and reverses every other pass, so a drift of the
+            // machine favours no case.
+            let mut order: Vec<usize> = (0..cases).map(|i| (i + round) % cases).collect();
+            if (round / cases) % 2 == 1 {
+                order.reverse();
+            }
+            for case in order {
+                let Some(i) = case.checked_sub(1) else {
+                    row.without.push(client(secs, row.t));
+                    continue;
+                };
+                let t0 = Instant::now();
+                let (b, st, ns) = with_filter(progs[i], secs, row.t, every);
+                filtered[i] += t0.elapsed();
+                for (name, v) in ns {
+                    match per_run
+                        .iter_mut()
+                        .find(|(k, n, _)| *k == row.t && *n == name)
+                    {
+                        Some((_, _, vs)) => vs.push(v),
+                        None => per_run.push((row.t, name, vec![v])),
+                    }
                 }
-            };
-            // Alternate which goes first, so a drift of the machine does not favour one.
-            let first_on = round % 2 == 1;
-            one(first_on);
-            one(!first_on);
+                let r = &mut reads[i];
+                r.reads += st.reads;
+                r.cpu += st.cpu;
+                r.entries += st.entries;
+                r.packets += st.packets;
+                r.lost += st.lost;
+                r.evicted += st.evicted;
+                row.with[i].push(b);
+            }
         }
         eprintln!("round {} of {rounds} done, load {}", round + 1, loadavg());
     }
@@ -298,42 +412,45 @@ fn main() {
 
     println!(
         "loopback iperf3, {rounds} interleaved rounds of {secs} s runs per case (order \
-         alternating); load average before {load_before}, after {}",
+         rotating); load average before {load_before}, after {}",
         loadavg()
     );
-    for (t, without, with) in &rows {
-        let ratios: Vec<f64> = without.iter().zip(with).map(|(a, b)| b / a).collect();
-        let per_round: Vec<f64> = ratios
-            .iter()
-            .map(|r| (r * 1000.0).round() / 1000.0)
-            .collect();
-        match t {
-            Traffic::Tcp => println!(
-                "TCP           without {:.2} Gbit/s, with {:.2} Gbit/s, median ratio {:.3} \
-                 (per round {per_round:?})",
-                median(without.clone()) / 1e9,
-                median(with.clone()) / 1e9,
+    for row in &rows {
+        for (p, with) in progs.iter().zip(&row.with) {
+            let ratios: Vec<f64> = row.without.iter().zip(with).map(|(a, b)| b / a).collect();
+            let per_round: Vec<f64> = ratios
+                .iter()
+                .map(|r| (r * 1000.0).round() / 1000.0)
+                .collect();
+            println!(
+                "{:<9} {p:?}: without {}, with {}, median ratio {:.3} (per round {per_round:?})",
+                row.t.name(),
+                row.t.show(median(row.without.clone())),
+                row.t.show(median(with.clone())),
                 median(ratios.clone()),
-            ),
-            Traffic::Udp64 => println!(
-                "UDP 64 B      without {:.0} datagrams/s, with {:.0}, median ratio {:.3} \
-                 (per round {per_round:?})",
-                median(without.clone()) / 8.0 / 64.0,
-                median(with.clone()) / 8.0 / 64.0,
-                median(ratios.clone()),
-            ),
+            );
         }
     }
-    println!(
-        "flow table:   {} reads in {:.1} s with the filter, {:.0} entries per read, {:.1} us CPU \
-         per read; {} packets counted in the kernel, {} lost (evicted unread or no room), {} \
-         flows evicted",
-        reads.reads,
-        filtered.as_secs_f64(),
-        reads.entries as f64 / reads.reads.max(1) as f64,
-        reads.cpu.as_secs_f64() * 1e6 / reads.reads.max(1) as f64,
-        reads.packets,
-        reads.lost,
-        reads.evicted,
-    );
+    for (t, name, vs) in &per_run {
+        println!(
+            "{:<9} {name}: {:.1} ns per run (median of {}, BPF_ENABLE_STATS)",
+            t.name(),
+            median(vs.clone()),
+            vs.len()
+        );
+    }
+    for ((p, r), took) in progs.iter().zip(&reads).zip(&filtered) {
+        println!(
+            "{p:?} flow table: {} reads in {:.1} s with the program, {:.0} entries per read, \
+             {:.1} us CPU per read; {} packets counted in the kernel, {} lost (evicted unread \
+             or no room), {} flows evicted",
+            r.reads,
+            took.as_secs_f64(),
+            r.entries as f64 / r.reads.max(1) as f64,
+            r.cpu.as_secs_f64() * 1e6 / r.reads.max(1) as f64,
+            r.packets,
+            r.lost,
+            r.evicted,
+        );
+    }
 }
