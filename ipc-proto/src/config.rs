@@ -154,7 +154,7 @@ pub struct CollectorConfig {
     /// the last walk. `false`: a walk every cycle.
     pub ebpf_tcp_changes: bool,
     /// Where flows are counted: `tracepoint` (CAP_BPF + CAP_PERFMON, needs BTF; the cheapest),
-    /// `socket` (CAP_BPF + CAP_NET_RAW) or `tc` (CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
+    /// `socket` (CAP_BPF + CAP_NET_RAW) or `tc` (CAP_BPF + CAP_NET_ADMIN).
     pub flows_source: String,
     /// Interfaces the tc flow program attaches to (empty: all but loopback).
     pub flow_interfaces: Vec<String>,

@@ -69,7 +69,7 @@ fn kernel_section(cfg: &AgentConfig, facts: &KernelFacts) -> String {
     let _ = writeln!(s, "kernel");
     let _ = writeln!(
         s,
-        "  kernel.perf_event_paranoid      {}  (raw tracepoints and tc use bpf() only: CAP_BPF+CAP_PERFMON suffice whatever the value; perf_event_open would need CAP_SYS_ADMIN above 2)",
+        "  kernel.perf_event_paranoid      {}  (raw and BTF tracepoints and tc use bpf() only: their capabilities suffice whatever the value; perf_event_open would need CAP_SYS_ADMIN above 2)",
         opt(facts.perf_event_paranoid)
     );
     let _ = writeln!(
