@@ -11,11 +11,12 @@
  *  - tc (BPF_PROG_TYPE_SCHED_CLS) ingress and egress programs (CAP_BPF + CAP_NET_ADMIN), which
  *    return TC_ACT_UNSPEC/TCX_NEXT (-1) and never change the packet's fate.
  * The socket filter and tc read packets with bpf_skb_load_bytes (bounds checked by the helper);
- * the tracepoint programs with bpf_probe_read_kernel, within the packet's linear part. Per packet, when it is of the flow this CPU
- * counted last: a key compare and two adds to this CPU's run (below, count()); otherwise one
- * hash lookup and atomic adds to the flow's counters, which only grow. The collector reads
- * them all once per flow interval (BPF_MAP_LOOKUP_BATCH), with the runs, and computes the
- * deltas. No per-packet record, no ring buffer.
+ * the tracepoint programs with bpf_probe_read_kernel, within the packet's linear part. Per
+ * packet, when it is of the flow this CPU counted last: a key compare and two adds to this
+ * CPU's run (below, count()); otherwise one hash lookup and atomic adds to the flow's
+ * counters, which only grow. The collector reads them all once per flow interval
+ * (BPF_MAP_LOOKUP_BATCH), with the runs, and computes the deltas. No per-packet record, no
+ * ring buffer.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
