@@ -178,25 +178,36 @@ static __always_inline int l3_offset(struct __sk_buff *skb, __u16 proto_be)
 	return -1;
 }
 
+/* The fields of the IPv4 header h (its first 20 bytes) into k: the header's length, or -1 when
+ * h is not one; *first: a first (or only) fragment, the one an L4 header follows. */
+static __always_inline int ipv4_fields(const __u8 *h, struct vigil_flow_key *k, int *first)
+{
+	int ihl;
+
+	if ((h[0] >> 4) != 4)
+		return -1;
+	ihl = (h[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return -1;
+	k->family = 4;
+	k->proto = h[9];
+	__builtin_memcpy(k->saddr, &h[12], 4);
+	__builtin_memcpy(k->daddr, &h[16], 4);
+	*first = ((((__u16)h[6] << 8) | h[7]) & 0x1fff) == 0;
+	return ihl;
+}
+
 static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct vigil_flow_key *e)
 {
 	__u8 hdr[20];
-	__u32 ihl;
-	__u16 frag;
+	int ihl, first;
 
 	if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)) < 0)
 		return -1;
-	if ((hdr[0] >> 4) != 4)
+	ihl = ipv4_fields(hdr, e, &first);
+	if (ihl < 0)
 		return -1;
-	ihl = (hdr[0] & 0x0f) * 4;
-	if (ihl < 20)
-		return -1;
-	e->family = 4;
-	e->proto = hdr[9];
-	__builtin_memcpy(e->saddr, &hdr[12], 4);
-	__builtin_memcpy(e->daddr, &hdr[16], 4);
-	frag = ((__u16)hdr[6] << 8) | hdr[7];
-	if ((frag & 0x1fff) == 0)
+	if (first)
 		load_ports(skb, off + ihl, e);
 	return 0;
 }
@@ -424,8 +435,9 @@ static __always_inline int kparse_ipv4(const unsigned char *l3, __u32 headlen,
 				       struct vigil_flow_key *k)
 {
 	__u8 b[24] __attribute__((aligned(8)));
-	__u16 frag, ports[2];
-	__u32 ihl, have = 24;
+	__u16 ports[2];
+	__u32 have = 24;
+	int ihl, first;
 
 	/* One read for the header and, without options, the ports behind it (each helper call
 	 * costs about as much as the rest of the program). */
@@ -433,17 +445,10 @@ static __always_inline int kparse_ipv4(const unsigned char *l3, __u32 headlen,
 		have = 20;
 	if (!in_linear(headlen, 0, 20) || bpf_probe_read_kernel(b, have, l3) < 0)
 		return -1;
-	if ((b[0] >> 4) != 4)
+	ihl = ipv4_fields(b, k, &first);
+	if (ihl < 0)
 		return -1;
-	ihl = (b[0] & 0x0f) * 4;
-	if (ihl < 20)
-		return -1;
-	k->family = 4;
-	k->proto = b[9];
-	__builtin_memcpy(k->saddr, &b[12], 4);
-	__builtin_memcpy(k->daddr, &b[16], 4);
-	__builtin_memcpy(&frag, &b[6], 2);
-	if ((frag & bpf_htons(0x1fff)) != 0 || (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP))
+	if (!first || (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP))
 		return 0;
 	if (ihl == 20 && have == 24)
 		__builtin_memcpy(ports, &b[20], 4);
