@@ -203,6 +203,29 @@ pub enum BpfProgram {
 }
 
 impl BpfProgram {
+    /// The flow programs by their `collector.flows_source` name (the default first).
+    pub const FLOW_SOURCES: [(&'static str, BpfProgram); 3] = [
+        ("tracepoint", BpfProgram::FlowsTracepoint),
+        ("socket", BpfProgram::FlowsSocketFilter),
+        ("tc", BpfProgram::FlowsTc),
+    ];
+
+    /// The flow program `collector.flows_source` names.
+    pub fn flows_source(name: &str) -> Option<BpfProgram> {
+        Self::FLOW_SOURCES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
+    }
+
+    /// A flow program's `collector.flows_source` name (`None` for the other programs).
+    pub fn flows_source_name(self) -> Option<&'static str> {
+        Self::FLOW_SOURCES
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map(|(n, _)| *n)
+    }
+
     /// The feature the program serves.
     pub fn feature(self) -> crate::Feature {
         match self {
@@ -403,4 +426,24 @@ pub struct FeatureState {
     pub enabled: bool,
     /// Why it is off (missing capabilities, kernel setting, config), empty when on.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BpfProgram;
+
+    #[test]
+    fn flow_source_names_map_both_ways() {
+        for (name, program) in BpfProgram::FLOW_SOURCES {
+            assert_eq!(BpfProgram::flows_source(name), Some(program));
+            assert_eq!(program.flows_source_name(), Some(name));
+        }
+        assert_eq!(BpfProgram::flows_source("pcap"), None);
+        assert_eq!(BpfProgram::ExecExit.flows_source_name(), None);
+        assert_eq!(
+            BpfProgram::FLOW_SOURCES[0].0,
+            "tracepoint",
+            "the default first"
+        );
+    }
 }

@@ -42,16 +42,9 @@ fn programs() -> Vec<BpfProgram> {
     };
     let mut v = Vec::new();
     for name in list.split(',') {
-        let p = match name {
-            "tracepoint" => BpfProgram::FlowsTracepoint,
-            "socket" => BpfProgram::FlowsSocketFilter,
-            "tc" => BpfProgram::FlowsTc,
-            other => {
-                eprintln!(
-                    "EBPF_BENCH_SOURCE={list:?}: {other:?} is not one of tracepoint, socket, tc"
-                );
-                std::process::exit(2);
-            }
+        let Some(p) = BpfProgram::flows_source(name) else {
+            eprintln!("EBPF_BENCH_SOURCE={list:?}: {name:?} is not one of tracepoint, socket, tc");
+            std::process::exit(2);
         };
         if !v.contains(&p) {
             v.push(p);

@@ -1,7 +1,7 @@
 //! Configuration layering: embedded defaults ← TOML file ← `VIGIL_*` environment ← flags.
 
 use vigil_ipc_proto::delivery::{self, Secret};
-use vigil_ipc_proto::{AgentConfig, MountMode};
+use vigil_ipc_proto::{AgentConfig, BpfProgram, MountMode};
 
 use crate::cli::ConfigArgs;
 use crate::error::{Error, Result};
@@ -162,11 +162,12 @@ fn validate(cfg: &AgentConfig) -> Result<()> {
             "collector.disk_devices_exclude is not a valid regular expression: {e}"
         )));
     }
+    let flow_sources = BpfProgram::FLOW_SOURCES.map(|(name, _)| name);
     for (key, value, allowed) in [
         (
             "collector.flows_source",
             &cfg.collector.flows_source,
-            &["tracepoint", "socket", "tc"][..],
+            &flow_sources[..],
         ),
         (
             "collector.netns_source",

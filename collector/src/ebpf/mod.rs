@@ -346,11 +346,7 @@ impl EbpfSource {
         let now = Clock::now().now_unix_nano();
         let mut out = self.flows.evict_with(now, resource, self.cgroups.as_mut());
         if let Input::Flows(_) = self.input {
-            let source = match self.program {
-                BpfProgram::FlowsTc => "tc",
-                BpfProgram::FlowsTracepoint => "tracepoint",
-                _ => "socket",
-            };
+            let source = self.program.flows_source_name().unwrap_or("socket");
             let metric = |name: &str, unit: &str, v: u64| Metric {
                 name: name.into(),
                 unit: unit.into(),
@@ -397,11 +393,9 @@ pub fn wanted_programs(init: &InitConfig) -> Vec<BpfProgram> {
         v.push(BpfProgram::ExecExit);
     }
     if init.collector.ebpf_flows {
-        let flows = match init.collector.flows_source.as_str() {
-            "tc" => BpfProgram::FlowsTc,
-            "socket" => BpfProgram::FlowsSocketFilter,
-            _ => BpfProgram::FlowsTracepoint,
-        };
+        // (The supervisor refuses other names at start.)
+        let flows = BpfProgram::flows_source(&init.collector.flows_source)
+            .unwrap_or(BpfProgram::FlowsTracepoint);
         if init.feature_enabled(flows.feature()) {
             v.push(flows);
         }
