@@ -1,7 +1,8 @@
 //! Benchmark (root): loopback iperf3 throughput without and with a flow program attached
 //! (flows counted in the kernel, the table read by the collector's reader), TCP and 64-byte UDP
 //! floods, in one run: rounds interleaved, the order of "without" and "with" alternating per
-//! round; per-round ratios and medians printed, with the machine's load around the run.
+//! round; per-round ratios, their medians and the 95 % interval of each median (bootstrap)
+//! printed, with the machine's load around the run.
 //!
 //! `cargo run --release -p vigil-privhelper --example ebpf_bench -- [seconds] [rounds] [read_ms]`
 //! Needs iperf3 in PATH. First it measures what one read of the flow table costs the collector
@@ -20,6 +21,9 @@
 //! `EBPF_BENCH_PROG_NS=1`: the kernel's BPF statistics on for the run (`BPF_ENABLE_STATS`,
 //! which adds two clock reads to every program run, so the throughput ratios of such a run are
 //! not the budget's), and the ns per run of each flow program printed per traffic kind.
+//! `EBPF_BENCH_HOLD=secs`: no measurement; the first program is attached and read as in a run
+//! for that long, then detached, so that a profiler (`perf record -a`) can watch traffic made
+//! outside (BENCHMARKS.md, "where a datagram's time goes").
 
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -151,6 +155,30 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The 95 % interval of the median of `v` by bootstrap (2,000 resamples, a fixed xorshift
+/// seed so a run's numbers repeat): how far the median ratio could move with other rounds.
+fn median_interval(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut meds: Vec<f64> = (0..2000)
+        .map(|_| {
+            let sample = (0..v.len())
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    v[(x % v.len() as u64) as usize]
+                })
+                .collect();
+            median(sample)
+        })
+        .collect();
+    meds.sort_by(|a, b| a.total_cmp(b));
+    (meds[50], meds[1949])
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -272,6 +300,21 @@ fn with_filter(
     (bps, st, per_run)
 }
 
+/// `program` attached and read every second for `secs`, then detached (`EBPF_BENCH_HOLD`).
+fn hold(program: BpfProgram, secs: Duration) {
+    let mut mgr = BpfManager::new();
+    let att = mgr
+        .attach(program, &init())
+        .expect("attach the flow program");
+    let src = EbpfSource::from_response(&att.response, att.fds).expect("flow maps");
+    let (stop, h) = reader(src, Duration::from_secs(1));
+    println!("{program:?} attached for {} s", secs.as_secs());
+    std::thread::sleep(secs);
+    let _ = stop.send(());
+    let st = h.join().expect("reader");
+    println!("{} packets counted, {} lost", st.packets, st.lost);
+}
+
 /// CPU of one `read_flows` (median of 21) with `n` flows in the table, and the entries read.
 fn read_cost(program: BpfProgram, n: u16) -> (Duration, usize) {
     let mut mgr = BpfManager::new();
@@ -324,6 +367,14 @@ fn main() {
     pin();
     let progs = programs();
     println!("flow programs: {progs:?}");
+    if let Some(v) = std::env::var_os("EBPF_BENCH_HOLD") {
+        let Some(secs) = v.to_str().and_then(|v| v.parse().ok()) else {
+            eprintln!("EBPF_BENCH_HOLD={v:?}: a number of seconds");
+            std::process::exit(2);
+        };
+        hold(progs[0], Duration::from_secs(secs));
+        return;
+    }
     let no_reader = std::env::var_os("EBPF_BENCH_NO_READER").is_some();
     for &p in &progs {
         for n in [1000u16, 10_000].into_iter().filter(|_| !no_reader) {
@@ -415,8 +466,10 @@ fn main() {
                 .iter()
                 .map(|r| (r * 1000.0).round() / 1000.0)
                 .collect();
+            let (lo, hi) = median_interval(&ratios);
             println!(
-                "{:<9} {p:?}: without {}, with {}, median ratio {:.3} (per round {per_round:?})",
+                "{:<9} {p:?}: without {}, with {}, median ratio {:.3} (95 % interval of the \
+                 median {lo:.3}-{hi:.3}; per round {per_round:?})",
                 row.t.name(),
                 row.t.show(median(row.without.clone())),
                 row.t.show(median(with.clone())),
