@@ -58,6 +58,23 @@ struct {
 	__type(value, struct vigil_flow_totals);
 } vigil_flow_totals SEC(".maps");
 
+struct sk_buff;
+static __always_inline __u64 sender_cgroup(struct sk_buff *skb);
+
+/* The cgroup v2 id a flow entry is attributed to: that of the local socket which sent the
+ * packet — tc's egress program passes its context (tc_skb: bpf_skb_cgroup_id), the transmit
+ * tracepoint the kernel's skb (tp_skb) — or none (both NULL: received packets, the socket
+ * filter). Read only when an entry is created or still has none, not per packet: a packet of
+ * this CPU's run never needs it. */
+static __always_inline __u64 origin_cgroup(struct __sk_buff *tc_skb, struct sk_buff *tp_skb)
+{
+	if (tc_skb)
+		return bpf_skb_cgroup_id(tc_skb);
+	if (tp_skb)
+		return sender_cgroup(tp_skb);
+	return 0;
+}
+
 /* Add `packets` packets (`bytes` bytes) of flow k to its table entry, then to the totals t:
  * the flow's counters first, so that a reader taking the totals before the flows never sees a
  * packet in the totals that is missing from a flow still present (the lost count stays exact).
@@ -67,8 +84,8 @@ struct {
  * plain ones on the totals, which are this CPU's: the flow programs of one CPU never run nested
  * (they run with bottom halves off: in softirq, or transmitting under rcu_read_lock_bh). */
 static __always_inline __u64 account(struct vigil_flow_key *k, __u64 packets, __u64 bytes,
-				     __u64 cgroup_id, __u64 first_ns, int create,
-				     struct vigil_flow_totals *t)
+				     struct __sk_buff *tc_skb, struct sk_buff *tp_skb,
+				     __u64 first_ns, int create, struct vigil_flow_totals *t)
 {
 	struct vigil_flow_value *v;
 	__u64 entry_ns = 0;
@@ -81,7 +98,7 @@ static __always_inline __u64 account(struct vigil_flow_key *k, __u64 packets, __
 			.packets = packets,
 			.bytes = bytes,
 			.first_ns = bpf_ktime_get_ns(),
-			.cgroup_id = cgroup_id,
+			.cgroup_id = origin_cgroup(tc_skb, tp_skb),
 		};
 		long err = bpf_map_update_elem(&vigil_flows, k, &nv, BPF_NOEXIST);
 		if (err == 0) {
@@ -97,8 +114,11 @@ static __always_inline __u64 account(struct vigil_flow_key *k, __u64 packets, __
 	if (v) {
 		__sync_fetch_and_add(&v->packets, packets);
 		__sync_fetch_and_add(&v->bytes, bytes);
-		if (cgroup_id && !v->cgroup_id)
-			v->cgroup_id = cgroup_id;
+		if (!v->cgroup_id) {
+			__u64 cgroup_id = origin_cgroup(tc_skb, tp_skb);
+			if (cgroup_id)
+				v->cgroup_id = cgroup_id;
+		}
 		entry_ns = v->first_ns;
 	}
 	t->packets += packets;
@@ -120,7 +140,8 @@ static __always_inline int same_key(const struct vigil_flow_key *a, const struct
  * while the run changes), adds the run to its entry, counts itself in its entry (creating it)
  * and starts a new run of its flow. */
 #define RUN_MAX 256
-static __always_inline void count(struct vigil_flow_key *k, __u32 len, __u64 cgroup_id)
+static __always_inline void count(struct vigil_flow_key *k, __u32 len, struct __sk_buff *tc_skb,
+				  struct sk_buff *tp_skb)
 {
 	struct vigil_flow_totals *t;
 	__u32 zero = 0;
@@ -138,8 +159,8 @@ static __always_inline void count(struct vigil_flow_key *k, __u32 len, __u64 cgr
 	 * results are used), which orders the stores between them on every architecture. */
 	seq = __sync_fetch_and_add(&t->run_seq, 1);
 	if (t->run_packets)
-		account(&t->run_key, t->run_packets, t->run_bytes, 0, t->run_first_ns, 0, t);
-	entry_ns = account(k, 1, len, cgroup_id, 0, 1, t);
+		account(&t->run_key, t->run_packets, t->run_bytes, NULL, NULL, t->run_first_ns, 0, t);
+	entry_ns = account(k, 1, len, tc_skb, tp_skb, 0, 1, t);
 	__builtin_memcpy(&t->run_key, k, sizeof(*k));
 	t->run_first_ns = entry_ns;
 	t->run_packets = 0;
@@ -301,8 +322,9 @@ static __always_inline int parse_eth_ipv4_fast(struct __sk_buff *skb, struct vig
 	return 0;
 }
 
+/* cg_skb: skb when the flow's cgroup is its sender's (tc egress), else NULL (origin_cgroup). */
 static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 source,
-				   __u64 cgroup_id)
+				   struct __sk_buff *cg_skb)
 {
 	struct vigil_flow_key k;
 	__u16 proto_be = (__u16)skb->protocol;
@@ -315,7 +337,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 	k.direction = direction;
 	k.source = source;
 	if (proto_be == bpf_htons(ETH_P_IP) && parse_eth_ipv4_fast(skb, &k) == 0) {
-		count(&k, skb->len, cgroup_id);
+		count(&k, skb->len, cg_skb, NULL);
 		return;
 	}
 	l3 = l3_offset(skb, proto_be);
@@ -327,7 +349,7 @@ static __always_inline void handle(struct __sk_buff *skb, __u8 direction, __u8 s
 		ret = parse_ipv6(skb, l3, &k);
 	if (ret < 0)
 		return;
-	count(&k, skb->len, cgroup_id);
+	count(&k, skb->len, cg_skb, NULL);
 }
 
 /* On the packet socket of every interface that ignores outgoing packets (PACKET_IGNORE_OUTGOING:
@@ -337,7 +359,7 @@ SEC("socket")
 int vigil_flow_sock(struct __sk_buff *skb)
 {
 	__u8 dir = skb->pkt_type == PACKET_OUTGOING ? VIGIL_DIR_EGRESS : VIGIL_DIR_INGRESS;
-	handle(skb, dir, VIGIL_SRC_SOCKET, 0);
+	handle(skb, dir, VIGIL_SRC_SOCKET, NULL);
 	return 0; /* never queue anything on the packet socket */
 }
 
@@ -347,22 +369,23 @@ SEC("socket")
 int vigil_flow_sock_eg(struct __sk_buff *skb)
 {
 	if (skb->pkt_type == PACKET_OUTGOING)
-		handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_SOCKET, 0);
+		handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_SOCKET, NULL);
 	return 0;
 }
 
 SEC("classifier")
 int vigil_flow_tc_in(struct __sk_buff *skb)
 {
-	handle(skb, VIGIL_DIR_INGRESS, VIGIL_SRC_TC, 0);
+	handle(skb, VIGIL_DIR_INGRESS, VIGIL_SRC_TC, NULL);
 	return TC_CONTINUE;
 }
 
 SEC("classifier")
 int vigil_flow_tc_eg(struct __sk_buff *skb)
 {
-	/* The socket that sent it, if local: its cgroup attributes the flow to a container. */
-	handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_TC, bpf_skb_cgroup_id(skb));
+	/* The socket that sent it, if local: its cgroup attributes the flow to a container (read
+	 * when the flow's entry is made, not per packet). */
+	handle(skb, VIGIL_DIR_EGRESS, VIGIL_SRC_TC, skb);
 	return TC_CONTINUE;
 }
 
@@ -497,9 +520,10 @@ static __always_inline int kparse_ipv6(const unsigned char *l3, __u32 headlen,
 }
 
 /* Count skb at its network header l3 (l3_off bytes into the linear data, which starts at
- * skb->data), len bytes, seen on dev in direction dir. */
+ * skb->data), len bytes, seen on dev in direction dir; cg_skb: skb when the flow's cgroup is its
+ * sender's (transmit), else NULL (origin_cgroup). */
 static __always_inline void kcount(struct sk_buff *skb, struct net_device *dev, __u32 l3_off,
-				   __u32 len, __u8 dir, __u64 cgroup_id)
+				   __u32 len, __u8 dir, struct sk_buff *cg_skb)
 {
 	struct vigil_flow_key k;
 	__u16 proto_be = skb->protocol;
@@ -519,7 +543,7 @@ static __always_inline void kcount(struct sk_buff *skb, struct net_device *dev, 
 	else
 		ret = kparse_ipv6(skb->data + l3_off, headlen - l3_off, &k);
 	if (ret == 0)
-		count(&k, len, cgroup_id);
+		count(&k, len, NULL, cg_skb);
 }
 
 /* The cgroup v2 id of the local socket that sent skb, as bpf_skb_cgroup_id gives tc: 0 when
@@ -564,7 +588,7 @@ int vigil_flow_tp_rx(unsigned long long *ctx)
 		if (l2 <= MAX_L2_HEADER)
 			len += l2;
 	}
-	kcount(skb, dev, 0, len, VIGIL_DIR_INGRESS, 0);
+	kcount(skb, dev, 0, len, VIGIL_DIR_INGRESS, NULL);
 	return 0;
 }
 
@@ -582,8 +606,9 @@ int vigil_flow_tp_tx(unsigned long long *ctx)
 	l3_off = (__u64)skb->network_header - (__u64)(skb->data - skb->head);
 	if (l3_off > MAX_L2_HEADER)
 		return 0;
-	/* The socket that sent it, if local: its cgroup attributes the flow to a container. */
-	kcount(skb, dev, l3_off, skb->len, VIGIL_DIR_EGRESS, sender_cgroup(skb));
+	/* The socket that sent it, if local: its cgroup attributes the flow to a container (read
+	 * when the flow's entry is made, not per packet). */
+	kcount(skb, dev, l3_off, skb->len, VIGIL_DIR_EGRESS, skb);
 	return 0;
 }
 
