@@ -3,7 +3,9 @@
 //! (`vigil_policies::apply`) before it reads any peer input.
 
 use vigil_ipc_proto::delivery::NetNeeds;
-use vigil_ipc_proto::{AgentConfig, Attached, Feature, Ids, InitConfig, Role, SandboxPlan};
+use vigil_ipc_proto::{
+    AgentConfig, Attached, BpfProgram, Feature, Ids, InitConfig, Role, SandboxPlan,
+};
 use vigil_policies::LandlockVars;
 use vigil_policies::features::Evaluation;
 
@@ -51,11 +53,7 @@ fn seccomp_files(role: Role, eval: &Evaluation, facts: &RunFacts) -> Vec<String>
         .map(str::to_string)
         .into_iter()
         .collect();
-    let flows = [
-        Feature::EbpfFlowsTracepoint,
-        Feature::EbpfFlowsSocket,
-        Feature::EbpfFlowsTc,
-    ];
+    let flows = BpfProgram::FLOW_SOURCES.map(|(_, p)| p.feature());
     if role == Role::Collector && flows.iter().any(|f| eval.is_enabled(*f)) {
         v.push("collector-flows".to_string());
     }
@@ -67,7 +65,7 @@ fn seccomp_files(role: Role, eval: &Evaluation, facts: &RunFacts) -> Vec<String>
             v.push("shipper-listen".to_string());
         }
     }
-    if role == Role::Collector && eval.is_enabled(vigil_ipc_proto::Feature::ProcessIter) {
+    if role == Role::Collector && eval.is_enabled(Feature::ProcessIter) {
         v.push("collector-taskiter".to_string());
     }
     v

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use caps::Capability;
-use vigil_ipc_proto::{AgentConfig, Feature, FeatureState};
+use vigil_ipc_proto::{AgentConfig, BpfProgram, Feature, FeatureState};
 
 use Capability::*;
 
@@ -60,6 +60,11 @@ pub enum OnKernel {
 
 fn as_written(_: &KernelFacts) -> OnKernel {
     OnKernel::AsWritten
+}
+
+/// Flows on, from the program `collector.flows_source` names (BpfProgram::FLOW_SOURCES).
+fn flows_from(c: &AgentConfig, program: BpfProgram) -> bool {
+    c.collector.ebpf_flows && BpfProgram::flows_source(&c.collector.flows_source) == Some(program)
 }
 
 /// The table. Seeds: OBI/Beyla (BPF program types), SmartAgent (kmsg, setns, user switching).
@@ -334,7 +339,7 @@ pub const FEATURES: &[FeatureRow] = &[
         feature: Feature::EbpfFlowsTracepoint,
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_PERFMON],
-        configured: |c| c.collector.ebpf_flows && c.collector.flows_source == "tracepoint",
+        configured: |c| flows_from(c, BpfProgram::FlowsTracepoint),
         on_kernel: |k| {
             if k.btf {
                 OnKernel::AsWritten
@@ -353,7 +358,7 @@ pub const FEATURES: &[FeatureRow] = &[
         feature: Feature::EbpfFlowsSocket,
         process: Proc::Privhelper,
         caps: &[CAP_BPF, CAP_NET_RAW],
-        configured: |c| c.collector.ebpf_flows && c.collector.flows_source == "socket",
+        configured: |c| flows_from(c, BpfProgram::FlowsSocketFilter),
         on_kernel: as_written,
         inspects_other_processes: false,
         what: "network flows from a socket filter on an AF_PACKET socket",
@@ -364,7 +369,7 @@ pub const FEATURES: &[FeatureRow] = &[
         // No PERFMON: the programs read packets with bpf_skb_load_bytes only (measured as
         // uid 65534 with BPF + NET_ADMIN, privhelper/tests/ebpf_loader.rs).
         caps: &[CAP_BPF, CAP_NET_ADMIN],
-        configured: |c| c.collector.ebpf_flows && c.collector.flows_source == "tc",
+        configured: |c| flows_from(c, BpfProgram::FlowsTc),
         on_kernel: as_written,
         inspects_other_processes: false,
         what: "network flows from tc (cls_bpf) on the interfaces",
